@@ -1,0 +1,1 @@
+"""fcnseg: Fully Convolutional Networks for semantic segmentation."""

@@ -1,0 +1,89 @@
+"""How an RGB uint8 image becomes the float tensor a model was trained on, recorded in checkpoints."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from fcnseg.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel affine input normalisation.
+
+    ``x = (pixel * value_scale - mean) / std`` with ``pixel`` in [0, 255], channels reordered to BGR
+    first when ``bgr`` is set (``mean``/``std`` are then given in BGR order, as Caffe does).
+    """
+
+    name: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    bgr: bool
+    value_scale: float  # multiplier applied to 0..255 pixel values before the mean is subtracted
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Normalization":
+        try:
+            return cls(
+                name=str(d["name"]),
+                mean=tuple(float(v) for v in d["mean"]),
+                std=tuple(float(v) for v in d["std"]),
+                bgr=bool(d["bgr"]),
+                value_scale=float(d["value_scale"]),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"normalization {d!r} is malformed: {e}") from e
+
+    def image_to_tensor(self, image: np.ndarray) -> torch.Tensor:
+        """RGB uint8 ``[H, W, 3]`` array -> normalised float32 tensor ``[3, H, W]``."""
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+        if self.bgr:
+            x = x.flip(0)
+        mean = torch.tensor(self.mean).view(3, 1, 1)
+        std = torch.tensor(self.std).view(3, 1, 1)
+        return (x * self.value_scale - mean) / std
+
+    def tensor_to_image(self, x: torch.Tensor) -> np.ndarray:
+        """Inverse of :meth:`image_to_tensor`: float ``[3, H, W]`` -> RGB uint8 ``[H, W, 3]``."""
+        mean = torch.tensor(self.mean, device=x.device).view(3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(3, 1, 1)
+        x = (x.float() * std + mean) / self.value_scale
+        if self.bgr:
+            x = x.flip(0)
+        return x.clamp(0, 255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+# The reference FCN nets (and Caffe VGG16, and pytorch-fcn): BGR, 0..255, mean pixel subtracted, no scaling.
+PAPER_BGR = Normalization(
+    name="paper_bgr",
+    mean=(104.00698793, 116.66876762, 122.67891434),
+    std=(1.0, 1.0, 1.0),
+    bgr=True,
+    value_scale=1.0,
+)
+
+# torchvision-style ImageNet classifiers: RGB in [0, 1], per-channel mean and std.
+IMAGENET_RGB = Normalization(
+    name="imagenet_rgb",
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+    bgr=False,
+    value_scale=1.0 / 255.0,
+)
+
+PRESETS = {n.name: n for n in (PAPER_BGR, IMAGENET_RGB)}
+
+
+def get_normalization(name: str) -> Normalization:
+    """Look up a preset by name (``paper_bgr`` or ``imagenet_rgb``)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown normalization {name!r}; expected one of {sorted(PRESETS)}")
+    return PRESETS[name]
