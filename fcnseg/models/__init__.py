@@ -1,0 +1,7 @@
+"""FCN networks: trunks, heads, upsampling, surgery and importers."""
+
+from fcnseg.config import ARCHES, BACKBONES, ModelConfig
+from fcnseg.models.backbones import VGG16Classifier, build_backbone
+from fcnseg.models.fcn import FCN, build_model
+
+__all__ = ["ARCHES", "BACKBONES", "FCN", "ModelConfig", "VGG16Classifier", "build_backbone", "build_model"]

@@ -1,0 +1,337 @@
+"""Weights in and out: our self-describing checkpoints, pytorch-fcn and Caffe files, ImageNet classifiers.
+
+Loading never runs code from a file: ``torch.load(weights_only=True)`` only, and a pickle that
+needs more is refused. Writing is atomic (temp file, fsync, rename), so a crash mid-write leaves
+the previous file intact.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fcnseg.config import ModelConfig, from_dict
+from fcnseg.data.normalization import IMAGENET_RGB, PAPER_BGR, Normalization
+from fcnseg.errors import CheckpointError, ConfigError
+from fcnseg.models.fcn import FCN, build_model
+from fcnseg.models.surgery import (
+    TORCHFCN_ARCHES,
+    infer_arch,
+    infer_backbone,
+    torchfcn_to_fcnseg,
+    torchvision_vgg16_to_fcnseg,
+    transplant_trunk,
+)
+
+log = logging.getLogger(__name__)
+
+FORMAT = "fcnseg-checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class LoadedModel:
+    """A network ready to run, and what it needs to be fed and read."""
+
+    model: FCN
+    config: ModelConfig
+    class_names: list[str]
+    normalization: Normalization
+    source: str  # "fcnseg", "torchfcn", "caffe" or "fcnseg-state-dict"
+    extra: dict[str, Any] = field(default_factory=dict)  # anything else the checkpoint carried
+
+
+def default_class_names(num_classes: int) -> list[str]:
+    from fcnseg.data.classes import VOC_CLASSES
+
+    if num_classes == len(VOC_CLASSES):
+        return list(VOC_CLASSES)
+    return [f"class_{i}" for i in range(num_classes)]
+
+
+# --- writing ---------------------------------------------------------------------------------------
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temp file in the same folder, fsync it, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def checkpoint_dict(
+    model: nn.Module,
+    config: ModelConfig,
+    class_names: list[str],
+    normalization: Normalization,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The dict our checkpoints hold; only tensors and plain Python values, so it loads with weights_only."""
+    model = getattr(model, "module", model)  # unwrap DDP
+    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+    if len(class_names) != config.num_classes:
+        raise ConfigError(f"{len(class_names)} class names for a model of {config.num_classes} classes")
+    ckpt = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "model_config": asdict(config),
+        "class_names": list(class_names),
+        "normalization": normalization.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    ckpt.update(extra or {})
+    return ckpt
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    config: ModelConfig,
+    class_names: list[str],
+    normalization: Normalization,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write a self-describing checkpoint atomically: ``load_model(path)`` needs nothing else."""
+    atomic_save(checkpoint_dict(model, config, class_names, normalization, extra), path)
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+
+def _torch_load(path: Path, map_location="cpu") -> Any:
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path}: refused to load: the file holds Python objects beyond tensors and plain values, "
+            f"and loading it could run code from it ({str(e).splitlines()[0]})"
+        ) from e
+    except (EOFError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({e})") from e
+    except RuntimeError as e:
+        msg = str(e)
+        if "PytorchStreamReader" in msg or "zip archive" in msg or "central directory" in msg:
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint, or a truncated one ({msg.splitlines()[0]})") from e
+        raise
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e})") from e
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict[str, Any]:
+    """Read one of our checkpoints as a dict (for resuming training); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    ckpt = _torch_load(path, map_location)
+    if not (isinstance(ckpt, dict) and ckpt.get("format") == FORMAT):
+        raise CheckpointError(f"{path}: not an fcnseg checkpoint (no '{FORMAT}' header)")
+    if ckpt.get("version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {ckpt['version']} is newer than this fcnseg reads ({FORMAT_VERSION})"
+        )
+    for key in ("model_config", "class_names", "normalization", "state_dict"):
+        if key not in ckpt:
+            raise CheckpointError(f"{path}: checkpoint lacks '{key}'")
+    return ckpt
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict(strict=True)`` with one error naming the file and every mismatch."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    wrong = [
+        f"{k} is {list(state_dict[k].shape)}, expected {list(own[k].shape)}"
+        for k in own
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} key(s): {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} key(s): {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
+    if wrong:
+        problems.append("shape mismatch: " + "; ".join(wrong[:5]))
+    if problems:
+        raise CheckpointError(f"{source}: weights do not fit the model: " + " | ".join(problems))
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _config_from_weights(state_dict, path: Path, arch: str | None, pad: int) -> ModelConfig:
+    found_arch = infer_arch(state_dict)
+    backbone = infer_backbone(state_dict)
+    if found_arch is None or backbone is None:
+        raise CheckpointError(
+            f"{path}: not an FCN state dict (no score/upscore or trunk layers); found keys such as {list(state_dict)[:4]}"
+        )
+    if arch is None:
+        arch = found_arch
+        if found_arch == "fcn8s":
+            log.info("%s: weights of an FCN-8s; loading as 'fcn8s' (pass arch='fcn8s-atonce' for the at-once net)", path)
+    elif found_arch != ("fcn8s" if arch == "fcn8s-atonce" else arch):
+        raise CheckpointError(f"{path}: holds an {found_arch} but arch {arch!r} was asked for")
+    if "score_fr.weight" not in state_dict:
+        raise CheckpointError(f"{path}: no score_fr layer")
+    num_classes = int(state_dict["score_fr.weight"].shape[0])
+    return ModelConfig(arch=arch, backbone=backbone, num_classes=num_classes, pad=pad)
+
+
+def load_model(
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    arch: str | None = None,
+    class_names: list[str] | None = None,
+) -> LoadedModel:
+    """Load an FCN from any supported weights file, in eval mode.
+
+    Accepts our checkpoints, a pytorch-fcn (torchfcn) ``.pth`` (raw state dict or its
+    ``{"model_state_dict": ..., "arch": ...}`` wrapper), a raw state dict in our layout, and the
+    reference Caffe ``.caffemodel`` files. ``arch`` resolves the one ambiguity of raw weights:
+    FCN-8s and FCN-8s at-once have the same layers.
+
+    Returns:
+        LoadedModel; ``model(x [N,3,H,W])`` gives logits ``[N,C,H,W]`` for inputs normalised with
+        ``.normalization``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file not found")
+    if path.suffix == ".caffemodel":
+        return _load_caffemodel(path, map_location, arch, class_names)
+    obj = _torch_load(path, map_location)
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        ckpt = load_checkpoint(path, map_location)
+        config = from_dict(ModelConfig, ckpt["model_config"], f"{path}: model_config")
+        model = build_model(config)
+        load_state_dict_strict(model, ckpt["state_dict"], str(path))
+        extra = {k: v for k, v in ckpt.items() if k not in ("state_dict", "model_config", "class_names", "normalization")}
+        loaded = LoadedModel(model, config, list(ckpt["class_names"]), Normalization.from_dict(ckpt["normalization"]), "fcnseg", extra)
+    elif isinstance(obj, dict) and "model_state_dict" in obj:
+        # pytorch-fcn's trainer wrapper; its 'arch' is the class name (e.g. 'FCN8sAtOnce').
+        wrapped_arch = TORCHFCN_ARCHES.get(str(obj.get("arch", "")))
+        loaded = _from_state_dict(obj["model_state_dict"], path, arch or wrapped_arch, "torchfcn", map_location)
+    elif _is_state_dict(obj):
+        if "features.0.weight" in obj and "classifier.0.weight" in obj:
+            raise CheckpointError(
+                f"{path}: an ImageNet VGG16 classifier, not an FCN; build one from it with "
+                f"fcn_from_classifier() or 'fcnseg convert --from-classifier'"
+            )
+        source = "fcnseg-state-dict" if any(k.startswith("backbone.") for k in obj) else "torchfcn"
+        loaded = _from_state_dict(obj, path, arch, source, map_location)
+    else:
+        raise CheckpointError(f"{path}: not a checkpoint fcnseg knows (found a {type(obj).__name__})")
+    if class_names is not None:
+        if len(class_names) != loaded.config.num_classes:
+            raise CheckpointError(f"{path}: {len(class_names)} class names given for {loaded.config.num_classes} classes")
+        loaded.class_names = list(class_names)
+    loaded.model.to(map_location).eval()
+    return loaded
+
+
+def _from_state_dict(state_dict, path: Path, arch, source: str, map_location) -> LoadedModel:
+    if not _is_state_dict(state_dict):
+        raise CheckpointError(f"{path}: 'model_state_dict' is not a dict of tensors")
+    ours = torchfcn_to_fcnseg(state_dict) if source == "torchfcn" else dict(state_dict)
+    config = _config_from_weights(ours, path, arch, pad=100)
+    model = build_model(config)
+    load_state_dict_strict(model, ours, str(path))
+    # pytorch-fcn and the reference nets feed BGR, 0..255, mean-subtracted images.
+    return LoadedModel(model, config, default_class_names(config.num_classes), PAPER_BGR, source)
+
+
+def _load_caffemodel(path: Path, map_location, arch, class_names) -> LoadedModel:
+    from fcnseg.models.caffemodel import caffe_to_state_dict, read_caffemodel
+
+    converted = caffe_to_state_dict(read_caffemodel(path), path)
+    if converted.get("arch") is None:
+        raise CheckpointError(
+            f"{path}: an ImageNet classifier, not an FCN; build one from it with fcn_from_classifier()"
+        )
+    found = converted["arch"]
+    if arch is not None and arch != found:
+        raise CheckpointError(f"{path}: holds an {found} but arch {arch!r} was asked for")
+    config = ModelConfig(arch=found, backbone=converted["backbone"], num_classes=int(converted["num_classes"]))
+    model = build_model(config)
+    load_state_dict_strict(model, converted["state_dict"], str(path))
+    names = class_names or default_class_names(config.num_classes)
+    return LoadedModel(model.to(map_location).eval(), config, list(names), PAPER_BGR, "caffe")
+
+
+def read_classifier_trunk(path: str | Path) -> tuple[dict[str, torch.Tensor], Normalization]:
+    """Trunk weights (``backbone.*``) of an ImageNet VGG16 classifier file, and the normalisation it expects.
+
+    Reads a torchvision-style state dict (``features.N``/``classifier.0/3/6``; RGB ImageNet
+    mean/std) or the Caffe ``VGG_ILSVRC_16_layers.caffemodel`` (BGR mean-subtracted 0..255).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: classifier weights file not found")
+    if path.suffix == ".caffemodel":
+        from fcnseg.models.caffemodel import caffe_to_state_dict, read_caffemodel
+
+        converted = caffe_to_state_dict(read_caffemodel(path), path)
+        return converted["state_dict"], PAPER_BGR
+    obj = _torch_load(path)
+    if isinstance(obj, dict) and "state_dict" in obj and _is_state_dict(obj["state_dict"]):
+        obj = obj["state_dict"]
+    if not _is_state_dict(obj):
+        raise CheckpointError(f"{path}: expected a state dict of a VGG16 classifier, found a {type(obj).__name__}")
+    if "features.0.weight" in obj:
+        try:
+            return torchvision_vgg16_to_fcnseg(obj), IMAGENET_RGB
+        except KeyError as e:
+            raise CheckpointError(f"{path}: VGG16 classifier lacks {e.args[0]}") from e
+    if "backbone.conv1_1.weight" in obj:
+        return obj, PAPER_BGR
+    raise CheckpointError(f"{path}: not a VGG16 classifier layout (expected keys features.N.* and classifier.0/3/6.*)")
+
+
+def fcn_from_classifier(
+    path: str | Path,
+    arch: str = "fcn32s",
+    num_classes: int = 21,
+    class_names: list[str] | None = None,
+    learn_upsampling: bool = False,
+) -> LoadedModel:
+    """Build an FCN from an ImageNet VGG16 classifier file: the paper's net surgery.
+
+    The conv layers are copied, fc6/fc7 transplanted as 7x7 and 1x1 convolutions, the 1000-way
+    ImageNet scorer discarded, the new score layers zero-initialised and the upsampling set to
+    bilinear (paper section 4). The returned model is in train mode, ready for fine-tuning.
+    """
+    trunk, normalization = read_classifier_trunk(path)
+    config = ModelConfig(arch=arch, backbone="vgg16", num_classes=num_classes, learn_upsampling=learn_upsampling).validate()
+    model = build_model(config)
+    transplant_trunk(model, trunk, str(path))
+    names = class_names or default_class_names(num_classes)
+    return LoadedModel(model.train(), config, list(names), normalization, "classifier")
