@@ -1,0 +1,121 @@
+"""Data sets (VOC, SBD, folder, synthetic), transforms, collate, palettes and the dataset scan; `build_dataset` opens any by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fcnseg.data.base import RawItem, SegmentationDataset, read_image_rgb, read_split_file
+from fcnseg.data.classes import IGNORE_INDEX, VOC_CLASSES, ClassInfo, read_class_file, write_class_file
+from fcnseg.data.collate import PadCollate, pad_collate
+from fcnseg.data.folder import FolderDataset
+from fcnseg.data.normalization import IMAGENET_RGB, PAPER_BGR, Normalization, get_normalization
+from fcnseg.data.palette import colorize, palette_for, read_mask_png, voc_palette, write_mask_png
+from fcnseg.data.sbd import SBDDataset, read_sbd_mat
+from fcnseg.data.scan import PROBLEM_KINDS, Problem, Sample, ScanReport, scan_samples
+from fcnseg.data.synthetic import STYLES, SyntheticDataset, generate_sample, make_synthetic, synthetic_classes
+from fcnseg.data.transforms import Compose, RandomCrop, RandomMirror, RandomScale, train_transform
+from fcnseg.data.voc import VOCDataset
+from fcnseg.errors import DataError
+
+DATASET_KINDS = {"voc": VOCDataset, "sbd": SBDDataset, "folder": FolderDataset, "synthetic": SyntheticDataset}
+
+
+def detect_kind(root: str | Path) -> str:
+    """Guess the layout of ``root``: ``voc`` (JPEGImages/), ``sbd`` (img/ + cls/) or ``folder`` (images/)."""
+    root = Path(root)
+    for candidate in (root, root / "VOC2012", root / "VOCdevkit" / "VOC2012"):
+        if (candidate / "JPEGImages").is_dir():
+            return "voc"
+    for candidate in (root, root / "dataset", root / "benchmark_RELEASE" / "dataset"):
+        if (candidate / "img").is_dir() and (candidate / "cls").is_dir():
+            return "sbd"
+    if (root / "images").is_dir() or any((p / "images").is_dir() for p in root.iterdir() if p.is_dir()):
+        return "folder"
+    raise DataError(
+        f"{root}: cannot tell the layout; expected JPEGImages/ (VOC), img/ + cls/ (SBD) or images/ + masks/ (folder)"
+    )
+
+
+def build_dataset(
+    kind: str,
+    root: str | Path | None,
+    split: str = "train",
+    *,
+    normalization: Normalization = PAPER_BGR,
+    transform=None,
+    **kwargs,
+):
+    """Open a data set by kind name.
+
+    Args:
+        kind: ``voc``, ``sbd``, ``folder``, ``synthetic`` or ``auto`` (guess from ``root``).
+            ``synthetic`` with ``root=None`` is served from memory (kwargs ``num_images``, ``seed``,
+            ``style``, ``size``); with a root it is read as the VOC-layout tree ``make_synthetic`` wrote.
+        root: the data set folder.
+        split: split name (``train``, ``val``, ``seg11valid``, ``train_noval``, ``all`` for folders).
+        normalization: image normalisation, recorded on the data set as ``.normalization``.
+        transform: ``(image, mask) -> (image, mask)`` applied after normalisation.
+        kwargs: passed on (``sbd_root``, ``voc_root``, ``class_file``, ``scan``, ...).
+    Returns:
+        A data set yielding ``(image float32 [3, H, W], mask int64 [H, W])`` with ``class_names``,
+        ``num_classes``, ``palette``, ``name(i)`` and ``load_raw(i)``.
+    """
+    if kind == "auto":
+        if root is None:
+            raise DataError("kind 'auto' needs a data set root")
+        kind = detect_kind(root)
+    if kind == "synthetic":
+        if root is None:
+            return SyntheticDataset(split, normalization=normalization, transform=transform, **kwargs)
+        kind = "voc"
+    if kind not in DATASET_KINDS:
+        raise DataError(f"unknown data set kind {kind!r}; expected one of {sorted(DATASET_KINDS)} or 'auto'")
+    if root is None:
+        raise DataError(f"data set kind {kind!r} needs a root folder")
+    return DATASET_KINDS[kind](root, split, normalization=normalization, transform=transform, **kwargs)
+
+
+__all__ = [
+    "DATASET_KINDS",
+    "IGNORE_INDEX",
+    "IMAGENET_RGB",
+    "PAPER_BGR",
+    "PROBLEM_KINDS",
+    "STYLES",
+    "VOC_CLASSES",
+    "ClassInfo",
+    "Compose",
+    "FolderDataset",
+    "Normalization",
+    "PadCollate",
+    "Problem",
+    "RandomCrop",
+    "RandomMirror",
+    "RandomScale",
+    "RawItem",
+    "SBDDataset",
+    "Sample",
+    "ScanReport",
+    "SegmentationDataset",
+    "SyntheticDataset",
+    "VOCDataset",
+    "build_dataset",
+    "colorize",
+    "detect_kind",
+    "generate_sample",
+    "get_normalization",
+    "make_synthetic",
+    "pad_collate",
+    "palette_for",
+    "read_class_file",
+    "read_image_rgb",
+    "read_mask_png",
+    "read_sbd_mat",
+    "read_split_file",
+    "scan_samples",
+    "synthetic_classes",
+    "train_transform",
+    "voc_palette",
+    "write_class_file",
+    "write_mask_png",
+]

@@ -1,0 +1,177 @@
+"""The dataset every layout shares: scanned samples -> (normalised image, mask), with bad items skipped, not fatal."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fcnseg.data.classes import IGNORE_INDEX, ClassInfo
+from fcnseg.data.normalization import PAPER_BGR, Normalization
+from fcnseg.data.palette import palette_for
+from fcnseg.data.scan import Problem, Sample, ScanReport, scan_samples
+from fcnseg.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+# (image float32 [3, H, W], mask int64 [H, W]) -> the same, e.g. fcnseg.data.transforms.Compose([...])
+Transform = Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
+
+MAX_SUBSTITUTIONS = 10  # consecutive unreadable items tried before a load gives up
+
+
+@dataclass(frozen=True)
+class RawItem:
+    """An item as stored: name, RGB uint8 image ``[H, W, 3]`` and int64 label map ``[H, W]`` (255 = ignore)."""
+
+    name: str
+    image: np.ndarray
+    mask: np.ndarray
+
+
+def read_image_rgb(path: str | Path) -> np.ndarray:
+    """Read any PIL-readable image as RGB uint8 ``[H, W, 3]``."""
+    with Image.open(path) as image:
+        return np.array(image.convert("RGB"))  # writable, so torch.from_numpy does not warn
+
+
+def read_split_file(path: str | Path) -> list[str]:
+    """Names listed one per line (blank lines skipped; only the first column is used)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise DataError(f"split file {path} cannot be read: {e}") from e
+    return [line.split()[0] for line in text.splitlines() if line.strip()]
+
+
+class SegmentationDataset(torch.utils.data.Dataset):
+    """Base class: a list of samples, scanned once, served as ``(image, mask)``.
+
+    ``dataset[i]`` returns ``(image float32 [3, H, W], mask int64 [H, W])``: the RGB image normalised
+    by ``normalization`` (recorded as ``dataset.normalization`` so a checkpoint can store it), then
+    ``transform(image, mask)`` if given. Mask values are class indices or 255 (ignore).
+
+    Bad items are handled twice: the scan at construction reports and drops them (see
+    :mod:`fcnseg.data.scan`); an item that turns bad later is logged and replaced by the next
+    readable one, so a training run never stops on a file changed under it.
+
+    Subclasses list their samples and may override :meth:`read_mask` (SBD reads ``.mat`` files).
+    """
+
+    kind = "base"
+
+    def __init__(
+        self,
+        samples: list[Sample],
+        classes: ClassInfo,
+        *,
+        root: str | Path,
+        split: str,
+        normalization: Normalization = PAPER_BGR,
+        transform: Transform | None = None,
+        scan: bool = True,
+        scan_workers: int = 4,
+        listing_problems: list[Problem] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.split = split
+        self.classes = classes
+        self.normalization = normalization
+        self.transform = transform
+        self.ignore_index = IGNORE_INDEX
+        self.samples = list(samples)
+        self._listing_problems = list(listing_problems or [])
+        self.report: ScanReport | None = None
+        if scan:
+            self.report = self.scan(workers=scan_workers)
+            self.report.log(logger)
+            self.samples = self.report.usable
+        if not self.samples:
+            raise DataError(f"{self.kind} data set at {self.root}, split {split!r}: no usable items")
+
+    def scan(self, workers: int = 4, progress: bool = False) -> ScanReport:
+        """Check every current sample (see :func:`fcnseg.data.scan.scan_samples`) without dropping any."""
+        return scan_samples(
+            self.samples,
+            num_classes=self.classes.num_classes,
+            read_mask=self.read_mask,
+            root=self.root,
+            split=f"{self.kind} {self.split}",
+            workers=workers,
+            progress=progress,
+            extra_problems=self._listing_problems,
+        )
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.classes.names)
+
+    @property
+    def num_classes(self) -> int:
+        return self.classes.num_classes
+
+    @property
+    def palette(self) -> np.ndarray:
+        """uint8 ``[256, 3]`` colours for drawing label maps (the class file's, else VOC's)."""
+        return palette_for(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def name(self, index: int) -> str:
+        """The item's id (file stem), e.g. ``2007_000032``."""
+        return self.samples[index].name
+
+    def read_image(self, path: Path) -> np.ndarray:
+        """RGB uint8 ``[H, W, 3]``."""
+        return read_image_rgb(path)
+
+    def read_mask(self, path: Path) -> np.ndarray:
+        """int64 ``[H, W]`` class indices, 255 = ignore. Subclasses override for their format."""
+        raise NotImplementedError
+
+    def load_raw(self, index: int) -> RawItem:
+        """The item as stored, before normalisation and transforms (for drawing panels)."""
+        sample = self.samples[index]
+        image = self.read_image(sample.image_path)
+        mask = self.read_mask(sample.mask_path)
+        if mask.shape != image.shape[:2]:
+            raise DataError(
+                f"{sample.mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image is {image.shape[1]}x{image.shape[0]}"
+            )
+        return RawItem(sample.name, image, mask)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        for attempt in range(MAX_SUBSTITUTIONS):
+            current = (index + attempt) % len(self.samples)
+            try:
+                raw = self.load_raw(current)
+            except Exception as e:  # a file went bad after the scan: log it and serve the next item
+                logger.warning(
+                    "item %s (%s) cannot be loaded (%s: %s); substituting the next item",
+                    current,
+                    self.samples[current].name,
+                    type(e).__name__,
+                    e,
+                )
+                continue
+            image = self.normalization.image_to_tensor(raw.image)  # float32 [3, H, W]
+            mask = torch.from_numpy(raw.mask.astype(np.int64))  # int64 [H, W]
+            if self.transform is not None:
+                image, mask = self.transform(image, mask)
+            return image, mask
+        raise DataError(
+            f"{self.kind} data set at {self.root}: items {index}..{index + MAX_SUBSTITUTIONS - 1} all failed to load"
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, items={len(self)}, "
+            f"classes={self.num_classes}, normalization={self.normalization.name!r})"
+        )

@@ -1,0 +1,100 @@
+"""SBD layout (Hariharan et al. 2011, the paper's training set): img/*.jpg, cls/*.mat, train.txt, val.txt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+
+from fcnseg.data.base import SegmentationDataset, Transform, read_split_file
+from fcnseg.data.normalization import PAPER_BGR, Normalization
+from fcnseg.data.scan import Sample
+from fcnseg.data.voc import find_voc_root, list_images, voc_classes
+from fcnseg.errors import DataError
+
+# SBD train minus the VOC (2011) val names, so that training never sees a seg11valid image.
+TRAIN_NOVAL = "train_noval"
+
+
+def find_sbd_root(root: str | Path) -> Path:
+    """``root`` if it holds ``img/`` and ``cls/``, else ``root/dataset`` or ``root/benchmark_RELEASE/dataset``."""
+    root = Path(root)
+    for candidate in (root, root / "dataset", root / "benchmark_RELEASE" / "dataset"):
+        if (candidate / "img").is_dir() and (candidate / "cls").is_dir():
+            return candidate
+    raise DataError(f"{root} is not an SBD tree: expected img/, cls/, train.txt and val.txt")
+
+
+def read_sbd_mat(path: str | Path) -> np.ndarray:
+    """Read an SBD ``cls/*.mat`` file: struct ``GTcls`` whose field ``Segmentation`` is the uint8 ``[H, W]`` label map.
+
+    Returns int64 ``[H, W]`` (0 = background, 1..20 = VOC classes; SBD has no 255 border).
+    """
+    mat = scipy.io.loadmat(str(path))
+    try:
+        mask = mat["GTcls"][0]["Segmentation"][0]
+    except (KeyError, IndexError, ValueError) as e:
+        raise DataError(f"{path}: expected a struct GTcls with a field Segmentation, found keys {sorted(k for k in mat if not k.startswith('__'))}") from e
+    return np.asarray(mask).astype(np.int64)
+
+
+def sbd_split_names(root: Path, split: str) -> list[str]:
+    """Names in ``root/<split>.txt`` of an SBD ``dataset`` folder."""
+    root = find_sbd_root(root)
+    path = root / f"{split}.txt"
+    if not path.is_file():
+        raise DataError(f"split file {path} does not exist; SBD has train.txt and val.txt (or split {TRAIN_NOVAL!r})")
+    return read_split_file(path)
+
+
+class SBDDataset(SegmentationDataset):
+    """Semantic Boundaries Dataset, class segmentations, with the 21 VOC classes.
+
+    Args:
+        root: SBD's ``dataset`` folder (``benchmark_RELEASE`` or its parent are accepted too).
+        split: ``train`` (8498 images), ``val``, or ``train_noval``: ``train`` minus VOC ``val``
+            names (needs ``voc_root``; with VOC2011 this is the paper's training set without
+            seg11valid overlap).
+        voc_root: VOC tree whose ``ImageSets/Segmentation/val.txt`` is excluded (``train_noval`` only).
+        normalization, transform, scan: as in :class:`fcnseg.data.voc.VOCDataset`.
+
+    Items: ``(image float32 [3, H, W], mask int64 [H, W])``.
+    """
+
+    kind = "sbd"
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        *,
+        voc_root: str | Path | None = None,
+        normalization: Normalization = PAPER_BGR,
+        transform: Transform | None = None,
+        scan: bool = True,
+        scan_workers: int = 4,
+    ) -> None:
+        root = find_sbd_root(root)
+        if split == TRAIN_NOVAL:
+            if voc_root is None:
+                raise DataError(f"split {TRAIN_NOVAL!r} of {root} needs voc_root: it is SBD train minus VOC val")
+            voc_val = set(read_split_file(find_voc_root(voc_root) / "ImageSets" / "Segmentation" / "val.txt"))
+            names = [n for n in sbd_split_names(root, "train") if n not in voc_val]
+        else:
+            names = sbd_split_names(root, split)
+        images = list_images(root / "img")
+        samples = [Sample(n, images.get(n, root / "img" / f"{n}.jpg"), root / "cls" / f"{n}.mat") for n in names]
+        super().__init__(
+            samples,
+            voc_classes(),
+            root=root,
+            split=split,
+            normalization=normalization,
+            transform=transform,
+            scan=scan,
+            scan_workers=scan_workers,
+        )
+
+    def read_mask(self, path: Path) -> np.ndarray:
+        return read_sbd_mat(path)

@@ -1,0 +1,210 @@
+"""Dataset scan shared by every layout: find unreadable, missing, mis-sized or mislabelled items, report and skip them."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+from tqdm import tqdm
+
+from fcnseg.data.classes import IGNORE_INDEX
+
+logger = logging.getLogger(__name__)
+
+# What can be wrong with one item, in the order the scan checks it.
+PROBLEM_KINDS = (
+    "missing_files",  # a name in a split file with neither image nor mask
+    "missing_image",  # a mask (or split-file name) without its image
+    "missing_mask",  # an image without its mask
+    "unreadable_image",  # cannot be opened or decoded (including truncated files)
+    "unreadable_mask",
+    "size_mismatch",  # mask height/width differ from the image's
+    "bad_labels",  # mask values outside 0..num_classes-1 other than the ignore label
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One item of a data set: its name (file stem / id) and where its image and mask should be."""
+
+    name: str
+    image_path: Path
+    mask_path: Path
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One skipped item: the file at fault, the kind of problem (see ``PROBLEM_KINDS``) and what was found."""
+
+    name: str
+    path: str
+    kind: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+@dataclass
+class ScanReport:
+    """Outcome of a scan: the usable samples in their original order and one problem per skipped item."""
+
+    root: str
+    split: str
+    scanned: int
+    usable: list[Sample] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def counts(self) -> dict[str, int]:
+        """Number of skipped items per problem kind (only kinds that occurred)."""
+        return dict(Counter(p.kind for p in self.problems))
+
+    def summary(self) -> str:
+        """One line: ``voc train at ROOT: 98 of 100 items usable, 2 skipped (1 missing_mask, 1 bad_labels)``."""
+        head = f"{self.split} at {self.root}: {len(self.usable)} of {self.scanned} items usable"
+        if self.ok:
+            return head
+        kinds = ", ".join(f"{n} {k}" for k, n in self.counts().items())
+        return f"{head}, {len(self.problems)} skipped ({kinds})"
+
+    def to_dict(self) -> dict:
+        return {
+            "root": self.root,
+            "split": self.split,
+            "scanned": self.scanned,
+            "usable": len(self.usable),
+            "skipped": len(self.problems),
+            "counts": self.counts(),
+            "problems": [{"name": p.name, "path": p.path, "kind": p.kind, "message": p.message} for p in self.problems],
+        }
+
+    def log(self, log: logging.Logger = logger, max_lines: int = 20) -> None:
+        """Log each problem (at most ``max_lines``) and the summary as warnings; the summary alone at info if clean."""
+        if self.ok:
+            log.info("%s", self.summary())
+            return
+        for problem in self.problems[:max_lines]:
+            log.warning("skipping %s", problem)
+        if len(self.problems) > max_lines:
+            log.warning("... and %d more problems", len(self.problems) - max_lines)
+        log.warning("%s", self.summary())
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """Decode an image completely (a truncated file raises OSError) and return its ``(height, width)``."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        width, height = image.size
+    return height, width
+
+
+def scan_samples(
+    samples: Iterable[Sample],
+    *,
+    num_classes: int,
+    read_mask: Callable[[Path], np.ndarray],
+    root: str | Path,
+    split: str,
+    ignore_index: int = IGNORE_INDEX,
+    workers: int = 4,
+    progress: bool = False,
+    extra_problems: Iterable[Problem] = (),
+) -> ScanReport:
+    """Check every sample and sort it into usable or skipped; never raises for a bad item.
+
+    Each image is decoded in full (so a truncated JPEG is caught here, not at item 9,999 of a
+    training epoch) and each mask read with ``read_mask`` -> int64 ``[H, W]``. Decoding runs on
+    ``workers`` threads (PIL and zlib release the GIL).
+
+    Args:
+        samples: the items named by the split.
+        num_classes: labels must lie in ``0..num_classes-1`` or equal ``ignore_index``.
+        read_mask: reads a mask file into an integer ``[H, W]`` array.
+        root, split: for messages; paths are shown relative to ``root``.
+        extra_problems: problems found while listing the files (e.g. a mask without an image),
+            added to the report.
+    Returns:
+        ScanReport with usable samples in input order.
+    """
+    samples = list(samples)
+    root = Path(root)
+
+    def check(sample: Sample) -> Problem | None:
+        try:
+            return _check_one(sample, num_classes, read_mask, root, ignore_index)
+        except Exception as e:  # a bad item must never stop a scan of 10,000
+            return Problem(sample.name, _rel(sample.image_path, root), "unreadable_image", f"{type(e).__name__}: {e}")
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = pool.map(check, samples)
+        if progress:
+            results = tqdm(results, total=len(samples), desc=f"scan {split}", unit="item")
+        results = list(results)
+    report = ScanReport(root=str(root), split=split, scanned=len(samples))
+    report.problems.extend(extra_problems)
+    report.scanned += len(report.problems)
+    for sample, problem in zip(samples, results):
+        if problem is None:
+            report.usable.append(sample)
+        else:
+            report.problems.append(problem)
+    return report
+
+
+def _check_one(
+    sample: Sample, num_classes: int, read_mask: Callable[[Path], np.ndarray], root: Path, ignore_index: int
+) -> Problem | None:
+    image_rel, mask_rel = _rel(sample.image_path, root), _rel(sample.mask_path, root)
+    has_image, has_mask = sample.image_path.is_file(), sample.mask_path.is_file()
+    if not has_image and not has_mask:
+        return Problem(sample.name, sample.name, "missing_files", f"listed in the split but neither {image_rel} nor {mask_rel} exists")
+    if not has_image:
+        return Problem(sample.name, mask_rel, "missing_image", f"mask has no image; expected {image_rel}")
+    if not has_mask:
+        return Problem(sample.name, image_rel, "missing_mask", f"image has no mask; expected {mask_rel}")
+    try:
+        height, width = image_size(sample.image_path)
+    except Exception as e:
+        return Problem(sample.name, image_rel, "unreadable_image", f"cannot be decoded ({type(e).__name__}: {e})")
+    try:
+        mask = read_mask(sample.mask_path)
+    except Exception as e:
+        return Problem(sample.name, mask_rel, "unreadable_mask", f"cannot be read ({type(e).__name__}: {e})")
+    if mask.ndim != 2:
+        return Problem(sample.name, mask_rel, "unreadable_mask", f"mask has shape {tuple(mask.shape)}; expected H x W")
+    if mask.shape != (height, width):
+        return Problem(
+            sample.name,
+            mask_rel,
+            "size_mismatch",
+            f"mask is {mask.shape[1]}x{mask.shape[0]} but its image {image_rel} is {width}x{height}",
+        )
+    values = np.unique(mask)
+    bad = values[((values < 0) | (values >= num_classes)) & (values != ignore_index)]
+    if bad.size:
+        shown = ", ".join(str(int(v)) for v in bad[:8])
+        return Problem(
+            sample.name,
+            mask_rel,
+            "bad_labels",
+            f"label values {shown} outside the {num_classes} classes 0..{num_classes - 1} (and ignore {ignore_index})",
+        )
+    return None
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
