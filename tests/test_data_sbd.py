@@ -1,7 +1,6 @@
 """SBD layout: .mat class segmentations in SBD's real structure, splits, and the paper's train_noval."""
 
 import numpy as np
-import pytest
 import scipy.io
 import scipy.sparse
 from PIL import Image

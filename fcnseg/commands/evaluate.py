@@ -1,0 +1,101 @@
+"""`fcnseg eval`: a checkpoint on a data set, or a folder of predicted PNGs against ground truth -> the four metrics."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from fcnseg.data import build_dataset
+from fcnseg.errors import ConfigError
+from fcnseg.evaluate import evaluate, score_folders, write_results
+from fcnseg.metrics import format_table
+
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="score a checkpoint on a data set, or predicted label PNGs against ground truth",
+        description="Pixel accuracy, mean accuracy, mean IU and frequency-weighted IU (paper section 5). "
+        "Either CHECKPOINT with --data, or --pred-dir with --gt-dir.",
+    )
+    p.add_argument("checkpoint", nargs="?", type=Path, help="model checkpoint")
+    p.add_argument("--data", type=Path, help="data set folder (omit with --kind synthetic for the in-memory set)")
+    p.add_argument("--kind", default="auto", choices=["auto", "voc", "sbd", "folder", "synthetic"], help="layout")
+    p.add_argument("--split", default="val", help="split to score (default: val)")
+    p.add_argument("--sbd-root", type=Path, help="SBD folder, for the VOC split seg11valid")
+    p.add_argument("--style", default="shapes", help="synthetic style when served from memory")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--autocast", choices=sorted(AUTOCAST), help="run the model under autocast in this dtype")
+    p.add_argument("--workers", type=int, default=0, help="data loader workers")
+    p.add_argument("--limit", type=int, help="score only the first N images")
+    p.add_argument("--save-predictions", type=Path, help="folder for predicted label maps (palette PNGs)")
+    p.add_argument("--pred-dir", type=Path, help="predicted label PNGs to score (instead of a checkpoint)")
+    p.add_argument("--gt-dir", type=Path, help="ground-truth label PNGs, e.g. VOC SegmentationClass/")
+    p.add_argument("--class-file", type=Path, help="class names for --pred-dir scoring (default: the 21 VOC classes)")
+    p.add_argument("--num-classes", type=int, help="number of classes for --pred-dir scoring without a class file")
+    p.add_argument("--allow-missing", action="store_true", help="score only ground truths that have a prediction")
+    p.add_argument("--out", type=Path, default=Path("eval.json"), help="JSON results (default: eval.json)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run)
+
+
+def load_model(path: Path, device: str):
+    """The checkpoint loader (a seam tests can replace)."""
+    from fcnseg.checkpoint import load_model as load
+
+    return load(path, map_location=device)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.pred_dir is not None or args.gt_dir is not None:
+        if args.pred_dir is None or args.gt_dir is None or args.checkpoint is not None:
+            raise ConfigError("score folders with both --pred-dir and --gt-dir, and no checkpoint")
+        result = score_folders(
+            args.pred_dir,
+            args.gt_dir,
+            class_file=args.class_file,
+            num_classes=args.num_classes,
+            allow_missing=args.allow_missing,
+            progress=not args.no_progress,
+        )
+        source = f"{args.pred_dir} against {args.gt_dir}"
+    else:
+        if args.checkpoint is None:
+            raise ConfigError("give a CHECKPOINT and --data, or --pred-dir and --gt-dir")
+        if args.data is None and args.kind != "synthetic":
+            raise ConfigError("--data ROOT is needed to evaluate a checkpoint (or --kind synthetic)")
+        loaded = load_model(args.checkpoint, args.device)
+        extra = {"sbd_root": args.sbd_root} if args.sbd_root is not None else {}
+        if args.kind == "synthetic" and args.data is None:
+            extra = {"style": args.style}
+        dataset = build_dataset(args.kind, args.data, args.split, normalization=loaded.normalization, **extra)
+        if dataset.num_classes != loaded.config.num_classes:
+            raise ConfigError(
+                f"{args.checkpoint} predicts {loaded.config.num_classes} classes but the data set "
+                f"{args.data} has {dataset.num_classes}"
+            )
+        result = evaluate(
+            loaded.model,
+            dataset,
+            device=args.device,
+            autocast_dtype=AUTOCAST.get(args.autocast) if args.autocast else None,
+            num_workers=args.workers,
+            limit=args.limit,
+            save_predictions=args.save_predictions,
+            progress=not args.no_progress,
+        )
+        result["checkpoint"] = str(args.checkpoint)
+        result["split"] = args.split
+        result["normalization"] = loaded.normalization.to_dict()
+        source = f"{args.checkpoint} on {args.data or 'synthetic'} {args.split}"
+    print(f"{source}: {result['num_images']} images")
+    print(format_table(result, result["class_names"]))
+    write_results(result, args.out)
+    print(f"results written to {args.out}")
+    if args.save_predictions is not None:
+        print(f"predictions written to {args.save_predictions}")
+    return 0

@@ -1,0 +1,227 @@
+"""Score a model on a data set, or a folder of predicted label PNGs against ground truth, with the paper's metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from fcnseg.data.classes import IGNORE_INDEX, VOC_CLASSES, ClassInfo, read_class_file
+from fcnseg.data.palette import read_mask_png, write_mask_png
+from fcnseg.data.voc import list_images
+from fcnseg.errors import DataError
+from fcnseg.metrics import ConfusionMatrix
+
+logger = logging.getLogger(__name__)
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """Wraps a data set so the loader also returns each item's index (to name saved predictions)."""
+
+    def __init__(self, dataset, indices: list[int]) -> None:
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        image, mask = self.dataset[self.indices[i]]
+        return self.indices[i], image, mask
+
+
+def _rank_and_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+@torch.inference_mode()
+def evaluate(
+    model: torch.nn.Module,
+    dataset,
+    *,
+    device: torch.device | str = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+    num_workers: int = 0,
+    limit: int | None = None,
+    save_predictions: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Run ``model`` over ``dataset`` one image at a time at full resolution and score it.
+
+    Under ``torch.distributed`` each process takes every ``world_size``-th image and the confusion
+    counts are summed over processes before the metrics are computed; only rank 0 shows progress.
+
+    Args:
+        model: ``model(x float32 [1, 3, H, W]) -> logits [1, C, H, W]`` at input size.
+        dataset: yields ``(image float32 [3, H, W], mask int64 [H, W])`` and has ``class_names``,
+            ``num_classes`` and ``name(i)`` (every fcnseg data set does).
+        device: where the model runs; the model is moved there and put in eval mode, then restored.
+        autocast_dtype: e.g. ``torch.bfloat16`` to run under ``torch.autocast``; None for float32.
+        num_workers: DataLoader worker processes.
+        limit: score only the first ``limit`` images.
+        save_predictions: folder for predicted label maps as palette PNGs named ``<item name>.png``.
+        progress: show a tqdm bar.
+    Returns:
+        dict: the metrics of :meth:`fcnseg.metrics.ConfusionMatrix.compute`, plus ``class_names``,
+        ``num_images`` (over all processes), ``seconds`` and ``images_per_second``.
+    """
+    device = torch.device(device)
+    num_classes = dataset.num_classes
+    rank, world = _rank_and_world()
+    indices = list(range(len(dataset) if limit is None else min(limit, len(dataset))))[rank::world]
+    loader = torch.utils.data.DataLoader(
+        _Indexed(dataset, indices), batch_size=None, shuffle=False, num_workers=num_workers
+    )
+    out_dir = Path(save_predictions) if save_predictions is not None else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    palette = getattr(dataset, "palette", None)
+    matrix = ConfusionMatrix(num_classes, device=device)
+    was_training = model.training
+    model.to(device).eval()
+    amp = (
+        torch.autocast(device_type=device.type, dtype=autocast_dtype)
+        if autocast_dtype is not None
+        else contextlib.nullcontext()
+    )
+    start = time.perf_counter()
+    try:
+        for index, image, mask in tqdm(loader, desc="eval", unit="img", disable=not progress or rank != 0):
+            image, mask = image.to(device), mask.to(device)
+            with amp:
+                logits = model(image[None])  # [1, C, H, W]
+            if logits.shape[1] != num_classes:
+                raise DataError(
+                    f"the model predicts {logits.shape[1]} classes but the data set has {num_classes} ({dataset!r})"
+                )
+            if logits.shape[-2:] != mask.shape:
+                raise ValueError(f"model output is {tuple(logits.shape[-2:])} for an input of {tuple(mask.shape)}")
+            prediction = logits.argmax(1)[0]  # [H, W]
+            matrix.update(prediction, mask)
+            if out_dir is not None:
+                write_mask_png(prediction.cpu().numpy(), out_dir / f"{dataset.name(int(index))}.png", palette)
+    finally:
+        model.train(was_training)
+    seconds = time.perf_counter() - start
+    matrix.all_reduce()
+    num_images = torch.tensor([len(indices)], device=device)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(num_images)
+    result = matrix.compute()
+    result.update(
+        class_names=list(dataset.class_names),
+        num_images=int(num_images.item()),
+        seconds=seconds,
+        images_per_second=len(indices) / seconds if seconds > 0 else math.nan,
+    )
+    return result
+
+
+def score_folders(
+    pred_dir: str | Path,
+    gt_dir: str | Path,
+    *,
+    class_file: str | Path | None = None,
+    num_classes: int | None = None,
+    allow_missing: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Score a folder of predicted label PNGs against a folder of ground-truth PNGs, matched by stem.
+
+    Both may be palette or grey PNGs of class indices (or RGB PNGs in the class file's colours);
+    ground-truth 255 is ignored. Use this to score any model's output with the paper's metrics.
+
+    Args:
+        pred_dir: predictions, ``<stem>.png``, values ``0..num_classes-1``.
+        gt_dir: ground truth, e.g. VOC's ``SegmentationClass``.
+        class_file: class names (and colours); else ``num_classes`` unnamed classes; else the 21 VOC classes.
+        allow_missing: score the ground truths that have a prediction instead of raising when some have none.
+    Returns:
+        dict as :func:`evaluate`, plus ``missing`` (ground-truth stems without a prediction).
+    Raises:
+        DataError: a folder is empty or missing, a prediction is missing (unless ``allow_missing``),
+            a prediction's size differs from its ground truth, or labels fall outside the classes.
+    """
+    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    if class_file is not None:
+        classes = read_class_file(class_file)
+    elif num_classes is not None:
+        classes = ClassInfo(tuple(f"class {i}" for i in range(num_classes)))
+    else:
+        classes = ClassInfo(VOC_CLASSES)
+    n = classes.num_classes
+    for folder in (pred_dir, gt_dir):
+        if not folder.is_dir():
+            raise DataError(f"{folder} is not a folder of label PNGs")
+    truths, predictions = list_images(gt_dir), list_images(pred_dir)
+    if not truths:
+        raise DataError(f"{gt_dir} holds no label images")
+    missing = [stem for stem in truths if stem not in predictions]
+    if missing and not allow_missing:
+        shown = ", ".join(missing[:5])
+        raise DataError(
+            f"{len(missing)} of {len(truths)} ground truths in {gt_dir} have no prediction in {pred_dir} (e.g. {shown})"
+        )
+    matrix = ConfusionMatrix(n)
+    start = time.perf_counter()
+    stems = [s for s in truths if s in predictions]
+    for stem in tqdm(stems, desc="score", unit="img", disable=not progress):
+        truth = read_mask_png(truths[stem], classes.colours)
+        prediction = read_mask_png(predictions[stem], classes.colours)
+        if prediction.shape != truth.shape:
+            raise DataError(
+                f"{predictions[stem]} is {prediction.shape[1]}x{prediction.shape[0]} "
+                f"but its ground truth {truths[stem]} is {truth.shape[1]}x{truth.shape[0]}"
+            )
+        bad_gt = np.setdiff1d(np.unique(truth), np.r_[np.arange(n), IGNORE_INDEX])
+        if bad_gt.size:
+            raise DataError(f"{truths[stem]}: label values {bad_gt.tolist()[:8]} outside 0..{n - 1} (and ignore 255)")
+        scored = truth != IGNORE_INDEX
+        bad_pred = np.setdiff1d(np.unique(prediction[scored]), np.arange(n))
+        if bad_pred.size:
+            raise DataError(f"{predictions[stem]}: predicted values {bad_pred.tolist()[:8]} outside the classes 0..{n - 1}")
+        matrix.update(torch.from_numpy(prediction), torch.from_numpy(truth))
+    seconds = time.perf_counter() - start
+    if missing:
+        logger.warning("%d ground truths have no prediction and were not scored (e.g. %s)", len(missing), missing[0])
+    result = matrix.compute()
+    result.update(
+        class_names=list(classes.names),
+        num_images=len(stems),
+        seconds=seconds,
+        images_per_second=len(stems) / seconds if seconds > 0 else math.nan,
+        missing=missing,
+    )
+    return result
+
+
+def write_results(result: dict, path: str | Path) -> None:
+    """Write a result dict as strict JSON (NaN -> null), atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(_json_safe(result), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _json_safe(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
