@@ -1,0 +1,110 @@
+"""Measuring a computation: wall time (median of repeats), FLOPs and peak live tensor memory.
+
+FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matrix products);
+peak memory is an exact account of the bytes of every tensor storage created while the computation
+runs and still alive (inputs made inside it included, weights excluded), like tracemalloc for
+tensors. Both are counted on the ``meta`` device, so they cost nothing for any image size.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
+from torch.utils.flop_counter import FlopCounterMode
+
+
+class TensorMemoryTracker(TorchDispatchMode):
+    """Tracks live bytes of the tensor storages created by operators inside the ``with`` block.
+
+    A storage counts from the operator that creates it until it is freed, so in-place ops and views
+    add nothing; ``peak`` is the largest total seen.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._finalizers: dict[int, weakref.finalize] = {}
+
+    def _release(self, key: int, nbytes: int) -> None:
+        self.live -= nbytes
+        self._finalizers.pop(key, None)
+
+    def _register(self, t):
+        if isinstance(t, torch.Tensor):
+            storage = t.untyped_storage()
+            key = id(storage)
+            if key not in self._finalizers:
+                nbytes = storage.nbytes()
+                self.live += nbytes
+                self.peak = max(self.peak, self.live)
+                self._finalizers[key] = weakref.finalize(storage, self._release, key, nbytes)
+        return t
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        tree_map(self._register, out)
+        return out
+
+
+@dataclass
+class Cost:
+    """Cost of one computation."""
+
+    seconds: float | None  # median wall time; None when not timed
+    flops: int  # multiply-adds count as 2 FLOPs
+    peak_bytes: int  # peak live tensor memory (activations and inputs, weights excluded)
+
+
+def on_meta(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` whose parameters live on the meta device (shapes only, no storage)."""
+    return copy.deepcopy(module).to("meta")
+
+
+def count(fn: Callable[[], object]) -> tuple[int, int]:
+    """``(flops, peak_bytes)`` of ``fn()`` (run it on meta tensors to make it free)."""
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as flop_counter:
+            with TensorMemoryTracker() as memory:
+                result = fn()
+            del result
+    return int(flop_counter.get_total_flops()), int(memory.peak)
+
+
+def time_calls(fns: dict[str, Callable[[], object]], repeats: int = 3, warmup: int = 1) -> dict[str, float]:
+    """Median wall time of each function, the functions interleaved so that machine load hits them alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    with torch.no_grad():
+        for _ in range(warmup):
+            for fn in fns.values():
+                fn()
+        for _ in range(repeats):
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def human_flops(n: float) -> str:
+    for unit, scale in (("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f} FLOP"
