@@ -283,12 +283,14 @@ def _shape_mask(rng: np.random.Generator, cls: int, h: int, w: int) -> np.ndarra
     return _polygon_mask(h, w, polygons)
 
 
-def _shade(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """A flat random colour with a linear lighting gradient and noise, float ``[H, W, 3]``."""
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+def _shade(rng: np.random.Generator, region: np.ndarray) -> np.ndarray:
+    """A flat random colour with a linear lighting gradient and noise for the pixels of ``region``, float ``[K, 3]``."""
+    h, w = region.shape
+    ys, xs = np.nonzero(region)  # row-major, the order of image[region]
     angle = rng.uniform(0, 2 * math.pi)
-    ramp = (xx * math.cos(angle) + yy * math.sin(angle)) / max(h, w)  # about -1..1 across the image
-    return _colour(rng) + ramp[..., None] * rng.uniform(-50, 50) + rng.normal(0, rng.uniform(3, 10), size=(h, w, 3))
+    ramp = (xs * math.cos(angle) + ys * math.sin(angle)) / max(h, w)  # about -1..1 across the image
+    noise = rng.normal(0, rng.uniform(3, 10), size=(ys.size, 3))
+    return _colour(rng) + ramp[:, None] * rng.uniform(-50, 50) + noise
 
 
 def _shapes_scene(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -297,14 +299,15 @@ def _shapes_scene(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray,
     for _ in range(int(rng.integers(2, 6))):  # later objects occlude earlier ones
         cls = int(rng.integers(1, 6))
         region = _shape_mask(rng, cls, h, w)
-        image[region] = _shade(rng, h, w)[region]
+        image[region] = _shade(rng, region)
         mask[region] = cls
     return image, mask
 
 
-def _texture(rng: np.random.Generator, cls: int, h: int, w: int, cx: float, cy: float) -> np.ndarray:
-    """Binary texture of class ``cls`` (1 stripes, 2 checks, 3 dots, 4 rings, 5 waves), float ``[H, W]`` in {0, 1}."""
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+def _texture(rng: np.random.Generator, cls: int, region: np.ndarray, cx: float, cy: float) -> np.ndarray:
+    """Binary texture of class ``cls`` (1 stripes, 2 checks, 3 dots, 4 rings, 5 waves) at the pixels of ``region``, float ``[K]``."""
+    ys, xs = np.nonzero(region)
+    yy, xx = ys.astype(np.float32), xs.astype(np.float32)
     angle = rng.uniform(0, math.pi)
     u = xx * math.cos(angle) + yy * math.sin(angle)
     v = -xx * math.sin(angle) + yy * math.cos(angle)
@@ -345,8 +348,8 @@ def _blobs_scene(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, 
         c2 = _colour(rng)
         while np.abs(c1 - c2).sum() < 150:  # keep the texture visible
             c2 = _colour(rng)
-        pattern = _texture(rng, cls, h, w, cx, cy)[..., None]
-        fill = c1 * (1 - pattern) + c2 * pattern + rng.normal(0, rng.uniform(3, 10), size=(h, w, 3))
-        image[region] = fill[region]
+        pattern = _texture(rng, cls, region, cx, cy)[:, None]  # [K, 1]
+        noise = rng.normal(0, rng.uniform(3, 10), size=(pattern.shape[0], 3))
+        image[region] = c1 * (1 - pattern) + c2 * pattern + noise
         mask[region] = cls
     return image, mask
