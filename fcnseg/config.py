@@ -125,7 +125,7 @@ class DataConfig:
     """
 
     dataset: str = "voc"  # voc | sbd | folder | synthetic | auto (guess from root)
-    root: str = "data/VOCdevkit/VOC2012"  # data set folder; "" with dataset synthetic = generated in memory
+    root: str = ""  # data set folder, e.g. data/VOCdevkit/VOC2012; "" with dataset synthetic = generated in memory
     train_split: str = "train"
     val_split: str = "val"
     sbd_root: str = ""  # optional SBD folder, for VOC splits such as seg11valid
@@ -155,7 +155,7 @@ class DataConfig:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{source}: {name} must be >= 0, got {getattr(self, name)}")
         if self.dataset != "synthetic" and not self.root:
-            raise ConfigError(f"{source}: dataset {self.dataset!r} needs a root folder (data.root)")
+            raise ConfigError(f"{source}: dataset {self.dataset!r} needs a root folder (data.root, or --data-root)")
         return self
 
 

@@ -29,7 +29,8 @@ from fcnseg.data import IGNORE_INDEX, PadCollate, build_dataset, get_normalizati
 from fcnseg.data.normalization import IMAGENET_RGB, PAPER_BGR, Normalization
 from fcnseg.errors import CheckpointError, ConfigError, FcnsegError
 from fcnseg.losses import pixel_cross_entropy_sum
-from fcnseg.metrics import ConfusionMatrix, format_table
+from fcnseg.evaluate import evaluate
+from fcnseg.metrics import format_table
 from fcnseg.models import build_model
 from fcnseg.models.surgery import transplant, transplant_trunk
 from fcnseg.optim import build_optimizer, set_learning_rate
@@ -328,8 +329,6 @@ class Trainer:
         if self.sampler.num_samples < t.batch_size:
             log.warning("each process sees %d training images per epoch, fewer than batch_size %d",
                         self.sampler.num_samples, t.batch_size)
-        n_val = len(self.val_set) if not d.val_max_images else min(d.val_max_images, len(self.val_set))
-        self.val_indices = list(range(self.dist.rank, n_val, self.dist.world_size))  # disjoint shards, no padding
 
     def _write_config(self) -> None:
         import yaml
@@ -470,21 +469,11 @@ class Trainer:
             where, hint = "no checkpoint was written yet", f"; lower the learning rate (now {lr:g})"
         raise TrainingDiverged(f"the training loss became {loss_value} at iteration {it} (lr {lr:g}); {where}{hint}")
 
-    @torch.no_grad()
     def validate(self) -> dict:
-        """The four metrics on the validation split; confusion counts are summed over processes."""
-        self.model.eval()
-        cm = ConfusionMatrix(len(self.class_names), device=self.device)
-        for index in self.val_indices:
-            image, mask = self.val_set[index]
-            images, masks = self._to_device(image[None], mask[None])
-            with self._autocast():
-                logits = self.model(images)
-            cm.update(logits.argmax(1), masks)
-        cm.all_reduce()
-        result = cm.compute()
-        self.model.train()
-        return result
+        """The four metrics on the validation split (each process scores a shard; counts are summed)."""
+        limit = self.config.data.val_max_images or None
+        return evaluate(self.model, self.val_set, device=self.device, autocast_dtype=self.amp_dtype, limit=limit,
+                        progress=False)
 
     @torch.no_grad()
     def panels(self, path: Path) -> None:

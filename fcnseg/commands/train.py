@@ -1,0 +1,210 @@
+"""`fcnseg train`: a config file and/or flags -> a trained FCN in an output folder (resumable, torchrun-ready)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fcnseg.checkpoint import load_checkpoint
+from fcnseg.config import PRESETS, resolve_run_config
+from fcnseg.errors import ConfigError
+
+EPILOG = """\
+settings are layered: defaults < --preset < --config FILE < flags (flags win).
+every run writes its resolved settings to OUT/config.yaml; `fcnseg train --config OUT/config.yaml`
+runs it again.
+
+presets:
+  paper-cvpr   the CVPR paper's recipe for FCN-VGG16: SGD, momentum 0.9, 20 images per update,
+               lr 1e-4 fixed, normalised loss (the defaults)
+  paper-heavy  the released reference solvers: summed loss, batch 1, momentum 0.99, lr 1e-10
+  small-cpu    the small CPU net from scratch: AdamW 2e-3, poly schedule, 8 crops of 128 px
+
+examples:
+  # the small net on the built-in synthetic shapes (generated in memory), a few minutes on a CPU
+  fcnseg train --preset small-cpu --dataset synthetic --num-classes 6 --out runs/shapes
+
+  # FCN-32s from an ImageNet VGG16 classifier on PASCAL VOC, then 16s from 32s, then 8s from 16s
+  fcnseg train --config configs/voc-fcn32s.yaml --classifier-weights vgg16.pth --out runs/32s
+  fcnseg train --config configs/voc-fcn16s.yaml --init-from runs/32s/checkpoints/last.pt --out runs/16s
+  fcnseg train --config configs/voc-fcn8s.yaml --init-from runs/16s/checkpoints/last.pt --out runs/8s
+
+  # continue an interrupted run (its own config; flags may change e.g. --max-iter)
+  fcnseg train --resume runs/32s
+
+  # any setting without its own flag
+  fcnseg train --config my.yaml --set train.bias_lr_mult=1 --set data.scale_max=1.5
+
+  # 2 processes on this machine (gloo on CPU, NCCL on GPUs)
+  torchrun --nproc_per_node=2 -m fcnseg train --config my.yaml
+"""
+
+# flag destination -> (section, key) of the run config
+FLAG_KEYS = {
+    "arch": ("model", "arch"),
+    "backbone": ("model", "backbone"),
+    "num_classes": ("model", "num_classes"),
+    "pad": ("model", "pad"),
+    "dropout": ("model", "dropout"),
+    "learn_upsampling": ("model", "learn_upsampling"),
+    "dataset": ("data", "dataset"),
+    "data_root": ("data", "root"),
+    "train_split": ("data", "train_split"),
+    "val_split": ("data", "val_split"),
+    "sbd_root": ("data", "sbd_root"),
+    "normalization": ("data", "normalization"),
+    "crop_size": ("data", "crop_size"),
+    "workers": ("data", "num_workers"),
+    "style": ("data", "synthetic_style"),
+    "out": ("train", "out_dir"),
+    "optimizer": ("train", "optimizer"),
+    "lr": ("train", "lr"),
+    "momentum": ("train", "momentum"),
+    "weight_decay": ("train", "weight_decay"),
+    "batch_size": ("train", "batch_size"),
+    "iter_size": ("train", "iter_size"),
+    "max_iter": ("train", "max_iter"),
+    "lr_policy": ("train", "lr_policy"),
+    "val_every": ("train", "val_every"),
+    "checkpoint_every": ("train", "checkpoint_every"),
+    "seed": ("train", "seed"),
+    "deterministic": ("train", "deterministic"),
+    "device": ("train", "device"),
+    "amp": ("train", "amp"),
+    "channels_last": ("train", "channels_last"),
+    "init_from": ("train", "init_from"),
+    "classifier_weights": ("train", "classifier_weights"),
+}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train an FCN (config file and/or flags; resumable; runs under torchrun)",
+        description="Train an FCN-32s/16s/8s. Outputs (checkpoints, log, metrics CSV/JSON, curves and "
+        "prediction panels) go to --out.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g = p.add_argument_group("run")
+    g.add_argument("--config", type=Path, help="YAML/JSON settings file (sections: preset, model, data, train)")
+    g.add_argument("--preset", choices=sorted(PRESETS), help="named recipe the file and flags refine")
+    g.add_argument("--out", help="output folder (default runs/train)")
+    g.add_argument("--resume", type=Path, metavar="CKPT_OR_DIR",
+                   help="continue from a last.pt, or a run folder (uses its checkpoints/last.pt and its settings)")
+    g.add_argument("--init-from", metavar="CKPT", help="start from a coarser FCN checkpoint (16s from 32s, 8s from 16s)")
+    g.add_argument("--classifier-weights", metavar="FILE",
+                   help="start from an ImageNet VGG16 classifier (torchvision-style .pth or Caffe .caffemodel)")
+    g.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="any setting, e.g. train.bias_lr_mult=1 (value read as YAML); repeatable")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--arch", choices=["fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce"])
+    g.add_argument("--backbone", choices=["vgg16", "alexnet", "small"])
+    g.add_argument("--num-classes", type=int, help="classes including background (VOC: 21; synthetic: 6)")
+    g.add_argument("--pad", type=int, help="padding of conv1_1, pixels (reference nets: 100)")
+    g.add_argument("--dropout", type=float)
+    g.add_argument("--learn-upsampling", action=argparse.BooleanOptionalAction, default=None,
+                   help="learn the 2x upsampling layers instead of fixing them to bilinear")
+
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", choices=["voc", "sbd", "folder", "synthetic", "auto"])
+    g.add_argument("--data-root", help="data set folder ('' with --dataset synthetic: generated in memory)")
+    g.add_argument("--train-split")
+    g.add_argument("--val-split")
+    g.add_argument("--sbd-root", help="SBD folder, for the VOC split seg11valid")
+    g.add_argument("--normalization", choices=["auto", "paper_bgr", "imagenet_rgb"])
+    g.add_argument("--crop-size", type=int, help="random square training crops, pixels (0 = whole images)")
+    g.add_argument("--workers", type=int, help="data loader processes per training process")
+    g.add_argument("--style", choices=["shapes", "blobs"], help="synthetic data style")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--optimizer", choices=["sgd", "adamw"])
+    g.add_argument("--lr", type=float, help="base learning rate")
+    g.add_argument("--momentum", type=float)
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--batch-size", type=int, help="images per pass per process")
+    g.add_argument("--iter-size", type=int, help="passes accumulated per update")
+    g.add_argument("--max-iter", type=int, help="number of updates")
+    g.add_argument("--lr-policy", choices=["fixed", "poly", "step"])
+    g.add_argument("--val-every", type=int, help="validate every N updates (0: only at the end)")
+    g.add_argument("--checkpoint-every", type=int, help="write checkpoints/last.pt every N updates")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
+                   help="deterministic algorithms: a resumed run repeats the uninterrupted run's losses")
+
+    g = p.add_argument_group("hardware")
+    g.add_argument("--device", help="auto | cpu | cuda | cuda:N (under torchrun: cuda:LOCAL_RANK)")
+    g.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"],
+                   help="autocast: auto = fp16 on CUDA, off on CPU; bf16 is fast on CPUs with AMX/AVX512-BF16")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory layout")
+    p.set_defaults(func=run)
+
+
+def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["train.lr=1e-3", ...]`` -> ``{"train": {"lr": 0.001}}`` (values parsed as YAML)."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or not name:
+            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. train.lr=0.001")
+        try:
+            parsed = yaml.safe_load(value) if value != "" else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({e})") from e
+        out.setdefault(section, {})[name] = parsed
+    return out
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags the user actually gave, as a nested settings dict."""
+    overrides: dict[str, Any] = parse_set(args.set)
+    for dest, (section, key) in FLAG_KEYS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            overrides.setdefault(section, {})[key] = value
+    if args.preset:
+        overrides["preset"] = args.preset
+    return overrides
+
+
+def resume_path(path: Path) -> Path:
+    """A checkpoint file, or a run folder's ``checkpoints/last.pt``."""
+    if path.is_dir():
+        candidate = path / "checkpoints" / "last.pt"
+        if not candidate.is_file():
+            raise ConfigError(f"{path}: a folder without checkpoints/last.pt; nothing to resume")
+        return candidate
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from fcnseg.train import train
+
+    overrides = overrides_from_args(args)
+    base = None
+    resume = None
+    if args.resume is not None:
+        resume = resume_path(args.resume)
+        stored = load_checkpoint(resume).get("run_config")
+        if stored is None:
+            raise ConfigError(f"{resume}: the checkpoint holds no run settings; it was not written by fcnseg train")
+        base = stored
+    config = resolve_run_config(args.config, overrides, base=base)
+    with logging_redirect_tqdm():
+        result = train(config, resume=resume, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    if result.final_metrics is not None and result.out_dir.joinpath("metrics.txt").exists():
+        print(result.out_dir.joinpath("metrics.txt").read_text(), end="")
+    print(f"outputs in {result.out_dir}: checkpoints/last.pt, checkpoints/best.pt, metrics.csv, curves.png, panels.png")
+    return 0
