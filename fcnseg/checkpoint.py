@@ -300,6 +300,10 @@ def read_classifier_trunk(path: str | Path) -> tuple[dict[str, torch.Tensor], No
         from fcnseg.models.caffemodel import caffe_to_state_dict, read_caffemodel
 
         converted = caffe_to_state_dict(read_caffemodel(path), path)
+        if converted.get("arch") is not None:
+            raise CheckpointError(f"{path}: an {converted['arch']} FCN, not an ImageNet classifier; load it with load_model()")
+        if converted.get("backbone") != "vgg16":
+            raise CheckpointError(f"{path}: a {converted.get('backbone')} classifier; FCNs are built from VGG16 classifiers")
         return converted["state_dict"], PAPER_BGR
     obj = _torch_load(path)
     if isinstance(obj, dict) and "state_dict" in obj and _is_state_dict(obj["state_dict"]):

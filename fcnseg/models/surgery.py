@@ -45,7 +45,7 @@ def convolutionalize(classifier: nn.Module, input_size: tuple[int, int], in_chan
     x = torch.zeros(1, in_channels, *input_size)
     converted: list[nn.Module] = []
     flattened_shape = None  # [C, H, W] of the map the next Linear sees flattened
-    was_training = classifier.training
+    modes = {m: m.training for m in classifier.modules()}  # restored below: children may be shared
     classifier.eval()
     with torch.no_grad():
         for layer in layers:
@@ -82,8 +82,9 @@ def convolutionalize(classifier: nn.Module, input_size: tuple[int, int], in_chan
                 converted.append(bn)
                 continue
             converted.append(copy.deepcopy(layer))
-    classifier.train(was_training)
-    return nn.Sequential(*converted).train(was_training)
+    for m, training in modes.items():
+        m.training = training
+    return nn.Sequential(*converted).train(classifier.training)
 
 
 def linear_to_conv_weight(weight: torch.Tensor, in_shape: tuple[int, int, int]) -> torch.Tensor:
