@@ -1,0 +1,145 @@
+"""Our checkpoint format: round trips, atomic writes, and one clear error per kind of bad file."""
+
+import os
+import pickle
+
+import pytest
+import torch
+
+import fcnseg.checkpoint as checkpoint
+from fcnseg.checkpoint import atomic_save, load_checkpoint, load_model, save_checkpoint
+from fcnseg.config import ModelConfig
+from fcnseg.data.normalization import IMAGENET_RGB, PAPER_BGR
+from fcnseg.errors import CheckpointError
+from fcnseg.models import build_model
+
+NAMES = ["background", "disc", "square"]
+
+
+def small_model(arch="fcn8s", num_classes=3, seed=0):
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig(arch=arch, backbone="small", num_classes=num_classes))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()
+
+
+@pytest.mark.parametrize("arch", ["fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce"])
+def test_round_trip_rebuilds_the_same_network(tmp_path, arch):
+    model = small_model(arch)
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, model, model.config, NAMES, IMAGENET_RGB, extra={"iteration": 7})
+    loaded = load_model(path)
+    assert loaded.config == model.config and loaded.class_names == NAMES
+    assert loaded.normalization == IMAGENET_RGB and loaded.extra["iteration"] == 7
+    assert not loaded.model.training
+    x = torch.randn(2, 3, 37, 52)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), model(x), atol=0, rtol=0)
+
+
+def test_upsampling_trained_off_the_diagonal_survives_a_round_trip(tmp_path):
+    model = small_model("fcn16s")
+    with torch.no_grad():
+        model.upscore2.weight.normal_()
+    save_checkpoint(tmp_path / "m.pt", model, model.config, NAMES, PAPER_BGR)
+    loaded = load_model(tmp_path / "m.pt")
+    assert torch.equal(loaded.model.upscore2.weight, model.upscore2.weight)
+
+
+def test_raw_state_dict_in_our_layout_is_understood(tmp_path):
+    model = small_model("fcn16s")
+    torch.save(model.state_dict(), tmp_path / "raw.pt")
+    loaded = load_model(tmp_path / "raw.pt")
+    assert loaded.config.arch == "fcn16s" and loaded.config.backbone == "small" and loaded.config.num_classes == 3
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match="nope.pt.*not found"):
+        load_model(tmp_path / "nope.pt")
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    model = small_model()
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, model, model.config, NAMES, PAPER_BGR)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"model\.pt.*(truncated|corrupt)"):
+        load_model(path)
+
+
+def test_a_file_that_is_not_a_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / "photo.pt"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+    with pytest.raises(CheckpointError, match="photo.pt"):
+        load_model(path)
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_a_pickle_that_would_run_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {}, "payload": Payload()}, path)
+    with pytest.raises(CheckpointError, match="evil.pt.*refused"):
+        load_model(path)
+    with open(tmp_path / "evil.pkl", "wb") as f:
+        pickle.dump(Payload(), f)
+    with pytest.raises(CheckpointError, match="evil.pkl"):
+        load_model(tmp_path / "evil.pkl")
+
+
+def test_missing_keys_are_listed(tmp_path):
+    model = small_model()
+    sd = model.state_dict()
+    del sd["score_pool3.weight"]
+    torch.save(sd, tmp_path / "partial.pt")
+    with pytest.raises(CheckpointError, match="partial.pt.*missing.*score_pool3.weight"):
+        load_model(tmp_path / "partial.pt")
+
+
+def test_wrong_number_of_classes_in_our_checkpoint_is_named(tmp_path):
+    model = small_model(num_classes=3)
+    ckpt = checkpoint.checkpoint_dict(model, model.config, NAMES, PAPER_BGR)
+    ckpt["model_config"]["num_classes"] = 5
+    torch.save(ckpt, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match=r"bad.pt.*score_fr.weight is \[3, 256, 1, 1\], expected \[5, 256, 1, 1\]"):
+        load_model(tmp_path / "bad.pt")
+
+
+def test_asking_for_another_arch_than_the_file_holds_is_an_error(tmp_path):
+    torch.save(small_model("fcn32s").state_dict(), tmp_path / "m.pt")
+    with pytest.raises(CheckpointError, match="fcn32s.*fcn8s"):
+        load_model(tmp_path / "m.pt", arch="fcn8s")
+
+
+def test_imagenet_classifier_is_pointed_to_the_surgery_path(tmp_path):
+    torch.save({"features.0.weight": torch.zeros(1), "classifier.0.weight": torch.zeros(1)}, tmp_path / "vgg.pth")
+    with pytest.raises(CheckpointError, match="classifier"):
+        load_model(tmp_path / "vgg.pth")
+
+
+def test_load_checkpoint_rejects_foreign_dicts(tmp_path):
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="other.pt.*not an fcnseg checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def test_atomic_save_keeps_the_previous_file_when_writing_fails(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    atomic_save({"iteration": torch.tensor(1)}, path)
+
+    def failing_save(obj, f):
+        f.write(b"partial bytes")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_save({"iteration": torch.tensor(2)}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["iteration"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
