@@ -1,0 +1,229 @@
+"""Segment a folder of images: decoding overlapped with compute, bad files skipped and reported, finished outputs kept on re-runs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from fcnseg.data.palette import read_mask_png, voc_palette
+from fcnseg.errors import DataError, FcnsegError
+from fcnseg.images import DEFAULT_MAX_PIXELS, atomic_write, list_images, overlay, read_image, save_mask, save_rgb
+from fcnseg.predict import Predictor
+
+log = logging.getLogger(__name__)
+
+MASK_SUFFIX = ".png"
+OVERLAY_SUFFIX = "_overlay.jpg"
+PROBABILITY_SUFFIX = "_prob.npy"
+
+
+@dataclass
+class FolderReport:
+    """Outcome of :func:`predict_folder`: counts, the failed files with their reason, per-image class areas."""
+
+    processed: int = 0
+    skipped_existing: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (input path, reason)
+    areas: dict[str, dict] = field(default_factory=dict)  # relative name -> {"height", "width", "counts" [C]}
+
+    def summary(self) -> str:
+        text = f"{self.processed} segmented, {self.skipped_existing} already done, {len(self.failed)} failed"
+        if self.failed:
+            shown = "\n".join(f"  {path}: {reason}" for path, reason in self.failed[:20])
+            more = f"\n  ... and {len(self.failed) - 20} more" if len(self.failed) > 20 else ""
+            text += f"\nfailed files:\n{shown}{more}"
+        return text
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input image and where its outputs go (``stem`` is the output path without suffix)."""
+
+    path: Path
+    name: str  # path relative to the input root, used in reports and statistics
+    stem: Path
+
+
+def plan_jobs(inputs: list[Path], output_dir: Path) -> tuple[list[Job], list[tuple[str, str]]]:
+    """Map input files or folders to output stems, mirroring folder structure; name collisions are failures."""
+    jobs, failed, taken = [], [], {}
+    for root in inputs:
+        if root.is_dir():
+            files = [(p, p.relative_to(root)) for p in list_images(root)]
+        elif root.is_file():
+            files = [(root, Path(root.name))]
+        else:
+            failed.append((str(root), "no such file or folder"))
+            continue
+        for path, rel in files:
+            stem = output_dir / rel.with_suffix("")
+            if stem in taken:
+                failed.append((str(path), f"its outputs would overwrite those of {taken[stem]} (same name, other suffix)"))
+                continue
+            taken[stem] = path
+            jobs.append(Job(path, str(rel), stem))
+    return jobs, failed
+
+
+class _Decode(torch.utils.data.Dataset):
+    """Reads images in DataLoader workers; an unreadable file yields its error instead of raising."""
+
+    def __init__(self, jobs: list[Job], max_pixels: int | None):
+        self.jobs, self.max_pixels = jobs, max_pixels
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, index: int):
+        job = self.jobs[index]
+        try:
+            return index, read_image(job.path, self.max_pixels), None
+        except DataError as e:
+            return index, None, str(e)
+        except Exception as e:  # noqa: BLE001 - any decoder failure is reported and skipped
+            return index, None, f"{job.path}: cannot read the image ({type(e).__name__}: {e})"
+
+
+def _first(batch):
+    return batch[0]
+
+
+def predict_folder(
+    predictor: Predictor,
+    inputs: list[str | Path],
+    output_dir: str | Path,
+    *,
+    overlay_images: bool = False,
+    probabilities: bool = False,
+    stats: bool = False,
+    overwrite: bool = False,
+    workers: int = 2,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    palette: np.ndarray | None = None,
+    progress: bool = True,
+) -> FolderReport:
+    """Segment every image in ``inputs`` (files or folders, searched recursively) into ``output_dir``.
+
+    Per image ``<name>``: ``<name>.png`` (palette label map), with ``overlay_images``
+    ``<name>_overlay.jpg``, with ``probabilities`` ``<name>_prob.npy`` (float16 ``[C, H, W]``). Every
+    file is written atomically and the label map last, so an existing label map means the image is
+    done: a re-run skips it (unless ``overwrite``) and an interrupted job resumes. With ``stats``,
+    ``areas.csv`` and ``areas.json`` hold per-class pixel counts and fractions of every image,
+    finished ones included.
+
+    Decoding runs in ``workers`` DataLoader processes (0: in this process), one image at a time since
+    sizes differ. Unreadable images are reported in the returned report and skipped.
+    """
+    output_dir = Path(output_dir)
+    palette = voc_palette(256) if palette is None else palette
+    jobs, failed = plan_jobs([Path(p) for p in inputs], output_dir)
+    report = FolderReport(failed=failed)
+    todo = []
+    for job in jobs:
+        if not overwrite and _done(job, overlay_images, probabilities):
+            report.skipped_existing += 1
+            if stats:
+                _record_existing(report, job, predictor.num_classes)
+        else:
+            todo.append(job)
+    if report.skipped_existing:
+        log.info("%d image(s) already segmented in %s; skipping them", report.skipped_existing, output_dir)
+    loader = torch.utils.data.DataLoader(
+        _Decode(todo, max_pixels),
+        batch_size=1,
+        collate_fn=_first,
+        num_workers=workers if len(todo) > 1 else 0,
+        prefetch_factor=2 if workers and len(todo) > 1 else None,
+    )
+    bar = tqdm(loader, total=len(todo), desc="predict", unit="img", disable=not progress)
+    for index, image, error in bar:
+        job = todo[index]
+        if error is not None:
+            report.failed.append((str(job.path), error))
+            log.warning("skipping %s", error)
+            continue
+        try:
+            _predict_one(predictor, job, image, overlay_images, probabilities, palette, report, stats)
+        except FcnsegError as e:
+            report.failed.append((str(job.path), str(e)))
+            log.warning("skipping %s: %s", job.path, e)
+            continue
+        report.processed += 1
+    if stats:
+        write_area_tables(report.areas, predictor.class_names, output_dir)
+    return report
+
+
+def _done(job: Job, overlay_images: bool, probabilities: bool) -> bool:
+    paths = [Path(f"{job.stem}{MASK_SUFFIX}")]
+    if overlay_images:
+        paths.append(Path(f"{job.stem}{OVERLAY_SUFFIX}"))
+    if probabilities:
+        paths.append(Path(f"{job.stem}{PROBABILITY_SUFFIX}"))
+    return all(p.is_file() for p in paths)
+
+
+def _area_entry(labels: np.ndarray, num_classes: int) -> dict:
+    """Image size and int64 per-class pixel counts (label maps are not kept: a folder may hold 10,000 images)."""
+    counts = np.bincount(np.asarray(labels).ravel(), minlength=num_classes)[:num_classes]
+    return {"height": int(labels.shape[0]), "width": int(labels.shape[1]), "counts": counts}
+
+
+def _record_existing(report: FolderReport, job: Job, num_classes: int) -> None:
+    try:
+        labels = read_mask_png(f"{job.stem}{MASK_SUFFIX}")
+    except Exception as e:  # noqa: BLE001 - a damaged earlier output only costs its statistics
+        log.warning("%s%s: cannot re-read for statistics (%s)", job.stem, MASK_SUFFIX, e)
+        return
+    report.areas[job.name] = _area_entry(labels, num_classes)
+
+
+def _predict_one(predictor, job, image, overlay_images, probabilities, palette, report, stats) -> None:
+    prob_path = Path(f"{job.stem}{PROBABILITY_SUFFIX}") if probabilities else None
+    result = predictor.predict(image, probabilities_path=prob_path)
+    if overlay_images:
+        save_rgb(overlay(image, result.labels, palette), f"{job.stem}{OVERLAY_SUFFIX}")
+    save_mask(result.labels, f"{job.stem}{MASK_SUFFIX}", palette)  # last: its presence marks the image done
+    if stats:
+        report.areas[job.name] = _area_entry(result.labels, predictor.num_classes)
+
+
+def write_area_tables(areas: dict[str, dict], class_names: list[str], output_dir: str | Path) -> dict:
+    """Write ``areas.csv`` (one row per image: size, then pixels and fraction per class) and ``areas.json``.
+
+    ``areas`` maps image name -> ``{"height", "width", "counts"}`` (int64 ``[C]``). Returns the JSON document.
+    """
+    output_dir = Path(output_dir)
+    rows, doc = [], {"class_names": list(class_names), "images": {}}
+    total = np.zeros(len(class_names), dtype=np.int64)
+    for name in sorted(areas):
+        entry = areas[name]
+        counts = np.asarray(entry["counts"], dtype=np.int64)
+        fractions = counts / max(int(counts.sum()), 1)
+        total += counts
+        doc["images"][name] = {
+            "width": entry["width"],
+            "height": entry["height"],
+            "pixels": {c: int(n) for c, n in zip(class_names, counts)},
+            "fraction": {c: float(f) for c, f in zip(class_names, fractions)},
+        }
+        rows.append([name, entry["width"], entry["height"], *counts.tolist(), *[f"{f:.6f}" for f in fractions]])
+    doc["total"] = {
+        "pixels": {c: int(n) for c, n in zip(class_names, total)},
+        "fraction": {c: float(n) / max(int(total.sum()), 1) for c, n in zip(class_names, total)},
+    }
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["image", "width", "height", *[f"{c}_pixels" for c in class_names], *[f"{c}_fraction" for c in class_names]])
+    writer.writerows(rows)
+    atomic_write(output_dir / "areas.csv", lambda tmp: tmp.write_text(buffer.getvalue()))
+    atomic_write(output_dir / "areas.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=2) + "\n"))
+    return doc

@@ -1,0 +1,145 @@
+"""Predictor and `fcnseg predict`: precision choice, agreement with a plain forward, folder runs that skip, report and resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import fcnseg.predict as predict_module
+from fcnseg.checkpoint import save_checkpoint
+from fcnseg.cli import main
+from fcnseg.config import ModelConfig
+from fcnseg.data.normalization import PAPER_BGR
+from fcnseg.data.synthetic import generate_sample
+from fcnseg.errors import ConfigError
+from fcnseg.models import build_model
+from fcnseg.predict import Predictor, select_precision
+
+CLASSES = ["background", "disc", "square", "triangle"]
+
+
+def scoring_model(seed: int = 3):
+    """A small FCN-8s with random score layers (zero-initialised ones would predict class 0 everywhere)."""
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig(arch="fcn8s", backbone="small", num_classes=len(CLASSES)))
+    for name in ("score_fr", "score_pool4", "score_pool3"):
+        torch.nn.init.normal_(getattr(model, name).weight, std=0.05)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    model = scoring_model()
+    save_checkpoint(path, model, model.config, CLASSES, PAPER_BGR)
+    return path
+
+
+@pytest.fixture(scope="module")
+def image():
+    return generate_sample(0, "val", 1, size=(120, 170)).image
+
+
+def test_auto_precision_follows_the_machine(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(predict_module, "cpu_has_native_bf16", lambda: True)
+    assert select_precision(cpu, "auto") == "bf16"
+    monkeypatch.setattr(predict_module, "cpu_has_native_bf16", lambda: False)
+    assert select_precision(cpu, "auto") == "fp32"
+    assert select_precision(torch.device("cuda"), "auto") == "fp16"
+    assert select_precision(cpu, "fp32") == "fp32"
+    with pytest.raises(ConfigError, match="precision 'int8'"):
+        select_precision(cpu, "int8")
+
+
+def test_bf16_runs_channels_last_under_autocast_and_fp32_adds_nothing():
+    fast = Predictor(scoring_model(), PAPER_BGR, precision="bf16")
+    assert fast.channels_last and fast.autocast_dtype == torch.bfloat16
+    assert fast.model.backbone.conv1_1.weight.is_contiguous(memory_format=torch.channels_last)
+    plain = Predictor(scoring_model(), PAPER_BGR, precision="fp32")
+    assert not plain.channels_last and plain.autocast_dtype is None and plain.net is plain.model
+
+
+def test_fp32_labels_equal_the_argmax_of_a_plain_forward(image):
+    model = scoring_model()
+    result = Predictor(model, PAPER_BGR, precision="fp32").predict(image)
+    with torch.no_grad():
+        expected = model(PAPER_BGR.image_to_tensor(image)[None])[0].argmax(0).numpy()
+    assert result.labels.dtype == np.uint8 and result.labels.shape == image.shape[:2]
+    np.testing.assert_array_equal(result.labels, expected)
+    assert len(np.unique(expected)) >= 3
+
+
+def test_bf16_agrees_with_fp32_and_probabilities_are_a_distribution(image):
+    model = scoring_model()
+    fp32 = Predictor(model, PAPER_BGR, precision="fp32").predict(image, probabilities=True)
+    bf16 = Predictor(scoring_model(), PAPER_BGR, precision="bf16").predict(image)
+    assert (fp32.labels == bf16.labels).mean() >= 0.99
+    probs = fp32.probabilities
+    assert probs.dtype == np.float16 and probs.shape == (len(CLASSES), *image.shape[:2])
+    np.testing.assert_allclose(probs.astype(np.float32).sum(0), 1.0, atol=0.01)
+    assert (probs.argmax(0) == fp32.labels).mean() > 0.99  # float16 rounding may tie near-equal classes
+
+
+def test_predictor_loads_a_checkpoint_with_its_class_names(checkpoint):
+    predictor = Predictor.from_checkpoint(checkpoint, precision="fp32")
+    assert predictor.class_names == CLASSES and predictor.num_classes == 4
+    assert "fcn8s (small, 4 classes) on cpu, precision fp32" in predictor.describe()
+
+
+def _folder(tmp_path):
+    root = tmp_path / "in"
+    (root / "sub").mkdir(parents=True)
+    Image.fromarray(generate_sample(0, "val", 2, size=(100, 130)).image).save(root / "a.jpg")
+    Image.fromarray(generate_sample(0, "val", 3, size=(90, 70)).image).convert("L").save(root / "sub" / "b.png")
+    Image.fromarray(generate_sample(0, "val", 4, size=(64, 96)).image).convert("RGBA").save(root / "c.png")
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    return root
+
+
+def test_cli_segments_a_folder_reports_bad_files_and_resumes(tmp_path, checkpoint, capsys):
+    root, out = _folder(tmp_path), tmp_path / "out"
+    argv = ["predict", str(checkpoint), str(root), "-o", str(out), "--overlay", "--probabilities", "--stats",
+            "--workers", "1", "--no-progress", "--precision", "fp32"]
+    assert main(argv) == 1  # one file failed
+    printed = capsys.readouterr().out
+    assert "3 segmented, 0 already done, 1 failed" in printed and "broken.jpg" in printed
+    for stem, (h, w) in {"a": (100, 130), "sub/b": (90, 70), "c": (64, 96)}.items():
+        with Image.open(out / f"{stem}.png") as mask:
+            assert mask.mode == "P" and mask.size == (w, h)
+        assert np.load(out / f"{stem}_prob.npy").shape == (4, h, w)
+        assert (out / f"{stem}_overlay.jpg").is_file()
+    assert not list(out.rglob(".*"))  # no temp files left
+    rows = list(csv.DictReader(open(out / "areas.csv")))
+    assert [r["image"] for r in rows] == ["a.jpg", "c.png", "sub/b.png"]
+    assert sum(int(rows[0][f"{c}_pixels"]) for c in CLASSES) == 100 * 130
+    doc = json.loads((out / "areas.json").read_text())
+    assert abs(sum(doc["total"]["fraction"].values()) - 1) < 1e-9
+
+    # A re-run skips what is done (and keeps it in the statistics); removing one output redoes only it.
+    before = (out / "a.png").stat().st_mtime_ns
+    (out / "c.png").unlink()
+    assert main(argv) == 1
+    assert "1 segmented, 2 already done, 1 failed" in capsys.readouterr().out
+    assert (out / "a.png").stat().st_mtime_ns == before
+    assert len(list(csv.DictReader(open(out / "areas.csv")))) == 3
+
+
+def test_cli_on_good_files_exits_zero_and_tiles_under_a_small_budget(tmp_path, checkpoint, capsys):
+    path = tmp_path / "big.png"
+    Image.fromarray(generate_sample(0, "val", 5, size=(200, 260)).image).save(path)
+    assert main(["predict", str(checkpoint), str(path), "-o", str(tmp_path / "o"), "--tile", "128",
+                 "--workers", "0", "--no-progress"]) == 0
+    assert "1 segmented, 0 already done, 0 failed" in capsys.readouterr().out
+    with Image.open(tmp_path / "o" / "big.png") as mask:
+        assert mask.size == (260, 200)
+
+
+def test_cli_rejects_an_unreadable_memory_budget(tmp_path, checkpoint, capsys):
+    assert main(["predict", str(checkpoint), str(tmp_path), "-o", str(tmp_path / "o"), "--max-memory", "lots"]) == 1
+    assert "--max-memory" in capsys.readouterr().err
