@@ -19,6 +19,8 @@ def register(subparsers) -> None:
     p.add_argument("--size", type=int, help="image side in pixels (default: 384, 500 for alexnet)")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="windows per patch-wise batch")
     p.add_argument("--repeats", type=int, default=defaults.repeats, help="timed runs per method (median)")
+    p.add_argument("--scaling-points", type=int, default=defaults.scaling_points,
+                   help="image sizes in the cost-scaling plot (FLOPs and memory for each, time for three)")
     p.add_argument("--stitch-size", type=int, default=defaults.stitch_size, help="image side for shift-and-stitch")
     p.add_argument("--stitch-factor", type=int, default=defaults.stitch_factor,
                    help="subsampling undone by shift-and-stitch, a power of two up to 32 (default: 4)")
@@ -36,7 +38,7 @@ def run(args) -> int:
     options = ExplainOptions(
         out_dir=args.out, arch=args.arch, size=args.size, batch_size=args.batch_size, repeats=args.repeats,
         stitch_size=args.stitch_size, stitch_factor=args.stitch_factor, checkpoints=list(args.checkpoint),
-        image=args.image, train_seconds=args.train_seconds, seed=args.seed, progress=not args.no_progress,
+        image=args.image, scaling_points=args.scaling_points, train_seconds=args.train_seconds, seed=args.seed, progress=not args.no_progress,
     )
     results = explain(options)
     print(results["key_table"])

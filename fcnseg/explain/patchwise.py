@@ -56,7 +56,8 @@ def window_grid(dense_net: nn.Sequential, window: int, height: int, width: int) 
     ``(0, 0)`` come from :func:`fcnseg.models.geometry.receptive_fields`.
     """
     with torch.no_grad():
-        rows, cols = on_meta(dense_net)(torch.zeros(1, 3, height, width, device="meta")).shape[-2:]
+        dtype = next(dense_net.parameters()).dtype
+        rows, cols = on_meta(dense_net)(torch.zeros(1, 3, height, width, device="meta", dtype=dtype)).shape[-2:]
     last = receptive_fields(dense_net.named_children())[-1][1]
     offset = last.start - (window - 1) / 2  # window centred on the output's receptive field
     assert offset == int(offset) and offset >= 0, f"window offset {offset} is not a pixel"

@@ -45,6 +45,7 @@ class ExplainOptions:
     checkpoints: list[str] = field(default_factory=list)  # FCN checkpoints for the upsampling view
     image: str | None = None  # RGB image for the upsampling view (default: a synthetic scene)
     train_seconds: float = 35.0  # training budget when no checkpoint is given (0: untrained view)
+    scaling_points: int = 9  # image sizes in the cost-scaling plot
     seed: int = 0
     progress: bool = True
 
@@ -54,6 +55,8 @@ class ExplainOptions:
         f = self.stitch_factor
         if f < 1 or f > 32 or f & (f - 1):
             raise ConfigError(f"explain: --stitch-factor must be a power of two from 1 to 32, got {f}")
+        if self.scaling_points < 2:
+            raise ConfigError(f"explain: --scaling-points must be at least 2, got {self.scaling_points}")
         if self.size is not None and self.size < 32:
             raise ConfigError(f"explain: --size must be at least 32 pixels, got {self.size}")
         for path in self.checkpoints:
@@ -104,8 +107,8 @@ def patchwise_section(opts: ExplainOptions, out: Path, results: dict) -> tuple[s
     log.info("patch-wise vs dense: %s speed-up %.1fx", opts.arch, main.speedup or 0)
 
     # Cost against image size: FLOPs and memory counted for every size, time measured on a few.
-    sizes = sorted({g.window + k * g.stride * max(1, (size - g.window) // (3 * g.stride) or 1) for k in range(0, 9)} | {size})
-    sizes = [s for s in sizes if s <= max(size * 2, 3 * g.window)]
+    step = g.stride * max(1, (size - g.window) // (3 * g.stride))
+    sizes = sorted({g.window + k * step for k in range(opts.scaling_points)} | {size})
     below = [s for s in sizes if s <= size]
     timed = [below[0], size] if opts.arch in ("alexnet", "vgg16") else sorted({below[0], below[len(below) // 2], size})
     scaling = pw.cost_scaling(classifier, sizes, timed_sizes=timed, batch_size=opts.batch_size)
