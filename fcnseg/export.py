@@ -1,0 +1,163 @@
+"""Ship a model to other runtimes: ONNX with dynamic batch, height and width, checked against PyTorch with ONNX Runtime.
+
+The exported graph takes RGB pixels as float32 ``[N, 3, H, W]`` in 0..255 and applies the checkpoint's
+normalisation itself, so a runtime needs nothing but the file: no mean/std or BGR order to copy by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from fcnseg.data.normalization import Normalization
+from fcnseg.errors import ConfigError, FcnsegError
+from fcnseg.models.fcn import FCN
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "image"  # float32 [N, 3, H, W], RGB, 0..255
+OUTPUT_NAME = "logits"  # float32 [N, C, H, W]
+OPSET = 18
+# Input sizes the export is checked on: odd and even, batch 1 and 2, smaller and larger than the trace input.
+CHECK_SHAPES = ((1, 3, 64, 96), (2, 3, 97, 130), (1, 3, 224, 225), (1, 3, 33, 47))
+
+
+class NormalizedFCN(nn.Module):
+    """An FCN preceded by its input normalisation: RGB float ``[N, 3, H, W]`` in 0..255 -> logits ``[N, C, H, W]``."""
+
+    def __init__(self, model: FCN, normalization: Normalization):
+        super().__init__()
+        self.model = model
+        self.flip = normalization.bgr
+        scale = torch.tensor(normalization.value_scale, dtype=torch.float32)
+        mean = torch.tensor(normalization.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(normalization.std, dtype=torch.float32).view(1, 3, 1, 1)
+        # (pixel * scale - mean) / std folded into one multiply-add.
+        self.register_buffer("multiplier", scale / std)
+        self.register_buffer("offset", -mean / std)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if self.flip:
+            image = image[:, [2, 1, 0]]  # RGB -> BGR, as the reference nets were trained
+        return self.model(image * self.multiplier + self.offset)
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    """One size the exported model was compared with PyTorch on."""
+
+    shape: tuple[int, ...]
+    max_abs_diff: float
+    argmax_agreement: float  # fraction of pixels whose argmax class matches
+
+
+def metadata(model: FCN, normalization: Normalization, class_names: list[str]) -> dict[str, str]:
+    """What the ONNX file records about itself (``metadata_props``)."""
+    cfg = model.config
+    return {
+        "fcnseg.arch": cfg.arch,
+        "fcnseg.backbone": cfg.backbone,
+        "fcnseg.num_classes": str(cfg.num_classes),
+        "fcnseg.class_names": json.dumps(list(class_names)),
+        "fcnseg.input": "image: float32 [N, 3, H, W], RGB, 0..255 (normalisation is inside the graph)",
+        "fcnseg.normalization": json.dumps(normalization.to_dict()),
+    }
+
+
+def export_onnx(
+    model: FCN,
+    normalization: Normalization,
+    path: str | Path,
+    class_names: list[str] | None = None,
+    example_size: tuple[int, int] = (64, 96),
+) -> Path:
+    """Write ``model`` (with its normalisation) as ONNX with dynamic batch, height and width.
+
+    Uses the ``torch.export``-based exporter (``dynamo=True``); the crops, whose sizes come from the
+    input, stay symbolic. Returns the path written.
+    """
+    try:
+        import onnx
+    except ImportError as e:
+        raise FcnsegError("ONNX export needs the onnx extra: pip install 'fcnseg[onnx]'") from e
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wrapped = NormalizedFCN(model.eval().float(), normalization).eval()
+    example = torch.rand(1, 3, *example_size) * 255
+    batch, height, width = torch.export.Dim("batch"), torch.export.Dim("height"), torch.export.Dim("width")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            wrapped,
+            (example,),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes={"image": {0: batch, 2: height, 3: width}},
+            opset_version=OPSET,
+            verbose=False,
+        )
+    tmp = path.with_name(f".{path.name}.tmp")
+    program.save(str(tmp))
+    proto = onnx.load(str(tmp))
+    names = class_names or [f"class_{i}" for i in range(model.config.num_classes)]
+    for key, value in metadata(model, normalization, names).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(tmp))
+    tmp.replace(path)
+    return path
+
+
+def check_onnx(
+    model: FCN,
+    normalization: Normalization,
+    path: str | Path,
+    shapes: tuple[tuple[int, ...], ...] = CHECK_SHAPES,
+    seed: int = 0,
+) -> list[CheckRow]:
+    """Run the ONNX file with ONNX Runtime and the model with PyTorch on random images of ``shapes``; compare."""
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise FcnsegError("checking an ONNX export needs onnxruntime: pip install 'fcnseg[onnx]'") from e
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    wrapped = NormalizedFCN(model.eval().float(), normalization).eval()
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for shape in shapes:
+        image = torch.rand(*shape, generator=generator) * 255
+        with torch.inference_mode():
+            expected = wrapped(image).numpy()
+        found = session.run([OUTPUT_NAME], {INPUT_NAME: image.numpy()})[0]
+        if found.shape != expected.shape:
+            raise FcnsegError(f"{path}: output shape {found.shape} for input {shape}, expected {expected.shape}")
+        rows.append(
+            CheckRow(
+                tuple(shape),
+                float(np.abs(found - expected).max()),
+                float((found.argmax(1) == expected.argmax(1)).mean()),
+            )
+        )
+    return rows
+
+
+def export(model: FCN, normalization: Normalization, path: str | Path, class_names: list[str] | None = None) -> Path:
+    """Export by suffix; only ``.onnx`` for now.
+
+    A strict ``torch.export`` program (``.pt2``) is not offered: the ceil-mode pools make its shape
+    guards specialise height and width (e.g. ``(H + 197) // 32 != 6``), so one program would not
+    serve every input size. The ONNX exporter tolerates them and its graph is checked on odd and
+    even sizes.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix == ".onnx":
+        return export_onnx(model, normalization, path, class_names)
+    raise ConfigError(f"{path}: unknown export format {suffix!r}; expected .onnx")

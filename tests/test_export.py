@@ -1,0 +1,75 @@
+"""Export: ONNX with dynamic batch/height/width agrees with PyTorch under ONNX Runtime, normalisation included."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fcnseg.checkpoint import save_checkpoint
+from fcnseg.cli import main
+from fcnseg.config import ModelConfig
+from fcnseg.data.normalization import PAPER_BGR
+from fcnseg.errors import ConfigError
+from fcnseg.export import export
+
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+
+def scoring_model(arch: str = "fcn8s"):
+    torch.manual_seed(3)
+    from fcnseg.models import build_model
+
+    model = build_model(ModelConfig(arch=arch, backbone="small", num_classes=4))
+    for name in ("score_fr", "score_pool4", "score_pool3"):
+        layer = getattr(model, name, None)
+        if layer is not None:
+            torch.nn.init.normal_(layer.weight, std=0.05)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """Export once through the CLI (which also runs the ONNX Runtime check) and keep what it printed."""
+    folder = tmp_path_factory.mktemp("export")
+    model = scoring_model()
+    save_checkpoint(folder / "m.pt", model, model.config, ["bg", "a", "b", "c"], PAPER_BGR)
+    return folder, model
+
+
+def test_cli_exports_onnx_and_reports_agreement_on_several_sizes(exported, capsys):
+    folder, _ = exported
+    assert main(["export", str(folder / "m.pt"), str(folder / "m.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "wrote" in out and out.count("100.0000%") == 4
+
+
+def test_onnx_runtime_alone_matches_pytorch_on_unseen_sizes(exported):
+    folder, model = exported
+    if not (folder / "m.onnx").exists():
+        export(model, PAPER_BGR, folder / "m.onnx", ["bg", "a", "b", "c"])
+    session = ort.InferenceSession(str(folder / "m.onnx"), providers=["CPUExecutionProvider"])
+    dims = session.get_inputs()[0].shape
+    assert isinstance(dims[0], str) and isinstance(dims[2], str) and isinstance(dims[3], str)
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["fcnseg.class_names"]) == ["bg", "a", "b", "c"] and meta["fcnseg.arch"] == "fcn8s"
+    rng = np.random.default_rng(0)
+    for shape in [(3, 3, 50, 61), (1, 3, 160, 128)]:
+        rgb = rng.integers(0, 256, size=(shape[0], shape[2], shape[3], 3), dtype=np.uint8)
+        image = rgb.transpose(0, 3, 1, 2).astype(np.float32)
+        found = session.run(None, {"image": image})[0]
+        with torch.no_grad():
+            # The reference: the checkpoint's own normalisation, then the plain model.
+            x = torch.stack([PAPER_BGR.image_to_tensor(r) for r in rgb])
+            expected = model(x).numpy()
+        assert found.shape == expected.shape
+        assert np.abs(found - expected).max() < 1e-3
+        assert (found.argmax(1) == expected.argmax(1)).all()
+
+
+def test_unknown_export_suffix_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="expected .onnx"):
+        export(scoring_model(), PAPER_BGR, tmp_path / "m.pt2")
