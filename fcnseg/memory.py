@@ -130,7 +130,8 @@ def estimate_forward(model: FCN, height: int, width: int, precision: str = "fp32
     fp32 = 4 * batch
     num_classes = model.config.num_classes
     ledger = _Ledger()
-    ledger.alloc("input", 3 * height * width * fp32)
+    # Normalising the tile takes one float32 copy of the pixels and, for BGR models, one flipped copy.
+    ledger.alloc("input", 3 * height * width * fp32, transient=3 * height * width * fp32)
     taps = model.backbone.taps
     shapes: dict[str, tuple[int, int, int]] = {}
     c, h, w = 3, height, width

@@ -143,3 +143,12 @@ def test_cli_on_good_files_exits_zero_and_tiles_under_a_small_budget(tmp_path, c
 def test_cli_rejects_an_unreadable_memory_budget(tmp_path, checkpoint, capsys):
     assert main(["predict", str(checkpoint), str(tmp_path), "-o", str(tmp_path / "o"), "--max-memory", "lots"]) == 1
     assert "--max-memory" in capsys.readouterr().err
+
+
+def test_tile_normalisation_equals_the_checkpoint_normalisation(image):
+    from fcnseg.data.normalization import IMAGENET_RGB
+    from fcnseg.predict import normalize_tile
+
+    for normalization in (PAPER_BGR, IMAGENET_RGB):
+        expected = normalization.image_to_tensor(image)[None]
+        torch.testing.assert_close(normalize_tile(image[:, :], normalization), expected, rtol=0, atol=0)

@@ -1,0 +1,225 @@
+"""Inference speed of FCN-32s/16s/8s VGG16 at 500x500 and the small net: fp32 eager vs the Predictor's fast path.
+
+Prints, in one run: a large matmul's GFLOP/s in fp32 and bf16 (the machine's ceiling), then per model
+latency (min/median), images/s, GFLOPs per image and achieved GFLOP/s as a fraction of that matmul,
+the Predictor's fp32 overhead over a plain eager forward, the fast path's speed-up, peak memory of one
+forward (measured in a subprocess, next to the memory model's estimate), and the argmax agreement of
+the fast path with fp32 on trained weights.
+
+    python benchmarks/inference.py [--small-checkpoint runs/demo/checkpoints/best.pt]
+                                   [--vgg-checkpoint runs/bench/vgg16-fcn8s/checkpoints/best.pt]
+
+Agreement needs trained weights (random or zero-initialised score layers make it meaningless): the
+demo's small FCN-8s, and a VGG16 FCN-8s trained briefly on the synthetic set (see docs/inference.md for
+the command). Rows without trained weights say so. Latency rows use random weights (speed does not
+depend on them). Timings interleave the variants so that machine load hits them alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fcnseg.checkpoint import load_model
+from fcnseg.config import ModelConfig
+from fcnseg.data.normalization import PAPER_BGR
+from fcnseg.data.synthetic import generate_sample
+from fcnseg.explain.costs import count, on_meta
+from fcnseg.memory import estimate_forward, format_bytes
+from fcnseg.models import build_model
+from fcnseg.predict import Predictor, select_precision
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SMALL = [ROOT / "runs/demo/checkpoints/best.pt", ROOT / "runs/bench/small-demo/checkpoints/best.pt"]
+DEFAULT_VGG = [ROOT / "runs/bench/vgg16-fcn8s/checkpoints/best.pt", ROOT / "runs/bench/vgg16-fcn8s/checkpoints/last.pt"]
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def model_gflops(model, size: int) -> float:
+    meta = on_meta(model)
+    flops, _ = count(lambda: meta(torch.empty(1, 3, size, size, device="meta")))
+    return flops / 1e9
+
+
+def time_variants(fns: dict, repeats: int) -> dict[str, list[float]]:
+    times = {name: [] for name in fns}
+    for fn in fns.values():  # warm-up: oneDNN primitive creation, autocast weight casts
+        fn()
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def measure_memory(arch: str, backbone: str, precision: str, size: int, num_classes: int) -> int:
+    """Peak RSS increase of one forward (whole image, through the Predictor), in a fresh process."""
+    code = f"""
+import numpy as np, torch
+from fcnseg.config import ModelConfig
+from fcnseg.data.normalization import PAPER_BGR
+from fcnseg.models import build_model
+from fcnseg.predict import Predictor
+def status(key):
+    return next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith(key + ':'))
+model = build_model(ModelConfig(arch={arch!r}, backbone={backbone!r}, num_classes={num_classes}))
+p = Predictor(model, PAPER_BGR, precision={precision!r}, max_memory=None)
+image = np.random.default_rng(0).integers(0, 256, ({size}, {size}, 3), dtype=np.uint8)
+x = PAPER_BGR.image_to_tensor(image)[None]
+open('/proc/self/clear_refs', 'w').write('5')  # reset the high-water mark
+base = status('VmRSS')
+p.logits(x)
+print(status('VmHWM') - base)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def agreement(checkpoint: Path, fast_precision: str, size: int, images: int) -> tuple[float, int, str]:
+    """Argmax agreement of the fast path with fp32 eager on synthetic validation scenes; also the classes seen."""
+    loaded = load_model(checkpoint)
+    fp32 = Predictor(loaded.model, loaded.normalization, loaded.class_names, precision="fp32", max_memory=None)
+    again = load_model(checkpoint)  # a second copy: the fast path converts its model to channels_last
+    fast = Predictor(again.model, again.normalization, again.class_names, precision=fast_precision, max_memory=None)
+    same = total = 0
+    seen = np.zeros(loaded.config.num_classes, dtype=np.int64)
+    for i in range(images):
+        image = generate_sample(0, "val", i, size=(size, size)).image
+        ref = fp32.predict(image).labels
+        same += int((ref == fast.predict(image).labels).sum())
+        total += ref.size
+        seen += np.bincount(ref.ravel(), minlength=seen.size)
+    classes = ", ".join(f"{n} {c / total:.0%}" for n, c in zip(loaded.class_names, seen) if c)
+    return same / total, images, classes
+
+
+def first_existing(paths) -> Path | None:
+    return next((p for p in paths if p and Path(p).is_file()), None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, default=500, help="input side for the VGG16 models (default 500)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--small-checkpoint", type=Path, help="trained small FCN-8s (default: the demo's)")
+    parser.add_argument("--vgg-checkpoint", type=Path, help="VGG16 FCN-8s trained briefly on the synthetic set")
+    parser.add_argument("--agreement-images", type=int, default=8)
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    fast_precision = select_precision(torch.device("cpu"), "auto")
+    small_ckpt = first_existing([args.small_checkpoint] + DEFAULT_SMALL)
+    vgg_ckpt = first_existing([args.vgg_checkpoint] + DEFAULT_VGG)
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}, fast path: {fast_precision}"
+          f"{' + channels_last' if fast_precision != 'fp32' else ''}")
+    mm32, mm16 = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
+    print(f"2048x2048 matmul: fp32 {mm32:.0f} GFLOP/s, bf16 {mm16:.0f} GFLOP/s ({mm16 / mm32:.1f}x)\n")
+
+    models = [
+        ("FCN-32s VGG16", "fcn32s", "vgg16", 21, args.size, None),
+        ("FCN-16s VGG16", "fcn16s", "vgg16", 21, args.size, None),
+        ("FCN-8s VGG16", "fcn8s", "vgg16", 21, args.size, vgg_ckpt),
+        ("FCN-8s small", "fcn8s", "small", 6, args.size, small_ckpt),
+    ]
+    rows = []
+    for label, arch, backbone, classes, size, ckpt in models:
+        model = build_model(ModelConfig(arch=arch, backbone=backbone, num_classes=classes)).eval()
+        gflops = model_gflops(model, size)
+        image = generate_sample(0, "val", 0, size=(size, size)).image
+        x = PAPER_BGR.image_to_tensor(image)[None]
+        fp32 = Predictor(model, PAPER_BGR, precision="fp32", max_memory=None)
+        fast_model = build_model(ModelConfig(arch=arch, backbone=backbone, num_classes=classes)).eval()
+        fast_model.load_state_dict(model.state_dict())
+        fast = Predictor(fast_model, PAPER_BGR, precision=fast_precision, max_memory=None)
+
+        def eager():
+            with torch.inference_mode():
+                return model(x)
+
+        times = time_variants(
+            {"eager": eager, "fp32": lambda: fp32.predict(image), "fast": lambda: fast.predict(image)}, args.repeats
+        )
+        med = {k: statistics.median(v) for k, v in times.items()}
+        low = {k: min(v) for k, v in times.items()}
+        mem32 = measure_memory(arch, backbone, "fp32", size, classes)
+        memfast = measure_memory(arch, backbone, fast_precision, size, classes)
+        est32 = estimate_forward(model, size, size, "fp32")
+        estfast = estimate_forward(model, size, size, fast_precision)
+        if ckpt is not None:
+            agree, n, seen = agreement(ckpt, fast_precision, size, args.agreement_images)
+            agree_text = f"{agree:.2%} ({n} imgs)"
+        else:
+            agree_text, seen = "n/a (random weights)", ""
+        row = {
+            "model": label,
+            "size": size,
+            "gflops": gflops,
+            "eager_min": low["eager"], "eager_median": med["eager"],
+            "fp32_min": low["fp32"], "fp32_median": med["fp32"],
+            "fast_min": low["fast"], "fast_median": med["fast"],
+            "fp32_overhead": med["fp32"] / med["eager"] - 1,
+            "speedup": med["eager"] / med["fast"],
+            "eager_gflops_per_s": gflops / low["eager"],
+            "fast_gflops_per_s": gflops / low["fast"],
+            "eager_fraction_of_matmul": gflops / low["eager"] / mm32,
+            "fast_fraction_of_matmul": gflops / low["fast"] / (mm16 if fast_precision != "fp32" else mm32),
+            "peak_fp32": mem32, "peak_fast": memfast,
+            "estimate_fp32": est32.total - est32.weights, "estimate_fast": estfast.total - estfast.weights,
+            "agreement": agree_text,
+            "checkpoint": str(ckpt) if ckpt else None,
+            "classes_predicted": seen,
+        }
+        rows.append(row)
+        print(f"{label}: eager {med['eager']:.3f}s, predictor fp32 {med['fp32']:.3f}s, fast {med['fast']:.3f}s, "
+              f"agreement {agree_text}", flush=True)
+        del model, fast_model, fp32, fast
+
+    print()
+    print(f"| model ({args.size}x{args.size}) | GFLOPs | fp32 eager min / median (s) | fp32 img/s | fp32 GFLOP/s (of matmul) "
+          f"| Predictor fp32 overhead | {fast_precision} fast min / median (s) | fast img/s | fast GFLOP/s (of {fast_precision} matmul) "
+          f"| speed-up | argmax agreement | peak fp32 / fast (measured) | memory model fp32 / fast |")
+    print("|" + "---|" * 13)
+    for r in rows:
+        print(
+            f"| {r['model']} | {r['gflops']:.0f} | {r['eager_min']:.3f} / {r['eager_median']:.3f} | {1 / r['eager_median']:.2f} "
+            f"| {r['eager_gflops_per_s']:.0f} ({r['eager_fraction_of_matmul']:.0%}) | {r['fp32_overhead']:+.1%} "
+            f"| {r['fast_min']:.3f} / {r['fast_median']:.3f} | {1 / r['fast_median']:.2f} "
+            f"| {r['fast_gflops_per_s']:.0f} ({r['fast_fraction_of_matmul']:.0%}) | {r['speedup']:.2f}x | {r['agreement']} "
+            f"| {format_bytes(r['peak_fp32'])} / {format_bytes(r['peak_fast'])} "
+            f"| {format_bytes(r['estimate_fp32'])} / {format_bytes(r['estimate_fast'])} |"
+        )
+    print()
+    for r in rows:
+        if r["checkpoint"]:
+            print(f"{r['model']} agreement on {r['checkpoint']}: classes predicted (fp32) {r['classes_predicted']}")
+    print("peak = RSS high-water mark of one whole-image forward in a fresh process, weights excluded; "
+          "memory model = fcnseg.memory estimate (activations x workspace factor, plus autocast weight casts).")
+    if args.json:
+        args.json.write_text(json.dumps({"matmul_fp32": mm32, "matmul_bf16": mm16, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
