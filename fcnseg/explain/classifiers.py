@@ -9,7 +9,6 @@ depend on them.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +16,7 @@ from torch import nn
 
 from fcnseg.errors import ConfigError
 from fcnseg.models.backbones import SMALL_STAGES, VGG16Classifier
+from fcnseg.models.geometry import layer_geometry
 
 CLASSIFIER_NAMES = ("small", "small-padded", "alexnet", "vgg16")
 SMALL_FC_CHANNELS = 256
@@ -46,16 +46,14 @@ def _flatten_features(features: nn.Sequential, window: int) -> tuple[int, int, i
 
 
 def _smallest_window(features: nn.Sequential, target: int) -> int:
-    """Smallest input side for which the trunk's output is ``target`` wide (fc6 then sees exactly its kernel)."""
-    features = copy.deepcopy(features).to("meta")
-    with torch.no_grad():
-        for side in range(target, 4096):
-            try:
-                if features(torch.zeros(1, 3, side, side, device="meta")).shape[-1] == target:
-                    return side
-            except RuntimeError:  # a map shrank to nothing: the window is still too small
-                continue
-    raise AssertionError("no window found")
+    """Smallest input side for which the trunk's output is ``target`` wide (fc6 then sees exactly its kernel),
+    from the layers' geometry walked backwards: ``n_in = (n_out - 1) * stride + kernel - 2 * pad``."""
+    side = target
+    for m in reversed(list(features.children())):
+        g = layer_geometry(m)
+        if g is not None:
+            side = (side - 1) * g.stride + g.kernel - 2 * g.pad
+    return side
 
 
 def small_classifier(padded: bool = False, num_classes: int = 21) -> PatchClassifier:

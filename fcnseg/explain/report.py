@@ -111,7 +111,7 @@ def patchwise_section(opts: ExplainOptions, out: Path, results: dict) -> tuple[s
     sizes = sorted({g.window + k * step for k in range(opts.scaling_points)} | {size})
     below = [s for s in sizes if s <= size]
     timed = [below[0], size] if opts.arch in ("alexnet", "vgg16") else sorted({below[0], below[len(below) // 2], size})
-    scaling = pw.cost_scaling(classifier, sizes, timed_sizes=timed, batch_size=opts.batch_size)
+    scaling = pw.cost_scaling(classifier, sizes, timed_sizes=timed, batch_size=opts.batch_size, repeats=opts.repeats)
     fig_cost = figures.cost_scaling(scaling, g.window, g.stride, classifier.description.split(",")[0], out / "cost_scaling.png")
     fig_diff = figures.score_difference(comparisons, out / "patchwise_difference.png")
 
@@ -272,8 +272,8 @@ def upsampling_section(opts: ExplainOptions, out: Path) -> tuple[str, dict]:
         how = (f"small-backbone nets trained here on the built-in synthetic shapes for a {opts.train_seconds:.0f} s budget, "
                f"staged as in the paper (32s, then 16s from it, then 8s): {steps}. "
                f"**This is a short demonstration training, not a trained model**: read the figure for the geometry of "
-               f"the maps, not for accuracy; pass `--checkpoint` (repeatable, e.g. the files `fcnseg demo` writes under "
-               f"`runs/demo/`) for the view of trained nets")
+               f"the maps, not for accuracy; pass `--checkpoint` (repeatable, e.g. "
+               f"`runs/demo/checkpoints/best.pt` from `fcnseg demo`) for the view of trained nets")
     if opts.image:
         from fcnseg.images import read_image
 
@@ -330,7 +330,7 @@ def shift_stitch_section(opts: ExplainOptions, out: Path) -> tuple[str, dict]:
             f"{c.dense_shape[-2]}x{c.dense_shape[-1]}", f"{c.compared_positions}" + (" (interior)" if c.net != "small" else " (all)"),
             f"{c.max_abs_diff:.1e}", _fmt_s(t.get("shift-and-stitch")), _fmt_s(t.get("rarefied")),
             _fmt_s(t.get("coarse")), _fmt_s(t.get("coarse+bilinear")),
-            _ratio(t.get("shift-and-stitch"), t.get("coarse+bilinear")),
+            human_flops(c.flops["shift-and-stitch"]), human_flops(c.flops["rarefied"]), human_flops(c.flops["coarse+bilinear"]),
         ])
     c0 = comparisons[0]
     text = f"""## 5. Shift-and-stitch is filter rarefaction
@@ -347,13 +347,17 @@ later kernel dilated by the stride removed before it (`fcnseg.explain.shift_stit
 pass and a bilinear-initialised transposed convolution by {c0.factor}.
 
 {_table(["net", "shifts", "coarse output", "dense output", "positions compared", "max abs diff",
-         "shift-and-stitch", "rarefied net", "coarse pass", "coarse + upsampling", "stitch / upsampling"], rows)}
+         "time stitch", "time rarefied", "time coarse pass", "time coarse + upsampling",
+         "FLOPs stitch", "FLOPs rarefied", "FLOPs coarse + upsampling"], rows)}
 
 ![shift and stitch]({fig})
 
 Without padding the two dense maps are equal everywhere (to float32 rounding); with padding they agree on the interior, where
-no receptive field reaches the zero padding of either the image or a shifted copy. Both cost far more than one coarse pass
-plus upsampling, which is why FCN learns to upsample instead.
+no receptive field reaches the zero padding of either the image or a shifted copy. Shift-and-stitch needs
+{_ratio(c0.flops["shift-and-stitch"], c0.flops["coarse+bilinear"])} and the rarefied net
+{_ratio(c0.flops["rarefied"], c0.flops["coarse+bilinear"])} the FLOPs of one coarse pass plus upsampling (the rarefied net shares
+the layers before the removed strides, which the f^2 shifted runs repeat); the paper keeps the cheap pass and learns the
+upsampling instead.
 """
     result = [{k: v for k, v in asdict(c).items() if k not in ("stitched", "rarefied", "coarse", "valid")} for c in comparisons]
     return text, {"comparisons": result}
@@ -452,7 +456,8 @@ def key_table(results: dict) -> str:
             f"shift-and-stitch vs rarefied net, `{c['net']}`, f={c['factor']}",
             f"max abs diff {c['max_abs_diff']:.1e} on {c['compared_positions']} positions" + (" (interior)" if c["net"] != "small" else ""),
             f"stitch {_fmt_s(t.get('shift-and-stitch'))}, rarefied {_fmt_s(t.get('rarefied'))}, coarse + upsampling "
-            f"{_fmt_s(t.get('coarse+bilinear'))}",
+            f"{_fmt_s(t.get('coarse+bilinear'))}; FLOPs {_ratio(c['flops']['shift-and-stitch'], c['flops']['coarse+bilinear'])} "
+            f"and {_ratio(c['flops']['rarefied'], c['flops']['coarse+bilinear'])} of upsampling's",
         ])
     crops = results["receptive_fields"]["crops"]
     rows.append([

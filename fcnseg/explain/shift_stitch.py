@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fcnseg.explain.costs import time_calls
+from fcnseg.explain.costs import count, on_meta, time_calls
 from fcnseg.models.geometry import layer_geometry, receptive_fields
 from fcnseg.models.upsample import upsampling_layer
 
@@ -119,6 +119,7 @@ class StitchComparison:
     max_abs_diff: float
     max_abs_score: float
     seconds: dict[str, float]  # "coarse", "coarse+bilinear", "shift-and-stitch", "rarefied"
+    flops: dict[str, int]  # "coarse+bilinear", "shift-and-stitch", "rarefied"
     stitched: torch.Tensor  # [C, H', W'] (the compared window)
     rarefied: torch.Tensor  # [C, H', W']
     coarse: torch.Tensor  # [C, h, w]
@@ -154,6 +155,13 @@ def compare(
     valid = valid_positions(net, start, size, h, padded)[:, None] & valid_positions(net, start, size, w, padded)[None, :]
     diff = (stitched_c - dense_c).abs().amax(0)[valid]
     upsample = upsampling_layer(coarse.shape[1], f).to(dtype)  # learned upsampling, bilinear-initialised
+    meta_net, meta_rare, meta_up = (on_meta(m) for m in (net, rare, upsample))
+    meta_image = torch.zeros(1, 3, size, size, device="meta", dtype=dtype)
+    flops = {
+        "coarse+bilinear": count(lambda: meta_up(meta_net(meta_image)))[0],
+        "shift-and-stitch": count(lambda: shift_and_stitch(meta_net, meta_image, start))[0],
+        "rarefied": count(lambda: meta_rare(meta_image))[0],
+    }
     seconds = {}
     if time_it:
         seconds = time_calls(
@@ -177,6 +185,7 @@ def compare(
         max_abs_diff=float(diff.max()) if diff.numel() else float("nan"),
         max_abs_score=float(dense_c.abs().max()),
         seconds=seconds,
+        flops=flops,
         stitched=stitched_c.float(),
         rarefied=dense_c.float(),
         coarse=coarse[0].float(),
