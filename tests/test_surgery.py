@@ -211,3 +211,11 @@ def test_staged_transplant_copies_trunk_and_shared_scores_only():
     assert "upscore.weight" not in copied  # the 32x deconvolution has no place in FCN-16s
     assert torch.equal(fine.score_fr.weight, coarse.score_fr.weight)
     assert torch.count_nonzero(fine.score_pool4.weight) == 0
+
+
+def test_convolutionalize_keeps_the_classifier_dtype():
+    clf = unpadded_classifier().double()
+    conv = convolutionalize(clf, (18, 18)).eval()
+    x = torch.randn(2, 3, 18, 18, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(conv(x)[:, :, 0, 0], clf(x), atol=1e-12, rtol=1e-12)

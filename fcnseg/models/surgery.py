@@ -42,7 +42,8 @@ def convolutionalize(classifier: nn.Module, input_size: tuple[int, int], in_chan
         a new ``nn.Sequential``; the classifier is not modified.
     """
     layers = _leaves(classifier)
-    x = torch.zeros(1, in_channels, *input_size)
+    reference = next(classifier.parameters(), torch.zeros(()))  # trace in the classifier's dtype and device
+    x = torch.zeros(1, in_channels, *input_size, dtype=reference.dtype, device=reference.device)
     converted: list[nn.Module] = []
     flattened_shape = None  # [C, H, W] of the map the next Linear sees flattened
     modes = {m: m.training for m in classifier.modules()}  # restored below: children may be shared
@@ -69,7 +70,8 @@ def convolutionalize(classifier: nn.Module, input_size: tuple[int, int], in_chan
                     c, h, w = layer.in_features, 1, 1
                 if c * h * w != layer.in_features:
                     raise ValueError(f"{layer} expects {layer.in_features} inputs, its input map is {c}x{h}x{w}")
-                conv = nn.Conv2d(c, layer.out_features, (h, w), bias=layer.bias is not None)
+                conv = nn.Conv2d(c, layer.out_features, (h, w), bias=layer.bias is not None,
+                                 dtype=layer.weight.dtype, device=layer.weight.device)
                 conv.weight.copy_(layer.weight.reshape(layer.out_features, c, h, w))
                 if layer.bias is not None:
                     conv.bias.copy_(layer.bias)
