@@ -143,6 +143,7 @@ class DataConfig:
     synthetic_train_images: int = 160
     synthetic_val_images: int = 40
     synthetic_seed: int = 0
+    synthetic_size: int = 0  # square image side, pixels; 0 = random sizes (97..250 per side)
 
     def validate(self, source: str = "data config") -> "DataConfig":
         if self.dataset not in DATASETS:
@@ -151,7 +152,7 @@ class DataConfig:
             raise ConfigError(f"{source}: normalization {self.normalization!r} is not one of {', '.join(NORMALIZATIONS)}")
         if not 0 < self.scale_min <= self.scale_max:
             raise ConfigError(f"{source}: need 0 < scale_min <= scale_max, got {self.scale_min} and {self.scale_max}")
-        for name in ("crop_size", "num_workers", "val_max_images"):
+        for name in ("crop_size", "num_workers", "val_max_images", "synthetic_size"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{source}: {name} must be >= 0, got {getattr(self, name)}")
         if self.dataset != "synthetic" and not self.root:

@@ -289,7 +289,8 @@ class Trainer:
         kwargs: dict[str, Any] = {}
         root: str | None = d.root or None
         if d.dataset == "synthetic" and root is None:
-            kwargs = {"num_images": count, "seed": d.synthetic_seed, "style": d.synthetic_style}
+            kwargs = {"num_images": count, "seed": d.synthetic_seed, "style": d.synthetic_style,
+                      "size": (d.synthetic_size, d.synthetic_size) if d.synthetic_size else None}
         elif d.sbd_root and d.dataset in ("voc", "auto"):
             kwargs = {"sbd_root": d.sbd_root}
         return build_dataset(d.dataset, root, split, normalization=self.normalization, transform=transform, **kwargs)
@@ -568,7 +569,8 @@ class Trainer:
         speed = (self.iteration - start_iteration) * self._images_per_update() / max(seconds, 1e-9)
         final = self.history[-1] if self.history and self.history[-1]["iteration"] == self.iteration else None
         if self.main:
-            self._write_reports()
+            if final is None:  # otherwise the last validation has just written them
+                self._write_reports()
             if final is not None:
                 table = format_table(final, self.class_names)
                 reports.atomic_write_text(table + "\n", self.out_dir / "metrics.txt")
