@@ -1,0 +1,35 @@
+"""The built-in demo end to end, shortened to a few updates: data written, model trained and evaluated, pictures drawn."""
+
+import json
+
+import pytest
+import torch
+
+from fcnseg.cli import main
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_demo_leaves_table_curves_and_panels(tmp_path, capsys):
+    out, data = tmp_path / "demo", tmp_path / "synthetic"
+    args = ["demo", "--out", str(out), "--data", str(data), "--max-iter", "2", "--train-images", "4",
+            "--val-images", "2", "--amp", "off", "--workers", "0", "--no-progress"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "mean IU" in printed and "background" in printed
+    assert (data / "synthetic.json").is_file() and len(list((data / "JPEGImages").glob("*.jpg"))) == 6
+    for name in ("metrics.txt", "eval.json", "curves.png", "panels.png", "metrics.csv", "config.yaml",
+                 "checkpoints/best.pt"):
+        assert (out / name).is_file(), name
+    result = json.loads((out / "eval.json").read_text())
+    assert result["num_images"] == 2 and 0.0 <= result["mean_iu"] <= 1.0
+    # a second run reuses the data set instead of writing it again
+    stamp = (data / "synthetic.json").stat().st_mtime_ns
+    assert main(args) == 0
+    assert (data / "synthetic.json").stat().st_mtime_ns == stamp
