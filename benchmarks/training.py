@@ -1,0 +1,131 @@
+"""Training throughput (images/s) on the CPU: fp32 eager vs channels_last vs bf16 autocast, and 1 vs 2 DDP processes.
+
+Times full training updates (forward, pixel-wise loss, backward, SGD step) of the small FCN-8s and
+of VGG16 FCN-8s on random 320x320 inputs, so data loading is left out. Modes are interleaved over
+several rounds and the best round is kept, so that a busy machine skews every mode alike; ratios
+are to fp32 eager of the same run.
+
+    python benchmarks/training.py                     # small net and VGG16
+    python benchmarks/training.py --models small      # skip VGG16 (minutes per mode on 2 cores)
+    python benchmarks/training.py --no-ddp --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import time
+from contextlib import nullcontext
+
+import torch
+import torch.multiprocessing as mp
+
+from fcnseg.config import ModelConfig, TrainConfig
+from fcnseg.losses import pixel_cross_entropy_sum
+from fcnseg.models import build_model
+from fcnseg.optim import build_optimizer
+
+MODES = ("fp32", "channels_last", "bf16", "bf16+channels_last")
+
+
+def make_step(backbone: str, batch: int, size: int, mode: str, seed: int = 0):
+    """A closure that runs one training update; returns (step, model)."""
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig(arch="fcn8s", backbone=backbone, num_classes=21))
+    optimizer = build_optimizer(model, TrainConfig(lr=1e-4 if backbone == "vgg16" else 1e-3))
+    images = torch.randn(batch, 3, size, size)
+    masks = torch.randint(0, 21, (batch, size, size))
+    if "channels_last" in mode:
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    bf16 = mode.startswith("bf16")
+
+    def step(net=model):
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
+            logits = net(images)
+        loss_sum, labelled = pixel_cross_entropy_sum(logits, masks)
+        (loss_sum / labelled).backward()
+        optimizer.step()
+
+    return step, model
+
+
+def time_steps(step, warmup: int, steps: int) -> float:
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, backbone: str, batch: int, size: int, warmup: int, steps: int, queue):
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        step, model = make_step(backbone, batch, size, "fp32", seed=0)
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        seconds = time_steps(lambda: step(ddp), warmup, steps)
+        total = torch.tensor([seconds])
+        dist.all_reduce(total, op=dist.ReduceOp.MAX)  # a step is done when the slowest process is
+        if rank == 0:
+            queue.put(total.item())
+    finally:
+        dist.destroy_process_group()
+
+
+def ddp_seconds(world: int, backbone: str, batch: int, size: int, warmup: int, steps: int) -> float:
+    """Seconds per update with ``world`` gloo processes, each ``batch`` images (global batch world*batch)."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.SimpleQueue()
+    mp.spawn(_ddp_worker, args=(world, _free_port(), backbone, batch, size, warmup, steps, queue), nprocs=world)
+    return queue.get()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="small,vgg16", help="comma list of: small, vgg16")
+    parser.add_argument("--size", type=int, default=320, help="input side, pixels")
+    parser.add_argument("--batch", type=int, default=2, help="global batch (images per update)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the best is kept")
+    parser.add_argument("--steps", type=int, default=3, help="timed updates per round")
+    parser.add_argument("--no-ddp", action="store_true", help="skip the 1 vs 2 process comparison")
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cores} cores, "
+          f"input {args.size}x{args.size}, global batch {args.batch}; best of {args.rounds} rounds x {args.steps} updates\n")
+    rows = []
+    for backbone in [m.strip() for m in args.models.split(",") if m.strip()]:
+        best = {mode: float("inf") for mode in MODES}
+        ddp_best = {1: float("inf"), 2: float("inf")}
+        warmup = 1 if backbone == "vgg16" else 2
+        for _ in range(args.rounds):
+            for mode in MODES:  # one model at a time: four VGG16s with optimiser state would not fit in memory
+                step, _ = make_step(backbone, args.batch, args.size, mode)
+                best[mode] = min(best[mode], time_steps(step, warmup, args.steps))
+                del step
+            if not args.no_ddp and args.batch % 2 == 0:
+                ddp_best[1] = min(ddp_best[1], best["fp32"])  # one process, all cores, the whole batch
+                ddp_best[2] = min(ddp_best[2], ddp_seconds(2, backbone, args.batch // 2, args.size, warmup, args.steps))
+        for mode in MODES:
+            rows.append((backbone, mode, args.batch / best[mode], best["fp32"] / best[mode]))
+        if ddp_best[2] < float("inf"):
+            rows.append((backbone, "DDP 2 proc (fp32)", args.batch / ddp_best[2], ddp_best[1] / ddp_best[2]))
+    print(f"{'model':<8} {'mode':<20} {'images/s':>9} {'vs fp32':>8}")
+    for backbone, mode, speed, ratio in rows:
+        print(f"{backbone:<8} {mode:<20} {speed:>9.2f} {ratio:>7.2f}x")
+
+
+if __name__ == "__main__":
+    main()
