@@ -129,6 +129,9 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     sbd_root: str = ""  # optional SBD folder, for VOC splits such as seg11valid
+    # Validation from another data set (the paper trains on SBD and validates on VOC seg11valid); "" = as above.
+    val_dataset: str = ""
+    val_root: str = ""
     # auto: the normalisation of the weights training starts from (classifier or checkpoint), else
     # paper_bgr for VGG16/AlexNet and imagenet_rgb (unit variance) for the small net trained from scratch.
     normalization: str = "auto"  # auto | paper_bgr | imagenet_rgb
@@ -146,8 +149,10 @@ class DataConfig:
     synthetic_size: int = 0  # square image side, pixels; 0 = random sizes (97..250 per side)
 
     def validate(self, source: str = "data config") -> "DataConfig":
-        if self.dataset not in DATASETS:
-            raise ConfigError(f"{source}: dataset {self.dataset!r} is not one of {', '.join(DATASETS)}")
+        for name in ("dataset", "val_dataset"):
+            value = getattr(self, name)
+            if value not in DATASETS and not (name == "val_dataset" and value == ""):
+                raise ConfigError(f"{source}: {name} {value!r} is not one of {', '.join(DATASETS)}")
         if self.normalization not in NORMALIZATIONS:
             raise ConfigError(f"{source}: normalization {self.normalization!r} is not one of {', '.join(NORMALIZATIONS)}")
         if not 0 < self.scale_min <= self.scale_max:

@@ -284,23 +284,23 @@ class Trainer:
             return model, Normalization.from_dict(ckpt["normalization"])
         return model, None
 
-    def _dataset(self, split: str, transform, count: int):
+    def _dataset(self, kind: str, root: str, split: str, transform, count: int):
         d = self.config.data
         kwargs: dict[str, Any] = {}
-        root: str | None = d.root or None
-        if d.dataset == "synthetic" and root is None:
+        if kind == "synthetic" and not root:
             kwargs = {"num_images": count, "seed": d.synthetic_seed, "style": d.synthetic_style,
                       "size": (d.synthetic_size, d.synthetic_size) if d.synthetic_size else None}
-        elif d.sbd_root and d.dataset in ("voc", "auto"):
+        elif d.sbd_root and kind in ("voc", "auto"):
             kwargs = {"sbd_root": d.sbd_root}
-        return build_dataset(d.dataset, root, split, normalization=self.normalization, transform=transform, **kwargs)
+        return build_dataset(kind, root or None, split, normalization=self.normalization, transform=transform, **kwargs)
 
     def _build_data(self):
         d = self.config.data
         scale = (d.scale_min, d.scale_max) if (d.scale_min, d.scale_max) != (1.0, 1.0) else None
         transform = train_transform(mirror=d.mirror, scale_range=scale, crop_size=d.crop_size or None)
-        train_set = self._dataset(d.train_split, transform, d.synthetic_train_images)
-        val_set = self._dataset(d.val_split, None, d.synthetic_val_images)
+        train_set = self._dataset(d.dataset, d.root, d.train_split, transform, d.synthetic_train_images)
+        val_kind, val_root = (d.val_dataset, d.val_root) if d.val_dataset else (d.dataset, d.root)
+        val_set = self._dataset(val_kind, val_root, d.val_split, None, d.synthetic_val_images)
         return train_set, val_set
 
     def _check_classes(self) -> None:
