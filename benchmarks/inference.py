@@ -110,7 +110,44 @@ def agreement(checkpoint: Path, fast_precision: str, size: int, images: int) -> 
         total += ref.size
         seen += np.bincount(ref.ravel(), minlength=seen.size)
     classes = ", ".join(f"{n} {c / total:.0%}" for n, c in zip(loaded.class_names, seen) if c)
-    return same / total, images, classes
+    how = loaded.extra.get("note") or (f"trained {loaded.extra['iteration']} iterations" if "iteration" in loaded.extra else "")
+    return same / total, images, f"{classes}; weights: {how}"
+
+
+def train_vgg_heads(path: Path, steps: int, size: int = 224, batch: int = 2) -> Path:
+    """Train a VGG16 FCN-8s's score layers briefly on the synthetic set (trunk frozen at its random init), save it.
+
+    No ImageNet weights can be downloaded here, and training all of VGG16 from scratch for a few
+    minutes on two cores leaves it predicting background everywhere; fitting the three score layers
+    (with the bilinear upsampling fixed, as in the paper) to the data gives a net whose argmax follows
+    the scenes, which is what the agreement measurement needs.
+    """
+    from fcnseg.checkpoint import save_checkpoint
+    from fcnseg.data.synthetic import SyntheticDataset
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="fcn8s", backbone="vgg16", num_classes=6, dropout=0.0))
+    model.backbone.requires_grad_(False)
+    heads = [p for n, p in model.named_parameters() if n.startswith("score_")]
+    optimizer = torch.optim.Adam(heads, lr=1e-3)
+    data = SyntheticDataset("train", num_images=steps * batch, size=(size, size))
+    start = time.perf_counter()
+    for step in range(steps):
+        items = [data[step * batch + i] for i in range(batch)]
+        x, y = torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits.float(), y, ignore_index=255)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 10 == 0 or step == steps - 1:
+            print(f"  VGG16 FCN-8s score layers: step {step + 1}/{steps}, loss {loss.item():.3f}", flush=True)
+    model.eval()
+    save_checkpoint(path, model, model.config, data.class_names, data.normalization,
+                    {"note": f"score layers trained {steps} steps x {batch} images of {size}px, trunk random",
+                     "seconds": time.perf_counter() - start})
+    return path
 
 
 def first_existing(paths) -> Path | None:
@@ -124,12 +161,19 @@ def main() -> None:
     parser.add_argument("--small-checkpoint", type=Path, help="trained small FCN-8s (default: the demo's)")
     parser.add_argument("--vgg-checkpoint", type=Path, help="VGG16 FCN-8s trained briefly on the synthetic set")
     parser.add_argument("--agreement-images", type=int, default=8)
+    parser.add_argument("--vgg-train-steps", type=int, default=60,
+                        help="without --vgg-checkpoint: steps of score-layer training for the VGG16 FCN-8s")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     torch.manual_seed(0)
     fast_precision = select_precision(torch.device("cpu"), "auto")
     small_ckpt = first_existing([args.small_checkpoint] + DEFAULT_SMALL)
     vgg_ckpt = first_existing([args.vgg_checkpoint] + DEFAULT_VGG)
+    if vgg_ckpt is None and args.vgg_train_steps > 0:
+        vgg_ckpt = ROOT / "runs/bench/vgg16-fcn8s-heads.pt"
+        if not vgg_ckpt.is_file():
+            print(f"training a VGG16 FCN-8s's score layers for {args.vgg_train_steps} steps -> {vgg_ckpt}")
+            train_vgg_heads(vgg_ckpt, args.vgg_train_steps)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}, fast path: {fast_precision}"

@@ -6,6 +6,7 @@ normalisation itself, so a runtime needs nothing but the file: no mean/std or BG
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import warnings
@@ -47,6 +48,22 @@ class NormalizedFCN(nn.Module):
         if self.flip:
             image = image[:, [2, 1, 0]]  # RGB -> BGR, as the reference nets were trained
         return self.model(image * self.multiplier + self.offset)
+
+
+@contextlib.contextmanager
+def _quiet_loggers(*names: str):
+    """The exporter's passes log every step at INFO; keep only their warnings during an export."""
+    # The registry also warns, once per op, that torchvision's ops are unavailable: we never use them.
+    names = names + ("torch.onnx._internal.exporter._registration",)
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR if lg.name.endswith("_registration") else logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 @dataclass(frozen=True)
@@ -92,7 +109,7 @@ def export_onnx(
     wrapped = NormalizedFCN(model.eval().float(), normalization).eval()
     example = torch.rand(1, 3, *example_size) * 255
     batch, height, width = torch.export.Dim("batch"), torch.export.Dim("height"), torch.export.Dim("width")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_loggers("onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch._dynamo"):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             wrapped,
