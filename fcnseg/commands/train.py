@@ -22,7 +22,7 @@ presets:
   paper-cvpr   the CVPR paper's recipe for FCN-VGG16: SGD, momentum 0.9, 20 images per update,
                lr 1e-4 fixed, normalised loss (the defaults)
   paper-heavy  the released reference solvers: summed loss, batch 1, momentum 0.99, lr 1e-10
-  small-cpu    the small CPU net from scratch: AdamW 2e-3, poly schedule, 8 crops of 128 px
+  small-cpu    the small CPU net from scratch: AdamW 1e-3, poly schedule, 8 crops of 128 px
 
 examples:
   # the small net on the built-in synthetic shapes (generated in memory), a few minutes on a CPU
