@@ -25,8 +25,9 @@ ACTIVATION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 # input and output between PyTorch's layout and its blocked one, and the CPU transposed convolution
 # unfolds its input (im2col). Calibrated against measured peak RSS (benchmarks/large_image.py and
 # benchmarks/inference.py print both); the tile planner multiplies the tensor estimate by it.
-# Measured/estimated ratios on this CPU (torch 2.13, oneDNN): fp32 1.15-1.9, bf16 + channels_last 0.65-1.2.
-WORKSPACE_FACTOR = {"fp32": 2.0, "bf16": 1.25, "fp16": 1.25}
+# Measured/estimated ratios on this CPU (torch 2.13, oneDNN): fp32 1.15-1.9, bf16 + channels_last 0.65-1.2
+# at 500-2000 px, and up to 1.45 for the small net on a whole 6000x4000 image.
+WORKSPACE_FACTOR = {"fp32": 2.0, "bf16": 1.5, "fp16": 1.5}
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,7 @@ def estimate_forward(model: FCN, height: int, width: int, precision: str = "fp32
     ledger.live = {"input": ledger.live["input"], "score": ledger.live["score"]}
     if act != fp32:
         ledger.alloc("logits", num_classes * height * width * fp32)
+    ledger.alloc("argmax", height * width * 8 * batch)  # the caller's int64 argmax of the logits
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     casts = 0 if precision == "fp32" else sum(
         m.weight.numel() * ACTIVATION_BYTES[precision] for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))

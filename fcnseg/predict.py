@@ -369,7 +369,7 @@ class Predictor:
                 if writer is not None:
                     band = np.empty((self.num_classes, row[0].y1 - row[0].y0, width), dtype=np.float16)
                 for t in row:
-                    x = normalize_tile(image[t.in_y0 : t.in_y1, t.in_x0 : t.in_x1], self.normalization)
+                    x = normalize_tile(image[t.in_y0 : t.in_y1, t.in_x0 : t.in_x1], self.normalization, self.channels_last)
                     logits = self.logits(x)[0]  # [C, h, w]
                     del x
                     core = logits[:, t.y0 - t.in_y0 : t.y1 - t.in_y0, t.x0 - t.in_x0 : t.x1 - t.in_x0]
@@ -392,20 +392,22 @@ class Predictor:
         return Prediction(labels, in_memory, plan, self.precision)
 
 
-def normalize_tile(pixels: np.ndarray, normalization: Normalization) -> torch.Tensor:
+def normalize_tile(pixels: np.ndarray, normalization: Normalization, channels_last: bool = False) -> torch.Tensor:
     """RGB uint8 ``[h, w, 3]`` -> normalised float32 ``[1, 3, h, w]``, the same values as ``image_to_tensor``.
 
     Works in place after one float copy (plus one for the BGR flip): ``image_to_tensor``'s
     out-of-place arithmetic holds three or four float copies at once, which for a whole 24-megapixel
-    scan is more than the small net's activations.
+    scan is more than the small net's activations. With ``channels_last`` the result keeps the
+    pixels' own HWC layout, which is channels_last already: no further copy before the forward.
     """
-    x = torch.from_numpy(np.array(pixels, dtype=np.float32)).permute(2, 0, 1)  # [3, h, w], a view
+    x = torch.from_numpy(np.array(pixels, dtype=np.float32)).permute(2, 0, 1)[None]  # HWC memory = channels_last
     if normalization.bgr:
-        x = x.flip(0)
-    x = x.contiguous()
-    mean = torch.tensor(normalization.mean).view(3, 1, 1)
-    std = torch.tensor(normalization.std).view(3, 1, 1)
-    return x.mul_(normalization.value_scale).sub_(mean).div_(std)[None]
+        x = x.flip(1)  # keeps the channels_last layout
+    if not channels_last:
+        x = x.contiguous()
+    mean = torch.tensor(normalization.mean).view(1, 3, 1, 1)
+    std = torch.tensor(normalization.std).view(1, 3, 1, 1)
+    return x.mul_(normalization.value_scale).sub_(mean).div_(std)
 
 
 def class_areas(labels: np.ndarray, class_names: list[str]) -> dict:

@@ -151,4 +151,7 @@ def test_tile_normalisation_equals_the_checkpoint_normalisation(image):
 
     for normalization in (PAPER_BGR, IMAGENET_RGB):
         expected = normalization.image_to_tensor(image)[None]
-        torch.testing.assert_close(normalize_tile(image[:, :], normalization), expected, rtol=0, atol=0)
+        for channels_last in (False, True):
+            x = normalize_tile(image, normalization, channels_last)
+            torch.testing.assert_close(x, expected, rtol=0, atol=0)
+            assert x.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
