@@ -32,5 +32,5 @@ def test_demo_leaves_table_curves_and_panels(tmp_path, capsys):
     assert result["num_images"] == 2 and 0.0 <= result["mean_iu"] <= 1.0
     # a second run reuses the data set instead of writing it again
     stamp = (data / "synthetic.json").stat().st_mtime_ns
-    ensure_synthetic(data, "shapes", num_train=4, num_val=2)
+    ensure_synthetic(data, "blobs", num_train=4, num_val=2)
     assert (data / "synthetic.json").stat().st_mtime_ns == stamp

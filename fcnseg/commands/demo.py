@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fcnseg.demo import DEMO_MAX_ITER, DEMO_OUT, DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES
+from fcnseg.demo import DEMO_MAX_ITER, DEMO_OUT, DEMO_STYLE, DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES
 
 
 def register(subparsers) -> None:
@@ -18,7 +18,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("--out", type=Path, default=Path(DEMO_OUT), help=f"output folder (default {DEMO_OUT})")
     p.add_argument("--data", type=Path, help="where the synthetic set is written (default data/synthetic-STYLE)")
-    p.add_argument("--style", choices=["shapes", "blobs"], default="shapes", help="synthetic data style")
+    p.add_argument("--style", choices=["shapes", "blobs"], default=DEMO_STYLE,
+                   help=f"synthetic data style (default {DEMO_STYLE}: learned within the demo's minutes)")
     p.add_argument("--max-iter", type=int, default=DEMO_MAX_ITER, help=f"updates (default {DEMO_MAX_ITER})")
     p.add_argument("--train-images", type=int, default=DEMO_TRAIN_IMAGES, help="synthetic training images")
     p.add_argument("--val-images", type=int, default=DEMO_VAL_IMAGES, help="synthetic validation images")
