@@ -136,6 +136,7 @@ def plot_curves(losses: list[float], history: list[dict], path: str | Path, titl
     ax_iu.set_xlabel("iteration")
     ax_iu.set_ylabel("validation mean IU (%)")
     ax_iu.set_xlim(left=0)
+    ax_iu.margins(y=0.15)  # room for the "best" label
     ax_iu.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
