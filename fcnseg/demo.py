@@ -15,7 +15,8 @@ from fcnseg.data import build_dataset, make_synthetic
 from fcnseg.evaluate import evaluate, write_results
 from fcnseg.metrics import format_table
 from fcnseg.reports import atomic_write_text
-from fcnseg.train import TrainResult, cpu_supports_bf16, train
+from fcnseg.device import cpu_has_native_bf16
+from fcnseg.train import TrainResult, train
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def demo_config(
 ) -> RunConfig:
     """The small-cpu preset on the synthetic set; bf16 autocast where the CPU has native bf16."""
     if amp == "auto":
-        amp = "bf16" if (not torch.cuda.is_available() and cpu_supports_bf16()) else "auto"
+        amp = "bf16" if (not torch.cuda.is_available() and cpu_has_native_bf16()) else "auto"
     overrides = {
         "preset": "small-cpu",
         "model": {"arch": "fcn8s", "backbone": "small", "num_classes": 6},

@@ -25,6 +25,7 @@ from fcnseg.images import atomic_write
 from fcnseg.memory import estimate_forward, format_bytes
 from fcnseg.models.fcn import FCN
 from fcnseg.models.geometry import receptive_fields
+from fcnseg.device import cpu_has_native_bf16, select_device
 
 log = logging.getLogger(__name__)
 
@@ -35,24 +36,6 @@ DEFAULT_MAX_MEMORY = 2 * 1024**3  # bytes for weights + one tile's activations (
 
 
 # --- machine and precision -------------------------------------------------------------------------
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when oneDNN can run bf16 convolutions natively (AVX-512 BF16, AMX), where they beat float32."""
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def select_device(device: str = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when present, else CPU; otherwise the named device (an error if unavailable)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} was asked for but CUDA is not available on this machine")
-    return dev
 
 
 def select_precision(device: torch.device, precision: str = "auto") -> str:

@@ -149,15 +149,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # --- numerics ------------------------------------------------------------------------------------------
 
 
-def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bf16 instructions (AVX512-BF16 or AMX), where bf16 autocast pays off."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags for flag in (" avx512_bf16", " amx_bf16"))
-
-
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype for ``amp`` on ``device``: auto means fp16 on CUDA and none on the CPU."""
     if amp == "auto":
