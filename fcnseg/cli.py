@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     except FcnsegError as e:
         print(f"fcnseg {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"fcnseg {args.command}: interrupted", file=sys.stderr)
         return 130
