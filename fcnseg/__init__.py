@@ -1,6 +1,9 @@
 """fcnseg: Fully Convolutional Networks for semantic segmentation (Long, Shelhamer & Darrell, CVPR 2015).
 
-The public API, re-exported; ``fcnseg.explain`` (which needs matplotlib) is imported on first use.
+The public API, re-exported. Functions named like their module stay in it, so that the module
+remains importable: ``fcnseg.train.train``, ``fcnseg.evaluate.evaluate``,
+``fcnseg.predict_folder.predict_folder``. ``fcnseg.explain`` (which needs matplotlib) is imported on
+first use.
 """
 
 from fcnseg.checkpoint import LoadedModel, fcn_from_classifier, load_checkpoint, load_model, save_checkpoint
@@ -8,14 +11,12 @@ from fcnseg.config import DataConfig, ModelConfig, RunConfig, TrainConfig, resol
 from fcnseg.data import build_dataset, make_synthetic
 from fcnseg.data.normalization import IMAGENET_RGB, PAPER_BGR, Normalization
 from fcnseg.errors import CheckpointError, ConfigError, DataError, FcnsegError
-from fcnseg.evaluate import evaluate, score_folders
+from fcnseg.evaluate import score_folders
 from fcnseg.export import export_onnx
 from fcnseg.metrics import ConfusionMatrix
 from fcnseg.models import FCN, VGG16Classifier, build_model
 from fcnseg.models.surgery import convolutionalize
 from fcnseg.predict import Prediction, Predictor
-from fcnseg.predict_folder import predict_folder
-from fcnseg.train import train
 
 __version__ = "0.1.0"
 
@@ -40,17 +41,14 @@ __all__ = [
     "build_dataset",
     "build_model",
     "convolutionalize",
-    "evaluate",
     "export_onnx",
     "fcn_from_classifier",
     "load_checkpoint",
     "load_model",
     "make_synthetic",
-    "predict_folder",
     "resolve_run_config",
     "save_checkpoint",
     "score_folders",
-    "train",
 ]
 
 

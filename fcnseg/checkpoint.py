@@ -8,9 +8,7 @@ the previous file intact.
 from __future__ import annotations
 
 import logging
-import os
 import pickle
-import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fcnseg.atomic import atomic_write
 from fcnseg.config import ModelConfig, from_dict
 from fcnseg.data.normalization import IMAGENET_RGB, PAPER_BGR, Normalization
 from fcnseg.errors import CheckpointError, ConfigError
@@ -63,26 +62,12 @@ def default_class_names(num_classes: int) -> list[str]:
 
 def atomic_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temp file in the same folder, fsync it, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+
+    atomic_write(path, write, durable=True)
 
 
 def checkpoint_dict(

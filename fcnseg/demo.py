@@ -14,7 +14,7 @@ from fcnseg.config import RunConfig, resolve_run_config
 from fcnseg.data import build_dataset, make_synthetic
 from fcnseg.evaluate import evaluate, write_results
 from fcnseg.metrics import format_table
-from fcnseg.reports import atomic_write_text
+from fcnseg.atomic import atomic_write_text
 from fcnseg.device import cpu_has_native_bf16
 from fcnseg.train import TrainResult, train
 

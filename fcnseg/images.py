@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 import warnings
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from fcnseg.atomic import atomic_write
 from fcnseg.data.palette import colorize, write_mask_png
 from fcnseg.errors import DataError
 
@@ -96,24 +94,6 @@ def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
         raise DataError(f"{path}: image file not found") from e
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(f"{path}: cannot read the image ({type(e).__name__}: {e})") from e
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temp file beside ``path`` (same suffix), then rename it over ``path``.
-
-    A crash or interrupt mid-write leaves no partial ``path``: an interrupted batch job that sees
-    ``path`` knows it is complete.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_mask(mask: np.ndarray, path: str | Path, palette: np.ndarray | None = None) -> None:

@@ -21,7 +21,7 @@ import torch
 
 from fcnseg.data.normalization import Normalization
 from fcnseg.errors import ConfigError, FcnsegError
-from fcnseg.images import atomic_write
+from fcnseg.atomic import atomic_write
 from fcnseg.memory import estimate_forward, format_bytes
 from fcnseg.models.fcn import FCN
 from fcnseg.models.geometry import receptive_fields

@@ -15,7 +15,8 @@ from tqdm import tqdm
 
 from fcnseg.data.palette import read_mask_png, voc_palette
 from fcnseg.errors import DataError, FcnsegError
-from fcnseg.images import DEFAULT_MAX_PIXELS, atomic_write, list_images, overlay, read_image, save_mask, save_rgb
+from fcnseg.atomic import atomic_write
+from fcnseg.images import DEFAULT_MAX_PIXELS, list_images, overlay, read_image, save_mask, save_rgb
 from fcnseg.predict import Predictor
 
 log = logging.getLogger(__name__)

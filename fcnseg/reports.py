@@ -7,36 +7,17 @@ import io
 import json
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fcnseg.atomic import atomic_write_bytes, atomic_write_text
 from fcnseg.data.palette import colorize
 
 log = logging.getLogger(__name__)
 
 METRIC_KEYS = ("pixel_accuracy", "mean_accuracy", "mean_iu", "frequency_weighted_iu")
-
-
-def atomic_write_bytes(data: bytes, path: str | Path) -> None:
-    """Write ``data`` to a temp file beside ``path`` and rename it over ``path`` (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(text: str, path: str | Path) -> None:
-    atomic_write_bytes(text.encode("utf-8"), path)
 
 
 def _plain(value: Any) -> Any:

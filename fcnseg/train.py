@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from fcnseg.atomic import TEMP_GLOB, atomic_write_bytes, atomic_write_text
 from fcnseg import distributed as D
 from fcnseg.checkpoint import load_checkpoint, read_classifier_trunk, save_checkpoint
 from fcnseg.config import ModelConfig, RunConfig, from_dict
@@ -183,7 +184,7 @@ class Trainer:
         self.main = self.dist.is_main
         if self.main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            for stale in self.ckpt_dir.glob(".*.tmp"):  # left by a run killed while writing a checkpoint
+            for stale in self.ckpt_dir.glob(TEMP_GLOB):  # left by a run killed while writing a checkpoint
                 stale.unlink(missing_ok=True)
         self._file_log = self._start_file_log()
 
@@ -327,7 +328,7 @@ class Trainer:
 
         text = "# Resolved settings of this run; re-run it with: fcnseg train --config <this file>\n"
         text += yaml.safe_dump(self.config.to_dict(), sort_keys=False)
-        reports.atomic_write_text(text, self.out_dir / "config.yaml")
+        atomic_write_text(text, self.out_dir / "config.yaml")
 
     # -- checkpoints --
 
@@ -564,7 +565,7 @@ class Trainer:
                 self._write_reports()
             if final is not None:
                 table = format_table(final, self.class_names)
-                reports.atomic_write_text(table + "\n", self.out_dir / "metrics.txt")
+                atomic_write_text(table + "\n", self.out_dir / "metrics.txt")
                 log.info("validation at iteration %d:\n%s", self.iteration, table)
             log.info("done: %d updates in %.0f s (%.1f images/s); outputs in %s", self.iteration - start_iteration,
                      seconds, speed, self.out_dir)
@@ -602,7 +603,7 @@ class Trainer:
         panel_dir = self.out_dir / "panels"
         self.panels(panel_dir / f"iter_{self.iteration:07d}.png")
         if (panel_dir / f"iter_{self.iteration:07d}.png").exists():
-            reports.atomic_write_bytes((panel_dir / f"iter_{self.iteration:07d}.png").read_bytes(), self.out_dir / "panels.png")
+            atomic_write_bytes((panel_dir / f"iter_{self.iteration:07d}.png").read_bytes(), self.out_dir / "panels.png")
         self._write_reports()
 
     def _log_start(self) -> None:

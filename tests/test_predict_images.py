@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from fcnseg.errors import DataError
-from fcnseg.images import atomic_write, list_images, overlay, read_image
+from fcnseg.atomic import atomic_write
+from fcnseg.images import list_images, overlay, read_image
 
 
 def test_exif_orientation_is_applied(tmp_path):

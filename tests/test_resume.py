@@ -10,6 +10,7 @@ import time
 import pytest
 import torch
 
+from fcnseg.atomic import TEMP_GLOB
 from fcnseg.checkpoint import load_checkpoint
 from fcnseg.config import resolve_run_config
 from fcnseg.train import Trainer, train
@@ -120,13 +121,13 @@ def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path):
         if proc.poll() is None:
             proc.kill()
     ckpt_dir = out / "checkpoints"
-    partial = list(ckpt_dir.glob(".last.pt.*.tmp"))
+    partial = list(ckpt_dir.glob(".last.*.tmp*"))
     assert partial, "the kill should have left a half-written temp file"
     last = ckpt_dir / "last.pt"
     assert load_checkpoint(last)["train_state"]["iteration"] == 2  # the previous, complete checkpoint
 
     config = resolve_run_config(overrides=settings(out))
     resumed = train(config, resume=last, progress=False)
-    assert resumed.iteration == 6 and not list(ckpt_dir.glob(".*.tmp"))
+    assert resumed.iteration == 6 and not list(ckpt_dir.glob(TEMP_GLOB))
     whole = train(resolve_run_config(overrides=settings(tmp_path / "whole")), progress=False)
     assert resumed.losses == whole.losses

@@ -24,7 +24,8 @@ from fcnseg.explain.classifiers import CLASSIFIER_NAMES, build_classifier
 from fcnseg.explain.costs import human_bytes, human_flops
 from fcnseg.explain.receptive import fcn_geometry, layer_table
 from fcnseg.explain.upsampling import load_models, train_staged, upsampling_view
-from fcnseg.reports import atomic_write_text, write_json
+from fcnseg.atomic import atomic_write_text
+from fcnseg.reports import write_json
 
 log = logging.getLogger(__name__)
 
