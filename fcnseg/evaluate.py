@@ -107,7 +107,7 @@ def evaluate(
                 )
             if logits.shape[-2:] != mask.shape:
                 raise ValueError(f"model output is {tuple(logits.shape[-2:])} for an input of {tuple(mask.shape)}")
-            prediction = logits.argmax(1)[0]  # [H, W]
+            prediction = logits.max(1).indices[0]  # [H, W]; max().indices is argmax, faster on CPU
             matrix.update(prediction, mask)
             if out_dir is not None:
                 write_mask_png(prediction.cpu().numpy(), out_dir / f"{dataset.name(int(index))}.png", palette)

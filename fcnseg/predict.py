@@ -356,7 +356,8 @@ class Predictor:
                     logits = self.logits(x)[0]  # [C, h, w]
                     del x
                     core = logits[:, t.y0 - t.in_y0 : t.y1 - t.in_y0, t.x0 - t.in_x0 : t.x1 - t.in_x0]
-                    labels[t.y0 : t.y1, t.x0 : t.x1] = core.argmax(0).cpu().numpy()
+                    # max().indices follows argmax's first-maximum rule and runs several times faster on CPU
+                    labels[t.y0 : t.y1, t.x0 : t.x1] = core.max(0).indices.cpu().numpy()
                     if in_memory is not None or band is not None:
                         prob = core.softmax(0).half().cpu().numpy()
                         if in_memory is not None:
