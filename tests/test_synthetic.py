@@ -86,3 +86,11 @@ def test_make_synthetic_command(tmp_path, capsys):
 def test_unknown_style_lists_the_styles():
     with pytest.raises(DataError, match="expected one of \\['shapes', 'blobs'\\]"):
         SyntheticDataset(style="stars")
+
+
+def test_style_is_recognised_from_a_models_class_names():
+    from fcnseg.data.synthetic import STYLE_CLASSES, style_of_classes
+
+    for style, names in STYLE_CLASSES.items():
+        assert style_of_classes(list(names)) == style
+    assert style_of_classes(["background", "aeroplane"]) is None

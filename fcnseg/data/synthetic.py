@@ -40,6 +40,11 @@ def synthetic_classes(style: str = "shapes") -> ClassInfo:
     return ClassInfo(names, tuple(tuple(int(c) for c in row) for row in voc_palette(len(names))))
 
 
+def style_of_classes(class_names) -> str | None:
+    """The synthetic style whose classes are exactly ``class_names`` (in order), or None."""
+    return next((style for style, names in STYLE_CLASSES.items() if list(names) == list(class_names)), None)
+
+
 def generate_sample(
     seed: int, split: str, index: int, style: str = "shapes", size: tuple[int, int] | None = None
 ) -> RawItem:

@@ -261,7 +261,7 @@ All numbers above are computed from the modules by `fcnseg.models.geometry`; for
 
 
 def upsampling_section(opts: ExplainOptions, out: Path) -> tuple[str, dict]:
-    from fcnseg.data.synthetic import generate_sample
+    from fcnseg.data.synthetic import generate_sample, style_of_classes
 
     if opts.checkpoints:
         trained = load_models(opts.checkpoints)
@@ -280,7 +280,9 @@ def upsampling_section(opts: ExplainOptions, out: Path) -> tuple[str, dict]:
 
         image, mask = read_image(opts.image), None
     else:
-        item = generate_sample(opts.seed, "val", 0, size=(160, 160))
+        # A scene of the synthetic style the models were trained on, when their classes are one's.
+        style = style_of_classes(trained.class_names) or "shapes"
+        item = generate_sample(opts.seed, "val", 0, style=style, size=(160, 160))
         image, mask = item.image, item.mask
     view = upsampling_view(trained, image, mask)
     caption = ("models from checkpoints" if opts.checkpoints else
