@@ -33,7 +33,7 @@ from fcnseg.checkpoint import load_model
 from fcnseg.config import ModelConfig
 from fcnseg.data.normalization import PAPER_BGR
 from fcnseg.data.synthetic import generate_sample
-from fcnseg.explain.costs import count, on_meta
+from fcnseg.explain.costs import count, on_meta, time_interleaved
 from fcnseg.memory import estimate_forward, format_bytes
 from fcnseg.models import build_model
 from fcnseg.predict import Predictor, select_precision
@@ -58,18 +58,6 @@ def model_gflops(model, size: int) -> float:
     meta = on_meta(model)
     flops, _ = count(lambda: meta(torch.empty(1, 3, size, size, device="meta")))
     return flops / 1e9
-
-
-def time_variants(fns: dict, repeats: int) -> dict[str, list[float]]:
-    times = {name: [] for name in fns}
-    for fn in fns.values():  # warm-up: oneDNN primitive creation, autocast weight casts
-        fn()
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 def measure_memory(arch: str, backbone: str, precision: str, size: int, num_classes: int) -> int:
@@ -202,7 +190,7 @@ def main() -> None:
             with torch.inference_mode():
                 return model(x)
 
-        times = time_variants(
+        times = time_interleaved(
             {"eager": eager, "fp32": lambda: fp32.predict(image), "fast": lambda: fast.predict(image)}, args.repeats
         )
         med = {k: statistics.median(v) for k, v in times.items()}

@@ -13,7 +13,7 @@ from PIL import Image
 
 from fcnseg.data.classes import IGNORE_INDEX, ClassInfo
 from fcnseg.data.normalization import PAPER_BGR, Normalization
-from fcnseg.data.palette import palette_for
+from fcnseg.data.palette import palette_for, read_mask_png
 from fcnseg.data.scan import Problem, Sample, ScanReport, scan_samples
 from fcnseg.errors import DataError
 
@@ -133,8 +133,11 @@ class SegmentationDataset(torch.utils.data.Dataset):
         return read_image_rgb(path)
 
     def read_mask(self, path: Path) -> np.ndarray:
-        """int64 ``[H, W]`` class indices, 255 = ignore. Subclasses override for their format."""
-        raise NotImplementedError
+        """int64 ``[H, W]`` class indices, 255 = ignore, from a palette, grey or class-coloured PNG.
+
+        Subclasses with another format (SBD's ``.mat``) override it.
+        """
+        return read_mask_png(path, self.classes.colours)
 
     def load_raw(self, index: int) -> RawItem:
         """The item as stored, before normalisation and transforms (for drawing panels)."""

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from fcnseg.data.base import SegmentationDataset, Transform, read_split_file
 from fcnseg.data.classes import read_class_file
 from fcnseg.data.normalization import PAPER_BGR, Normalization
-from fcnseg.data.palette import read_mask_png
 from fcnseg.data.scan import Sample
 from fcnseg.data.voc import list_images
 from fcnseg.errors import DataError
@@ -86,6 +83,3 @@ class FolderDataset(SegmentationDataset):
             scan=scan,
             scan_workers=scan_workers,
         )
-
-    def read_mask(self, path: Path) -> np.ndarray:
-        return read_mask_png(path, self.classes.colours)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 
 from fcnseg.data.base import SegmentationDataset, Transform, read_split_file
 from fcnseg.data.classes import VOC_CLASSES, ClassInfo, read_class_file
 from fcnseg.data.normalization import PAPER_BGR, Normalization
-from fcnseg.data.palette import read_mask_png, voc_palette
+from fcnseg.data.palette import voc_palette
 from fcnseg.data.scan import Sample
 from fcnseg.errors import DataError
 
@@ -98,9 +97,6 @@ class VOCDataset(SegmentationDataset):
             scan=scan,
             scan_workers=scan_workers,
         )
-
-    def read_mask(self, path: Path) -> np.ndarray:
-        return read_mask_png(path, self.classes.colours)
 
 
 def voc_split_names(root: Path, split: str, sbd_root: str | Path | None = None) -> list[str]:

@@ -80,8 +80,9 @@ def count(fn: Callable[[], object]) -> tuple[int, int]:
     return int(flop_counter.get_total_flops()), int(memory.peak)
 
 
-def time_calls(fns: dict[str, Callable[[], object]], repeats: int = 3, warmup: int = 1) -> dict[str, float]:
-    """Median wall time of each function, the functions interleaved so that machine load hits them alike."""
+def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 3, warmup: int = 1) -> dict[str, list[float]]:
+    """Wall times of each function over ``repeats`` rounds, the functions interleaved within a round
+    so that machine load hits them alike; ``warmup`` untimed rounds first (oneDNN primitives, casts)."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     with torch.no_grad():
         for _ in range(warmup):
@@ -92,7 +93,12 @@ def time_calls(fns: dict[str, Callable[[], object]], repeats: int = 3, warmup: i
                 start = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return times
+
+
+def time_calls(fns: dict[str, Callable[[], object]], repeats: int = 3, warmup: int = 1) -> dict[str, float]:
+    """Median wall time of each function (see :func:`time_interleaved`)."""
+    return {name: statistics.median(ts) for name, ts in time_interleaved(fns, repeats, warmup).items()}
 
 
 def human_bytes(n: float) -> str:
