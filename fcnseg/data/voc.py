@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
 from fcnseg.data.base import SegmentationDataset, Transform, read_split_file
 from fcnseg.data.classes import VOC_CLASSES, ClassInfo, read_class_file
 from fcnseg.data.normalization import PAPER_BGR, Normalization
