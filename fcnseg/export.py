@@ -19,6 +19,7 @@ from torch import nn
 
 from fcnseg.data.normalization import Normalization
 from fcnseg.errors import ConfigError, FcnsegError
+from fcnseg.models.batchnorm import fold_batch_norm
 from fcnseg.models.fcn import FCN
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ def export_onnx(
         raise FcnsegError("ONNX export needs the onnx extra: pip install 'fcnseg[onnx]'") from e
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    wrapped = NormalizedFCN(model.eval().float(), normalization).eval()
+    wrapped = NormalizedFCN(fold_batch_norm(model.eval()).float(), normalization).eval()  # BatchNorm merged into the convs
     example = torch.rand(1, 3, *example_size) * 255
     batch, height, width = torch.export.Dim("batch"), torch.export.Dim("height"), torch.export.Dim("width")
     with warnings.catch_warnings(), _quiet_loggers("onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch._dynamo"):

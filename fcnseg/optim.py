@@ -12,14 +12,21 @@ def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
     """Split trainable parameters into weights and biases with their lr and decay multipliers.
 
     Parameters with ``requires_grad=False`` (the fixed bilinear upsampling, ``lr_mult: 0`` in the
-    reference nets) are left out. Each group carries ``lr_mult`` so the schedule can rescale it.
+    reference nets) are left out. BatchNorm scales learn at the base rate without decay (decaying them
+    only fights the normalisation). Each group carries ``lr_mult`` so the schedule can rescale it.
     """
-    weights, biases = [], []
+    norm_scales = {id(m.weight) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine}
+    weights, biases, scales = [], [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (biases if name.endswith(".bias") else weights).append(param)
+        if id(param) in norm_scales:
+            scales.append(param)
+        else:
+            (biases if name.endswith(".bias") else weights).append(param)
     groups = [{"params": weights, "lr_mult": 1.0, "weight_decay": config.weight_decay, "name": "weights"}]
+    if scales:
+        groups.append({"params": scales, "lr_mult": 1.0, "weight_decay": 0.0, "name": "norm scales"})
     if biases:
         groups.append(
             {

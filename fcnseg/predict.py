@@ -23,6 +23,7 @@ from fcnseg.data.normalization import Normalization
 from fcnseg.errors import ConfigError, FcnsegError
 from fcnseg.atomic import atomic_write
 from fcnseg.memory import estimate_forward, format_bytes
+from fcnseg.models.batchnorm import fold_batch_norm
 from fcnseg.models.fcn import FCN
 from fcnseg.models.geometry import receptive_fields
 from fcnseg.device import cpu_has_native_bf16, select_device
@@ -226,7 +227,8 @@ class Predictor:
     ):
         self.device = select_device(device)
         self.precision = select_precision(self.device, precision)
-        self.model = model.eval().to(self.device)
+        # BatchNorm (the small net's) is merged into its convolutions: same scores, one layer less each.
+        self.model = fold_batch_norm(model.eval()).to(self.device)
         self.normalization = normalization
         self.num_classes = model.config.num_classes
         self.class_names = list(class_names) if class_names else [f"class_{i}" for i in range(self.num_classes)]

@@ -33,6 +33,7 @@ from fcnseg.losses import pixel_cross_entropy_sum
 from fcnseg.evaluate import evaluate
 from fcnseg.metrics import format_table
 from fcnseg.models import build_model
+from fcnseg.models.batchnorm import synchronise_batch_norm
 from fcnseg.models.surgery import transplant, transplant_trunk
 from fcnseg.optim import build_optimizer, set_learning_rate
 from fcnseg import reports
@@ -209,6 +210,7 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         self.net: nn.Module = self.model
         if self.dist.world_size > 1:
+            synchronise_batch_norm(self.model)  # statistics of the global batch, as in one process
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = build_optimizer(self.model, t)
@@ -269,6 +271,14 @@ class Trainer:
             if not copied:
                 raise CheckpointError(f"{t.init_from}: no layer of it fits a {cfg.model.arch} on {cfg.model.backbone}")
             new = [k for k in model.state_dict() if k not in copied]
+            trunk_left = [k for k in new if k.startswith("backbone.")]
+            if trunk_left:  # staged training continues the whole trunk; a partial copy is a different net
+                theirs = ckpt["model_config"]
+                raise CheckpointError(
+                    f"{t.init_from}: its trunk ({theirs.get('backbone')}, batch_norm {theirs.get('batch_norm', False)}) "
+                    f"does not fit this {cfg.model.backbone} trunk (batch_norm {cfg.model.batch_norm}); "
+                    f"missing or differently shaped: {', '.join(trunk_left[:4])}{' ...' if len(trunk_left) > 4 else ''}"
+                )
             log.info(
                 "initialised %d tensors from %s (a %s); new layers keep their zero/bilinear init: %s",
                 len(copied), t.init_from, ckpt["model_config"].get("arch"), ", ".join(new) or "none",

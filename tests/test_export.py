@@ -73,3 +73,27 @@ def test_onnx_runtime_alone_matches_pytorch_on_unseen_sizes(exported):
 def test_unknown_export_suffix_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="expected .onnx"):
         export(scoring_model(), PAPER_BGR, tmp_path / "m.pt2")
+
+
+def test_batch_norm_net_exports_folded_and_matches_the_unfolded_pytorch_model(tmp_path):
+    torch.manual_seed(5)
+    from fcnseg.models import build_model
+
+    model = build_model(ModelConfig(arch="fcn8s", backbone="small", num_classes=3, batch_norm=True))
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.3, 3.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    torch.nn.init.normal_(model.score_pool3.weight, std=0.05)
+    model.eval()
+    export(model, PAPER_BGR, tmp_path / "bn.onnx", ["bg", "a", "b"])
+    graph = onnx.load(str(tmp_path / "bn.onnx")).graph
+    assert not [n for n in graph.node if n.op_type == "BatchNormalization"]  # merged into the convolutions
+    session = ort.InferenceSession(str(tmp_path / "bn.onnx"), providers=["CPUExecutionProvider"])
+    rgb = np.random.default_rng(1).integers(0, 256, size=(1, 70, 90, 3), dtype=np.uint8)
+    found = session.run(None, {"image": rgb.transpose(0, 3, 1, 2).astype(np.float32)})[0]
+    with torch.no_grad():
+        expected = model(PAPER_BGR.image_to_tensor(rgb[0])[None]).numpy()
+    assert np.abs(found - expected).max() < 1e-3
+    assert (found.argmax(1) == expected.argmax(1)).all()

@@ -8,6 +8,7 @@ import yaml
 
 from fcnseg.checkpoint import load_checkpoint, load_model
 from fcnseg.cli import main
+from fcnseg.errors import CheckpointError
 from fcnseg.config import ModelConfig, TrainConfig, resolve_run_config
 from fcnseg.models import build_model
 from fcnseg.optim import build_optimizer, lr_factor, parameter_groups
@@ -49,6 +50,17 @@ def test_frozen_upsampling_is_not_optimised_and_biases_get_their_multipliers():
     learned = build_model(ModelConfig(arch="fcn8s", backbone="small", num_classes=3, learn_upsampling=True))
     optimiser = build_optimizer(learned, config)
     assert any(p is learned.upscore2.weight for g in optimiser.param_groups for p in g["params"])
+
+
+def test_batch_norm_scales_learn_without_decay_and_their_shifts_as_biases():
+    model = build_model(ModelConfig(arch="fcn8s", backbone="small", num_classes=3, batch_norm=True))
+    groups = {g["name"]: g for g in parameter_groups(model, TrainConfig(lr=0.1, weight_decay=0.01, bias_lr_mult=2.0))}
+    scales = {id(p) for p in groups["norm scales"]["params"]}
+    assert id(model.backbone.bn3_2.weight) in scales and id(model.backbone.conv3_2.weight) not in scales
+    assert (groups["norm scales"]["lr"], groups["norm scales"]["weight_decay"]) == (0.1, 0.0)
+    assert any(p is model.backbone.bn3_2.bias for p in groups["biases"]["params"])
+    counted = sum(p.numel() for g in groups.values() for p in g["params"])
+    assert counted == sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def test_schedules():
@@ -106,6 +118,25 @@ def test_staged_init_copies_the_coarser_net_and_zeroes_new_score_layers(tmp_path
     for key in ("backbone.conv1_1.weight", "backbone.fc7.weight", "score_fr.weight", "score_fr.bias"):
         torch.testing.assert_close(state[key], trained[key])
     assert torch.all(state["score_pool4.weight"] == 0) and torch.all(state["score_pool4.bias"] == 0)
+
+
+def test_staged_init_carries_batch_norm_statistics_and_refuses_a_trunk_that_does_not_fit(tmp_path):
+    coarse = tiny(tmp_path, "32s", max_iter=2, val_every=0)
+    coarse.model.arch, coarse.model.batch_norm = "fcn32s", True
+    train(coarse, progress=False)
+    source = tmp_path / "32s" / "checkpoints" / "last.pt"
+    trained = load_checkpoint(source)["state_dict"]
+    fine = tiny(tmp_path, "16s", max_iter=1, val_every=0, lr=0.0, init_from=str(source))
+    fine.model.arch, fine.model.batch_norm = "fcn16s", True
+    model = train(fine, progress=False)
+    state = load_checkpoint(model.last_checkpoint)["state_dict"]
+    # lr 0 leaves the weights; the one update's batch moves the running statistics by momentum 0.1 only
+    torch.testing.assert_close(state["backbone.conv2_1.weight"], trained["backbone.conv2_1.weight"])
+    assert state["backbone.bn2_1.num_batches_tracked"] == trained["backbone.bn2_1.num_batches_tracked"] + 1
+    plain = tiny(tmp_path, "16s-plain", max_iter=1, val_every=0, init_from=str(source))
+    plain.model.arch = "fcn16s"
+    with pytest.raises(CheckpointError, match=r"batch_norm True\) does not fit this small trunk \(batch_norm False"):
+        train(plain, progress=False)
 
 
 def test_nan_loss_stops_with_iteration_and_last_good_checkpoint(tmp_path, monkeypatch):

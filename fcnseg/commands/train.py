@@ -22,7 +22,8 @@ presets:
   paper-cvpr   the CVPR paper's recipe for FCN-VGG16: SGD, momentum 0.9, 20 images per update,
                lr 1e-4 fixed, normalised loss (the defaults)
   paper-heavy  the released reference solvers: summed loss, batch 1, momentum 0.99, lr 1e-10
-  small-cpu    the small CPU net from scratch: AdamW 1e-3, poly schedule, 8 crops of 128 px
+  small-cpu    the small CPU net from scratch: BatchNorm trunk, AdamW 1e-3, poly schedule,
+               8 crops of 128 px
 
 examples:
   # the small net on the built-in synthetic shapes (generated in memory), a few minutes on a CPU
@@ -51,6 +52,7 @@ FLAG_KEYS = {
     "pad": ("model", "pad"),
     "dropout": ("model", "dropout"),
     "learn_upsampling": ("model", "learn_upsampling"),
+    "batch_norm": ("model", "batch_norm"),
     "dataset": ("data", "dataset"),
     "data_root": ("data", "root"),
     "train_split": ("data", "train_split"),
@@ -111,6 +113,8 @@ def register(subparsers) -> None:
     g.add_argument("--dropout", type=float)
     g.add_argument("--learn-upsampling", action=argparse.BooleanOptionalAction, default=None,
                    help="learn the 2x upsampling layers instead of fixing them to bilinear")
+    g.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
+                   help="BatchNorm after every trunk convolution (small backbone; on in the small-cpu preset)")
 
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=["voc", "sbd", "folder", "synthetic", "auto"])

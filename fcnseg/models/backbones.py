@@ -54,14 +54,16 @@ class Backbone(nn.Module):
         raise KeyError(name)
 
 
-def _conv_stages(stages, pad: int, in_channels: int = 3) -> "OrderedDict[str, nn.Module]":
+def _conv_stages(stages, pad: int, in_channels: int = 3, batch_norm: bool = False) -> "OrderedDict[str, nn.Module]":
     layers: "OrderedDict[str, nn.Module]" = OrderedDict()
     channels = in_channels
     for stage, widths in enumerate(stages, start=1):
         for i, width in enumerate(widths, start=1):
             # conv1_1 carries the large padding that lets any input size through (paper section 4.1, ref nets).
             padding = pad if (stage, i) == (1, 1) else 1
-            layers[f"conv{stage}_{i}"] = nn.Conv2d(channels, width, 3, padding=padding)
+            layers[f"conv{stage}_{i}"] = nn.Conv2d(channels, width, 3, padding=padding, bias=not batch_norm)
+            if batch_norm:
+                layers[f"bn{stage}_{i}"] = nn.BatchNorm2d(width)
             layers[f"relu{stage}_{i}"] = nn.ReLU(inplace=True)
             channels = width
         # Caffe pools round up (ceil mode); the crop offsets assume it.
@@ -85,9 +87,15 @@ def vgg16(pad: int = 100, dropout: float = 0.5) -> Backbone:
     return Backbone(layers, taps={"pool3": 256, "pool4": 512, "drop7": 4096})
 
 
-def small(pad: int = 100, dropout: float = 0.5) -> Backbone:
-    """A narrow VGG-style trunk with the same five pooling stages (output stride 32) for CPU training."""
-    layers = _conv_stages(SMALL_STAGES, pad)
+def small(pad: int = 100, dropout: float = 0.5, batch_norm: bool = False) -> Backbone:
+    """A narrow VGG-style trunk with the same five pooling stages (output stride 32) for CPU training.
+
+    With ``batch_norm`` every convolution is followed by BatchNorm (``bnS_I``; the convolution then has
+    no bias). Not in the paper: it lets the net learn from scratch in minutes. In eval mode a BatchNorm
+    is a per-channel affine map, so the net stays fully convolutional (tiles, patches and any input
+    size give the same scores) and :func:`fcnseg.models.batchnorm.fold_batch_norm` merges it into the convs.
+    """
+    layers = _conv_stages(SMALL_STAGES, pad, batch_norm=batch_norm)
     _fully_conv(layers, SMALL_STAGES[-1][-1], SMALL_FC_CHANNELS, SMALL_FC6_KERNEL, dropout)
     return Backbone(layers, taps={"pool3": SMALL_STAGES[2][-1], "pool4": SMALL_STAGES[3][-1], "drop7": SMALL_FC_CHANNELS})
 
@@ -117,7 +125,9 @@ def alexnet(pad: int = 100, dropout: float = 0.5) -> Backbone:
 BUILDERS = {"vgg16": vgg16, "alexnet": alexnet, "small": small}
 
 
-def build_backbone(name: str, pad: int = 100, dropout: float = 0.5) -> Backbone:
+def build_backbone(name: str, pad: int = 100, dropout: float = 0.5, batch_norm: bool = False) -> Backbone:
+    if batch_norm:
+        return BUILDERS[name](pad=pad, dropout=dropout, batch_norm=True)
     return BUILDERS[name](pad=pad, dropout=dropout)
 
 
@@ -126,7 +136,8 @@ def init_from_scratch(backbone: Backbone) -> None:
     for m in backbone.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 class VGG16Classifier(nn.Module):

@@ -35,7 +35,9 @@ class FCN(nn.Module):
         config.validate()
         self.config = config
         c = config.num_classes
-        self.backbone: Backbone = build_backbone(config.backbone, pad=config.pad, dropout=config.dropout)
+        self.backbone: Backbone = build_backbone(
+            config.backbone, pad=config.pad, dropout=config.dropout, batch_norm=config.batch_norm
+        )
         self.score_fr = nn.Conv2d(self.backbone.taps["drop7"], c, 1)
         learn = config.learn_upsampling
         arch = config.arch
