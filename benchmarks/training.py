@@ -24,6 +24,7 @@ import torch.multiprocessing as mp
 from fcnseg.config import ModelConfig, TrainConfig
 from fcnseg.losses import pixel_cross_entropy_sum
 from fcnseg.models import build_model
+from fcnseg.models.batchnorm import synchronise_batch_norm
 from fcnseg.optim import build_optimizer
 
 MODES = ("fp32", "channels_last", "bf16", "bf16+channels_last")
@@ -32,7 +33,8 @@ MODES = ("fp32", "channels_last", "bf16", "bf16+channels_last")
 def make_step(backbone: str, batch: int, size: int, mode: str, seed: int = 0):
     """A closure that runs one training update; returns (step, model)."""
     torch.manual_seed(seed)
-    model = build_model(ModelConfig(arch="fcn8s", backbone=backbone, num_classes=21))
+    # The small net as the small-cpu preset trains it (BatchNorm trunk); VGG16 as the paper's.
+    model = build_model(ModelConfig(arch="fcn8s", backbone=backbone, num_classes=21, batch_norm=backbone == "small"))
     optimizer = build_optimizer(model, TrainConfig(lr=1e-4 if backbone == "vgg16" else 1e-3))
     images = torch.randn(batch, 3, size, size)
     masks = torch.randint(0, 21, (batch, size, size))
@@ -75,6 +77,7 @@ def _ddp_worker(rank: int, world: int, port: int, backbone: str, batch: int, siz
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         step, model = make_step(backbone, batch, size, "fp32", seed=0)
+        synchronise_batch_norm(model)  # as fcnseg train does under torchrun
         ddp = torch.nn.parallel.DistributedDataParallel(model)
         seconds = time_steps(lambda: step(ddp), warmup, steps)
         total = torch.tensor([seconds])
