@@ -27,7 +27,7 @@ DEMO_DATA = "data/synthetic-{style}"
 DEMO_STYLE = "blobs"
 DEMO_TRAIN_IMAGES = 400
 DEMO_VAL_IMAGES = 50
-DEMO_MAX_ITER = 1000  # about 5.5 minutes on 2 quiet CPU cores with bf16 autocast (~25 images/s)
+DEMO_MAX_ITER = 600  # under 4 minutes on 2 quiet CPU cores with bf16 autocast (~25 images/s)
 
 
 @dataclass
