@@ -122,7 +122,7 @@ DATASETS = ("voc", "sbd", "folder", "synthetic", "auto")
 NORMALIZATIONS = ("auto", "paper_bgr", "imagenet_rgb")
 OPTIMIZERS = ("sgd", "adamw")
 LR_POLICIES = ("fixed", "poly", "step")
-AMP_MODES = ("auto", "off", "bf16", "fp16")
+AMP_MODES = ("auto", "fast", "off", "bf16", "fp16")
 
 
 @dataclass
@@ -209,7 +209,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False  # deterministic algorithms (slower); with it, a resumed run repeats the same losses
     device: str = "auto"  # auto (cuda if present) | cpu | cuda | cuda:N
-    amp: str = "auto"  # auto (fp16 on CUDA, off on CPU) | off | bf16 | fp16
+    amp: str = "auto"  # auto (fp16 on CUDA, off on CPU) | fast (auto, plus bf16 on CPUs with native bf16) | off | bf16 | fp16
     channels_last: bool = False  # NHWC memory layout (faster convolutions on some CPUs and GPUs)
     init_from: str = ""  # checkpoint of a coarser FCN to start from (16s from 32s, 8s from 16s)
     classifier_weights: str = ""  # ImageNet VGG16 classifier to start from (net surgery, paper section 4)

@@ -7,7 +7,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
 from fcnseg.checkpoint import load_model
 from fcnseg.config import RunConfig, resolve_run_config
@@ -15,8 +14,8 @@ from fcnseg.data import build_dataset, make_synthetic
 from fcnseg.evaluate import evaluate, write_results
 from fcnseg.metrics import format_table
 from fcnseg.atomic import atomic_write_text
-from fcnseg.device import cpu_has_native_bf16
-from fcnseg.train import TrainResult, train
+from fcnseg.device import select_device
+from fcnseg.train import TrainResult, autocast_dtype, train
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +53,9 @@ def ensure_synthetic(root: Path, style: str, num_train: int, num_val: int, seed:
 
 
 def demo_config(
-    data_dir: Path, out_dir: Path, style: str, max_iter: int, amp: str = "auto", extra: dict | None = None
+    data_dir: Path, out_dir: Path, style: str, max_iter: int, amp: str = "fast", extra: dict | None = None
 ) -> RunConfig:
-    """The small-cpu preset on the synthetic set; bf16 autocast where the CPU has native bf16."""
-    if amp == "auto":
-        amp = "bf16" if (not torch.cuda.is_available() and cpu_has_native_bf16()) else "auto"
+    """The small-cpu preset on the synthetic set; ``amp="fast"``: bf16 autocast where the CPU has native bf16."""
     overrides = {
         "preset": "small-cpu",
         "model": {"arch": "fcn8s", "backbone": "small", "num_classes": 6},
@@ -84,7 +81,7 @@ def run_demo(
     max_iter: int = DEMO_MAX_ITER,
     num_train: int = DEMO_TRAIN_IMAGES,
     num_val: int = DEMO_VAL_IMAGES,
-    amp: str = "auto",
+    amp: str = "fast",
     progress: bool = True,
     extra: dict | None = None,
 ) -> DemoResult:
@@ -102,8 +99,9 @@ def run_demo(
     checkpoint = result.best_checkpoint or result.last_checkpoint
     loaded = load_model(checkpoint)
     val_set = build_dataset("synthetic", data_dir, config.data.val_split, normalization=loaded.normalization)
-    autocast = torch.bfloat16 if config.train.amp == "bf16" else None
-    metrics = evaluate(loaded.model, val_set, autocast_dtype=autocast, progress=progress)
+    device = select_device(config.train.device)
+    metrics = evaluate(loaded.model, val_set, device=device, autocast_dtype=autocast_dtype(config.train.amp, device),
+                       progress=progress)
     metrics["checkpoint"] = str(checkpoint)
     table = format_table(metrics, loaded.class_names)
     atomic_write_text(f"{checkpoint} on {data_dir} ({config.data.val_split}, {len(val_set)} images)\n\n{table}\n",

@@ -1,6 +1,7 @@
 """Run settings: defaults < preset < file < flags, strict keys, and a resolved config that re-runs as is."""
 
 import pytest
+import torch
 import yaml
 
 from fcnseg.cli import build_parser
@@ -76,3 +77,16 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
     path.write_text(yaml.safe_dump(c.to_dict()))
     assert resolve_run_config(path) == c
     assert RunConfig.from_dict(c.to_dict(), "dict") == c
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_fast_takes_bf16_only_where_the_cpu_runs_it_natively(monkeypatch, native):
+    import fcnseg.train as train_module
+
+    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    assert train_module.autocast_dtype("fast", cpu) == (torch.bfloat16 if native else None)
+    assert train_module.autocast_dtype("auto", cpu) is None  # the paper recipes stay float32 on the CPU
+    assert train_module.autocast_dtype("bf16", cpu) == torch.bfloat16  # forced, whatever the CPU
+    assert train_module.autocast_dtype("fast", torch.device("cuda")) == torch.float16
+    assert TrainConfig(amp="fast").validate().amp == "fast"

@@ -23,8 +23,9 @@ def register(subparsers) -> None:
     p.add_argument("--max-iter", type=int, default=DEMO_MAX_ITER, help=f"updates (default {DEMO_MAX_ITER})")
     p.add_argument("--train-images", type=int, default=DEMO_TRAIN_IMAGES, help="synthetic training images")
     p.add_argument("--val-images", type=int, default=DEMO_VAL_IMAGES, help="synthetic validation images")
-    p.add_argument("--amp", choices=["auto", "off", "bf16"], default="auto",
-                   help="auto: bf16 autocast on CPUs with native bf16 (AMX / AVX512-BF16), else float32")
+    p.add_argument("--amp", choices=["fast", "off", "bf16"], default="fast",
+                   help="fast (default): bf16 autocast on CPUs with native bf16 (AMX / AVX512-BF16), fp16 on CUDA, "
+                   "else float32; off: float32")
     p.add_argument("--workers", type=int, help="data loader processes")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from fcnseg.checkpoint import load_checkpoint
-from fcnseg.config import PRESETS, resolve_run_config
+from fcnseg.config import AMP_MODES, PRESETS, resolve_run_config
 from fcnseg.errors import ConfigError
 
 EPILOG = """\
@@ -144,8 +144,9 @@ def register(subparsers) -> None:
 
     g = p.add_argument_group("hardware")
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N (under torchrun: cuda:LOCAL_RANK)")
-    g.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"],
-                   help="autocast: auto = fp16 on CUDA, off on CPU; bf16 is fast on CPUs with AMX/AVX512-BF16")
+    g.add_argument("--amp", choices=AMP_MODES,
+                   help="autocast: auto = fp16 on CUDA, off on CPU; fast = auto, plus bf16 on CPUs with native bf16 "
+                   "(AMX / AVX512-BF16); bf16 forces it (emulated and slow on other CPUs)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory layout")
     p.set_defaults(func=run)
