@@ -33,6 +33,7 @@ from fcnseg.checkpoint import load_model
 from fcnseg.config import ModelConfig
 from fcnseg.data.normalization import PAPER_BGR
 from fcnseg.data.synthetic import generate_sample
+from fcnseg.device import cpu_has_native_bf16
 from fcnseg.explain.costs import count, on_meta, time_interleaved
 from fcnseg.memory import estimate_forward, format_bytes
 from fcnseg.models import build_model
@@ -44,6 +45,8 @@ DEFAULT_VGG = [ROOT / "runs/bench/vgg16-fcn8s/checkpoints/best.pt", ROOT / "runs
 
 
 def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    if dtype == torch.bfloat16 and not cpu_has_native_bf16():
+        n, repeats = 512, 1  # emulated bf16 runs under 1 GFLOP/s: a 2048 product would take a minute
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     a @ b
     best = float("inf")
@@ -123,7 +126,7 @@ def train_vgg_heads(path: Path, steps: int, size: int = 224, batch: int = 2) -> 
     for step in range(steps):
         items = [data[step * batch + i] for i in range(batch)]
         x, y = torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items])
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_has_native_bf16()):
             logits = model(x)
         loss = torch.nn.functional.cross_entropy(logits.float(), y, ignore_index=255)
         optimizer.zero_grad()
@@ -170,7 +173,8 @@ def main() -> None:
           f"{torch.backends.cpu.get_cpu_capability()}, fast path: {fast_precision}"
           f"{' + channels_last' if fast_precision != 'fp32' else ''}")
     mm32, mm16 = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
-    print(f"2048x2048 matmul: fp32 {mm32:.0f} GFLOP/s, bf16 {mm16:.0f} GFLOP/s ({mm16 / mm32:.1f}x)\n")
+    emulated = "" if cpu_has_native_bf16() else " (emulated: no native bf16 on this CPU, timed at 512x512)"
+    print(f"2048x2048 matmul: fp32 {mm32:.0f} GFLOP/s, bf16 {mm16:.1f} GFLOP/s{emulated} ({mm16 / mm32:.2f}x)\n")
 
     models = [
         ("FCN-32s VGG16", "fcn32s", "vgg16", 21, args.size, None),

@@ -8,6 +8,9 @@ are to fp32 eager of the same run.
     python benchmarks/training.py                     # small net and VGG16
     python benchmarks/training.py --models small      # skip VGG16 (minutes per mode on 2 cores)
     python benchmarks/training.py --no-ddp --rounds 2
+
+On a CPU without native bf16 (no AMX / AVX512-BF16) the bf16 modes are emulated, hundreds of times
+slower than fp32, and are skipped unless --bf16 asks for them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 import torch.multiprocessing as mp
 
 from fcnseg.config import ModelConfig, TrainConfig
+from fcnseg.device import cpu_has_native_bf16
 from fcnseg.losses import pixel_cross_entropy_sum
 from fcnseg.models import build_model
 from fcnseg.models.batchnorm import synchronise_batch_norm
@@ -104,24 +108,28 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the best is kept")
     parser.add_argument("--steps", type=int, default=3, help="timed updates per round")
     parser.add_argument("--no-ddp", action="store_true", help="skip the 1 vs 2 process comparison")
+    parser.add_argument("--bf16", action="store_true", help="time the bf16 modes even where bf16 is emulated")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
+    modes = [m for m in MODES if args.bf16 or cpu_has_native_bf16() or not m.startswith("bf16")]
+    if len(modes) < len(MODES):
+        print("this CPU has no native bf16 (AMX / AVX512-BF16): bf16 modes skipped (--bf16 to time them anyway)")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cores} cores, "
           f"input {args.size}x{args.size}, global batch {args.batch}; best of {args.rounds} rounds x {args.steps} updates\n")
     rows = []
     for backbone in [m.strip() for m in args.models.split(",") if m.strip()]:
-        best = {mode: float("inf") for mode in MODES}
+        best = {mode: float("inf") for mode in modes}
         ddp_best = {1: float("inf"), 2: float("inf")}
         warmup = 1 if backbone == "vgg16" else 2
         for _ in range(args.rounds):
-            for mode in MODES:  # one model at a time: four VGG16s with optimiser state would not fit in memory
+            for mode in modes:  # one model at a time: four VGG16s with optimiser state would not fit in memory
                 step, _ = make_step(backbone, args.batch, args.size, mode)
                 best[mode] = min(best[mode], time_steps(step, warmup, args.steps))
                 del step
             if not args.no_ddp and args.batch % 2 == 0:
                 ddp_best[1] = min(ddp_best[1], best["fp32"])  # one process, all cores, the whole batch
                 ddp_best[2] = min(ddp_best[2], ddp_seconds(2, backbone, args.batch // 2, args.size, warmup, args.steps))
-        for mode in MODES:
+        for mode in modes:
             rows.append((backbone, mode, args.batch / best[mode], best["fp32"] / best[mode]))
         if ddp_best[2] < float("inf"):
             rows.append((backbone, "DDP 2 proc (fp32)", args.batch / ddp_best[2], ddp_best[1] / ddp_best[2]))
