@@ -31,6 +31,7 @@ from fcnseg.device import cpu_has_native_bf16, select_device
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+LAYOUTS = ("auto", "channels_last", "contiguous")
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 OUTPUT_STRIDE = 32  # every trunk here pools five times by 2 (AlexNet: 4 * 2 * 2 * 2)
 DEFAULT_MAX_MEMORY = 2 * 1024**3  # bytes for weights + one tile's activations (the interpreter not included)
@@ -55,6 +56,24 @@ def select_precision(device: torch.device, precision: str = "auto") -> str:
     if device.type == "cuda":
         return "fp16"
     return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def select_layout(device: torch.device, precision: str, layout: str = "auto") -> str:
+    """Resolve ``layout`` ("auto", "channels_last", "contiguous") for a resolved ``precision`` on ``device``.
+
+    auto: channels_last for autocast (oneDNN's bf16 and cuDNN's fp16 convolutions want NHWC; in NCHW
+    every layer pays a reorder). In float32 on the CPU it depends on oneDNN's kernels for the CPU:
+    on AVX2-only CPUs channels_last runs the small net 1.6x and VGG16 1.1x faster, with AVX-512
+    it is no faster (the transposed convolutions lose), so the plain layout is kept there
+    (docs/inference.md gives the measurements).
+    """
+    if layout not in LAYOUTS:
+        raise ConfigError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
+    if layout != "auto":
+        return layout
+    if precision != "fp32" or device.type != "cpu":
+        return "channels_last" if precision != "fp32" else "contiguous"
+    return "contiguous" if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else "channels_last"
 
 
 # --- tiling ---------------------------------------------------------------------------------------
@@ -204,6 +223,8 @@ class Predictor:
         class_names: one name per class.
         device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1"...
         precision: "auto" | "fp32" | "bf16" | "fp16" (see :func:`select_precision`).
+        layout: "auto" | "channels_last" | "contiguous" memory layout of the activations (see
+            :func:`select_layout`).
         compile: wrap the model in ``torch.compile`` (off by default: on CPU it recompiles for every
             new input size and does not pay for mixed-size folders).
         max_memory: bytes for weights plus one forward's activations; images whose estimate exceeds it
@@ -220,6 +241,7 @@ class Predictor:
         *,
         device: str = "auto",
         precision: str = "auto",
+        layout: str = "auto",
         compile: bool = False,
         max_memory: int | None = DEFAULT_MAX_MEMORY,
         tile: int | None = None,
@@ -233,9 +255,7 @@ class Predictor:
         self.num_classes = model.config.num_classes
         self.class_names = list(class_names) if class_names else [f"class_{i}" for i in range(self.num_classes)]
         self.autocast_dtype = AUTOCAST_DTYPES.get(self.precision)
-        # channels_last lets oneDNN (and cuDNN tensor cores) run low-precision convolutions without
-        # reordering every activation; in float32 on CPU it is no faster, so the plain layout is kept.
-        self.channels_last = self.autocast_dtype is not None
+        self.channels_last = select_layout(self.device, self.precision, layout) == "channels_last"
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.net = torch.compile(self.model, dynamic=True) if compile else self.model

@@ -18,7 +18,7 @@ from fcnseg.data.normalization import PAPER_BGR
 from fcnseg.data.synthetic import generate_sample
 from fcnseg.errors import ConfigError
 from fcnseg.models import build_model
-from fcnseg.predict import Predictor, select_precision
+from fcnseg.predict import Predictor, select_layout, select_precision
 
 CLASSES = ["background", "disc", "square", "triangle"]
 
@@ -61,8 +61,27 @@ def test_bf16_runs_channels_last_under_autocast_and_fp32_adds_nothing():
     fast = Predictor(scoring_model(), PAPER_BGR, precision="bf16")
     assert fast.channels_last and fast.autocast_dtype == torch.bfloat16
     assert fast.model.backbone.conv1_1.weight.is_contiguous(memory_format=torch.channels_last)
-    plain = Predictor(scoring_model(), PAPER_BGR, precision="fp32")
+    plain = Predictor(scoring_model(), PAPER_BGR, precision="fp32", layout="contiguous")
     assert not plain.channels_last and plain.autocast_dtype is None and plain.net is plain.model
+
+
+def test_auto_layout_follows_the_precision_and_the_cpu(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert select_layout(cpu, "bf16") == "channels_last" and select_layout(cuda, "fp16") == "channels_last"
+    assert select_layout(cuda, "fp32") == "contiguous"
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert select_layout(cpu, "fp32") == "contiguous"
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert select_layout(cpu, "fp32") == "channels_last"
+    assert select_layout(cpu, "fp32", "contiguous") == "contiguous"
+    with pytest.raises(ConfigError, match="layout 'nhwc'"):
+        select_layout(cpu, "fp32", "nhwc")
+
+
+def test_fp32_labels_are_the_same_in_either_layout(image):
+    labels = {layout: Predictor(scoring_model(), PAPER_BGR, precision="fp32", layout=layout).predict(image).labels
+              for layout in ("contiguous", "channels_last")}
+    assert (labels["contiguous"] == labels["channels_last"]).mean() >= 0.999
 
 
 def test_fp32_labels_equal_the_argmax_of_a_plain_forward(image):
