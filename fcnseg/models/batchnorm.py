@@ -13,7 +13,6 @@ import copy
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -44,12 +43,28 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
     return folded
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum a tensor over the process group; the gradient of every process's copy is the sum of all gradients."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
 class GroupBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are those of the whole DDP batch (all processes).
 
     Same parameters, buffers and state-dict keys as ``nn.BatchNorm2d``; without an initialised process
-    group, or in eval mode, it is exactly ``nn.BatchNorm2d``. The per-channel sums are all-reduced with
-    the differentiable collective, so gradients flow through the shared mean and variance as in a
+    group, or in eval mode, it is exactly ``nn.BatchNorm2d``. The per-channel sums are all-reduced by a
+    differentiable sum, so gradients flow through the shared mean and variance as in a
     single process.
     """
 
@@ -60,7 +75,7 @@ class GroupBatchNorm2d(nn.BatchNorm2d):
         xf = x.float()
         count = torch.tensor([xf.numel() / xf.shape[1]], device=x.device, dtype=torch.float32)
         local = torch.cat([xf.sum(dim=(0, 2, 3)), (xf * xf).sum(dim=(0, 2, 3)), count])
-        total = dist_fn.all_reduce(local)
+        total = _AllReduceSum.apply(local)
         c = xf.shape[1]
         n = total[-1]
         mean = total[:c] / n
