@@ -37,7 +37,7 @@ from fcnseg.device import cpu_has_native_bf16
 from fcnseg.explain.costs import count, on_meta, time_interleaved
 from fcnseg.memory import estimate_forward, format_bytes
 from fcnseg.models import build_model
-from fcnseg.predict import Predictor, select_precision
+from fcnseg.predict import Predictor, select_layout, select_precision
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SMALL = [ROOT / "runs/demo/checkpoints/best.pt", ROOT / "runs/bench/small-demo/checkpoints/best.pt"]
@@ -63,7 +63,7 @@ def model_gflops(model, size: int) -> float:
     return flops / 1e9
 
 
-def measure_memory(arch: str, backbone: str, precision: str, size: int, num_classes: int) -> int:
+def measure_memory(arch: str, backbone: str, precision: str, layout: str, size: int, num_classes: int) -> int:
     """Peak RSS increase of one forward (whole image, through the Predictor), in a fresh process."""
     code = f"""
 import numpy as np, torch
@@ -74,7 +74,7 @@ from fcnseg.predict import Predictor
 def status(key):
     return next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith(key + ':'))
 model = build_model(ModelConfig(arch={arch!r}, backbone={backbone!r}, num_classes={num_classes}))
-p = Predictor(model, PAPER_BGR, precision={precision!r}, max_memory=None)
+p = Predictor(model, PAPER_BGR, precision={precision!r}, layout={layout!r}, max_memory=None)
 image = np.random.default_rng(0).integers(0, 256, ({size}, {size}, 3), dtype=np.uint8)
 x = PAPER_BGR.image_to_tensor(image)[None]
 open('/proc/self/clear_refs', 'w').write('5')  # reset the high-water mark
@@ -89,7 +89,8 @@ print(status('VmHWM') - base)
 def agreement(checkpoint: Path, fast_precision: str, size: int, images: int) -> tuple[float, int, str]:
     """Argmax agreement of the fast path with fp32 eager on synthetic validation scenes; also the classes seen."""
     loaded = load_model(checkpoint)
-    fp32 = Predictor(loaded.model, loaded.normalization, loaded.class_names, precision="fp32", max_memory=None)
+    fp32 = Predictor(loaded.model, loaded.normalization, loaded.class_names, precision="fp32", layout="contiguous",
+                     max_memory=None)
     again = load_model(checkpoint)  # a second copy: the fast path converts its model to channels_last
     fast = Predictor(again.model, again.normalization, again.class_names, precision=fast_precision, max_memory=None)
     same = total = 0
@@ -161,6 +162,7 @@ def main() -> None:
     wanted = set(args.models.split(","))
     torch.manual_seed(0)
     fast_precision = select_precision(torch.device("cpu"), "auto")
+    fast_layout = select_layout(torch.device("cpu"), fast_precision)
     small_ckpt = first_existing([args.small_checkpoint] + DEFAULT_SMALL)
     vgg_ckpt = first_existing([args.vgg_checkpoint] + DEFAULT_VGG)
     if vgg_ckpt is None and args.vgg_train_steps > 0 and "fcn8s-vgg16" in wanted:
@@ -170,8 +172,7 @@ def main() -> None:
             train_vgg_heads(vgg_ckpt, args.vgg_train_steps)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}, fast path: {fast_precision}"
-          f"{' + channels_last' if fast_precision != 'fp32' else ''}")
+          f"{torch.backends.cpu.get_cpu_capability()}, fast path: {fast_precision} + {fast_layout}")
     mm32, mm16 = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
     emulated = "" if cpu_has_native_bf16() else " (emulated: no native bf16 on this CPU, timed at 512x512)"
     print(f"2048x2048 matmul: fp32 {mm32:.0f} GFLOP/s, bf16 {mm16:.1f} GFLOP/s{emulated} ({mm16 / mm32:.2f}x)\n")
@@ -189,7 +190,7 @@ def main() -> None:
         gflops = model_gflops(model, size)
         image = generate_sample(0, "val", 0, size=(size, size)).image
         x = PAPER_BGR.image_to_tensor(image)[None]
-        fp32 = Predictor(model, PAPER_BGR, precision="fp32", max_memory=None)
+        fp32 = Predictor(model, PAPER_BGR, precision="fp32", layout="contiguous", max_memory=None)  # the wrapper's overhead
         fast_model = build_model(ModelConfig(arch=arch, backbone=backbone, num_classes=classes)).eval()
         fast_model.load_state_dict(model.state_dict())
         fast = Predictor(fast_model, PAPER_BGR, precision=fast_precision, max_memory=None)
@@ -203,8 +204,8 @@ def main() -> None:
         )
         med = {k: statistics.median(v) for k, v in times.items()}
         low = {k: min(v) for k, v in times.items()}
-        mem32 = measure_memory(arch, backbone, "fp32", size, classes)
-        memfast = measure_memory(arch, backbone, fast_precision, size, classes)
+        mem32 = measure_memory(arch, backbone, "fp32", "contiguous", size, classes)
+        memfast = measure_memory(arch, backbone, fast_precision, fast_layout, size, classes)
         est32 = estimate_forward(model, size, size, "fp32")
         estfast = estimate_forward(model, size, size, fast_precision)
         if ckpt is not None:
@@ -257,7 +258,7 @@ def main() -> None:
     print("peak = RSS high-water mark of one whole-image forward in a fresh process, weights excluded; "
           "memory model = fcnseg.memory estimate (activations x workspace factor, plus autocast weight casts).")
     print()
-    print_verdict(rows, mm16 / mm32)
+    print_verdict(rows, mm16 / mm32, fast_precision)
     if args.json:
         args.json.write_text(json.dumps({"matmul_fp32": mm32, "matmul_bf16": mm16, "rows": rows}, indent=2) + "\n")
 
@@ -274,13 +275,16 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def print_verdict(rows: list[dict], matmul_ratio: float) -> None:
+def print_verdict(rows: list[dict], matmul_ratio: float, fast_precision: str) -> None:
     """The issue's targets, checked against this run: 3x on an AMX CPU at >= 99.5% agreement; fp32 overhead <= 10%."""
     amx = "amx_bf16" in cpu_flags()
     vgg = [r for r in rows if "VGG16" in r["model"]]
     speedups = ", ".join(f"{r['model'].split()[0]} {r['speedup']:.2f}x" for r in vgg)
     if not vgg:
         print("target fast path >= 3x fp32 eager is for the VGG16 nets: none was run")
+    elif fast_precision == "fp32":
+        print(f"target fast path >= 3x fp32 eager applies to AMX CPUs; this CPU has no native bf16 at all "
+              f"(bf16 matmul {matmul_ratio:.3f}x fp32, emulated), so the fast path stays fp32: {speedups}")
     elif amx:
         met = all(r["speedup"] >= 3.0 for r in vgg)
         print(f"target fast path >= 3x fp32 eager (AMX CPU): {speedups} -> {'met' if met else 'NOT met'}")

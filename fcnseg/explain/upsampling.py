@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from fcnseg.config import ModelConfig
 from fcnseg.data.synthetic import SyntheticDataset
+from fcnseg.device import cpu_has_native_bf16
 from fcnseg.losses import segmentation_loss
 from fcnseg.models import FCN, build_model
 from fcnseg.models.surgery import transplant
@@ -56,6 +57,7 @@ def train_staged(budget_seconds: float = 45.0, seed: int = 0, max_steps: int = 4
     models: dict[str, FCN] = {}
     result = TrainedModels(models, dataset.class_names, dataset.normalization, "trained here")
     previous = None
+    fast_bf16 = cpu_has_native_bf16()
     for arch in STAGES:
         model = build_model(ModelConfig(arch=arch, backbone="small", num_classes=dataset.num_classes, dropout=0.0))
         if previous is not None:
@@ -68,7 +70,7 @@ def train_staged(budget_seconds: float = 45.0, seed: int = 0, max_steps: int = 4
         bar = tqdm(desc=f"training {arch} ({budget:.0f} s)", unit="step", disable=not progress, leave=False)
         while steps < max_steps and time.perf_counter() - start < budget:
             batch = torch.randint(len(images), (BATCH_SIZE,), generator=generator)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast_bf16):  # emulated bf16 would crawl
                 logits = model(images[batch])
             loss_t = segmentation_loss(logits, masks[batch])
             optimizer.zero_grad(set_to_none=True)
