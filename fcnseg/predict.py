@@ -338,7 +338,8 @@ class Predictor:
         if lo == 0:
             raise FcnsegError(
                 f"a {width}x{height} image needs {format_bytes(cost(OUTPUT_STRIDE))} even in {OUTPUT_STRIDE}-pixel tiles "
-                f"with {self.margin}-pixel margins ({self.model.config.arch}/{self.model.config.backbone}, {self.precision}), "
+                f"with {self.margin}-pixel margins ({self.model.config.arch}/{self.model.config.backbone}, {self.precision}; "
+                f"the weights alone take {format_bytes(self.estimate(OUTPUT_STRIDE, OUTPUT_STRIDE).weights)}), "
                 f"more than the memory budget of {format_bytes(self.max_memory)}; raise --max-memory"
             )
         return TilePlan(height, width, lo * OUTPUT_STRIDE, self.margin)
@@ -365,6 +366,11 @@ class Predictor:
             raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {list(image.shape)}")
         height, width = image.shape[:2]
         plan = self.plan(height, width, probability_band=probabilities_path is not None)
+        if not plan.whole and self.tile is None:
+            log.info("%dx%d image in %d tiles of %d+2x%d px to stay within the memory budget of %s "
+                     "(whole it would need %s; a larger --max-memory means fewer, faster tiles)",
+                     width, height, plan.num_tiles, plan.tile, plan.margin, format_bytes(self.max_memory or 0),
+                     format_bytes(self.estimate(height, width).total))
         labels = np.empty((height, width), dtype=np.uint8 if self.num_classes <= 256 else np.int32)
         in_memory = np.empty((self.num_classes, height, width), dtype=np.float16) if probabilities else None
         writer = ProbabilityFile(probabilities_path, self.num_classes, height, width) if probabilities_path else None
