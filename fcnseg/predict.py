@@ -1,9 +1,9 @@
 """Inference on images of any size: the fastest correct precision for the machine, and tiling in bounded memory.
 
 :class:`Predictor` wraps a loaded FCN. On CUDA it runs float16 autocast; on a CPU with native bf16
-(AVX-512 BF16 or AMX) it runs bf16 autocast on channels_last tensors; elsewhere plain float32. An image
-too large for the memory budget is cut into tiles whose origins sit on the net's 32-pixel output
-grid, each with a margin of at least the receptive field's context; only each tile's centre is kept,
+(AVX-512 BF16 or AMX) it runs bf16 autocast on channels_last tensors; elsewhere float32, channels_last
+where the CPU's kernels run it faster (AVX2-only CPUs). An image too large for the memory budget
+is cut into tiles whose origins sit on the net's 32-pixel output grid, each with a margin of at least the receptive field's context; only each tile's centre is kept,
 so tiled and whole-image predictions agree up to floating-point rounding (see ``docs/inference.md``).
 """
 
@@ -63,7 +63,7 @@ def select_layout(device: torch.device, precision: str, layout: str = "auto") ->
 
     auto: channels_last for autocast (oneDNN's bf16 and cuDNN's fp16 convolutions want NHWC; in NCHW
     every layer pays a reorder). In float32 on the CPU it depends on oneDNN's kernels for the CPU:
-    on AVX2-only CPUs channels_last runs the small net 1.6x and VGG16 1.1x faster, with AVX-512
+    on AVX2-only CPUs channels_last runs the small net 1.2-1.7x and VGG16 1.04-1.1x faster, with AVX-512
     it is no faster (the transposed convolutions lose), so the plain layout is kept there
     (docs/inference.md gives the measurements).
     """
@@ -71,8 +71,10 @@ def select_layout(device: torch.device, precision: str, layout: str = "auto") ->
         raise ConfigError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
     if layout != "auto":
         return layout
-    if precision != "fp32" or device.type != "cpu":
-        return "channels_last" if precision != "fp32" else "contiguous"
+    if precision != "fp32":
+        return "channels_last"
+    if device.type != "cpu":
+        return "contiguous"
     return "contiguous" if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else "channels_last"
 
 
