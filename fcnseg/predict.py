@@ -3,8 +3,9 @@
 :class:`Predictor` wraps a loaded FCN. On CUDA it runs float16 autocast; on a CPU with native bf16
 (AVX-512 BF16 or AMX) it runs bf16 autocast on channels_last tensors; elsewhere float32, channels_last
 where the CPU's kernels run it faster (AVX2-only CPUs). An image too large for the memory budget
-is cut into tiles whose origins sit on the net's 32-pixel output grid, each with a margin of at least the receptive field's context; only each tile's centre is kept,
-so tiled and whole-image predictions agree up to floating-point rounding (see ``docs/inference.md``).
+is cut into tiles whose origins sit on the net's 32-pixel output grid, each with a margin of at least
+the receptive field's context; only each tile's centre is kept, so tiled and whole-image predictions
+agree up to floating-point rounding (see ``docs/inference.md``).
 """
 
 from __future__ import annotations
