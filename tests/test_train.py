@@ -168,3 +168,14 @@ def test_cli_train_then_rerun_from_written_config(tmp_path, capsys):
     first = load_checkpoint(tmp_path / "first" / "checkpoints" / "last.pt")["train_state"]["losses"]
     again = load_checkpoint(tmp_path / "again" / "checkpoints" / "last.pt")["train_state"]["losses"]
     torch.testing.assert_close(first, again)
+
+
+def test_tensorboard_events_hold_the_logged_losses_and_validation_metrics(tmp_path):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    result = train(tiny(tmp_path), progress=False)
+    events = event_accumulator.EventAccumulator(str(result.out_dir / "tensorboard"))
+    events.Reload()
+    loss = {e.step: e.value for e in events.Scalars("train/loss")}
+    assert loss == pytest.approx({i + 1: v for i, v in enumerate(result.losses)}, rel=1e-6)  # log_every 1
+    mean_iu = {e.step: e.value for e in events.Scalars("val/mean_iu")}
+    assert mean_iu == pytest.approx({r["iteration"]: r["mean_iu"] for r in result.history}, rel=1e-6)
