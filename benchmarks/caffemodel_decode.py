@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from fcnseg.models.caffemodel import caffe_to_state_dict, read_caffemodel
+from fcnseg.weights.caffe import caffe_to_state_dict, read_caffemodel
 
 VGG16_CONVS = [("conv1_1", 64, 3), ("conv1_2", 64, 64), ("conv2_1", 128, 64), ("conv2_2", 128, 128),
                ("conv3_1", 256, 128), ("conv3_2", 256, 256), ("conv3_3", 256, 256), ("conv4_1", 512, 256),

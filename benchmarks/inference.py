@@ -33,11 +33,13 @@ from fcnseg.checkpoint import load_model
 from fcnseg.config import ModelConfig
 from fcnseg.data.normalization import PAPER_BGR
 from fcnseg.data.synthetic import generate_sample
-from fcnseg.device import cpu_has_native_bf16
-from fcnseg.explain.costs import count, on_meta, time_interleaved
-from fcnseg.memory import estimate_forward, format_bytes
+from fcnseg.precision import cpu_has_native_bf16
+from fcnseg.ideas.costs import count, on_meta, time_interleaved
+from fcnseg.files import format_bytes
+from fcnseg.inference.memory import estimate_forward
 from fcnseg.models import build_model
-from fcnseg.predict import Predictor, select_layout, select_precision
+from fcnseg.inference.predictor import Predictor, select_layout
+from fcnseg.precision import resolve_precision
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SMALL = [ROOT / "runs/demo/checkpoints/best.pt", ROOT / "runs/bench/small-demo/checkpoints/best.pt"]
@@ -70,7 +72,7 @@ import numpy as np, torch
 from fcnseg.config import ModelConfig
 from fcnseg.data.normalization import PAPER_BGR
 from fcnseg.models import build_model
-from fcnseg.predict import Predictor
+from fcnseg.inference.predictor import Predictor
 def status(key):
     return next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith(key + ':'))
 model = build_model(ModelConfig(arch={arch!r}, backbone={backbone!r}, num_classes={num_classes}))
@@ -161,7 +163,7 @@ def main() -> None:
     args = parser.parse_args()
     wanted = set(args.models.split(","))
     torch.manual_seed(0)
-    fast_precision = select_precision(torch.device("cpu"), "auto")
+    fast_precision = resolve_precision("auto", torch.device("cpu"))
     fast_layout = select_layout(torch.device("cpu"), fast_precision)
     small_ckpt = first_existing([args.small_checkpoint] + DEFAULT_SMALL)
     vgg_ckpt = first_existing([args.vgg_checkpoint] + DEFAULT_VGG)
@@ -256,7 +258,7 @@ def main() -> None:
         if r["checkpoint"]:
             print(f"{r['model']} agreement on {r['checkpoint']}: classes predicted (fp32) {r['classes_predicted']}")
     print("peak = RSS high-water mark of one whole-image forward in a fresh process, weights excluded; "
-          "memory model = fcnseg.memory estimate (activations x workspace factor, plus autocast weight casts).")
+          "memory model = fcnseg.inference.memory estimate (activations x workspace factor, plus autocast weight casts).")
     print()
     print_verdict(rows, mm16 / mm32, fast_precision)
     if args.json:

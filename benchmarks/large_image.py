@@ -11,7 +11,6 @@ FCN-8s would need, whole and tiled (``--vgg`` also runs it).
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import tempfile
@@ -25,9 +24,11 @@ from fcnseg.checkpoint import load_model, save_checkpoint
 from fcnseg.config import ModelConfig
 from fcnseg.data.normalization import PAPER_BGR
 from fcnseg.data.synthetic import generate_sample
-from fcnseg.memory import estimate_forward, format_bytes, parse_bytes
+from fcnseg.files import format_bytes, parse_bytes
+from fcnseg.inference.memory import estimate_forward
 from fcnseg.models import build_model
-from fcnseg.predict import Predictor, select_precision
+from fcnseg.inference.predictor import Predictor
+from fcnseg.precision import resolve_precision
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SMALL = [ROOT / "runs/demo/checkpoints/best.pt", ROOT / "runs/bench/small-demo/checkpoints/best.pt"]
@@ -60,7 +61,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, help="small-model checkpoint (default: the demo's; else random weights)")
     parser.add_argument("--vgg", action="store_true", help="also run a VGG16 FCN-8s (random weights) on the image")
     args = parser.parse_args()
-    fast = select_precision(__import__("torch").device("cpu"), "auto")
+    fast = resolve_precision("auto", __import__("torch").device("cpu"))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         image = tmp / "scan.jpg"
@@ -74,7 +75,7 @@ def main() -> None:
         loaded = load_model(checkpoint)
         print(f"{WIDTH}x{HEIGHT} JPEG ({image.stat().st_size / 1e6:.1f} MB), model {checkpoint} "
               f"({loaded.config.arch}/{loaded.config.backbone}, {loaded.config.num_classes} classes)")
-        _, baseline = run_child([sys.executable, "-c", "import torch, fcnseg.predict, fcnseg.predict_folder"])
+        _, baseline = run_child([sys.executable, "-c", "import torch, fcnseg.inference.predictor, fcnseg.inference.folder"])
         print(f"baseline RSS of a Python process that imports torch and fcnseg: {format_bytes(baseline)}\n")
 
         settings = list(dict.fromkeys([  # where the fast path is fp32, its fp32 row is not run twice

@@ -25,11 +25,11 @@ import torch
 import torch.multiprocessing as mp
 
 from fcnseg.config import ModelConfig, TrainConfig
-from fcnseg.device import cpu_has_native_bf16
+from fcnseg.precision import cpu_has_native_bf16
 from fcnseg.losses import pixel_cross_entropy_sum
 from fcnseg.models import build_model
 from fcnseg.models.batchnorm import synchronise_batch_norm
-from fcnseg.optim import build_optimizer
+from fcnseg.training.optim import build_optimizer
 
 MODES = ("fp32", "channels_last", "bf16", "bf16+channels_last")
 

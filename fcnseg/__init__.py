@@ -1,60 +1,58 @@
 """fcnseg: Fully Convolutional Networks for semantic segmentation (Long, Shelhamer & Darrell, CVPR 2015).
 
-The public API, re-exported. Functions named like their module stay in it, so that the module
-remains importable: ``fcnseg.train.train``, ``fcnseg.evaluate.evaluate``,
-``fcnseg.predict_folder.predict_folder``. ``fcnseg.explain`` (which needs matplotlib) is imported on
-first use.
+The public API: every name below is importable from the top package, ``from fcnseg import train,
+Predictor``. Names are resolved on first use (PEP 562), so ``import fcnseg`` costs nothing until one
+is touched and the command line starts without importing torch.
 """
 
-from fcnseg.checkpoint import LoadedModel, fcn_from_classifier, load_checkpoint, load_model, save_checkpoint
-from fcnseg.config import DataConfig, ModelConfig, RunConfig, TrainConfig, resolve_run_config
-from fcnseg.data import build_dataset, make_synthetic
-from fcnseg.data.normalization import IMAGENET_RGB, PAPER_BGR, Normalization
-from fcnseg.errors import CheckpointError, ConfigError, DataError, FcnsegError
-from fcnseg.evaluate import score_folders
-from fcnseg.export import export_onnx
-from fcnseg.metrics import ConfusionMatrix
-from fcnseg.models import FCN, VGG16Classifier, build_model
-from fcnseg.models.surgery import convolutionalize
-from fcnseg.predict import Prediction, Predictor
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CheckpointError",
-    "ConfigError",
-    "ConfusionMatrix",
-    "DataConfig",
-    "DataError",
-    "FCN",
-    "FcnsegError",
-    "IMAGENET_RGB",
-    "LoadedModel",
-    "ModelConfig",
-    "Normalization",
-    "PAPER_BGR",
-    "Prediction",
-    "Predictor",
-    "RunConfig",
-    "TrainConfig",
-    "VGG16Classifier",
-    "build_dataset",
-    "build_model",
-    "convolutionalize",
-    "export_onnx",
-    "fcn_from_classifier",
-    "load_checkpoint",
-    "load_model",
-    "make_synthetic",
-    "resolve_run_config",
-    "save_checkpoint",
-    "score_folders",
-]
+# Public name -> the module that defines it.
+_EXPORTS = {
+    # settings and errors
+    "ModelConfig": "fcnseg.config", "DataConfig": "fcnseg.config", "TrainConfig": "fcnseg.config",
+    "RunConfig": "fcnseg.config", "resolve_run_config": "fcnseg.config",
+    "FcnsegError": "fcnseg.errors", "ConfigError": "fcnseg.errors", "CheckpointError": "fcnseg.errors",
+    "DataError": "fcnseg.errors",
+    # models and surgery
+    "FCN": "fcnseg.models.fcn", "build_model": "fcnseg.models.fcn", "VGG16Classifier": "fcnseg.models.backbones",
+    "convolutionalize": "fcnseg.models.surgery",
+    # weights in and out
+    "LoadedModel": "fcnseg.checkpoint", "load_model": "fcnseg.checkpoint", "load_checkpoint": "fcnseg.checkpoint",
+    "save_checkpoint": "fcnseg.checkpoint", "fcn_from_classifier": "fcnseg.checkpoint",
+    # data
+    "build_dataset": "fcnseg.data", "make_synthetic": "fcnseg.data", "Normalization": "fcnseg.data.normalization",
+    "PAPER_BGR": "fcnseg.data.normalization", "IMAGENET_RGB": "fcnseg.data.normalization",
+    "read_image": "fcnseg.images", "list_images": "fcnseg.images",
+    # training, evaluation, metrics
+    "train": "fcnseg.training.trainer", "TrainResult": "fcnseg.training.trainer",
+    "evaluate": "fcnseg.evaluation", "score_folders": "fcnseg.evaluation",
+    "ConfusionMatrix": "fcnseg.metrics", "segmentation_loss": "fcnseg.losses",
+    # inference and deployment
+    "Predictor": "fcnseg.inference.predictor", "Prediction": "fcnseg.inference.predictor",
+    "predict_folder": "fcnseg.inference.folder", "export_onnx": "fcnseg.inference.export",
+    "estimate_forward": "fcnseg.inference.memory",
+    # device and precision
+    "select_device": "fcnseg.precision", "resolve_precision": "fcnseg.precision",
+    # the ideas, measured (needs matplotlib)
+    "explain": "fcnseg.ideas.report", "ExplainOptions": "fcnseg.ideas.report",
+}
+
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
-    if name == "explain":
-        import importlib
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fcnseg' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
 
-        return importlib.import_module("fcnseg.explain")
-    raise AttributeError(f"module 'fcnseg' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fcnseg.atomic import atomic_write
+from fcnseg.files import atomic_write
 from fcnseg.config import ModelConfig, from_dict
 from fcnseg.data.normalization import IMAGENET_RGB, PAPER_BGR, Normalization
 from fcnseg.errors import CheckpointError, ConfigError
@@ -255,7 +255,7 @@ def _from_state_dict(state_dict, path: Path, arch, source: str, map_location) ->
 
 
 def _load_caffemodel(path: Path, map_location, arch, class_names) -> LoadedModel:
-    from fcnseg.models.caffemodel import caffe_to_state_dict, read_caffemodel
+    from fcnseg.weights.caffe import caffe_to_state_dict, read_caffemodel
 
     converted = caffe_to_state_dict(read_caffemodel(path), path)
     if converted.get("arch") is None:
@@ -282,7 +282,7 @@ def read_classifier_trunk(path: str | Path) -> tuple[dict[str, torch.Tensor], No
     if not path.is_file():
         raise CheckpointError(f"{path}: classifier weights file not found")
     if path.suffix == ".caffemodel":
-        from fcnseg.models.caffemodel import caffe_to_state_dict, read_caffemodel
+        from fcnseg.weights.caffe import caffe_to_state_dict, read_caffemodel
 
         converted = caffe_to_state_dict(read_caffemodel(path), path)
         if converted.get("arch") is not None:

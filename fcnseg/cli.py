@@ -1,4 +1,8 @@
-"""The `fcnseg` command: one subcommand per module in fcnseg.commands, each a thin wrapper over the library."""
+"""The `fcnseg` command: one subcommand per module in fcnseg.commands, each a thin wrapper over the library.
+
+Only the module of the command being run is imported (its flags are registered then), so that
+``fcnseg --help`` answers without importing torch and ``fcnseg predict`` without matplotlib.
+"""
 
 from __future__ import annotations
 
@@ -9,23 +13,30 @@ import sys
 
 from fcnseg.errors import FcnsegError
 
-# Subcommand name -> module in fcnseg.commands that defines `register(subparsers)`.
-# Modules are imported only when listed here, so a new command is one module and one line.
+# Subcommand -> (module in fcnseg.commands that defines `register(subparsers)`, one-line summary).
+# A new command is one module and one line here.
 COMMANDS = {
-    "demo": "demo",
-    "train": "train",
-    "eval": "evaluate",
-    "check-data": "check_data",
-    "make-synthetic": "make_synthetic",
-    "predict": "predict",
-    "export": "export",
-    "explain": "explain",
-    "models": "models",
-    "convert": "convert",
+    "demo": ("demo", "train and evaluate a small FCN-8s on built-in synthetic data (a few minutes on a CPU)"),
+    "train": ("train", "train an FCN (config file and/or flags; resumable; runs under torchrun)"),
+    "eval": ("evaluate", "score a checkpoint on a data set, or predicted label PNGs against ground truth"),
+    "check-data": ("check_data", "scan a data set for unreadable, missing, mis-sized or mislabelled files"),
+    "make-synthetic": ("make_synthetic", "write the seeded synthetic data set (VOC layout) for demos and tests"),
+    "predict": ("predict", "segment images or folders of images with a checkpoint"),
+    "export": ("export", "export a checkpoint to ONNX"),
+    "explain": ("explain", "measure patch-wise vs dense, FC->conv, receptive fields, upsampling and shift-and-stitch"),
+    "models": ("models", "list the architectures with parameters and GFLOPs"),
+    "convert": ("convert", "turn pytorch-fcn, Caffe or VGG16 classifier weights into an fcnseg checkpoint"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_in(argv: list[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is one), or None."""
+    return next((word for word in argv if word in COMMANDS), None)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for ``argv``: every command listed, the flags of the one named in ``argv`` registered."""
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(
         prog="fcnseg",
         description="Fully Convolutional Networks for semantic segmentation "
@@ -33,19 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in COMMANDS.values():
-        try:
-            module = importlib.import_module(f"fcnseg.commands.{module_name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"fcnseg.commands.{module_name}":
-                continue  # command not part of this build
-            raise
-        module.register(subparsers)
+    wanted = _command_in(argv)
+    for name, (module_name, summary) in COMMANDS.items():
+        if name == wanted:
+            importlib.import_module(f"fcnseg.commands.{module_name}").register(subparsers)
+        else:
+            subparsers.add_parser(name, help=summary)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

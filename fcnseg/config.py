@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fcnseg.errors import ConfigError
+from fcnseg.precision import LEGACY_PRECISIONS, PRECISIONS
 
 T = TypeVar("T")
 
@@ -122,7 +123,6 @@ DATASETS = ("voc", "sbd", "folder", "synthetic", "auto")
 NORMALIZATIONS = ("auto", "paper_bgr", "imagenet_rgb")
 OPTIMIZERS = ("sgd", "adamw")
 LR_POLICIES = ("fixed", "poly", "step")
-AMP_MODES = ("auto", "fast", "off", "bf16", "fp16")
 
 
 @dataclass
@@ -209,13 +209,14 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False  # deterministic algorithms (slower); with it, a resumed run repeats the same losses
     device: str = "auto"  # auto (cuda if present) | cpu | cuda | cuda:N
-    amp: str = "auto"  # auto (fp16 on CUDA, off on CPU) | fast (auto, plus bf16 on CPUs with native bf16) | off | bf16 | fp16
+    # auto: fp16 autocast on CUDA, bf16 on CPUs with native bf16, else fp32 (fcnseg.precision) | fp32 | bf16 | fp16
+    precision: str = "auto"
     channels_last: bool = False  # NHWC memory layout (faster convolutions on some CPUs and GPUs)
     init_from: str = ""  # checkpoint of a coarser FCN to start from (16s from 32s, 8s from 16s)
     classifier_weights: str = ""  # ImageNet VGG16 classifier to start from (net surgery, paper section 4)
 
     def validate(self, source: str = "train config") -> "TrainConfig":
-        choices = {"optimizer": OPTIMIZERS, "lr_policy": LR_POLICIES, "amp": AMP_MODES}
+        choices = {"optimizer": OPTIMIZERS, "lr_policy": LR_POLICIES, "precision": PRECISIONS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{source}: {name} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
@@ -291,6 +292,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str) -> "RunConfig":
         """Build from ``{"preset": ..., "model": {...}, "data": {...}, "train": {...}}`` (sections optional)."""
+        values = upgrade_legacy_keys(values)
         check_run_dict(values, source)
         return cls(
             preset=values.get("preset") or "",
@@ -298,6 +300,17 @@ class RunConfig:
             data=from_dict(DataConfig, values.get("data", {}), f"{source}: data"),
             train=from_dict(TrainConfig, values.get("train", {}), f"{source}: train"),
         )
+
+
+def upgrade_legacy_keys(values: Any) -> Any:
+    """Settings written by earlier versions, in today's words: ``train.amp`` (auto | fast | off | bf16 | fp16)
+    becomes ``train.precision`` (off -> fp32, fast -> auto). Returns a new dict; other values unchanged."""
+    if not isinstance(values, dict) or not isinstance(values.get("train"), dict) or "amp" not in values["train"]:
+        return values
+    train = dict(values["train"])
+    amp = train.pop("amp")
+    train.setdefault("precision", LEGACY_PRECISIONS.get(amp, amp))
+    return {**values, "train": train}
 
 
 def check_run_dict(values: Any, source: str) -> None:
@@ -352,6 +365,7 @@ def resolve_run_config(
         layers.append((load_file(file), str(file)))
     if overrides:
         layers.append((overrides, "command line"))
+    layers = [(upgrade_legacy_keys(values), source) for values, source in layers]
     for values, source in layers:
         check_run_dict(values, source)
     preset = ""

@@ -10,11 +10,12 @@ from pathlib import Path
 from fcnseg.checkpoint import load_model
 from fcnseg.config import RunConfig, resolve_run_config
 from fcnseg.data import build_dataset, make_synthetic
-from fcnseg.evaluate import evaluate, write_results
+from fcnseg.evaluation import evaluate
+from fcnseg.files import write_json
 from fcnseg.metrics import format_table
-from fcnseg.atomic import atomic_write_text
-from fcnseg.device import select_device
-from fcnseg.train import TrainResult, autocast_dtype, train
+from fcnseg.files import atomic_write_text
+from fcnseg.precision import select_device
+from fcnseg.training.trainer import TrainResult, train
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,9 @@ def ensure_synthetic(root: Path, style: str, num_train: int, num_val: int, seed:
 
 
 def demo_config(
-    data_dir: Path, out_dir: Path, style: str, max_iter: int, amp: str = "fast", extra: dict | None = None
+    data_dir: Path, out_dir: Path, style: str, max_iter: int, precision: str = "auto", extra: dict | None = None
 ) -> RunConfig:
-    """The small-cpu preset on the synthetic set; ``amp="fast"``: bf16 autocast where the CPU has native bf16."""
+    """The small-cpu preset on the synthetic set, in ``precision`` (auto: bf16 only where the CPU has it natively)."""
     overrides = {
         "preset": "small-cpu",
         "model": {"arch": "fcn8s", "backbone": "small", "num_classes": 6},
@@ -65,7 +66,7 @@ def demo_config(
             "val_every": max(1, max_iter // 5),
             "checkpoint_every": max(1, max_iter // 5),
             "log_every": max(1, min(25, max_iter // 10)),
-            "amp": amp,
+            "precision": precision,
         },
     }
     for section, values in (extra or {}).items():
@@ -80,7 +81,7 @@ def run_demo(
     max_iter: int = DEMO_MAX_ITER,
     num_train: int = DEMO_TRAIN_IMAGES,
     num_val: int = DEMO_VAL_IMAGES,
-    amp: str = "fast",
+    precision: str = "auto",
     progress: bool = True,
     extra: dict | None = None,
 ) -> DemoResult:
@@ -93,17 +94,17 @@ def run_demo(
     out_dir = Path(out_dir)
     data_dir = Path(data_dir) if data_dir is not None else Path(DEMO_DATA.format(style=style))
     ensure_synthetic(data_dir, style, num_train, num_val)
-    config = demo_config(data_dir, out_dir, style, max_iter, amp, extra)
+    config = demo_config(data_dir, out_dir, style, max_iter, precision, extra)
     result = train(config, progress=progress)
     checkpoint = result.best_checkpoint or result.last_checkpoint
     loaded = load_model(checkpoint)
     val_set = build_dataset("synthetic", data_dir, config.data.val_split, normalization=loaded.normalization)
     device = select_device(config.train.device)
-    metrics = evaluate(loaded.model, val_set, device=device, autocast_dtype=autocast_dtype(config.train.amp, device),
+    metrics = evaluate(loaded.model, val_set, device=device, precision=config.train.precision,
                        progress=progress)
     metrics["checkpoint"] = str(checkpoint)
     table = format_table(metrics, loaded.class_names)
     atomic_write_text(f"{checkpoint} on {data_dir} ({config.data.val_split}, {len(val_set)} images)\n\n{table}\n",
                       out_dir / "metrics.txt")
-    write_results(metrics, out_dir / "eval.json")
+    write_json(metrics, out_dir / "eval.json")
     return DemoResult(out_dir=out_dir, data_dir=data_dir, metrics=metrics, table=table, train=result)

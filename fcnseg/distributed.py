@@ -1,4 +1,4 @@
-"""torch.distributed plumbing: start from torchrun's environment, rank helpers, barriers and sums across processes.
+"""torch.distributed plumbing: start from torchrun's environment, the one rank helper, barriers and sums across processes.
 
 Under ``torchrun`` the variables RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT are set;
 :func:`init_distributed` joins the group (NCCL on GPUs, gloo on CPU). Without them every helper
@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from fcnseg.errors import ConfigError
+from fcnseg.precision import select_device
 
 log = logging.getLogger(__name__)
 
@@ -32,22 +32,6 @@ class DistInfo:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-def launched_by_torchrun() -> bool:
-    """True when the environment describes a process group of more than one process."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto``: ``cuda:LOCAL_RANK`` when CUDA is present, else the CPU; ``cuda`` means ``cuda:LOCAL_RANK``."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        name = f"cuda:{local_rank}"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but this machine has no CUDA device (use device 'cpu' or 'auto')")
-    return torch.device(name)
 
 
 def init_distributed(device: str = "auto") -> DistInfo:
@@ -108,15 +92,6 @@ def all_gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * get_world_size()
     dist.all_gather_object(out, obj)
     return out
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Rank ``src``'s ``obj`` on every process."""
-    if not is_initialized():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
 
 
 def cleanup() -> None:

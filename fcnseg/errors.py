@@ -6,12 +6,22 @@ class FcnsegError(Exception):
 
 
 class ConfigError(FcnsegError):
-    """A configuration file or flag is malformed, unknown or inconsistent."""
+    """A setting, flag or config file is wrong."""
 
 
 class CheckpointError(FcnsegError):
-    """A weights file is missing, truncated, of an unknown layout or does not fit the model."""
+    """A weights file cannot be read or does not fit the model."""
 
 
 class DataError(FcnsegError):
-    """A data set root, split file, image or mask is missing or malformed."""
+    """A data file or folder is missing, unreadable or inconsistent.
+
+    ``DataError(reason, path=p)`` reads ``"p: reason"``; ``.path`` and ``.reason`` stay apart, so that a
+    report that already names the file (a scan's problem list, a folder run's failure table) can
+    print the reason alone instead of repeating the path.
+    """
+
+    def __init__(self, message: str, *, path=None):
+        self.path = None if path is None else str(path)
+        self.reason = message
+        super().__init__(message if path is None else f"{path}: {message}")

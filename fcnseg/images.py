@@ -1,7 +1,12 @@
-"""Image files in and out for prediction: any photo or scan to RGB uint8, atomic writes of masks, overlays and arrays."""
+"""Image files in: the one reader (any photo or scan to upright RGB uint8) and the one lister; RGB files out.
+
+Training, evaluation, the data scan and prediction all read through :func:`read_image`, so a phone
+JPEG with an EXIF orientation is seen the same way (upright) when it is trained on, scored and predicted.
+"""
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from pathlib import Path
@@ -9,11 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from fcnseg.atomic import atomic_write
-from fcnseg.data.palette import colorize, write_mask_png
 from fcnseg.errors import DataError
+from fcnseg.files import atomic_write
 
-# File suffixes `fcnseg predict` picks up in a folder (case-insensitive).
+# Image file suffixes picked up in a folder, by every command and data set (case-insensitive).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
 
 # Pillow refuses images above 2 * Image.MAX_IMAGE_PIXELS (~179 MP) as "decompression bombs". Scans are
@@ -23,17 +27,42 @@ DEFAULT_MAX_PIXELS = 1_000_000_000
 _PIL_LIMIT_LOCK = threading.Lock()
 
 
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files under ``folder`` (recursively), sorted, hidden files and folders skipped."""
+def is_image_file(name: str | Path) -> bool:
+    """True for a visible file name with an image suffix (``IMAGE_SUFFIXES``)."""
+    name = Path(name).name
+    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def list_images(folder: str | Path, recursive: bool = True) -> list[Path]:
+    """Image files in ``folder`` (and below it when ``recursive``), sorted; hidden files and folders skipped.
+
+    Raises:
+        DataError: ``folder`` does not exist or is not a folder.
+    """
     folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError("no such folder" if not folder.exists() else "not a folder", path=folder)
+    if not recursive:
+        with os.scandir(folder) as entries:  # one listing, not one stat per name
+            return sorted(Path(e.path) for e in entries if is_image_file(e.name) and e.is_file())
     found = []
     for path in folder.rglob("*"):
         rel = path.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts):
+        if any(part.startswith(".") for part in rel.parts[:-1]):
             continue
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        if is_image_file(path.name) and path.is_file():
             found.append(path)
     return sorted(found)
+
+
+def images_by_stem(folder: str | Path) -> dict[str, Path]:
+    """File stem -> path for the image files directly in ``folder`` (the first by name on a clash); ``{}`` if absent."""
+    if not Path(folder).is_dir():
+        return {}
+    found: dict[str, Path] = {}
+    for path in list_images(folder, recursive=False):
+        found.setdefault(path.stem, path)
+    return found
 
 
 def _to_uint8_rgb(image: Image.Image) -> np.ndarray:
@@ -56,6 +85,41 @@ def _to_uint8_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image)
 
 
+def _open(path: Path, max_pixels: int | None) -> Image.Image:
+    """Open (lazily) with fcnseg's pixel limit in place of Pillow's decompression-bomb guard."""
+    with _PIL_LIMIT_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None  # our own limit below
+        try:
+            image = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+    width, height = image.size
+    if max_pixels and width * height > max_pixels:
+        image.close()
+        raise DataError(
+            f"image is {width}x{height} = {width * height / 1e6:.0f} megapixels, more than the "
+            f"limit of {max_pixels / 1e6:.0f} megapixels; raise it with --max-pixels (0 = no limit) "
+            f"if the file is a genuine scan",
+            path=path,
+        )
+    return image
+
+
+def _read_error(path: Path, e: Exception) -> DataError:
+    if isinstance(e, FileNotFoundError):
+        return DataError("image file not found", path=path)
+    if isinstance(e, IsADirectoryError):
+        return DataError("is a folder, not an image file", path=path)
+    try:
+        if path.stat().st_size == 0:
+            return DataError("empty file (0 bytes)", path=path)
+    except OSError:
+        pass
+    return DataError(f"cannot read the image ({type(e).__name__}: {e})", path=path)
+
+
 def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read a photo or scan as RGB uint8 ``[H, W, 3]``, upright (EXIF orientation applied).
 
@@ -69,52 +133,35 @@ def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
     """
     path = Path(path)
     try:
-        with _PIL_LIMIT_LOCK, warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            saved = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = None  # our own limit below
-            try:
-                image = Image.open(path)
-            finally:
-                Image.MAX_IMAGE_PIXELS = saved
-        with image:
-            width, height = image.size
-            if max_pixels and width * height > max_pixels:
-                raise DataError(
-                    f"{path}: image is {width}x{height} = {width * height / 1e6:.0f} megapixels, more than the "
-                    f"limit of {max_pixels / 1e6:.0f} megapixels; raise it with --max-pixels (0 = no limit) "
-                    f"if the file is a genuine scan"
-                )
+        with _open(path, max_pixels) as image:
             image.load()
             image = ImageOps.exif_transpose(image)
-            return np.ascontiguousarray(_to_uint8_rgb(image))
+            return np.array(_to_uint8_rgb(image))  # writable and contiguous, for torch.from_numpy
     except DataError:
         raise
-    except FileNotFoundError as e:
-        raise DataError(f"{path}: image file not found") from e
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise DataError(f"{path}: cannot read the image ({type(e).__name__}: {e})") from e
+        raise _read_error(path, e) from e
 
 
-def save_mask(mask: np.ndarray, path: str | Path, palette: np.ndarray | None = None) -> None:
-    """Write a label map ``[H, W]`` (values 0..255) as a palette PNG, atomically."""
-    atomic_write(path, lambda tmp: write_mask_png(mask, tmp, palette))
+def image_size(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """``(height, width)`` of the image as :func:`read_image` returns it (EXIF orientation applied).
 
-
-def overlay(image: np.ndarray, mask: np.ndarray, palette: np.ndarray | None = None, alpha: float = 0.5) -> np.ndarray:
-    """Blend class colours over an RGB uint8 image ``[H, W, 3]``; label 0 (background) stays unblended.
-
-    Returns RGB uint8 ``[H, W, 3]``. Works in row blocks so that a 6000x4000 scan needs no float copy.
+    Decodes the whole file, so that a truncated one is found here rather than mid-training.
+    Raises:
+        DataError: as :func:`read_image`.
     """
-    out = np.empty_like(image)
-    step = 512
-    for y in range(0, image.shape[0], step):
-        img = image[y : y + step].astype(np.float32)
-        labels = mask[y : y + step]
-        colours = colorize(labels, palette).astype(np.float32)
-        blended = np.where((labels > 0)[..., None], (1 - alpha) * img + alpha * colours, img)
-        out[y : y + step] = np.clip(blended, 0, 255).round().astype(np.uint8)
-    return out
+    path = Path(path)
+    try:
+        with _open(path, max_pixels) as image:
+            image.load()
+            width, height = image.size
+            orientation = image.getexif().get(0x0112, 1)  # EXIF Orientation
+    except DataError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise _read_error(path, e) from e
+    # Orientations 5-8 turn the picture by 90 degrees: read_image returns it with sides swapped.
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
 def save_rgb(image: np.ndarray, path: str | Path, quality: int = 90) -> None:

@@ -9,7 +9,7 @@ from fcnseg.errors import ConfigError
 from fcnseg.models import build_model
 from fcnseg.models.batchnorm import GroupBatchNorm2d, fold_batch_norm, has_batch_norm, synchronise_batch_norm
 from fcnseg.data.normalization import IMAGENET_RGB
-from fcnseg.predict import Predictor
+from fcnseg.inference.predictor import Predictor
 
 
 def trained_bn_model(arch="fcn8s", seed=0):

@@ -11,7 +11,7 @@ pytest.importorskip("google.protobuf")
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory  # noqa: E402
 
 from fcnseg.errors import CheckpointError  # noqa: E402
-from fcnseg.models.caffemodel import caffe_to_state_dict, read_caffemodel  # noqa: E402
+from fcnseg.weights.caffe import caffe_to_state_dict, read_caffemodel  # noqa: E402
 
 F = descriptor_pb2.FieldDescriptorProto
 OPTIONAL, REPEATED = F.LABEL_OPTIONAL, F.LABEL_REPEATED

@@ -55,7 +55,7 @@ def bad_tree(tmp_path):
 
 EXPECTED = {
     "truncated": ("unreadable_image", "JPEGImages/truncated.jpg", "truncated"),
-    "garbage": ("unreadable_image", "JPEGImages/garbage.jpg", "cannot be decoded"),
+    "garbage": ("unreadable_image", "JPEGImages/garbage.jpg", "cannot read the image"),
     "wrongsize": ("size_mismatch", "SegmentationClass/wrongsize.png", "mask is 24x20 but its image JPEGImages/wrongsize.jpg is 24x21"),
     "badlabels": ("bad_labels", "SegmentationClass/badlabels.png", "label values 30 outside the 21 classes"),
     "nomask": ("missing_mask", "JPEGImages/nomask.jpg", "expected SegmentationClass/nomask.png"),

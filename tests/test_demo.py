@@ -20,7 +20,7 @@ def one_thread():
 def test_demo_leaves_table_curves_and_panels(tmp_path, capsys):
     out, data = tmp_path / "demo", tmp_path / "synthetic"
     args = ["demo", "--out", str(out), "--data", str(data), "--max-iter", "2", "--train-images", "4",
-            "--val-images", "2", "--amp", "off", "--workers", "0", "--no-progress"]
+            "--val-images", "2", "--precision", "fp32", "--workers", "0", "--no-progress"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "mean IU" in printed and "background" in printed

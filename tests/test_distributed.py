@@ -12,7 +12,7 @@ from fcnseg import distributed as D
 from fcnseg.checkpoint import load_checkpoint
 from fcnseg.config import resolve_run_config
 from fcnseg.models import build_model
-from fcnseg.train import EpochSampler, train
+from fcnseg.training.trainer import EpochSampler, train
 
 
 def settings(out_dir, batch_size, batch_norm=False):
@@ -27,7 +27,7 @@ def settings(out_dir, batch_size, batch_norm=False):
                  "synthetic_size": 48, "crop_size": 40, "num_workers": 0, "normalization": "imagenet_rgb"},
         "train": {"out_dir": str(out_dir), "optimizer": "sgd", "lr": 0.01 if batch_norm else 0.05, "momentum": 0.9, "weight_decay": 5e-4,
                   "batch_size": batch_size, "iter_size": 2, "max_iter": 3, "val_every": 0, "checkpoint_every": 0,
-                  "log_every": 1, "amp": "off", "num_panels": 1, "seed": 11, "device": "cpu"},
+                  "log_every": 1, "precision": "fp32", "num_panels": 1, "seed": 11, "device": "cpu"},
     }
 
 

@@ -10,7 +10,7 @@ from PIL import Image
 from fcnseg.cli import main
 from fcnseg.data import SyntheticDataset, VOCDataset, make_synthetic, read_mask_png
 from fcnseg.errors import DataError
-from fcnseg.evaluate import evaluate, score_folders
+from fcnseg.evaluation import evaluate, score_folders
 
 NUM_CLASSES = 6
 
@@ -55,7 +55,7 @@ def numpy_predictions(model, dataset):
 def test_evaluate_agrees_with_numpy_argmax_and_the_reference_scoring():
     dataset = SyntheticDataset("val", 4, seed=1)
     model = tiny_model()
-    result = evaluate(model, dataset, progress=False)
+    result = evaluate(model, dataset, precision="fp32", progress=False)
     predictions = numpy_predictions(model, dataset)
     truths = [dataset.load_raw(i).mask for i in range(len(dataset))]
     expected = reference_scores(predictions, truths, NUM_CLASSES)
@@ -69,7 +69,7 @@ def test_saved_predictions_are_palette_pngs_that_score_the_same_from_folders(tmp
     make_synthetic(tmp_path / "data", num_train=0, num_val=3, seed=2, image_format="png")
     dataset = VOCDataset(tmp_path / "data", "val")
     model = tiny_model(1)
-    result = evaluate(model, dataset, save_predictions=tmp_path / "pred", progress=False)
+    result = evaluate(model, dataset, precision="fp32", save_predictions=tmp_path / "pred", progress=False)
     predictions = numpy_predictions(model, dataset)
     for i, expected in enumerate(predictions):
         path = tmp_path / "pred" / f"{dataset.name(i)}.png"
@@ -82,7 +82,7 @@ def test_saved_predictions_are_palette_pngs_that_score_the_same_from_folders(tmp
 
 def test_evaluate_runs_under_bfloat16_autocast_and_restores_training_mode():
     model = tiny_model().train()
-    result = evaluate(model, SyntheticDataset("val", 2), autocast_dtype=torch.bfloat16, progress=False)
+    result = evaluate(model, SyntheticDataset("val", 2), precision="bf16", progress=False)
     assert 0.0 <= result["pixel_accuracy"] <= 1.0
     assert model.training
 

@@ -2,8 +2,8 @@
 
 import json
 
-from fcnseg.explain.receptive import fcn_geometry
-from fcnseg.explain.upsampling import train_staged, upsampling_view
+from fcnseg.ideas.receptive import fcn_geometry
+from fcnseg.ideas.upsampling import train_staged, upsampling_view
 
 
 def test_crop_offsets_shown_are_the_reference_ones_for_vgg16():

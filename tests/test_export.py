@@ -13,7 +13,7 @@ from fcnseg.cli import main
 from fcnseg.config import ModelConfig
 from fcnseg.data.normalization import PAPER_BGR
 from fcnseg.errors import ConfigError
-from fcnseg.export import export
+from fcnseg.inference.export import export
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")

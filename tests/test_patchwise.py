@@ -3,9 +3,9 @@
 import torch
 from torch import nn
 
-from fcnseg.explain.classifiers import build_classifier, small_classifier
-from fcnseg.explain.costs import TensorMemoryTracker, count, on_meta
-from fcnseg.explain.patchwise import compare, convolutionalized, extract_windows, fc_to_conv, window_grid
+from fcnseg.ideas.classifiers import build_classifier, small_classifier
+from fcnseg.ideas.costs import TensorMemoryTracker, count, on_meta
+from fcnseg.ideas.patchwise import compare, convolutionalized, extract_windows, fc_to_conv, window_grid
 
 
 def _tiny_classifier(padding: int) -> tuple[nn.Sequential, int]:
@@ -21,7 +21,7 @@ def _tiny_classifier(padding: int) -> tuple[nn.Sequential, int]:
 
 
 def test_dense_equals_patchwise_on_every_window_of_an_unpadded_net():
-    from fcnseg.explain.classifiers import PatchClassifier
+    from fcnseg.ideas.classifiers import PatchClassifier
 
     net, window = _tiny_classifier(padding=0)
     classifier = PatchClassifier("tiny", net, window, 3, False, "small", "tiny")

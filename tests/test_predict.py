@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-import fcnseg.predict as predict_module
 from fcnseg.checkpoint import save_checkpoint
 from fcnseg.cli import main
 from fcnseg.config import ModelConfig
@@ -18,7 +17,7 @@ from fcnseg.data.normalization import PAPER_BGR
 from fcnseg.data.synthetic import generate_sample
 from fcnseg.errors import ConfigError
 from fcnseg.models import build_model
-from fcnseg.predict import Predictor, select_layout, select_precision
+from fcnseg.inference.predictor import Predictor, select_layout
 
 CLASSES = ["background", "disc", "square", "triangle"]
 
@@ -43,18 +42,6 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def image():
     return generate_sample(0, "val", 1, size=(120, 170)).image
-
-
-def test_auto_precision_follows_the_machine(monkeypatch):
-    cpu = torch.device("cpu")
-    monkeypatch.setattr(predict_module, "cpu_has_native_bf16", lambda: True)
-    assert select_precision(cpu, "auto") == "bf16"
-    monkeypatch.setattr(predict_module, "cpu_has_native_bf16", lambda: False)
-    assert select_precision(cpu, "auto") == "fp32"
-    assert select_precision(torch.device("cuda"), "auto") == "fp16"
-    assert select_precision(cpu, "fp32") == "fp32"
-    with pytest.raises(ConfigError, match="precision 'int8'"):
-        select_precision(cpu, "int8")
 
 
 def test_bf16_runs_channels_last_under_autocast_and_fp32_adds_nothing():
@@ -166,7 +153,7 @@ def test_cli_rejects_an_unreadable_memory_budget(tmp_path, checkpoint, capsys):
 
 def test_tile_normalisation_equals_the_checkpoint_normalisation(image):
     from fcnseg.data.normalization import IMAGENET_RGB
-    from fcnseg.predict import normalize_tile
+    from fcnseg.inference.predictor import normalize_tile
 
     for normalization in (PAPER_BGR, IMAGENET_RGB):
         expected = normalization.image_to_tensor(image)[None]

@@ -7,8 +7,9 @@ import pytest
 from PIL import Image
 
 from fcnseg.errors import DataError
-from fcnseg.atomic import atomic_write
-from fcnseg.images import list_images, overlay, read_image
+from fcnseg.files import atomic_write
+from fcnseg.data.palette import overlay
+from fcnseg.images import list_images, read_image
 
 
 def test_exif_orientation_is_applied(tmp_path):

@@ -10,10 +10,10 @@ import time
 import pytest
 import torch
 
-from fcnseg.atomic import TEMP_GLOB
+from fcnseg.files import TEMP_GLOB
 from fcnseg.checkpoint import load_checkpoint
 from fcnseg.config import resolve_run_config
-from fcnseg.train import Trainer, train
+from fcnseg.training.trainer import Trainer, train
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +32,7 @@ def settings(out_dir, **train_overrides):
                  "synthetic_size": 48, "crop_size": 40, "scale_min": 0.8, "scale_max": 1.2, "num_workers": 0,
                  "normalization": "imagenet_rgb"},
         "train": {"out_dir": str(out_dir), "optimizer": "adamw", "lr": 1e-3, "lr_policy": "poly", "batch_size": 2, "iter_size": 2,
-                  "max_iter": 6, "val_every": 0, "checkpoint_every": 2, "log_every": 1, "amp": "off",
+                  "max_iter": 6, "val_every": 0, "checkpoint_every": 2, "log_every": 1, "precision": "fp32",
                   "num_panels": 0, "deterministic": True, "seed": 5, **train_overrides},
     }
 
@@ -82,7 +82,7 @@ KILL_SCRIPT = textwrap.dedent(
     import sys, time, torch
     import fcnseg.checkpoint
     from fcnseg.config import resolve_run_config
-    from fcnseg.train import train
+    from fcnseg.training.trainer import train
     torch.set_num_threads(1)
     real_save = torch.save
     calls = {"n": 0}

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from fcnseg.explain.shift_stitch import compare, rarefy, shift_and_stitch, stride_split
+from fcnseg.ideas.shift_stitch import compare, rarefy, shift_and_stitch, stride_split
 
 
 def _net(padding: int) -> nn.Sequential:

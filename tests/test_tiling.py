@@ -10,10 +10,11 @@ from fcnseg.config import ModelConfig
 from fcnseg.data.normalization import PAPER_BGR
 from fcnseg.data.synthetic import generate_sample
 from fcnseg.errors import FcnsegError
-from fcnseg.memory import bytes_per_pixel, conv_output_side, estimate_forward, parse_bytes
+from fcnseg.files import parse_bytes
+from fcnseg.inference.memory import bytes_per_pixel, conv_output_side, estimate_forward
 from fcnseg.models import build_model
 from fcnseg.models.geometry import receptive_fields
-from fcnseg.predict import OUTPUT_STRIDE, Predictor, context_margin, plan_tiles
+from fcnseg.inference.predictor import OUTPUT_STRIDE, Predictor, context_margin, plan_tiles
 
 
 def scoring_model(arch: str = "fcn8s", num_classes: int = 6, seed: int = 0):
@@ -115,7 +116,7 @@ def test_a_budget_below_one_tile_is_an_error_naming_the_budget():
 def test_memory_model_shapes_match_the_layers(size):
     """The analytic output sizes (ceil-mode pools, pad 100) equal those of a real forward."""
     model = scoring_model()
-    from fcnseg.memory import layer_output_shape
+    from fcnseg.inference.memory import layer_output_shape
 
     c, h, w = 3, *size
     x = torch.zeros(1, 3, *size)

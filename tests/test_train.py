@@ -11,8 +11,8 @@ from fcnseg.cli import main
 from fcnseg.errors import CheckpointError
 from fcnseg.config import ModelConfig, TrainConfig, resolve_run_config
 from fcnseg.models import build_model
-from fcnseg.optim import build_optimizer, lr_factor, parameter_groups
-from fcnseg.train import TrainingDiverged, train
+from fcnseg.training.optim import build_optimizer, lr_factor, parameter_groups
+from fcnseg.training.trainer import TrainingDiverged, train
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +31,7 @@ def tiny(tmp_path, name="run", **train_overrides):
         "data": {"dataset": "synthetic", "root": "", "synthetic_train_images": 8, "synthetic_val_images": 2,
                  "synthetic_size": 48, "crop_size": 40, "num_workers": 0, "normalization": "imagenet_rgb"},
         "train": {"out_dir": str(tmp_path / name), "optimizer": "adamw", "lr": 2e-3, "batch_size": 2, "iter_size": 1,
-                  "max_iter": 4, "val_every": 2, "checkpoint_every": 2, "log_every": 1, "amp": "off",
+                  "max_iter": 4, "val_every": 2, "checkpoint_every": 2, "log_every": 1, "precision": "fp32",
                   "num_panels": 2, **train_overrides},
     }
     return resolve_run_config(overrides=settings)
@@ -140,7 +140,7 @@ def test_staged_init_carries_batch_norm_statistics_and_refuses_a_trunk_that_does
 
 
 def test_nan_loss_stops_with_iteration_and_last_good_checkpoint(tmp_path, monkeypatch):
-    import fcnseg.train as train_module
+    import fcnseg.training.trainer as train_module
 
     real = train_module.pixel_cross_entropy_sum
     calls = {"n": 0}

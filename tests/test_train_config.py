@@ -1,7 +1,6 @@
 """Run settings: defaults < preset < file < flags, strict keys, and a resolved config that re-runs as is."""
 
 import pytest
-import torch
 import yaml
 
 from fcnseg.cli import build_parser
@@ -60,10 +59,9 @@ def test_bad_values_are_config_errors(tmp_path):
 def test_cli_flags_become_overrides_and_win(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("train:\n  lr: 0.1\n  max_iter: 9\ndata:\n  dataset: synthetic\n")
-    args = build_parser().parse_args(
-        ["train", "--config", str(path), "--lr", "0.01", "--no-learn-upsampling", "--set", "train.bias_lr_mult=1",
-         "--out", str(tmp_path / "out")]
-    )
+    argv = ["train", "--config", str(path), "--lr", "0.01", "--no-learn-upsampling", "--set", "train.bias_lr_mult=1",
+            "--out", str(tmp_path / "out")]
+    args = build_parser(argv).parse_args(argv)
     overrides = overrides_from_args(args)
     assert overrides["train"]["lr"] == 0.01 and overrides["model"]["learn_upsampling"] is False
     c = resolve_run_config(args.config, overrides)
@@ -77,16 +75,3 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
     path.write_text(yaml.safe_dump(c.to_dict()))
     assert resolve_run_config(path) == c
     assert RunConfig.from_dict(c.to_dict(), "dict") == c
-
-
-@pytest.mark.parametrize("native", [True, False])
-def test_amp_fast_takes_bf16_only_where_the_cpu_runs_it_natively(monkeypatch, native):
-    import fcnseg.train as train_module
-
-    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: native)
-    cpu = torch.device("cpu")
-    assert train_module.autocast_dtype("fast", cpu) == (torch.bfloat16 if native else None)
-    assert train_module.autocast_dtype("auto", cpu) is None  # the paper recipes stay float32 on the CPU
-    assert train_module.autocast_dtype("bf16", cpu) == torch.bfloat16  # forced, whatever the CPU
-    assert train_module.autocast_dtype("fast", torch.device("cuda")) == torch.float16
-    assert TrainConfig(amp="fast").validate().amp == "fast"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fcnseg.precision import PRECISIONS
 from fcnseg.demo import DEMO_MAX_ITER, DEMO_OUT, DEMO_STYLE, DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES
 
 
@@ -23,9 +24,9 @@ def register(subparsers) -> None:
     p.add_argument("--max-iter", type=int, default=DEMO_MAX_ITER, help=f"updates (default {DEMO_MAX_ITER})")
     p.add_argument("--train-images", type=int, default=DEMO_TRAIN_IMAGES, help="synthetic training images")
     p.add_argument("--val-images", type=int, default=DEMO_VAL_IMAGES, help="synthetic validation images")
-    p.add_argument("--amp", choices=["fast", "off", "bf16"], default="fast",
-                   help="fast (default): bf16 autocast on CPUs with native bf16 (AMX / AVX512-BF16), fp16 on CUDA, "
-                   "else float32; off: float32")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto (default): fp16 autocast on CUDA, bf16 on CPUs with native bf16 (AMX / AVX512-BF16), "
+                   "else fp32")
     p.add_argument("--workers", type=int, help="data loader processes")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             max_iter=args.max_iter,
             num_train=args.train_images,
             num_val=args.val_images,
-            amp=args.amp,
+            precision=args.precision,
             progress=not args.no_progress,
             extra=extra,
         )

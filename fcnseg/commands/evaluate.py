@@ -5,15 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from fcnseg.data import build_dataset
 from fcnseg.errors import ConfigError
-from fcnseg.evaluate import evaluate, score_folders, write_results
+from fcnseg.evaluation import evaluate, score_folders
+from fcnseg.files import write_json
+from fcnseg.precision import PRECISIONS, select_device
 from fcnseg.metrics import format_table
-
-AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -28,8 +25,9 @@ def register(subparsers) -> None:
     p.add_argument("--split", default="val", help="split to score (default: val)")
     p.add_argument("--sbd-root", type=Path, help="SBD folder, for the VOC split seg11valid")
     p.add_argument("--style", default="shapes", help="synthetic style when served from memory")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--autocast", choices=sorted(AUTOCAST), help="run the model under autocast in this dtype")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU) | cpu | cuda | cuda:N")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto (default): fp16 on CUDA, bf16 on CPUs with native bf16, else fp32")
     p.add_argument("--workers", type=int, default=0, help="data loader workers")
     p.add_argument("--limit", type=int, help="score only the first N images")
     p.add_argument("--save-predictions", type=Path, help="folder for predicted label maps (palette PNGs)")
@@ -68,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("give a CHECKPOINT and --data, or --pred-dir and --gt-dir")
         if args.data is None and args.kind != "synthetic":
             raise ConfigError("--data ROOT is needed to evaluate a checkpoint (or --kind synthetic)")
-        loaded = load_model(args.checkpoint, args.device)
+        device = select_device(args.device)
+        loaded = load_model(args.checkpoint, device)
         extra = {"sbd_root": args.sbd_root} if args.sbd_root is not None else {}
         if args.kind == "synthetic" and args.data is None:
             extra = {"style": args.style}
@@ -81,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate(
             loaded.model,
             dataset,
-            device=args.device,
-            autocast_dtype=AUTOCAST.get(args.autocast) if args.autocast else None,
+            device=device,
+            precision=args.precision,
             num_workers=args.workers,
             limit=args.limit,
             save_predictions=args.save_predictions,
@@ -94,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         source = f"{args.checkpoint} on {args.data or 'synthetic'} {args.split}"
     print(f"{source}: {result['num_images']} images")
     print(format_table(result, result["class_names"]))
-    write_results(result, args.out)
+    write_json(result, args.out)
     print(f"results written to {args.out}")
     if args.save_predictions is not None:
         print(f"predictions written to {args.save_predictions}")

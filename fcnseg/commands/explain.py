@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fcnseg.explain import CLASSIFIER_NAMES, ExplainOptions, explain
+from fcnseg.ideas import CLASSIFIER_NAMES, ExplainOptions, explain
 
 
 def register(subparsers) -> None:

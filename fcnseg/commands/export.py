@@ -24,7 +24,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fcnseg.checkpoint import load_model
-    from fcnseg.export import check_onnx, export
+    from fcnseg.inference.export import check_onnx, export
 
     loaded = load_model(args.checkpoint)
     path = export(loaded.model, loaded.normalization, args.output, loaded.class_names)

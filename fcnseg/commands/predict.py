@@ -8,10 +8,11 @@ from pathlib import Path
 
 from fcnseg.errors import ConfigError
 from fcnseg.images import DEFAULT_MAX_PIXELS
-from fcnseg.memory import format_bytes, parse_bytes
-from fcnseg.predict import DEFAULT_MAX_MEMORY, LAYOUTS, PRECISIONS
+from fcnseg.files import format_bytes, parse_bytes
+from fcnseg.inference.predictor import DEFAULT_MAX_MEMORY, LAYOUTS
+from fcnseg.precision import PRECISIONS
 
-log = logging.getLogger("fcnseg.predict")
+log = logging.getLogger("fcnseg.inference.predictor")
 
 
 def register(subparsers) -> None:
@@ -53,8 +54,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fcnseg.predict import Predictor
-    from fcnseg.predict_folder import predict_folder
+    from fcnseg.inference.predictor import Predictor
+    from fcnseg.inference.folder import predict_folder
 
     try:
         max_memory = parse_bytes(args.max_memory)

@@ -10,7 +10,8 @@ from typing import Any
 import yaml
 
 from fcnseg.checkpoint import load_checkpoint
-from fcnseg.config import AMP_MODES, PRESETS, resolve_run_config
+from fcnseg.config import PRESETS, resolve_run_config
+from fcnseg.precision import PRECISIONS
 from fcnseg.errors import ConfigError
 
 EPILOG = """\
@@ -76,7 +77,7 @@ FLAG_KEYS = {
     "seed": ("train", "seed"),
     "deterministic": ("train", "deterministic"),
     "device": ("train", "device"),
-    "amp": ("train", "amp"),
+    "precision": ("train", "precision"),
     "channels_last": ("train", "channels_last"),
     "init_from": ("train", "init_from"),
     "classifier_weights": ("train", "classifier_weights"),
@@ -144,9 +145,9 @@ def register(subparsers) -> None:
 
     g = p.add_argument_group("hardware")
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N (under torchrun: cuda:LOCAL_RANK)")
-    g.add_argument("--amp", choices=AMP_MODES,
-                   help="autocast: auto = fp16 on CUDA, off on CPU; fast = auto, plus bf16 on CPUs with native bf16 "
-                   "(AMX / AVX512-BF16); bf16 forces it (emulated and slow on other CPUs)")
+    g.add_argument("--precision", choices=PRECISIONS,
+                   help="auto (default) = fp16 autocast on CUDA, bf16 on CPUs with native bf16 (AMX / AVX512-BF16), "
+                   "fp32 elsewhere; fp32; bf16 forces it (emulated and slow on other CPUs); fp16")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory layout")
     p.set_defaults(func=run)
@@ -193,7 +194,7 @@ def resume_path(path: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from fcnseg.train import train
+    from fcnseg.training.trainer import train
 
     overrides = overrides_from_args(args)
     base = None

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fcnseg.data.base import RawItem, SegmentationDataset, read_image_rgb, read_split_file
+from fcnseg.data.base import RawItem, SegmentationDataset, read_split_file
 from fcnseg.data.classes import IGNORE_INDEX, VOC_CLASSES, ClassInfo, read_class_file, write_class_file
-from fcnseg.data.collate import PadCollate, pad_collate
+from fcnseg.data.collate import PadCollate
 from fcnseg.data.folder import FolderDataset
 from fcnseg.data.normalization import IMAGENET_RGB, PAPER_BGR, Normalization, get_normalization
-from fcnseg.data.palette import colorize, palette_for, read_mask_png, voc_palette, write_mask_png
+from fcnseg.data.palette import colorize, overlay, palette_for, read_mask_png, voc_palette, write_mask_png
 from fcnseg.data.sbd import SBDDataset, read_sbd_mat
 from fcnseg.data.scan import PROBLEM_KINDS, Problem, Sample, ScanReport, scan_samples
 from fcnseg.data.synthetic import STYLES, SyntheticDataset, generate_sample, make_synthetic, synthetic_classes
@@ -105,10 +105,9 @@ __all__ = [
     "generate_sample",
     "get_normalization",
     "make_synthetic",
-    "pad_collate",
+    "overlay",
     "palette_for",
     "read_class_file",
-    "read_image_rgb",
     "read_mask_png",
     "read_sbd_mat",
     "read_split_file",

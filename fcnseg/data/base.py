@@ -9,13 +9,13 @@ from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image
 
 from fcnseg.data.classes import IGNORE_INDEX, ClassInfo
 from fcnseg.data.normalization import PAPER_BGR, Normalization
 from fcnseg.data.palette import palette_for, read_mask_png
 from fcnseg.data.scan import Problem, Sample, ScanReport, scan_samples
 from fcnseg.errors import DataError
+from fcnseg.images import read_image
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +32,6 @@ class RawItem:
     name: str
     image: np.ndarray
     mask: np.ndarray
-
-
-def read_image_rgb(path: str | Path) -> np.ndarray:
-    """Read any PIL-readable image as RGB uint8 ``[H, W, 3]``."""
-    with Image.open(path) as image:
-        return np.array(image.convert("RGB"))  # writable, so torch.from_numpy does not warn
 
 
 def read_split_file(path: str | Path) -> list[str]:
@@ -129,8 +123,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
         return self.samples[index].name
 
     def read_image(self, path: Path) -> np.ndarray:
-        """RGB uint8 ``[H, W, 3]``."""
-        return read_image_rgb(path)
+        """RGB uint8 ``[H, W, 3]``, upright (EXIF orientation applied, as in prediction)."""
+        return read_image(path)
 
     def read_mask(self, path: Path) -> np.ndarray:
         """int64 ``[H, W]`` class indices, 255 = ignore, from a palette, grey or class-coloured PNG.

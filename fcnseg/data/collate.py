@@ -36,5 +36,3 @@ class PadCollate:
             masks.append(F.pad(mask, pad, value=self.ignore_index) if any(pad) else mask)
         return torch.stack(images), torch.stack(masks)
 
-
-pad_collate = PadCollate()

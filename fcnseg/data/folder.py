@@ -8,7 +8,7 @@ from fcnseg.data.base import SegmentationDataset, Transform, read_split_file
 from fcnseg.data.classes import read_class_file
 from fcnseg.data.normalization import PAPER_BGR, Normalization
 from fcnseg.data.scan import Sample
-from fcnseg.data.voc import list_images
+from fcnseg.images import images_by_stem
 from fcnseg.errors import DataError
 
 ALL = "all"
@@ -65,8 +65,8 @@ class FolderDataset(SegmentationDataset):
         if class_file is None:
             class_file = base / "classes.txt" if (base / "classes.txt").is_file() else root / "classes.txt"
         classes = read_class_file(class_file)
-        images = list_images(base / image_dir)
-        masks = list_images(base / mask_dir)
+        images = images_by_stem(base / image_dir)
+        masks = images_by_stem(base / mask_dir)
         if names is None:
             names = sorted(set(images) | set(masks))
         samples = [

@@ -1,4 +1,4 @@
-"""Label-map colours and PNG I/O: the VOC palette, colourising, and reading palette, grey or RGB masks."""
+"""Label-map colours and PNG I/O: the VOC palette, colourising and overlays, and reading palette, grey or RGB masks."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from PIL import Image
 
 from fcnseg.data.classes import IGNORE_INDEX, ClassInfo
 from fcnseg.errors import DataError
+from fcnseg.files import atomic_write
 
 IGNORE_COLOUR = (224, 224, 192)  # the colour VOC's palette gives to label 255
 
@@ -53,7 +54,23 @@ def write_mask_png(mask: np.ndarray, path: str | Path, palette: np.ndarray | Non
         raise DataError(f"{path}: label values must lie in 0..255 to fit a palette PNG, found {mask.min()}..{mask.max()}")
     image = Image.fromarray(mask.astype(np.uint8), mode="P")
     image.putpalette((voc_palette(256) if palette is None else palette).astype(np.uint8).flatten().tolist())
-    image.save(path)
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, palette: np.ndarray | None = None, alpha: float = 0.5) -> np.ndarray:
+    """Blend class colours over an RGB uint8 image ``[H, W, 3]``; label 0 (background) stays unblended.
+
+    Returns RGB uint8 ``[H, W, 3]``. Works in row blocks so that a 6000x4000 scan needs no float copy.
+    """
+    out = np.empty_like(image)
+    step = 512
+    for y in range(0, image.shape[0], step):
+        img = image[y : y + step].astype(np.float32)
+        labels = mask[y : y + step]
+        colours = colorize(labels, palette).astype(np.float32)
+        blended = np.where((labels > 0)[..., None], (1 - alpha) * img + alpha * colours, img)
+        out[y : y + step] = np.clip(blended, 0, 255).round().astype(np.uint8)
+    return out
 
 
 def read_mask_png(path: str | Path, colours: tuple[tuple[int, int, int], ...] | None = None) -> np.ndarray:

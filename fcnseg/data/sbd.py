@@ -10,7 +10,8 @@ import scipy.io
 from fcnseg.data.base import SegmentationDataset, Transform, read_split_file
 from fcnseg.data.normalization import PAPER_BGR, Normalization
 from fcnseg.data.scan import Sample
-from fcnseg.data.voc import find_voc_root, list_images, voc_classes
+from fcnseg.data.voc import find_voc_root, voc_classes
+from fcnseg.images import images_by_stem
 from fcnseg.errors import DataError
 
 # SBD train minus the VOC (2011) val names, so that training never sees a seg11valid image.
@@ -83,7 +84,7 @@ class SBDDataset(SegmentationDataset):
             names = [n for n in sbd_split_names(root, "train") if n not in voc_val]
         else:
             names = sbd_split_names(root, split)
-        images = list_images(root / "img")
+        images = images_by_stem(root / "img")
         samples = [Sample(n, images.get(n, root / "img" / f"{n}.jpg"), root / "cls" / f"{n}.mat") for n in names]
         super().__init__(
             samples,

@@ -13,6 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fcnseg.data.classes import IGNORE_INDEX
+from fcnseg.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -100,13 +101,10 @@ class ScanReport:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """Decode an image completely (a truncated file raises OSError) and return its ``(height, width)``."""
-    from PIL import Image
+    """``(height, width)`` of the image as training reads it (EXIF orientation applied), decoding it all."""
+    from fcnseg.images import image_size as upright_size
 
-    with Image.open(path) as image:
-        image.load()
-        width, height = image.size
-    return height, width
+    return upright_size(path)
 
 
 def scan_samples(
@@ -175,6 +173,8 @@ def _check_one(
         return Problem(sample.name, image_rel, "missing_mask", f"image has no mask; expected {mask_rel}")
     try:
         height, width = image_size(sample.image_path)
+    except DataError as e:
+        return Problem(sample.name, image_rel, "unreadable_image", e.reason)
     except Exception as e:
         return Problem(sample.name, image_rel, "unreadable_image", f"cannot be decoded ({type(e).__name__}: {e})")
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from fcnseg.data.base import SegmentationDataset, Transform, read_split_file
@@ -11,8 +10,8 @@ from fcnseg.data.normalization import PAPER_BGR, Normalization
 from fcnseg.data.palette import voc_palette
 from fcnseg.data.scan import Sample
 from fcnseg.errors import DataError
+from fcnseg.images import images_by_stem
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 CLASS_FILE = "classes.txt"  # optional, at the root: overrides the 21 VOC classes (the synthetic set writes one)
 
 # Paper (section 4.3): validate on "seg11valid", the VOC 2011 val images that are not in SBD train.
@@ -32,17 +31,6 @@ def find_voc_root(root: str | Path) -> Path:
         if (candidate / "JPEGImages").is_dir():
             return candidate
     raise DataError(f"{root} is not a VOC tree: expected JPEGImages/, SegmentationClass/ and ImageSets/Segmentation/")
-
-
-def list_images(folder: Path) -> dict[str, Path]:
-    """File stem -> path for every image file in ``folder`` (one directory listing, not one stat per name)."""
-    found: dict[str, Path] = {}
-    if folder.is_dir():
-        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-            stem, ext = os.path.splitext(entry.name)
-            if ext.lower() in IMAGE_EXTENSIONS and stem not in found:
-                found[stem] = Path(entry.path)
-    return found
 
 
 class VOCDataset(SegmentationDataset):
@@ -78,7 +66,7 @@ class VOCDataset(SegmentationDataset):
     ) -> None:
         root = find_voc_root(root)
         names = voc_split_names(root, split, sbd_root)
-        images = list_images(root / "JPEGImages")
+        images = images_by_stem(root / "JPEGImages")
         samples = [
             Sample(n, images.get(n, root / "JPEGImages" / f"{n}.jpg"), root / "SegmentationClass" / f"{n}.png")
             for n in names

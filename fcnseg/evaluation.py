@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
@@ -16,9 +13,11 @@ from tqdm import tqdm
 
 from fcnseg.data.classes import IGNORE_INDEX, VOC_CLASSES, ClassInfo, read_class_file
 from fcnseg.data.palette import read_mask_png, write_mask_png
-from fcnseg.data.voc import list_images
 from fcnseg.errors import DataError
+from fcnseg.images import images_by_stem
+from fcnseg.distributed import all_reduce_sum, get_rank, get_world_size
 from fcnseg.metrics import ConfusionMatrix
+from fcnseg.precision import autocast, autocast_dtype, describe
 
 logger = logging.getLogger(__name__)
 
@@ -37,21 +36,13 @@ class _Indexed(torch.utils.data.Dataset):
         return self.indices[i], image, mask
 
 
-def _rank_and_world() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 @torch.inference_mode()
 def evaluate(
     model: torch.nn.Module,
     dataset,
     *,
     device: torch.device | str = "cpu",
-    autocast_dtype: torch.dtype | None = None,
+    precision: str = "auto",
     num_workers: int = 0,
     limit: int | None = None,
     save_predictions: str | Path | None = None,
@@ -67,18 +58,20 @@ def evaluate(
         dataset: yields ``(image float32 [3, H, W], mask int64 [H, W])`` and has ``class_names``,
             ``num_classes`` and ``name(i)`` (every fcnseg data set does).
         device: where the model runs; the model is moved there and put in eval mode, then restored.
-        autocast_dtype: e.g. ``torch.bfloat16`` to run under ``torch.autocast``; None for float32.
+        precision: ``auto`` | ``fp32`` | ``bf16`` | ``fp16`` (see :mod:`fcnseg.precision`; auto: fp16 on
+            CUDA, bf16 on a CPU with native bf16, fp32 otherwise).
         num_workers: DataLoader worker processes.
         limit: score only the first ``limit`` images.
         save_predictions: folder for predicted label maps as palette PNGs named ``<item name>.png``.
         progress: show a tqdm bar.
     Returns:
         dict: the metrics of :meth:`fcnseg.metrics.ConfusionMatrix.compute`, plus ``class_names``,
-        ``num_images`` (over all processes), ``seconds`` and ``images_per_second``.
+        ``num_images`` (over all processes), ``seconds``, ``images_per_second`` and ``precision``
+        (the concrete format it ran in).
     """
     device = torch.device(device)
     num_classes = dataset.num_classes
-    rank, world = _rank_and_world()
+    rank, world = get_rank(), get_world_size()
     indices = list(range(len(dataset) if limit is None else min(limit, len(dataset))))[rank::world]
     loader = torch.utils.data.DataLoader(
         _Indexed(dataset, indices), batch_size=None, shuffle=False, num_workers=num_workers
@@ -90,16 +83,12 @@ def evaluate(
     matrix = ConfusionMatrix(num_classes, device=device)
     was_training = model.training
     model.to(device).eval()
-    amp = (
-        torch.autocast(device_type=device.type, dtype=autocast_dtype)
-        if autocast_dtype is not None
-        else contextlib.nullcontext()
-    )
+    dtype = autocast_dtype(precision, device)
     start = time.perf_counter()
     try:
         for index, image, mask in tqdm(loader, desc="eval", unit="img", disable=not progress or rank != 0):
             image, mask = image.to(device), mask.to(device)
-            with amp:
+            with autocast(device, dtype):
                 logits = model(image[None])  # [1, C, H, W]
             if logits.shape[1] != num_classes:
                 raise DataError(
@@ -115,17 +104,14 @@ def evaluate(
         model.train(was_training)
     seconds = time.perf_counter() - start
     matrix.all_reduce()
-    num_images = torch.tensor([len(indices)], device=device)
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.all_reduce(num_images)
+    num_images = all_reduce_sum(torch.tensor([len(indices)], device=device))
     result = matrix.compute()
     result.update(
         class_names=list(dataset.class_names),
         num_images=int(num_images.item()),
         seconds=seconds,
         images_per_second=len(indices) / seconds if seconds > 0 else math.nan,
+        precision=describe(dtype),
     )
     return result
 
@@ -166,7 +152,7 @@ def score_folders(
     for folder in (pred_dir, gt_dir):
         if not folder.is_dir():
             raise DataError(f"{folder} is not a folder of label PNGs")
-    truths, predictions = list_images(gt_dir), list_images(pred_dir)
+    truths, predictions = images_by_stem(gt_dir), images_by_stem(pred_dir)
     if not truths:
         raise DataError(f"{gt_dir} holds no label images")
     missing = [stem for stem in truths if stem not in predictions]
@@ -206,22 +192,3 @@ def score_folders(
         missing=missing,
     )
     return result
-
-
-def write_results(result: dict, path: str | Path) -> None:
-    """Write a result dict as strict JSON (NaN -> null), atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_json_safe(result), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _json_safe(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value

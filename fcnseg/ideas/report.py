@@ -13,19 +13,17 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from fcnseg.errors import ConfigError
-from fcnseg.explain import figures
-from fcnseg.explain import patchwise as pw
-from fcnseg.explain import shift_stitch as ss
-from fcnseg.explain.classifiers import CLASSIFIER_NAMES, build_classifier
-from fcnseg.explain.costs import human_bytes, human_flops
-from fcnseg.explain.receptive import fcn_geometry, layer_table
-from fcnseg.explain.upsampling import load_models, train_staged, upsampling_view
-from fcnseg.atomic import atomic_write_text
-from fcnseg.reports import write_json
+from fcnseg.ideas import figures
+from fcnseg.ideas import patchwise as pw
+from fcnseg.ideas import shift_stitch as ss
+from fcnseg.ideas.classifiers import CLASSIFIER_NAMES, build_classifier
+from fcnseg.ideas.costs import human_flops
+from fcnseg.ideas.receptive import fcn_geometry, layer_table
+from fcnseg.ideas.upsampling import load_models, train_staged, upsampling_view
+from fcnseg.files import atomic_write_text, format_bytes, write_json
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +121,7 @@ def patchwise_section(opts: ExplainOptions, out: Path, results: dict) -> tuple[s
             f"{c.max_abs_diff:.2e} ({c.relative_diff:.1e} of max)", f"{c.argmax_agreement:.0%}",
             _fmt_s(c.patchwise.seconds), _fmt_s(c.dense.seconds), _ratio(c.patchwise.seconds, c.dense.seconds),
             human_flops(c.patchwise.flops), human_flops(c.dense.flops), _ratio(c.patchwise.flops, c.dense.flops),
-            human_bytes(c.patchwise.peak_bytes), human_bytes(c.dense.peak_bytes), _ratio(c.patchwise.peak_bytes, c.dense.peak_bytes),
+            format_bytes(c.patchwise.peak_bytes), format_bytes(c.dense.peak_bytes), _ratio(c.patchwise.peak_bytes, c.dense.peak_bytes),
         ])
     table = _table(
         ["classifier", "windows", "window px", "dense RF px", "max abs diff", "same top class",
@@ -133,7 +131,7 @@ def patchwise_section(opts: ExplainOptions, out: Path, results: dict) -> tuple[s
     )
     scale_rows = [
         [p.size, p.windows, human_flops(p.patchwise.flops), human_flops(p.dense.flops), _ratio(p.patchwise.flops, p.dense.flops),
-         human_bytes(p.patchwise.peak_bytes), human_bytes(p.dense.peak_bytes), _fmt_s(p.patchwise.seconds), _fmt_s(p.dense.seconds)]
+         format_bytes(p.patchwise.peak_bytes), format_bytes(p.dense.peak_bytes), _fmt_s(p.patchwise.seconds), _fmt_s(p.dense.seconds)]
         for p in scaling
     ]
     scale_table = _table(["image side", "windows", "FLOPs patch-wise", "FLOPs dense", "ratio", "mem patch-wise", "mem dense",
@@ -346,7 +344,7 @@ upsampling, which costs one pass.
 Here the strides of the last layers, which subsample by f = {c0.factor}, are undone on a {opts.stitch_size}x{opts.stitch_size} image:
 shift-and-stitch runs the net on {c0.factor ** 2} copies shifted by multiples of {c0.input_stride} px (cropped left/top,
 zero-padded right/bottom) and interlaces them; the rarefied net is the same net with those layers' stride set to 1 and every
-later kernel dilated by the stride removed before it (`fcnseg.explain.shift_stitch.rarefy`). Learned upsampling is one coarse
+later kernel dilated by the stride removed before it (`fcnseg.ideas.shift_stitch.rarefy`). Learned upsampling is one coarse
 pass and a bilinear-initialised transposed convolution by {c0.factor}.
 
 {_table(["net", "shifts", "coarse output", "dense output", "positions compared", "max abs diff",
@@ -434,7 +432,7 @@ Paper: Long, Shelhamer & Darrell, *Fully Convolutional Networks for Semantic Seg
     atomic_write_text(report, out / "report.md")
     results["report"] = str(out / "report.md")
     results["key_table"] = key
-    write_json(_jsonable(results), out / "results.json")
+    write_json(results, out / "results.json")
     log.info("wrote %s in %.0f s", out / "report.md", total)
     return results
 
@@ -479,15 +477,3 @@ def _command_line(opts: ExplainOptions) -> str:
     return "`" + " ".join(parts) + "`"
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value

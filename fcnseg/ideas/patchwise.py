@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fcnseg.explain.classifiers import PatchClassifier
-from fcnseg.explain.costs import Cost, count, on_meta, time_calls
+from fcnseg.ideas.classifiers import PatchClassifier
+from fcnseg.ideas.costs import Cost, count, on_meta, time_calls
 from fcnseg.models.geometry import receptive_fields
 from fcnseg.models.surgery import convolutionalize
 

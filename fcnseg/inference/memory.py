@@ -4,14 +4,13 @@ The estimate replays ``FCN.forward`` on shapes only: every layer's output size c
 stride, padding and ceil mode (as the crop geometry in :mod:`fcnseg.models.geometry` does), and the
 tensors the forward keeps alive (the pool3/pool4/fc7 taps, the head's locals) are tracked, so the peak
 of live activation bytes is known for any input size without running the net. The tile planner in
-:mod:`fcnseg.predict` uses it to pick the largest tile that fits a memory budget.
+:mod:`fcnseg.inference.predictor` uses it to pick the largest tile that fits a memory budget.
 ``docs/inference.md`` explains the accounting and compares it with measured peak RSS.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 from torch import nn
@@ -230,21 +229,3 @@ def bytes_per_pixel(model: FCN, precision: str = "fp32") -> float:
     small = estimate_forward(model, 1024, 1024, precision)
     large = estimate_forward(model, 2048, 2048, precision)
     return (large.activations - small.activations) / (2048**2 - 1024**2)
-
-
-def format_bytes(n: float) -> str:
-    """``1536 -> '1.5 KiB'``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
-def parse_bytes(text: str) -> int:
-    """``'4GiB'``, ``'512M'``, ``'2.5G'``, ``'1000000'`` -> bytes (K/M/G/T are powers of 1024)."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(I?B)?\s*", str(text).upper())
-    if not match:
-        raise ValueError(f"cannot read {text!r} as a size; expected e.g. 4GiB, 512MiB, 2G or a number of bytes")
-    scale = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}[match.group(2)]
-    return int(float(match.group(1)) * scale)

@@ -22,41 +22,21 @@ import torch
 
 from fcnseg.data.normalization import Normalization
 from fcnseg.errors import ConfigError, FcnsegError
-from fcnseg.atomic import atomic_write
-from fcnseg.memory import estimate_forward, format_bytes
+from fcnseg.files import atomic_write, format_bytes
+from fcnseg.inference.memory import estimate_forward
 from fcnseg.models.batchnorm import fold_batch_norm
 from fcnseg.models.fcn import FCN
 from fcnseg.models.geometry import receptive_fields
-from fcnseg.device import cpu_has_native_bf16, select_device
+from fcnseg.precision import cpu_has_native_bf16, dtype_of, resolve_precision, select_device
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LAYOUTS = ("auto", "channels_last", "contiguous")
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 OUTPUT_STRIDE = 32  # every trunk here pools five times by 2 (AlexNet: 4 * 2 * 2 * 2)
 DEFAULT_MAX_MEMORY = 2 * 1024**3  # bytes for weights + one tile's activations (the interpreter not included)
 
 
 # --- machine and precision -------------------------------------------------------------------------
-
-
-def select_precision(device: torch.device, precision: str = "auto") -> str:
-    """Resolve ``precision`` ("auto", "fp32", "bf16", "fp16") for ``device``.
-
-    auto: fp16 (autocast) on CUDA; bf16 on a CPU with native bf16; fp32 otherwise.
-    """
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    if precision != "auto":
-        if device.type == "cpu" and precision == "bf16" and not cpu_has_native_bf16():
-            log.warning("bf16 was asked for but this CPU has no native bf16: it will be emulated and slow")
-        if device.type == "cpu" and precision == "fp16":
-            log.warning("fp16 on the CPU is emulated by most builds and rarely faster than fp32")
-        return precision
-    if device.type == "cuda":
-        return "fp16"
-    return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
 def select_layout(device: torch.device, precision: str, layout: str = "auto") -> str:
@@ -225,13 +205,13 @@ class Predictor:
         normalization: how RGB uint8 pixels become the model's input.
         class_names: one name per class.
         device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1"...
-        precision: "auto" | "fp32" | "bf16" | "fp16" (see :func:`select_precision`).
+        precision: "auto" | "fp32" | "bf16" | "fp16" (see :mod:`fcnseg.precision`).
         layout: "auto" | "channels_last" | "contiguous" memory layout of the activations (see
             :func:`select_layout`).
         compile: wrap the model in ``torch.compile`` (off by default: on CPU it recompiles for every
             new input size and does not pay for mixed-size folders).
         max_memory: bytes for weights plus one forward's activations; images whose estimate exceeds it
-            are tiled (see :mod:`fcnseg.memory`). ``None``: never tile.
+            are tiled (see :mod:`fcnseg.inference.memory`). ``None``: never tile.
         tile: force a tile size in pixels (rounded down to a multiple of 32); ``None`` = automatic.
         margin: context pixels around each tile; ``None`` = :func:`context_margin`.
     """
@@ -251,13 +231,13 @@ class Predictor:
         margin: int | None = None,
     ):
         self.device = select_device(device)
-        self.precision = select_precision(self.device, precision)
+        self.precision = resolve_precision(precision, self.device)
         # BatchNorm (the small net's) is merged into its convolutions: same scores, one layer less each.
         self.model = fold_batch_norm(model.eval()).to(self.device)
         self.normalization = normalization
         self.num_classes = model.config.num_classes
         self.class_names = list(class_names) if class_names else [f"class_{i}" for i in range(self.num_classes)]
-        self.autocast_dtype = AUTOCAST_DTYPES.get(self.precision)
+        self.autocast_dtype = dtype_of(self.precision)
         self.channels_last = select_layout(self.device, self.precision, layout) == "channels_last"
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -301,7 +281,7 @@ class Predictor:
     # -- planning --
 
     def estimate(self, height: int, width: int):
-        """:class:`~fcnseg.memory.MemoryEstimate` of one forward on a ``height x width`` input."""
+        """:class:`~fcnseg.inference.memory.MemoryEstimate` of one forward on a ``height x width`` input."""
         return estimate_forward(self.model, height, width, self.precision)
 
     def plan(self, height: int, width: int, probability_band: bool = False) -> TilePlan:
@@ -452,5 +432,4 @@ __all__ = [
     "cpu_has_native_bf16",
     "plan_tiles",
     "select_device",
-    "select_precision",
 ]

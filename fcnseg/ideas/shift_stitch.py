@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fcnseg.explain.costs import count, on_meta, time_calls
+from fcnseg.ideas.costs import count, on_meta, time_calls
 from fcnseg.models.geometry import layer_geometry, receptive_fields
 from fcnseg.models.upsample import upsampling_layer
 

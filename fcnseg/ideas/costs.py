@@ -101,14 +101,6 @@ def time_calls(fns: dict[str, Callable[[], object]], repeats: int = 3, warmup: i
     return {name: statistics.median(ts) for name, ts in time_interleaved(fns, repeats, warmup).items()}
 
 
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
 def human_flops(n: float) -> str:
     for unit, scale in (("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
         if n >= scale:

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from fcnseg.config import ModelConfig
 from fcnseg.data.synthetic import SyntheticDataset
-from fcnseg.device import cpu_has_native_bf16
+from fcnseg.precision import cpu_has_native_bf16
 from fcnseg.losses import segmentation_loss
 from fcnseg.models import FCN, build_model
 from fcnseg.models.surgery import transplant

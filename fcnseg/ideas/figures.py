@@ -12,9 +12,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from fcnseg.data.palette import voc_palette  # noqa: E402
-from fcnseg.explain.patchwise import PatchwiseComparison, ScalingPoint  # noqa: E402
-from fcnseg.explain.shift_stitch import StitchComparison  # noqa: E402
-from fcnseg.explain.upsampling import UpsamplingView  # noqa: E402
+from fcnseg.ideas.patchwise import PatchwiseComparison, ScalingPoint  # noqa: E402
+from fcnseg.ideas.shift_stitch import StitchComparison  # noqa: E402
+from fcnseg.ideas.upsampling import UpsamplingView  # noqa: E402
 
 DENSE_COLOUR, PATCH_COLOUR = "tab:blue", "tab:red"
 

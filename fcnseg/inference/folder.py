@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fcnseg.data.palette import read_mask_png, voc_palette
+from fcnseg.data.palette import overlay, read_mask_png, voc_palette, write_mask_png
 from fcnseg.errors import DataError, FcnsegError
-from fcnseg.atomic import atomic_write
-from fcnseg.images import DEFAULT_MAX_PIXELS, list_images, overlay, read_image, save_mask, save_rgb
-from fcnseg.predict import Predictor
+from fcnseg.files import atomic_write
+from fcnseg.images import DEFAULT_MAX_PIXELS, list_images, read_image, save_rgb
+from fcnseg.inference.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def _predict_one(predictor, job, image, overlay_images, probabilities, palette, 
     result = predictor.predict(image, probabilities_path=prob_path)
     if overlay_images:
         save_rgb(overlay(image, result.labels, palette), f"{job.stem}{OVERLAY_SUFFIX}")
-    save_mask(result.labels, f"{job.stem}{MASK_SUFFIX}", palette)  # last: its presence marks the image done
+    write_mask_png(result.labels, f"{job.stem}{MASK_SUFFIX}", palette)  # last: its presence marks the image done
     if stats:
         report.areas[job.name] = _area_entry(result.labels, predictor.num_classes)
 

@@ -22,22 +22,22 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from fcnseg.atomic import TEMP_GLOB, atomic_write_bytes, atomic_write_text
+from fcnseg.files import TEMP_GLOB, atomic_write_bytes, atomic_write_text
 from fcnseg import distributed as D
 from fcnseg.checkpoint import load_checkpoint, read_classifier_trunk, save_checkpoint
 from fcnseg.config import ModelConfig, RunConfig, from_dict
 from fcnseg.data import IGNORE_INDEX, PadCollate, build_dataset, get_normalization, train_transform
 from fcnseg.data.normalization import IMAGENET_RGB, PAPER_BGR, Normalization
-from fcnseg.device import cpu_has_native_bf16
+from fcnseg.precision import autocast, autocast_dtype, describe
 from fcnseg.errors import CheckpointError, ConfigError, FcnsegError
 from fcnseg.losses import pixel_cross_entropy_sum
-from fcnseg.evaluate import evaluate
+from fcnseg.evaluation import evaluate
 from fcnseg.metrics import format_table
 from fcnseg.models import build_model
 from fcnseg.models.batchnorm import synchronise_batch_norm
 from fcnseg.models.surgery import transplant, transplant_trunk
-from fcnseg.optim import build_optimizer, set_learning_rate
-from fcnseg import reports
+from fcnseg.training.optim import build_optimizer, set_learning_rate
+from fcnseg.training import reports
 
 log = logging.getLogger(__name__)
 
@@ -152,23 +152,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # --- numerics ------------------------------------------------------------------------------------------
 
 
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for ``amp`` on ``device``.
-
-    auto: fp16 on CUDA, none on the CPU (the float32 numerics the paper recipes were written for).
-    fast: as auto, but bf16 on a CPU that runs it natively (AMX / AVX512-BF16), where it is 2-6x faster;
-    elsewhere bf16 is emulated and far slower than float32, so fast stays float32 there.
-    """
-    if amp in ("auto", "fast"):
-        if device.type == "cuda":
-            return torch.float16
-        return torch.bfloat16 if amp == "fast" and cpu_has_native_bf16() else None
-    if amp == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
-        log.warning("amp bf16 on a CPU without native bf16: it is emulated and much slower than float32 "
-                    "(use --amp fast to take bf16 only where the CPU has it)")
-    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-
-
 def resolve_normalization(config: RunConfig, weights_normalization: Normalization | None) -> Normalization:
     """``auto``: the weights' own normalisation, else paper BGR for VGG16/AlexNet, ImageNet RGB for the small net."""
     name = config.data.normalization
@@ -225,7 +208,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = build_optimizer(self.model, t)
-        self.amp_dtype = autocast_dtype(t.amp, self.device)
+        self.amp_dtype = autocast_dtype(t.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
         self.iteration = 0
@@ -423,9 +406,7 @@ class Trainer:
             self.batch_in_epoch = 0
 
     def _autocast(self):
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return autocast(self.device, self.amp_dtype)
 
     def _to_device(self, images: torch.Tensor, masks: torch.Tensor):
         images = images.to(self.device, non_blocking=True)
@@ -486,7 +467,7 @@ class Trainer:
     def validate(self) -> dict:
         """The four metrics on the validation split (each process scores a shard; counts are summed)."""
         limit = self.config.data.val_max_images or None
-        return evaluate(self.model, self.val_set, device=self.device, autocast_dtype=self.amp_dtype, limit=limit,
+        return evaluate(self.model, self.val_set, device=self.device, precision=describe(self.amp_dtype), limit=limit,
                         progress=False)
 
     @torch.no_grad()
@@ -630,10 +611,10 @@ class Trainer:
     def _log_start(self) -> None:
         c, t = self.config, self.config.train
         log.info(
-            "training %s (%s backbone, %d classes) on %s %s: %d train / %d val images, %d process(es) on %s, amp %s",
+            "training %s (%s backbone, %d classes) on %s %s: %d train / %d val images, %d process(es) on %s, precision %s",
             c.model.arch, c.model.backbone, c.model.num_classes, c.data.dataset, c.data.root or "(in memory)",
             len(self.train_set), len(self.val_set), self.dist.world_size, self.device,
-            str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
+            describe(self.amp_dtype),
         )
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         log.info(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 from pathlib import Path
@@ -12,27 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from fcnseg.atomic import atomic_write_bytes, atomic_write_text
+from fcnseg.files import atomic_write_bytes, atomic_write_text, write_json
 from fcnseg.data.palette import colorize
 
 log = logging.getLogger(__name__)
 
 METRIC_KEYS = ("pixel_accuracy", "mean_accuracy", "mean_iu", "frequency_weighted_iu")
-
-
-def _plain(value: Any) -> Any:
-    """JSON-safe copy: NaN/inf floats become None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def write_json(obj: Any, path: str | Path) -> None:
-    atomic_write_text(json.dumps(_plain(obj), indent=2) + "\n", path)
 
 
 def write_validation_history(history: list[dict], out_dir: str | Path, class_names: list[str]) -> None:

@@ -1,0 +1,175 @@
+"""Files written so that a reader never sees half of one, JSON that strict readers accept, and sizes in bytes.
+
+Every file fcnseg writes goes through :func:`atomic_write` or :func:`atomic_open`: a temp file beside
+the target, then a rename. Temp files are hidden (``.<stem>.<random>.tmp<suffix>``), keep the
+target's suffix for writers that pick the format from it (Pillow, ``np.save``), get the permissions
+of any other new file (the umask's), and are recognisable as leftovers by :data:`TEMP_GLOB`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Callable, Iterator
+
+TEMP_GLOB = ".*.tmp*"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _new_temp(path: Path) -> Path:
+    """A temp file beside ``path`` with the mode a plain ``open(path, "w")`` would give it.
+
+    ``mkstemp`` creates files 0600 so that nobody else can read them; for results that would keep
+    a run's outputs from the other users of a shared machine.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
+    return Path(tmp)
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None], durable: bool = False) -> None:
+    """Call ``write(tmp)`` on a temp file beside ``path``, then rename it over ``path``.
+
+    A crash or interrupt mid-write leaves ``path`` as it was (or absent) and no temp file behind
+    (a SIGKILL can leave one, which :func:`sweep_temp_files` removes), so a job that finds ``path``
+    knows it is complete. ``durable`` also fsyncs the file and the folder, so that the rename
+    survives a power cut (for checkpoints).
+    """
+    path = Path(path)
+    tmp = _new_temp(path)
+    try:
+        write(tmp)
+        if durable:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        _fsync_folder(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "wb", durable: bool = False) -> Iterator[IO]:
+    """``with atomic_open(path) as f: ...``: stream into a temp file, renamed over ``path`` on success.
+
+    For outputs too large to build in memory first (ONNX graphs, probability arrays written band by
+    band). ``mode`` is ``"wb"`` (seekable, for writers that fill a file out of order) or ``"w"``.
+    An exception inside the block removes the temp file and leaves ``path`` as it was.
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_open writes new files only (mode 'wb' or 'w'), not {mode!r}")
+    path = Path(path)
+    tmp = _new_temp(path)
+    try:
+        with open(tmp, "r+b" if mode == "wb" else "w", encoding=None if mode == "wb" else "utf-8") as f:
+            yield f
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        _fsync_folder(path.parent)
+
+
+def atomic_write_bytes(data: bytes, path: str | Path) -> None:
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_text(text: str, path: str | Path) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def sweep_temp_files(folder: str | Path, recursive: bool = False) -> list[Path]:
+    """Remove the temp files a killed writer left in ``folder`` (and below, if ``recursive``); returns them.
+
+    Call it only where no other process is writing, e.g. when a run (re)starts in its own folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = folder.rglob(TEMP_GLOB) if recursive else folder.glob(TEMP_GLOB)
+    removed = [p for p in found if p.is_file()]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed
+
+
+# --- JSON --------------------------------------------------------------------------------------------
+
+
+def json_safe(value: Any) -> Any:
+    """A copy that strict JSON accepts: NaN and infinities become None; tuples, arrays and tensors become lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist") and hasattr(value, "ndim"):  # numpy and torch arrays and scalars
+        return json_safe(value.tolist())
+    return value
+
+
+def to_json(obj: Any) -> str:
+    """Strict, indented JSON text (NaN -> null) ending in a newline."""
+    return json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n"
+
+
+def write_json(obj: Any, path: str | Path) -> None:
+    """Write ``obj`` as strict JSON (NaN -> null), atomically."""
+    atomic_write_text(to_json(obj), path)
+
+
+# --- sizes -------------------------------------------------------------------------------------------
+
+
+def format_bytes(n: float) -> str:
+    """``1536 -> '1.5 KiB'``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # unreachable: the loop returns at TiB
+
+
+def parse_bytes(text: str) -> int:
+    """``'4GiB'``, ``'512M'``, ``'2.5G'``, ``'1000000'`` -> bytes (K/M/G/T are powers of 1024)."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(I?B)?\s*", str(text).upper())
+    if not match:
+        raise ValueError(f"cannot read {text!r} as a size; expected e.g. 4GiB, 512MiB, 2G or a number of bytes")
+    scale = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}[match.group(2)]
+    return int(float(match.group(1)) * scale)

@@ -1,0 +1,1 @@
+"""Foreign weight files read without their frameworks: the Caffe protobuf reader and the Caffe -> fcnseg mapping."""
