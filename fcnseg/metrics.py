@@ -139,6 +139,36 @@ def _list(x: torch.Tensor) -> list[float | None]:
     return [None if math.isnan(v) else v for v in x.tolist()]
 
 
+COLLAPSE_FRACTION = 0.98  # a validation predicting one class for more of its pixels than this has collapsed
+
+
+def collapse_warning(result: dict, class_names: list[str] | None = None, threshold: float = COLLAPSE_FRACTION) -> str | None:
+    """A warning when the predictions of a validation are (almost) all one class, else None.
+
+    ``result`` is :meth:`ConfusionMatrix.compute`'s dict (its ``confusion`` counts). The net has then
+    learned the prior, not the classes: the warning names the class, its share of the predictions and
+    of the ground truth, and the usual causes, so that a user knows where to look.
+    """
+    confusion = torch.as_tensor(result.get("confusion") or [[0]], dtype=torch.float64)
+    predicted = confusion.sum(0)
+    total = predicted.sum().item()
+    if total <= 0 or confusion.shape[0] < 2:
+        return None
+    share, index = predicted.max(0)
+    fraction = share.item() / total
+    if fraction <= threshold:
+        return None
+    truth = confusion.sum(1)[index].item() / total
+    name = class_names[int(index)] if class_names and int(index) < len(class_names) else f"class {int(index)}"
+    return (
+        f"the validation predicted '{name}' for {100 * fraction:.1f}% of its pixels (it is {100 * truth:.1f}% of the "
+        f"ground truth): the net has collapsed to one class. Likely causes: class imbalance (try "
+        f"train.class_weights: auto, or loss: focal / cross_entropy+lovasz), a learning rate too high or too low, "
+        f"too few updates so far, labels that do not match the images (check-data, the class file), or a wrong "
+        f"normalisation of the inputs"
+    )
+
+
 METRIC_LABELS = {
     "pixel_accuracy": "pixel acc.",
     "mean_accuracy": "mean acc.",

@@ -163,3 +163,26 @@ def test_all_reduce_without_distributed_is_a_no_op():
     cm = ConfusionMatrix(2)
     cm.update(torch.tensor([1]), torch.tensor([1]))
     assert cm.all_reduce().counts.tolist() == [[0, 0], [0, 1]]
+
+
+def test_collapse_warning_fires_on_an_all_background_validation_and_not_on_a_healthy_one():
+    from fcnseg.metrics import collapse_warning
+
+    truth = torch.zeros(100, 100, dtype=torch.int64)
+    truth[:20, :20] = 1  # 4% object
+    truth[50:60, 50:60] = 2  # 1% object
+    collapsed = ConfusionMatrix(3)
+    collapsed.update(torch.zeros_like(truth), truth)
+    message = collapse_warning(collapsed.compute(), ["background", "cat", "dog"])
+    assert message is not None and "'background' for 100.0% of its pixels" in message and "95.0% of the ground truth" in message
+    healthy = ConfusionMatrix(3)
+    prediction = truth.clone()
+    prediction[:5, :5] = 0  # a few mistakes, but every class predicted
+    healthy.update(prediction, truth)
+    assert collapse_warning(healthy.compute(), ["background", "cat", "dog"]) is None
+    # just under the threshold: 97.5% background predicted is not a collapse
+    near = ConfusionMatrix(3)
+    almost = torch.zeros_like(truth)
+    almost[:5, :50] = 1  # 2.5% predicted as cat
+    near.update(almost, truth)
+    assert collapse_warning(near.compute()) is None
