@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from fcnseg.data.base import require_folder
 from fcnseg.data.classes import IGNORE_INDEX, VOC_CLASSES, ClassInfo, read_class_file
 from fcnseg.data.palette import read_mask_png, write_mask_png
 from fcnseg.errors import DataError
@@ -150,8 +151,7 @@ def score_folders(
         classes = ClassInfo(VOC_CLASSES)
     n = classes.num_classes
     for folder in (pred_dir, gt_dir):
-        if not folder.is_dir():
-            raise DataError(f"{folder} is not a folder of label PNGs")
+        require_folder(folder)
     truths, predictions = images_by_stem(gt_dir), images_by_stem(pred_dir)
     if not truths:
         raise DataError(f"{gt_dir} holds no label images")

@@ -34,6 +34,19 @@ class RawItem:
     mask: np.ndarray
 
 
+def require_folder(path: str | Path) -> Path:
+    """``path`` as a Path if it is an existing folder.
+
+    Raises:
+        DataError: ``"PATH: no such folder"`` or ``"PATH: not a folder"`` (a file), so that a mistyped data
+            set root is one line naming it rather than an OSError from a listing.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError("not a folder" if path.exists() else "no such folder", path=path)
+    return path
+
+
 def read_split_file(path: str | Path) -> list[str]:
     """Names listed one per line (blank lines skipped; only the first column is used)."""
     path = Path(path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fcnseg.data.base import SegmentationDataset, Transform, read_split_file
+from fcnseg.data.base import SegmentationDataset, Transform, read_split_file, require_folder
 from fcnseg.data.classes import read_class_file
 from fcnseg.data.normalization import PAPER_BGR, Normalization
 from fcnseg.data.scan import Sample
@@ -50,7 +50,7 @@ class FolderDataset(SegmentationDataset):
         scan: bool = True,
         scan_workers: int = 4,
     ) -> None:
-        root = Path(root)
+        root = require_folder(root)
         base = root
         names: list[str] | None = None
         if split != ALL:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from fcnseg.data.base import SegmentationDataset, Transform, read_split_file
+from fcnseg.data.base import SegmentationDataset, Transform, read_split_file, require_folder
 from fcnseg.data.normalization import PAPER_BGR, Normalization
 from fcnseg.data.scan import Sample
 from fcnseg.data.voc import find_voc_root, voc_classes
@@ -20,7 +20,7 @@ TRAIN_NOVAL = "train_noval"
 
 def find_sbd_root(root: str | Path) -> Path:
     """``root`` if it holds ``img/`` and ``cls/``, else ``root/dataset`` or ``root/benchmark_RELEASE/dataset``."""
-    root = Path(root)
+    root = require_folder(root)
     for candidate in (root, root / "dataset", root / "benchmark_RELEASE" / "dataset"):
         if (candidate / "img").is_dir() and (candidate / "cls").is_dir():
             return candidate

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fcnseg.data.base import SegmentationDataset, Transform, read_split_file
+from fcnseg.data.base import SegmentationDataset, Transform, read_split_file, require_folder
 from fcnseg.data.classes import VOC_CLASSES, ClassInfo, read_class_file
 from fcnseg.data.normalization import PAPER_BGR, Normalization
 from fcnseg.data.palette import voc_palette
@@ -26,7 +26,7 @@ def voc_classes() -> ClassInfo:
 
 def find_voc_root(root: str | Path) -> Path:
     """``root`` itself if it holds ``JPEGImages/``, else ``root/VOC2012`` or ``root/VOCdevkit/VOC2012``."""
-    root = Path(root)
+    root = require_folder(root)
     for candidate in (root, root / "VOC2012", root / "VOCdevkit" / "VOC2012"):
         if (candidate / "JPEGImages").is_dir():
             return candidate
