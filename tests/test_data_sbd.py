@@ -81,3 +81,11 @@ def test_voc_palette_is_the_devkit_colour_map():
     assert palette.shape == (256, 3) and palette.dtype == np.uint8
     assert [tuple(c) for c in palette[:4]] == [(0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0)]
     assert tuple(palette[20]) == (0, 64, 128)
+
+
+def test_zero_byte_mat_is_reported_as_an_empty_file(tmp_path):
+    write_sbd(tmp_path, {"train": ["good", "empty"]})
+    (tmp_path / "cls" / "empty.mat").write_bytes(b"")
+    ds = SBDDataset(tmp_path, "train")
+    (problem,) = ds.report.problems
+    assert (problem.kind, problem.path, problem.message) == ("unreadable_mask", "cls/empty.mat", "empty file (0 bytes)")

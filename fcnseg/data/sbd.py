@@ -31,12 +31,25 @@ def read_sbd_mat(path: str | Path) -> np.ndarray:
     """Read an SBD ``cls/*.mat`` file: struct ``GTcls`` whose field ``Segmentation`` is the uint8 ``[H, W]`` label map.
 
     Returns int64 ``[H, W]`` (0 = background, 1..20 = VOC classes; SBD has no 255 border).
+
+    Raises:
+        DataError: the file is missing, empty, not a MAT file, or has no ``GTcls.Segmentation``.
     """
-    mat = scipy.io.loadmat(str(path))
+    path = Path(path)
+    try:
+        mat = scipy.io.loadmat(str(path))
+    except FileNotFoundError as e:
+        raise DataError("mask file not found", path=path) from e
+    except Exception as e:  # scipy raises MatReadError, ValueError, TypeError ... for a damaged file
+        # scipy calls a zero-byte file "truncated"; say what it is, as images and PNG masks do
+        if path.is_file() and path.stat().st_size == 0:
+            raise DataError("empty file (0 bytes)", path=path) from e
+        raise DataError(f"cannot read the .mat file ({type(e).__name__}: {e})", path=path) from e
     try:
         mask = mat["GTcls"][0]["Segmentation"][0]
     except (KeyError, IndexError, ValueError) as e:
-        raise DataError(f"{path}: expected a struct GTcls with a field Segmentation, found keys {sorted(k for k in mat if not k.startswith('__'))}") from e
+        keys = sorted(k for k in mat if not k.startswith("__"))
+        raise DataError(f"expected a struct GTcls with a field Segmentation, found keys {keys}", path=path) from e
     return np.asarray(mask).astype(np.int64)
 
 

@@ -179,6 +179,8 @@ def _check_one(
         return Problem(sample.name, image_rel, "unreadable_image", f"cannot be decoded ({type(e).__name__}: {e})")
     try:
         mask = read_mask(sample.mask_path)
+    except DataError as e:  # names the file already: the problem's path does that
+        return Problem(sample.name, mask_rel, "unreadable_mask", e.reason)
     except Exception as e:
         return Problem(sample.name, mask_rel, "unreadable_mask", f"cannot be read ({type(e).__name__}: {e})")
     if mask.ndim != 2:
