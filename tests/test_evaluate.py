@@ -161,3 +161,22 @@ def test_eval_command_on_a_checkpoint_writes_metrics_and_predictions(tmp_path, c
     assert saved["num_images"] == 2 and saved["normalization"]["name"] == "paper_bgr"
     assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["val_00000.png", "val_00001.png"]
     assert "ring" in capsys.readouterr().out
+
+
+def test_eval_of_a_checkpoint_on_a_voc_tree_with_assumed_classes_names_the_missing_class_file(tmp_path, capsys):
+    checkpoint = pytest.importorskip("fcnseg.checkpoint")
+    models = pytest.importorskip("fcnseg.models")
+    from fcnseg.data import PAPER_BGR
+
+    make_synthetic(tmp_path / "data", num_train=0, num_val=1, seed=3, size=(32, 32))
+    (tmp_path / "data" / "classes.txt").unlink()  # the tree's own 6 classes, but no class file: VOC's 21 assumed
+    config = models.ModelConfig(arch="fcn32s", backbone="small", num_classes=6)
+    checkpoint.save_checkpoint(
+        tmp_path / "model.pt", models.build_model(config), config, list(SyntheticDataset().class_names), PAPER_BGR
+    )
+    argv = ["eval", str(tmp_path / "model.pt"), "--data", str(tmp_path / "data"), "--no-progress"]
+    assert main(argv + ["--out", str(tmp_path / "eval.json")]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "model.pt predicts is 6 but the data set" in err and "21 PASCAL VOC classes assumed" in err
+    assert str(tmp_path / "data" / "classes.txt") in err

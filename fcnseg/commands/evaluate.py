@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fcnseg.data import build_dataset
+from fcnseg.data import build_dataset, check_class_count
 from fcnseg.errors import ConfigError
 from fcnseg.evaluation import evaluate, score_folders
 from fcnseg.files import write_json
@@ -72,11 +72,12 @@ def run(args: argparse.Namespace) -> int:
         if args.kind == "synthetic" and args.data is None:
             extra = {"style": args.style}
         dataset = build_dataset(args.kind, args.data, args.split, normalization=loaded.normalization, **extra)
-        if dataset.num_classes != loaded.config.num_classes:
-            raise ConfigError(
-                f"{args.checkpoint} predicts {loaded.config.num_classes} classes but the data set "
-                f"{args.data} has {dataset.num_classes}"
-            )
+        check_class_count(
+            dataset,
+            loaded.config.num_classes,
+            what=f"the number of classes {args.checkpoint} predicts",
+            fix=f"evaluate a checkpoint trained on the data set's {dataset.num_classes} classes",
+        )
         result = evaluate(
             loaded.model,
             dataset,

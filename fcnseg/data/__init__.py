@@ -5,7 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from fcnseg.data.base import RawItem, SegmentationDataset, read_split_file, require_folder
-from fcnseg.data.classes import IGNORE_INDEX, VOC_CLASSES, ClassInfo, read_class_file, write_class_file
+from fcnseg.data.classes import (
+    IGNORE_INDEX,
+    VOC_CLASSES,
+    ClassInfo,
+    ClassSource,
+    check_class_count,
+    parse_class_line,
+    read_class_file,
+    write_class_file,
+)
 from fcnseg.data.collate import PadCollate
 from fcnseg.data.folder import FolderDataset
 from fcnseg.data.normalization import IMAGENET_RGB, PAPER_BGR, Normalization, get_normalization
@@ -88,6 +97,7 @@ __all__ = [
     "STYLES",
     "VOC_CLASSES",
     "ClassInfo",
+    "ClassSource",
     "Compose",
     "FolderDataset",
     "Normalization",
@@ -104,6 +114,7 @@ __all__ = [
     "SyntheticDataset",
     "VOCDataset",
     "build_dataset",
+    "check_class_count",
     "colorize",
     "detect_kind",
     "generate_sample",
@@ -111,6 +122,7 @@ __all__ = [
     "make_synthetic",
     "overlay",
     "palette_for",
+    "parse_class_line",
     "read_class_file",
     "read_mask_png",
     "read_sbd_mat",

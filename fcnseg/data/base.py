@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from fcnseg.data.classes import IGNORE_INDEX, ClassInfo
+from fcnseg.data.classes import IGNORE_INDEX, ClassInfo, ClassSource
 from fcnseg.data.normalization import PAPER_BGR, Normalization
 from fcnseg.data.palette import palette_for, read_mask_png
 from fcnseg.data.scan import Problem, Sample, ScanReport, scan_samples
@@ -68,6 +68,10 @@ class SegmentationDataset(torch.utils.data.Dataset):
     :mod:`fcnseg.data.scan`); an item that turns bad later is logged and replaced by the next
     readable one, so a training run never stops on a file changed under it.
 
+    ``class_source`` records where the classes came from (a class file, or defaults assumed for want of
+    one), so that a class-count mismatch can name the file that would fix it
+    (:func:`fcnseg.data.classes.check_class_count`).
+
     Subclasses list their samples and may override :meth:`read_mask` (SBD reads ``.mat`` files).
     """
 
@@ -85,10 +89,12 @@ class SegmentationDataset(torch.utils.data.Dataset):
         scan: bool = True,
         scan_workers: int = 4,
         listing_problems: list[Problem] | None = None,
+        class_source: ClassSource | None = None,
     ) -> None:
         self.root = Path(root)
         self.split = split
         self.classes = classes
+        self.class_source = class_source or ClassSource(f"the {self.kind} data set's classes")
         self.normalization = normalization
         self.transform = transform
         self.ignore_index = IGNORE_INDEX

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fcnseg.errors import DataError
+from fcnseg.errors import ConfigError, DataError
 
 IGNORE_INDEX = 255  # VOC marks object borders and "difficult" pixels with 255; never scored, never trained on
 
@@ -45,6 +45,62 @@ class ClassInfo:
     @property
     def num_classes(self) -> int:
         return len(self.names)
+
+
+@dataclass(frozen=True)
+class ClassSource:
+    """Where a data set's classes came from, for messages that have to say why it has that many.
+
+    ``file`` is the class file read, if any; ``missing_file`` the class file that was looked for and
+    not found when defaults were assumed instead (VOC's 21 classes for a VOC-layout tree without
+    ``classes.txt``); ``description`` says it in words.
+    """
+
+    description: str
+    file: Path | None = None
+    missing_file: Path | None = None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "ClassSource":
+        return cls(f"the class file {path}", file=Path(path))
+
+    @classmethod
+    def assumed(cls, what: str, missing_file: str | Path) -> "ClassSource":
+        """``what`` (e.g. ``the 21 PASCAL VOC classes``) taken for want of ``missing_file``."""
+        missing_file = Path(missing_file)
+        return cls(f"{what} assumed: no {missing_file.name} in {missing_file.parent}", missing_file=missing_file)
+
+
+def check_class_count(dataset, num_classes: int, what: str = "model.num_classes", fix: str | None = None) -> None:
+    """Raise unless ``dataset`` has ``num_classes`` classes, saying where the data set's classes came from.
+
+    Args:
+        dataset: any fcnseg data set (``num_classes``, ``class_names``; ``class_source`` and ``root`` if it has them).
+        num_classes: the count it must have (a model's, a setting's).
+        what: the setting or thing that holds ``num_classes``, as the message names it.
+        fix: what else the user can do; default ``set {what}: {the data set's count}``.
+    Raises:
+        ConfigError: the counts differ. When the classes were assumed for want of a class file the message
+            says so and names that file as the way to give the data set its own classes.
+    """
+    found = dataset.num_classes
+    if found == num_classes:
+        return
+    names = list(dataset.class_names)
+    shown = ", ".join(names[:6]) + (", ..." if found > 6 else "")
+    root = getattr(dataset, "root", None)
+    where = f"the data set at {root}" if root is not None else "the data set"
+    source: ClassSource | None = getattr(dataset, "class_source", None)
+    fix = fix or f"set {what}: {found}"
+    message = f"{what} is {num_classes} but {where} has {found} classes ({shown})"
+    if source is not None and source.missing_file is not None:
+        raise ConfigError(
+            f"{message}, {source.description}; if the data set has classes of its own, list its {num_classes} "
+            f"classes in {source.missing_file}, one name per line in label order; otherwise {fix}"
+        )
+    if source is not None:
+        message += f", from {source.description}"
+    raise ConfigError(f"{message}; {fix}")
 
 
 def parse_class_line(line: str) -> tuple[str, tuple[int, int, int] | None]:

@@ -8,6 +8,7 @@ import numpy as np
 import scipy.io
 
 from fcnseg.data.base import SegmentationDataset, Transform, read_split_file, require_folder
+from fcnseg.data.classes import ClassSource
 from fcnseg.data.normalization import PAPER_BGR, Normalization
 from fcnseg.data.scan import Sample
 from fcnseg.data.voc import find_voc_root, voc_classes
@@ -102,6 +103,7 @@ class SBDDataset(SegmentationDataset):
         super().__init__(
             samples,
             voc_classes(),
+            class_source=ClassSource("the 21 PASCAL VOC classes SBD is labelled with"),
             root=root,
             split=split,
             normalization=normalization,
