@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fcnseg.data import build_dataset, check_class_count
 from fcnseg.errors import ConfigError
-from fcnseg.evaluation import evaluate, score_folders
+from fcnseg.evaluation import evaluate, format_skipped, score_folders
 from fcnseg.files import write_json
 from fcnseg.precision import PRECISIONS, select_device
 from fcnseg.metrics import format_table
@@ -46,6 +46,15 @@ def load_model(path: Path, device: str):
     from fcnseg.checkpoint import load_model as load
 
     return load(path, map_location=device)
+
+
+def scored_line(result: dict, out: Path) -> str:
+    """``14 images scored, 2 skipped (listed below and in eval.json)``, or ``14 images scored``."""
+    n = result["num_images"]
+    line = f"{n} image{'s' if n != 1 else ''} scored"
+    if result["num_skipped"]:
+        line += f", {result['num_skipped']} skipped (listed below and in {out})"
+    return line
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
         result["split"] = args.split
         result["normalization"] = loaded.normalization.to_dict()
         source = f"{args.checkpoint} on {args.data or 'synthetic'} {args.split}"
-    print(f"{source}: {result['num_images']} images")
+    print(f"{source}: {scored_line(result, args.out)}")
+    if result["skipped"]:
+        print(format_skipped(result))
     print(format_table(result, result["class_names"]))
     write_json(result, args.out)
     print(f"results written to {args.out}")

@@ -163,11 +163,25 @@ class SegmentationDataset(torch.utils.data.Dataset):
             )
         return RawItem(sample.name, image, mask)
 
+    def load_item(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Item ``index`` as ``dataset[index]`` serves it, but never another in its place.
+
+        Evaluation uses this: a substitute would be scored twice and the bad item not at all.
+        Raises:
+            DataError: a file of the item cannot be read (it went bad after the scan).
+        """
+        raw = self.load_raw(index)
+        image = self.normalization.image_to_tensor(raw.image)  # float32 [3, H, W]
+        mask = torch.from_numpy(raw.mask.astype(np.int64))  # int64 [H, W]
+        if self.transform is not None:
+            image, mask = self.transform(image, mask)
+        return image, mask
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         for attempt in range(MAX_SUBSTITUTIONS):
             current = (index + attempt) % len(self.samples)
             try:
-                raw = self.load_raw(current)
+                return self.load_item(current)
             except Exception as e:  # a file went bad after the scan: log it and serve the next item
                 logger.warning(
                     "item %s (%s) cannot be loaded (%s: %s); substituting the next item",
@@ -176,12 +190,6 @@ class SegmentationDataset(torch.utils.data.Dataset):
                     type(e).__name__,
                     e,
                 )
-                continue
-            image = self.normalization.image_to_tensor(raw.image)  # float32 [3, H, W]
-            mask = torch.from_numpy(raw.mask.astype(np.int64))  # int64 [H, W]
-            if self.transform is not None:
-                image, mask = self.transform(image, mask)
-            return image, mask
         raise DataError(
             f"{self.kind} data set at {self.root}: items {index}..{index + MAX_SUBSTITUTIONS - 1} all failed to load"
         )

@@ -27,6 +27,8 @@ PROBLEM_KINDS = (
     "size_mismatch",  # mask height/width differ from the image's
     "bad_labels",  # mask values outside 0..num_classes-1 other than the ignore label
 )
+# Evaluation records one more kind, fcnseg.evaluation.FAILED_TO_LOAD: an item that passed the scan but
+# could not be read when it came to be scored.
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,9 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "path": self.path, "kind": self.kind, "message": self.message}
 
 
 @dataclass
@@ -85,7 +90,7 @@ class ScanReport:
             "usable": len(self.usable),
             "skipped": len(self.problems),
             "counts": self.counts(),
-            "problems": [{"name": p.name, "path": p.path, "kind": p.kind, "message": p.message} for p in self.problems],
+            "problems": [p.to_dict() for p in self.problems],
         }
 
     def log(self, log: logging.Logger = logger, max_lines: int = 20) -> None:
