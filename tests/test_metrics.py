@@ -163,3 +163,20 @@ def test_all_reduce_without_distributed_is_a_no_op():
     cm = ConfusionMatrix(2)
     cm.update(torch.tensor([1]), torch.tensor([1]))
     assert cm.all_reduce().counts.tolist() == [[0, 0], [0, 1]]
+
+
+def test_class_pixel_counts_equal_a_per_pixel_loop_and_skip_ignore_and_out_of_range_values():
+    from fcnseg.metrics import class_pixel_counts
+
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 5, size=(23, 19))
+    labels[rng.random(labels.shape) < 0.1] = IGNORE
+    labels[0, :3] = [-1, 7, 4]  # below 0 and at or above num_classes are not counted either
+    expected = [0] * 5
+    for value in labels.ravel().tolist():
+        if 0 <= value < 5:
+            expected[value] += 1
+    counts = class_pixel_counts(labels.astype(np.int32), 5)
+    assert counts.dtype == np.int64 and counts.tolist() == expected
+    assert class_pixel_counts(np.zeros((0, 0), np.uint8), 3).tolist() == [0, 0, 0]
+    assert class_pixel_counts(np.full((2, 2), 1, np.uint8), 3).tolist() == [0, 4, 0]
