@@ -36,13 +36,15 @@ def write_sbd(root, splits, seed=0):
     return arrays
 
 
-def test_sbd_mat_is_read_as_reference_loaders_read_it(tmp_path):
+def test_sbd_mat_segmentation_is_read_as_a_matlab_struct_reader_sees_it(tmp_path):
     seg = np.random.default_rng(1).integers(0, 21, size=(13, 17)).astype(np.uint8)
     write_sbd_mat(tmp_path / "a.mat", seg)
-    reference = scipy.io.loadmat(str(tmp_path / "a.mat"))["GTcls"][0]["Segmentation"][0]  # as pytorch-fcn does
-    np.testing.assert_array_equal(reference, seg)
+    # an independent reading: the struct as MATLAB objects with attribute access, not record arrays
+    gtcls = scipy.io.loadmat(str(tmp_path / "a.mat"), squeeze_me=True, struct_as_record=False)["GTcls"]
+    assert sorted(gtcls._fieldnames) == ["Boundaries", "CategoriesPresent", "Segmentation"]
     ours = read_sbd_mat(tmp_path / "a.mat")
-    assert ours.dtype == np.int64
+    assert ours.dtype == np.int64 and ours.shape == (13, 17)
+    np.testing.assert_array_equal(ours, gtcls.Segmentation)
     np.testing.assert_array_equal(ours, seg)
 
 

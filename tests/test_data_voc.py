@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fcnseg.data import IMAGENET_RGB, PAPER_BGR, VOC_CLASSES, VOCDataset, build_dataset, voc_palette
+from fcnseg.data import IMAGENET_RGB, PAPER_BGR, VOCDataset, build_dataset, voc_palette
 from fcnseg.errors import DataError
 
 
@@ -66,8 +66,12 @@ def test_load_raw_gives_the_stored_rgb_uint8_image_mask_and_name(tmp_path):
 def test_voc_has_the_21_classes_and_the_voc_palette(tmp_path):
     write_voc(tmp_path, {"val": ["a"]})
     ds = VOCDataset(tmp_path, "val")
-    assert ds.class_names == list(VOC_CLASSES) and ds.num_classes == 21
-    assert ds.class_names[15] == "person"
+    # VOCdevkit's VOCopts.classes, in label order after background
+    assert ds.class_names == [
+        "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+        "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    ]
+    assert ds.num_classes == 21
     assert tuple(ds.palette[1]) == (128, 0, 0)
     assert tuple(ds.palette[15]) == (192, 128, 128)
     assert tuple(ds.palette[255]) == (224, 224, 192)

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from fcnseg.data.classes import IGNORE_INDEX
 from fcnseg.errors import DataError
+from fcnseg.images import image_size
 
 logger = logging.getLogger(__name__)
 
@@ -105,13 +106,6 @@ class ScanReport:
         log.warning("%s", self.summary())
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """``(height, width)`` of the image as training reads it (EXIF orientation applied), decoding it all."""
-    from fcnseg.images import image_size as upright_size
-
-    return upright_size(path)
-
-
 def scan_samples(
     samples: Iterable[Sample],
     *,
@@ -177,7 +171,7 @@ def _check_one(
     if not has_mask:
         return Problem(sample.name, image_rel, "missing_mask", f"image has no mask; expected {mask_rel}")
     try:
-        height, width = image_size(sample.image_path)
+        height, width = image_size(sample.image_path)  # as training reads it: upright, decoded in full
     except DataError as e:
         return Problem(sample.name, image_rel, "unreadable_image", e.reason)
     except Exception as e:
