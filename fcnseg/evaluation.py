@@ -252,7 +252,7 @@ def score_folders(
         scored += 1
     seconds = time.perf_counter() - start
     if skipped:
-        logger.warning("%d of %d ground truths not scored (listed in the result's 'skipped')", len(skipped), len(truths))
+        logger.warning("%d of %d ground truths not scored (see the result's 'skipped')", len(skipped), len(truths))
     result = matrix.compute()
     result.update(
         class_names=list(classes.names),

@@ -170,7 +170,9 @@ class SegmentationDataset(torch.utils.data.Dataset):
         Raises:
             DataError: a file of the item cannot be read (it went bad after the scan).
         """
-        raw = self.load_raw(index)
+        return self._to_tensors(self.load_raw(index))
+
+    def _to_tensors(self, raw: RawItem) -> tuple[torch.Tensor, torch.Tensor]:
         image = self.normalization.image_to_tensor(raw.image)  # float32 [3, H, W]
         mask = torch.from_numpy(raw.mask.astype(np.int64))  # int64 [H, W]
         if self.transform is not None:
@@ -181,7 +183,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         for attempt in range(MAX_SUBSTITUTIONS):
             current = (index + attempt) % len(self.samples)
             try:
-                return self.load_item(current)
+                raw = self.load_raw(current)
             except Exception as e:  # a file went bad after the scan: log it and serve the next item
                 logger.warning(
                     "item %s (%s) cannot be loaded (%s: %s); substituting the next item",
@@ -190,6 +192,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
                     type(e).__name__,
                     e,
                 )
+                continue
+            return self._to_tensors(raw)
         raise DataError(
             f"{self.kind} data set at {self.root}: items {index}..{index + MAX_SUBSTITUTIONS - 1} all failed to load"
         )
