@@ -11,29 +11,70 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from fcnseg.data.base import require_folder
 from fcnseg.data.classes import IGNORE_INDEX, VOC_CLASSES, ClassInfo, read_class_file
 from fcnseg.data.palette import read_mask_png, write_mask_png
 from fcnseg.errors import DataError
 from fcnseg.images import images_by_stem
-from fcnseg.distributed import all_reduce_sum, get_rank, get_world_size
+from fcnseg.distributed import all_gather_objects, all_reduce_sum, get_rank, get_world_size
 from fcnseg.metrics import ConfusionMatrix
 from fcnseg.precision import autocast, autocast_dtype, describe
 
 logger = logging.getLogger(__name__)
 
 
+FAILED_TO_LOAD = "failed_to_load"  # passed the data set's scan but could not be read when it came to be scored
+
+
+def skipped_entry(name: str, path: str | Path, kind: str, message: str) -> dict[str, str]:
+    """One skipped file as the results record it: item name, the file at fault, a problem kind, what was found."""
+    return {"name": name, "path": str(path), "kind": kind, "message": message}
+
+
+def scan_skipped(dataset) -> list[dict[str, str]]:
+    """The items the data set's scan left out (``dataset.report``), paths joined to the data set's root."""
+    report = getattr(dataset, "report", None)
+    if report is None:
+        return []
+    root = Path(report.root)
+    return [
+        # a missing_files problem is a name in the split file, not a file under the root
+        skipped_entry(p.name, p.path if p.kind == "missing_files" else root / p.path, p.kind, p.message)
+        for p in report.problems
+    ]
+
+
+def format_skipped(result: dict, max_lines: int = 20) -> str:
+    """The skipped files of an evaluation result, one per line (``KIND  PATH: MESSAGE``), at most ``max_lines``."""
+    skipped = result.get("skipped", [])
+    lines = [f"{s['kind']:>16}  {s['path']}: {s['message']}" for s in skipped[:max_lines]]
+    if len(skipped) > max_lines:
+        lines.append(f"... and {len(skipped) - max_lines} more")
+    return "\n".join(lines)
+
+
 class _Indexed(torch.utils.data.Dataset):
-    """Wraps a data set so the loader also returns each item's index (to name saved predictions)."""
+    """Wraps a data set so the loader also returns each item's index (to name saved predictions).
+
+    An item that cannot be loaded comes back as ``(index, None, skipped entry)`` rather than being
+    replaced by the next one (which fcnseg data sets do for training), so that no item is scored twice.
+    """
 
     def __init__(self, dataset, indices: list[int]) -> None:
         self.dataset, self.indices = dataset, indices
+        self.load = getattr(dataset, "load_item", dataset.__getitem__)
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int):
-        image, mask = self.dataset[self.indices[i]]
-        return self.indices[i], image, mask
+        index = self.indices[i]
+        try:
+            image, mask = self.load(index)
+        except DataError as e:
+            name = self.dataset.name(index)
+            return index, None, skipped_entry(name, e.path or name, FAILED_TO_LOAD, e.reason)
+        return index, image, mask
 
 
 @torch.inference_mode()
@@ -66,8 +107,10 @@ def evaluate(
         progress: show a tqdm bar.
     Returns:
         dict: the metrics of :meth:`fcnseg.metrics.ConfusionMatrix.compute`, plus ``class_names``,
-        ``num_images`` (over all processes), ``seconds``, ``images_per_second`` and ``precision``
-        (the concrete format it ran in).
+        ``num_images`` (images scored, over all processes), ``skipped`` (one
+        ``{"name", "path", "kind", "message"}`` per item left out: by the data set's scan, or
+        ``failed_to_load`` when a file went bad after it), ``num_skipped``, ``seconds``,
+        ``images_per_second`` and ``precision`` (the concrete format it ran in).
     """
     device = torch.device(device)
     num_classes = dataset.num_classes
@@ -84,9 +127,14 @@ def evaluate(
     was_training = model.training
     model.to(device).eval()
     dtype = autocast_dtype(precision, device)
+    failed: list[dict[str, str]] = []
     start = time.perf_counter()
     try:
         for index, image, mask in tqdm(loader, desc="eval", unit="img", disable=not progress or rank != 0):
+            if image is None:
+                logger.warning("not scored: %s: %s", mask["path"], mask["message"])
+                failed.append(mask)
+                continue
             image, mask = image.to(device), mask.to(device)
             with autocast(device, dtype):
                 logits = model(image[None])  # [1, C, H, W]
@@ -104,13 +152,17 @@ def evaluate(
         model.train(was_training)
     seconds = time.perf_counter() - start
     matrix.all_reduce()
-    num_images = all_reduce_sum(torch.tensor([len(indices)], device=device))
+    scored = len(indices) - len(failed)
+    num_images = all_reduce_sum(torch.tensor([scored], device=device))
+    skipped = scan_skipped(dataset) + [entry for part in all_gather_objects(failed) for entry in part]
     result = matrix.compute()
     result.update(
         class_names=list(dataset.class_names),
         num_images=int(num_images.item()),
+        skipped=skipped,
+        num_skipped=len(skipped),
         seconds=seconds,
-        images_per_second=len(indices) / seconds if seconds > 0 else math.nan,
+        images_per_second=scored / seconds if seconds > 0 else math.nan,
         precision=describe(dtype),
     )
     return result
@@ -129,6 +181,8 @@ def score_folders(
 
     Both may be palette or grey PNGs of class indices (or RGB PNGs in the class file's colours);
     ground-truth 255 is ignored. Use this to score any model's output with the paper's metrics.
+    A ground truth or prediction that cannot be read (empty, truncated, not a PNG) is skipped and
+    recorded, as the data set scan does; so are ground truths without a prediction, with ``allow_missing``.
 
     Args:
         pred_dir: predictions, ``<stem>.png``, values ``0..num_classes-1``.
@@ -136,10 +190,13 @@ def score_folders(
         class_file: class names (and colours); else ``num_classes`` unnamed classes; else the 21 VOC classes.
         allow_missing: score the ground truths that have a prediction instead of raising when some have none.
     Returns:
-        dict as :func:`evaluate`, plus ``missing`` (ground-truth stems without a prediction).
+        dict as :func:`evaluate` (``skipped`` entries of kind ``unreadable_mask`` for a ground truth,
+        ``unreadable_prediction`` and ``missing_prediction``), plus ``missing`` (ground-truth stems
+        without a prediction).
     Raises:
-        DataError: a folder is empty or missing, a prediction is missing (unless ``allow_missing``),
-            a prediction's size differs from its ground truth, or labels fall outside the classes.
+        DataError: a folder is missing or holds no ground truth, a prediction is missing (unless
+            ``allow_missing``), a prediction's size differs from its ground truth, or labels fall
+            outside the classes.
     """
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     if class_file is not None:
@@ -150,8 +207,7 @@ def score_folders(
         classes = ClassInfo(VOC_CLASSES)
     n = classes.num_classes
     for folder in (pred_dir, gt_dir):
-        if not folder.is_dir():
-            raise DataError(f"{folder} is not a folder of label PNGs")
+        require_folder(folder)
     truths, predictions = images_by_stem(gt_dir), images_by_stem(pred_dir)
     if not truths:
         raise DataError(f"{gt_dir} holds no label images")
@@ -162,11 +218,24 @@ def score_folders(
             f"{len(missing)} of {len(truths)} ground truths in {gt_dir} have no prediction in {pred_dir} (e.g. {shown})"
         )
     matrix = ConfusionMatrix(n)
+    skipped: list[dict[str, str]] = []
+    scored = 0
     start = time.perf_counter()
-    stems = [s for s in truths if s in predictions]
-    for stem in tqdm(stems, desc="score", unit="img", disable=not progress):
-        truth = read_mask_png(truths[stem], classes.colours)
-        prediction = read_mask_png(predictions[stem], classes.colours)
+    for stem in tqdm(list(truths), desc="score", unit="img", disable=not progress):
+        if stem not in predictions:
+            message = f"ground truth {truths[stem]} has no prediction"
+            skipped.append(skipped_entry(stem, pred_dir / f"{stem}.png", "missing_prediction", message))
+            continue
+        try:
+            truth = read_mask_png(truths[stem], classes.colours)
+        except DataError as e:
+            skipped.append(skipped_entry(stem, truths[stem], "unreadable_mask", e.reason))
+            continue
+        try:
+            prediction = read_mask_png(predictions[stem], classes.colours)
+        except DataError as e:
+            skipped.append(skipped_entry(stem, predictions[stem], "unreadable_prediction", e.reason))
+            continue
         if prediction.shape != truth.shape:
             raise DataError(
                 f"{predictions[stem]} is {prediction.shape[1]}x{prediction.shape[0]} "
@@ -175,20 +244,23 @@ def score_folders(
         bad_gt = np.setdiff1d(np.unique(truth), np.r_[np.arange(n), IGNORE_INDEX])
         if bad_gt.size:
             raise DataError(f"{truths[stem]}: label values {bad_gt.tolist()[:8]} outside 0..{n - 1} (and ignore 255)")
-        scored = truth != IGNORE_INDEX
-        bad_pred = np.setdiff1d(np.unique(prediction[scored]), np.arange(n))
+        scored_pixels = truth != IGNORE_INDEX
+        bad_pred = np.setdiff1d(np.unique(prediction[scored_pixels]), np.arange(n))
         if bad_pred.size:
             raise DataError(f"{predictions[stem]}: predicted values {bad_pred.tolist()[:8]} outside the classes 0..{n - 1}")
         matrix.update(torch.from_numpy(prediction), torch.from_numpy(truth))
+        scored += 1
     seconds = time.perf_counter() - start
-    if missing:
-        logger.warning("%d ground truths have no prediction and were not scored (e.g. %s)", len(missing), missing[0])
+    if skipped:
+        logger.warning("%d of %d ground truths not scored (see the result's 'skipped')", len(skipped), len(truths))
     result = matrix.compute()
     result.update(
         class_names=list(classes.names),
-        num_images=len(stems),
+        num_images=scored,
+        skipped=skipped,
+        num_skipped=len(skipped),
         seconds=seconds,
-        images_per_second=len(stems) / seconds if seconds > 0 else math.nan,
+        images_per_second=scored / seconds if seconds > 0 else math.nan,
         missing=missing,
     )
     return result

@@ -14,7 +14,7 @@ def class_pixel_counts(labels, num_classes: int) -> np.ndarray:
     """int64 ``[num_classes]``: how many pixels of a label map (array ``[H, W]``, any int dtype) hold each class.
 
     Values outside ``0..num_classes-1`` (the ignore label 255) are not counted. The one per-class
-    pixel counter: prediction statistics, class areas and the data scan's class frequencies use it.
+    pixel counter: anything that counts pixels per class (prediction statistics, class areas) uses it.
     """
     flat = np.asarray(labels).ravel()
     flat = flat[(flat >= 0) & (flat < num_classes)] if flat.size and (flat.min() < 0 or flat.max() >= num_classes) else flat

@@ -73,12 +73,65 @@ def test_class_file_round_trips_names_with_spaces_and_colours(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "line, name, colour",
+    [
+        ("digit 0", "digit 0", None),
+        ("traffic light", "traffic light", None),
+        ("type 2 diabetes", "type 2 diabetes", None),
+        ("cat 1 2", "cat 1 2", None),  # two numbers are not a colour
+        ("traffic light 250 170 30", "traffic light", (250, 170, 30)),
+        ("digit 0 1 2 3", "digit 0", (1, 2, 3)),
+        ("7 0 0 0", "7", (0, 0, 0)),
+        ("grey 0 0 300", "grey 0 0 300", None),  # 300 is no colour value, so the line is a name
+        ("minus -1 0 0", "minus -1 0 0", None),
+        ("  potted   plant  ", "potted plant", None),
+        ("wide \uff11 2 3", "wide \uff11 2 3", None),  # a full-width digit is no colour value
+    ],
+)
+def test_a_class_line_is_a_name_unless_its_last_three_tokens_are_a_colour(tmp_path, line, name, colour):
+    (tmp_path / "classes.txt").write_text(line + "\n")
+    info = read_class_file(tmp_path / "classes.txt")
+    assert info.names == (name,)
+    assert info.colours == (None if colour is None else (colour,))
+
+
+@pytest.mark.parametrize(
+    "names, colours",
+    [
+        (("background", "digit 0", "digit 1", "type 2 diabetes", "traffic light"), None),
+        (("background", "digit 0", "type 2 diabetes", "7"), ((0, 0, 0), (1, 2, 3), (4, 5, 6), (255, 255, 255))),
+        (("background", "traffic light 250 170 30"), ((0, 0, 0), (250, 170, 30))),
+    ],
+)
+def test_class_file_round_trips_names_with_digits(tmp_path, names, colours):
+    info = ClassInfo(names, colours)
+    write_class_file(tmp_path / "c.txt", info)
+    assert read_class_file(tmp_path / "c.txt") == info
+
+
+@pytest.mark.parametrize(
+    "name, problem",
+    [
+        ("speed 30 50 70", "reads back as a name and a colour"),
+        ("", "empty"),
+        ("two\nlines", "line break"),
+        ("# heading", "starts with '#'"),
+        ("double  space", "reads back as 'double space'"),
+    ],
+)
+def test_write_class_file_refuses_a_name_it_could_not_read_back(tmp_path, name, problem):
+    with pytest.raises(DataError, match=problem) as info:
+        write_class_file(tmp_path / "c.txt", ClassInfo(("background", name)))
+    assert "c.txt" in str(info.value) and not (tmp_path / "c.txt").exists()
+
+
+@pytest.mark.parametrize(
     "text, message",
     [
-        ("background 0 0 0\ncat\n", "1 of 2 classes have a colour"),
+        ("background 0 0 0\ncat\n", r"1 of 2 classes have a colour; expected all or none \(line 2 'cat' has none;"),
+        ("background 0 0 0\ngrey 0 0 300\n", r"line 2 'grey 0 0 300' has none"),
+        ("background\ncat 1 2 3\n", r"line 1 'background' has none"),
         ("background\nbackground\n", "listed twice"),
-        ("background 0 0 300\n", "outside 0..255"),
-        ("cat 1 2\n", "expected 'name' or 'name R G B'"),
         ("# nothing\n", "lists no classes"),
     ],
 )

@@ -36,13 +36,15 @@ def write_sbd(root, splits, seed=0):
     return arrays
 
 
-def test_sbd_mat_is_read_as_reference_loaders_read_it(tmp_path):
+def test_sbd_mat_segmentation_is_read_as_a_matlab_struct_reader_sees_it(tmp_path):
     seg = np.random.default_rng(1).integers(0, 21, size=(13, 17)).astype(np.uint8)
     write_sbd_mat(tmp_path / "a.mat", seg)
-    reference = scipy.io.loadmat(str(tmp_path / "a.mat"))["GTcls"][0]["Segmentation"][0]  # as pytorch-fcn does
-    np.testing.assert_array_equal(reference, seg)
+    # an independent reading: the struct as MATLAB objects with attribute access, not record arrays
+    gtcls = scipy.io.loadmat(str(tmp_path / "a.mat"), squeeze_me=True, struct_as_record=False)["GTcls"]
+    assert sorted(gtcls._fieldnames) == ["Boundaries", "CategoriesPresent", "Segmentation"]
     ours = read_sbd_mat(tmp_path / "a.mat")
-    assert ours.dtype == np.int64
+    assert ours.dtype == np.int64 and ours.shape == (13, 17)
+    np.testing.assert_array_equal(ours, gtcls.Segmentation)
     np.testing.assert_array_equal(ours, seg)
 
 
@@ -81,3 +83,11 @@ def test_voc_palette_is_the_devkit_colour_map():
     assert palette.shape == (256, 3) and palette.dtype == np.uint8
     assert [tuple(c) for c in palette[:4]] == [(0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0)]
     assert tuple(palette[20]) == (0, 64, 128)
+
+
+def test_zero_byte_mat_is_reported_as_an_empty_file(tmp_path):
+    write_sbd(tmp_path, {"train": ["good", "empty"]})
+    (tmp_path / "cls" / "empty.mat").write_bytes(b"")
+    ds = SBDDataset(tmp_path, "train")
+    (problem,) = ds.report.problems
+    assert (problem.kind, problem.path, problem.message) == ("unreadable_mask", "cls/empty.mat", "empty file (0 bytes)")

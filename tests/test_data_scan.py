@@ -132,3 +132,38 @@ def test_a_split_with_no_usable_item_is_a_data_error(tmp_path):
     (tmp_path / "ImageSets/Segmentation/train.txt").write_text("ghost\n")
     with pytest.raises(DataError, match="no usable items"):
         VOCDataset(tmp_path, "train")
+
+
+def test_zero_byte_image_and_mask_are_reported_as_empty_files(tmp_path):
+    names = voc_tree(tmp_path)
+    write_item(tmp_path, "emptyimage", mask=True)
+    (tmp_path / "JPEGImages" / "emptyimage.jpg").write_bytes(b"")
+    write_item(tmp_path, "emptymask", image=True)
+    (tmp_path / "SegmentationClass" / "emptymask.png").write_bytes(b"")
+    (tmp_path / "ImageSets/Segmentation/train.txt").write_text("\n".join(names + ["emptyimage", "emptymask"]))
+    ds = VOCDataset(tmp_path, "train")
+    found = {p.name: p for p in ds.report.problems}
+    assert (found["emptyimage"].kind, found["emptyimage"].path) == ("unreadable_image", "JPEGImages/emptyimage.jpg")
+    assert (found["emptymask"].kind, found["emptymask"].path) == ("unreadable_mask", "SegmentationClass/emptymask.png")
+    for problem in found.values():
+        assert problem.message == "empty file (0 bytes)"
+
+
+def test_reading_a_zero_byte_mask_says_it_is_empty(tmp_path):
+    from fcnseg.data import read_mask_png
+
+    (tmp_path / "m.png").write_bytes(b"")
+    with pytest.raises(DataError) as info:
+        read_mask_png(tmp_path / "m.png")
+    assert info.value.reason == "empty file (0 bytes)" and info.value.path == str(tmp_path / "m.png")
+
+
+@pytest.mark.parametrize("content, reason", [(None, "mask file not found"), (b"not a png", "cannot read the mask")])
+def test_reading_a_missing_or_garbage_mask_is_a_data_error_naming_it(tmp_path, content, reason):
+    from fcnseg.data import read_mask_png
+
+    if content is not None:
+        (tmp_path / "m.png").write_bytes(content)
+    with pytest.raises(DataError, match=reason) as info:
+        read_mask_png(tmp_path / "m.png")
+    assert info.value.path == str(tmp_path / "m.png")

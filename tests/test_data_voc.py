@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fcnseg.data import IMAGENET_RGB, PAPER_BGR, VOC_CLASSES, VOCDataset, build_dataset, voc_palette
+from fcnseg.data import IMAGENET_RGB, PAPER_BGR, VOCDataset, build_dataset, voc_palette
 from fcnseg.errors import DataError
 
 
@@ -66,8 +66,12 @@ def test_load_raw_gives_the_stored_rgb_uint8_image_mask_and_name(tmp_path):
 def test_voc_has_the_21_classes_and_the_voc_palette(tmp_path):
     write_voc(tmp_path, {"val": ["a"]})
     ds = VOCDataset(tmp_path, "val")
-    assert ds.class_names == list(VOC_CLASSES) and ds.num_classes == 21
-    assert ds.class_names[15] == "person"
+    # VOCdevkit's VOCopts.classes, in label order after background
+    assert ds.class_names == [
+        "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+        "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    ]
+    assert ds.num_classes == 21
     assert tuple(ds.palette[1]) == (128, 0, 0)
     assert tuple(ds.palette[15]) == (192, 128, 128)
     assert tuple(ds.palette[255]) == (224, 224, 192)
@@ -103,3 +107,58 @@ def test_unknown_split_names_the_expected_file_and_the_splits_found(tmp_path):
 def test_not_a_voc_tree_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="not a VOC tree"):
         VOCDataset(tmp_path, "train")
+
+
+def test_voc_tree_without_a_class_file_records_that_the_voc_classes_were_assumed(tmp_path):
+    write_voc(tmp_path, {"val": ["a"]})
+    source = VOCDataset(tmp_path, "val").class_source
+    assert source.file is None and source.missing_file == tmp_path / "classes.txt"
+    assert source.description == f"the 21 PASCAL VOC classes assumed: no classes.txt in {tmp_path}"
+
+
+def test_voc_tree_with_a_class_file_records_it(tmp_path):
+    write_voc(tmp_path, {"val": ["a"]}, num_classes=3)
+    (tmp_path / "classes.txt").write_text("background\ncat\ndog\n")
+    source = VOCDataset(tmp_path, "val").class_source
+    assert source.file == tmp_path / "classes.txt" and source.missing_file is None
+    other = tmp_path / "elsewhere.txt"
+    other.write_text("background\ncat\ndog\n")
+    assert VOCDataset(tmp_path, "val", class_file=other).class_source.file == other
+
+
+def test_class_count_mismatch_with_assumed_voc_classes_names_the_class_file_to_write(tmp_path):
+    from fcnseg.data import check_class_count
+    from fcnseg.errors import ConfigError
+
+    write_voc(tmp_path, {"train": ["a"]}, num_classes=11)
+    ds = VOCDataset(tmp_path, "train")
+    with pytest.raises(ConfigError) as info:
+        check_class_count(ds, 11)
+    message = str(info.value)
+    assert "model.num_classes is 11 but the data set" in message and "has 21 classes" in message
+    assert f"the 21 PASCAL VOC classes assumed: no classes.txt in {tmp_path}" in message
+    assert f"list its 11 classes in {tmp_path / 'classes.txt'}" in message
+    assert "set model.num_classes: 21" in message
+
+
+def test_class_count_mismatch_with_a_class_file_names_that_file(tmp_path):
+    from fcnseg.data import check_class_count
+    from fcnseg.errors import ConfigError
+
+    write_voc(tmp_path, {"train": ["a"]}, num_classes=3)
+    (tmp_path / "classes.txt").write_text("background\ncat\ndog\n")
+    ds = VOCDataset(tmp_path, "train")
+    with pytest.raises(ConfigError) as info:
+        check_class_count(ds, 5, what="train.num_classes")
+    message = str(info.value)
+    assert "train.num_classes is 5" in message and "3 classes (background, cat, dog)" in message
+    assert f"from the class file {tmp_path / 'classes.txt'}" in message and "assumed" not in message
+    assert "set train.num_classes: 3" in message
+
+
+def test_class_count_check_passes_when_the_counts_agree(tmp_path):
+    from fcnseg.data import SyntheticDataset, check_class_count
+
+    write_voc(tmp_path, {"train": ["a"]})
+    assert check_class_count(VOCDataset(tmp_path, "train"), 21) is None
+    assert check_class_count(SyntheticDataset("val", 1), 6) is None

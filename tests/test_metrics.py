@@ -74,9 +74,18 @@ def test_mean_iu_ignores_classes_absent_from_both():
     assert result["per_class_iu"][n - 1] is None  # absent from both: no IU
     assert result["per_class_iu"][n - 2] == 0.0  # predicted but not in the ground truth: IU 0, counted
     assert result["per_class_accuracy"][n - 2] is None  # not in the ground truth: no accuracy
-    defined = [v for v in result["per_class_iu"] if v is not None]
-    assert len(defined) == n - 1
-    assert result["mean_iu"] == pytest.approx(sum(defined) / len(defined))
+    assert sum(v is not None for v in result["per_class_iu"]) == n - 1
+
+
+def test_mean_iu_of_a_hand_counted_case_leaves_out_the_absent_class():
+    # ground truth 0 0 1 1, prediction 0 1 1 1, class 2 nowhere: IU_0 = 1/2, IU_1 = 2/3.
+    cm = ConfusionMatrix(3)
+    cm.update(torch.tensor([0, 1, 1, 1]), torch.tensor([0, 0, 1, 1]))
+    result = cm.compute()
+    assert result["mean_iu"] == pytest.approx((1 / 2 + 2 / 3) / 2)  # not (1/2 + 2/3 + 0) / 3
+    assert result["mean_accuracy"] == pytest.approx((1 / 2 + 1) / 2)
+    assert result["frequency_weighted_iu"] == pytest.approx(0.5 * 1 / 2 + 0.5 * 2 / 3)
+    assert result["pixel_accuracy"] == pytest.approx(3 / 4)
 
 
 def test_confusion_matrix_summed_over_two_halves_equals_the_whole():
@@ -186,3 +195,20 @@ def test_collapse_warning_fires_on_an_all_background_validation_and_not_on_a_hea
     almost[:5, :50] = 1  # 2.5% predicted as cat
     near.update(almost, truth)
     assert collapse_warning(near.compute()) is None
+
+
+def test_class_pixel_counts_equal_a_per_pixel_loop_and_skip_ignore_and_out_of_range_values():
+    from fcnseg.metrics import class_pixel_counts
+
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 5, size=(23, 19))
+    labels[rng.random(labels.shape) < 0.1] = IGNORE
+    labels[0, :3] = [-1, 7, 4]  # below 0 and at or above num_classes are not counted either
+    expected = [0] * 5
+    for value in labels.ravel().tolist():
+        if 0 <= value < 5:
+            expected[value] += 1
+    counts = class_pixel_counts(labels.astype(np.int32), 5)
+    assert counts.dtype == np.int64 and counts.tolist() == expected
+    assert class_pixel_counts(np.zeros((0, 0), np.uint8), 3).tolist() == [0, 0, 0]
+    assert class_pixel_counts(np.full((2, 2), 1, np.uint8), 3).tolist() == [0, 4, 0]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fcnseg.data import build_dataset
+from fcnseg.data import build_dataset, check_class_count
 from fcnseg.errors import ConfigError
-from fcnseg.evaluation import evaluate, score_folders
+from fcnseg.evaluation import evaluate, format_skipped, score_folders
 from fcnseg.files import write_json
 from fcnseg.precision import PRECISIONS, select_device
 from fcnseg.metrics import format_table
@@ -48,6 +48,15 @@ def load_model(path: Path, device: str):
     return load(path, map_location=device)
 
 
+def scored_line(result: dict, out: Path) -> str:
+    """``14 images scored, 2 skipped (listed below and in eval.json)``, or ``14 images scored``."""
+    n = result["num_images"]
+    line = f"{n} image{'s' if n != 1 else ''} scored"
+    if result["num_skipped"]:
+        line += f", {result['num_skipped']} skipped (listed below and in {out})"
+    return line
+
+
 def run(args: argparse.Namespace) -> int:
     if args.pred_dir is not None or args.gt_dir is not None:
         if args.pred_dir is None or args.gt_dir is None or args.checkpoint is not None:
@@ -72,11 +81,12 @@ def run(args: argparse.Namespace) -> int:
         if args.kind == "synthetic" and args.data is None:
             extra = {"style": args.style}
         dataset = build_dataset(args.kind, args.data, args.split, normalization=loaded.normalization, **extra)
-        if dataset.num_classes != loaded.config.num_classes:
-            raise ConfigError(
-                f"{args.checkpoint} predicts {loaded.config.num_classes} classes but the data set "
-                f"{args.data} has {dataset.num_classes}"
-            )
+        check_class_count(
+            dataset,
+            loaded.config.num_classes,
+            what=f"the number of classes {args.checkpoint} predicts",
+            fix=f"evaluate a checkpoint trained on the data set's {dataset.num_classes} classes",
+        )
         result = evaluate(
             loaded.model,
             dataset,
@@ -91,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
         result["split"] = args.split
         result["normalization"] = loaded.normalization.to_dict()
         source = f"{args.checkpoint} on {args.data or 'synthetic'} {args.split}"
-    print(f"{source}: {result['num_images']} images")
+    print(f"{source}: {scored_line(result, args.out)}")
+    if result["skipped"]:
+        print(format_skipped(result))
     print(format_table(result, result["class_names"]))
     write_json(result, args.out)
     print(f"results written to {args.out}")

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fcnseg.data.base import RawItem, SegmentationDataset, read_split_file
-from fcnseg.data.classes import IGNORE_INDEX, VOC_CLASSES, ClassInfo, read_class_file, write_class_file
+from fcnseg.data.base import RawItem, SegmentationDataset, read_split_file, require_folder
+from fcnseg.data.classes import (
+    IGNORE_INDEX,
+    VOC_CLASSES,
+    ClassInfo,
+    ClassSource,
+    check_class_count,
+    parse_class_line,
+    read_class_file,
+    write_class_file,
+)
 from fcnseg.data.collate import PadCollate
 from fcnseg.data.folder import FolderDataset
 from fcnseg.data.normalization import IMAGENET_RGB, PAPER_BGR, Normalization, get_normalization
@@ -21,8 +30,12 @@ DATASET_KINDS = {"voc": VOCDataset, "sbd": SBDDataset, "folder": FolderDataset, 
 
 
 def detect_kind(root: str | Path) -> str:
-    """Guess the layout of ``root``: ``voc`` (JPEGImages/), ``sbd`` (img/ + cls/) or ``folder`` (images/)."""
-    root = Path(root)
+    """Guess the layout of ``root``: ``voc`` (JPEGImages/), ``sbd`` (img/ + cls/) or ``folder`` (images/).
+
+    Raises:
+        DataError: ``root`` is missing or not a folder, or holds none of the three layouts.
+    """
+    root = require_folder(root)
     for candidate in (root, root / "VOC2012", root / "VOCdevkit" / "VOC2012"):
         if (candidate / "JPEGImages").is_dir():
             return "voc"
@@ -32,7 +45,7 @@ def detect_kind(root: str | Path) -> str:
     if (root / "images").is_dir() or any((p / "images").is_dir() for p in root.iterdir() if p.is_dir()):
         return "folder"
     raise DataError(
-        f"{root}: cannot tell the layout; expected JPEGImages/ (VOC), img/ + cls/ (SBD) or images/ + masks/ (folder)"
+        "cannot tell the layout; expected JPEGImages/ (VOC), img/ + cls/ (SBD) or images/ + masks/ (folder)", path=root
     )
 
 
@@ -84,6 +97,7 @@ __all__ = [
     "STYLES",
     "VOC_CLASSES",
     "ClassInfo",
+    "ClassSource",
     "Compose",
     "FolderDataset",
     "Normalization",
@@ -100,6 +114,7 @@ __all__ = [
     "SyntheticDataset",
     "VOCDataset",
     "build_dataset",
+    "check_class_count",
     "colorize",
     "detect_kind",
     "generate_sample",
@@ -107,10 +122,12 @@ __all__ = [
     "make_synthetic",
     "overlay",
     "palette_for",
+    "parse_class_line",
     "read_class_file",
     "read_mask_png",
     "read_sbd_mat",
     "read_split_file",
+    "require_folder",
     "scan_samples",
     "synthetic_classes",
     "train_transform",

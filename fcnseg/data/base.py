@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from fcnseg.data.classes import IGNORE_INDEX, ClassInfo
+from fcnseg.data.classes import IGNORE_INDEX, ClassInfo, ClassSource
 from fcnseg.data.normalization import PAPER_BGR, Normalization
 from fcnseg.data.palette import palette_for, read_mask_png
 from fcnseg.data.scan import Problem, Sample, ScanReport, scan_samples
@@ -34,6 +34,19 @@ class RawItem:
     mask: np.ndarray
 
 
+def require_folder(path: str | Path) -> Path:
+    """``path`` as a Path if it is an existing folder.
+
+    Raises:
+        DataError: ``"PATH: no such folder"`` or ``"PATH: not a folder"`` (a file), so that a mistyped data
+            set root is one line naming it rather than an OSError from a listing.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError("not a folder" if path.exists() else "no such folder", path=path)
+    return path
+
+
 def read_split_file(path: str | Path) -> list[str]:
     """Names listed one per line (blank lines skipped; only the first column is used)."""
     path = Path(path)
@@ -55,6 +68,10 @@ class SegmentationDataset(torch.utils.data.Dataset):
     :mod:`fcnseg.data.scan`); an item that turns bad later is logged and replaced by the next
     readable one, so a training run never stops on a file changed under it.
 
+    ``class_source`` records where the classes came from (a class file, or defaults assumed for want of
+    one), so that a class-count mismatch can name the file that would fix it
+    (:func:`fcnseg.data.classes.check_class_count`).
+
     Subclasses list their samples and may override :meth:`read_mask` (SBD reads ``.mat`` files).
     """
 
@@ -72,10 +89,12 @@ class SegmentationDataset(torch.utils.data.Dataset):
         scan: bool = True,
         scan_workers: int = 4,
         listing_problems: list[Problem] | None = None,
+        class_source: ClassSource | None = None,
     ) -> None:
         self.root = Path(root)
         self.split = split
         self.classes = classes
+        self.class_source = class_source or ClassSource(f"the {self.kind} data set's classes")
         self.normalization = normalization
         self.transform = transform
         self.ignore_index = IGNORE_INDEX
@@ -144,6 +163,22 @@ class SegmentationDataset(torch.utils.data.Dataset):
             )
         return RawItem(sample.name, image, mask)
 
+    def load_item(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Item ``index`` as ``dataset[index]`` serves it, but never another in its place.
+
+        Evaluation uses this: a substitute would be scored twice and the bad item not at all.
+        Raises:
+            DataError: a file of the item cannot be read (it went bad after the scan).
+        """
+        return self._to_tensors(self.load_raw(index))
+
+    def _to_tensors(self, raw: RawItem) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.normalization.image_to_tensor(raw.image)  # float32 [3, H, W]
+        mask = torch.from_numpy(raw.mask.astype(np.int64))  # int64 [H, W]
+        if self.transform is not None:
+            image, mask = self.transform(image, mask)
+        return image, mask
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         for attempt in range(MAX_SUBSTITUTIONS):
             current = (index + attempt) % len(self.samples)
@@ -158,11 +193,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
                     e,
                 )
                 continue
-            image = self.normalization.image_to_tensor(raw.image)  # float32 [3, H, W]
-            mask = torch.from_numpy(raw.mask.astype(np.int64))  # int64 [H, W]
-            if self.transform is not None:
-                image, mask = self.transform(image, mask)
-            return image, mask
+            return self._to_tensors(raw)
         raise DataError(
             f"{self.kind} data set at {self.root}: items {index}..{index + MAX_SUBSTITUTIONS - 1} all failed to load"
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fcnseg.errors import DataError
+from fcnseg.errors import ConfigError, DataError
 
 IGNORE_INDEX = 255  # VOC marks object borders and "difficult" pixels with 255; never scored, never trained on
 
@@ -47,16 +47,87 @@ class ClassInfo:
         return len(self.names)
 
 
+@dataclass(frozen=True)
+class ClassSource:
+    """Where a data set's classes came from, for messages that have to say why it has that many.
+
+    ``file`` is the class file read, if any; ``missing_file`` the class file that was looked for and
+    not found when defaults were assumed instead (VOC's 21 classes for a VOC-layout tree without
+    ``classes.txt``); ``description`` says it in words.
+    """
+
+    description: str
+    file: Path | None = None
+    missing_file: Path | None = None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "ClassSource":
+        return cls(f"the class file {path}", file=Path(path))
+
+    @classmethod
+    def assumed(cls, what: str, missing_file: str | Path) -> "ClassSource":
+        """``what`` (e.g. ``the 21 PASCAL VOC classes``) taken for want of ``missing_file``."""
+        missing_file = Path(missing_file)
+        return cls(f"{what} assumed: no {missing_file.name} in {missing_file.parent}", missing_file=missing_file)
+
+
+def check_class_count(dataset, num_classes: int, what: str = "model.num_classes", fix: str | None = None) -> None:
+    """Raise unless ``dataset`` has ``num_classes`` classes, saying where the data set's classes came from.
+
+    Args:
+        dataset: any fcnseg data set (``num_classes``, ``class_names``; ``class_source`` and ``root`` if it has them).
+        num_classes: the count it must have (a model's, a setting's).
+        what: the setting or thing that holds ``num_classes``, as the message names it.
+        fix: what else the user can do; default ``set {what}: {the data set's count}``.
+    Raises:
+        ConfigError: the counts differ. When the classes were assumed for want of a class file the message
+            says so and names that file as the way to give the data set its own classes.
+    """
+    found = dataset.num_classes
+    if found == num_classes:
+        return
+    names = list(dataset.class_names)
+    shown = ", ".join(names[:6]) + (", ..." if found > 6 else "")
+    root = getattr(dataset, "root", None)
+    where = f"the data set at {root}" if root is not None else "the data set"
+    source: ClassSource | None = getattr(dataset, "class_source", None)
+    fix = fix or f"set {what}: {found}"
+    message = f"{what} is {num_classes} but {where} has {found} classes ({shown})"
+    if source is not None and source.missing_file is not None:
+        raise ConfigError(
+            f"{message}, {source.description}; if the data set has classes of its own, list its {num_classes} "
+            f"classes in {source.missing_file}, one name per line in label order; otherwise {fix}"
+        )
+    if source is not None:
+        message += f", from {source.description}"
+    raise ConfigError(f"{message}; {fix}")
+
+
+def parse_class_line(line: str) -> tuple[str, tuple[int, int, int] | None]:
+    """One class-file line -> ``(name, colour or None)``.
+
+    The colour is exactly the last three whitespace-separated tokens when each is an integer 0..255 and a
+    name precedes them; otherwise the whole line is the name. So ``digit 0``, ``traffic light`` and
+    ``type 2 diabetes`` are names, and ``traffic light 250 170 30`` is a name and a colour. Runs of
+    spaces inside a name read as one space.
+    """
+    tokens = line.split()
+    if len(tokens) >= 4 and all(_is_byte(t) for t in tokens[-3:]):
+        r, g, b = (int(t) for t in tokens[-3:])
+        return " ".join(tokens[:-3]), (r, g, b)
+    return " ".join(tokens), None
+
+
 def read_class_file(path: str | Path) -> ClassInfo:
     """Read a class file: one class per line in label order, ``name`` or ``name R G B``.
 
-    Blank lines and lines starting with ``#`` are skipped. A name may contain spaces (``potted plant``);
-    the colour, if any, is the last three integers of the line (0..255). Either every class has a
-    colour or none has.
+    Blank lines and lines starting with ``#`` are skipped. A name may contain spaces and digits; a line's
+    colour is its last three tokens when each is an integer 0..255 (see :func:`parse_class_line`). Either
+    every class has a colour or none has.
 
     Raises:
-        DataError: the file is missing, empty, has a malformed colour, a duplicate name, mixes
-            lines with and without colours, or has more than 255 classes (255 is the ignore label).
+        DataError: the file is missing or empty, has a duplicate name, mixes lines with and without
+            colours, or has more than 255 classes (255 is the ignore label).
     """
     path = Path(path)
     try:
@@ -65,51 +136,67 @@ def read_class_file(path: str | Path) -> ClassInfo:
         raise DataError(f"class file {path} cannot be read: {e}") from e
     names: list[str] = []
     colours: list[tuple[int, int, int] | None] = []
+    numbers: list[int] = []
     for number, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        tokens = line.split()
-        colour = None
-        if len(tokens) >= 4 and all(_is_int(t) for t in tokens[-3:]):
-            colour = tuple(int(t) for t in tokens[-3:])
-            if not all(0 <= c <= 255 for c in colour):
-                raise DataError(f"{path}:{number}: colour {colour} has values outside 0..255")
-            tokens = tokens[:-3]
-        elif any(_is_int(t) for t in tokens[1:]):
-            raise DataError(f"{path}:{number}: expected 'name' or 'name R G B', found {line!r}")
-        name = " ".join(tokens)
+        name, colour = parse_class_line(line)
         if name in names:
             raise DataError(f"{path}:{number}: class {name!r} is listed twice")
         names.append(name)
         colours.append(colour)
+        numbers.append(number)
     if not names:
         raise DataError(f"class file {path} lists no classes; expected one name per line")
     if len(names) > IGNORE_INDEX:
         raise DataError(f"class file {path} lists {len(names)} classes; at most {IGNORE_INDEX} fit below the ignore label")
     with_colour = sum(c is not None for c in colours)
     if 0 < with_colour < len(names):
+        first = next(i for i, c in enumerate(colours) if c is None)
         raise DataError(
-            f"class file {path}: {with_colour} of {len(names)} classes have a colour; expected all or none"
+            f"class file {path}: {with_colour} of {len(names)} classes have a colour; expected all or none "
+            f"(line {numbers[first]} {lines[numbers[first] - 1].strip()!r} has none; a colour is the line's "
+            "last three numbers, each 0..255)"
         )
     return ClassInfo(tuple(names), tuple(colours) if with_colour else None)  # type: ignore[arg-type]
 
 
 def write_class_file(path: str | Path, info: ClassInfo) -> None:
-    """Write ``info`` in the format :func:`read_class_file` reads."""
+    """Write ``info`` in the format :func:`read_class_file` reads, so that it reads back equal.
+
+    Raises:
+        DataError: a name would not read back as itself: empty, with a line break, starting with ``#``,
+            with runs of spaces, or (without colours) ending in three numbers 0..255, which would read as
+            a colour. Nothing is written then.
+    """
+    path = Path(path)
     lines = ["# one class per line in label order: name [R G B]"]
     for i, name in enumerate(info.names):
-        if info.colours is not None:
-            r, g, b = info.colours[i]
-            lines.append(f"{name} {r} {g} {b}")
-        else:
-            lines.append(name)
-    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        line = name if info.colours is None else "{} {} {} {}".format(name, *info.colours[i])
+        problem = _unwritable(name, line)
+        if problem:
+            raise DataError(f"class {i} {name!r} cannot be written to a class file: {problem}", path=path)
+        lines.append(line)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _is_int(token: str) -> bool:
-    try:
-        int(token)
-    except ValueError:
-        return False
-    return True
+def _unwritable(name: str, line: str) -> str | None:
+    """Why ``line`` (``name`` with its colour, if any) would not read back as ``name``; None if it would."""
+    if not name.strip():
+        return "the name is empty"
+    if "\n" in name or "\r" in name:
+        return "the name holds a line break"
+    if name.strip().startswith("#"):
+        return "the name starts with '#', which marks a comment line"
+    read_name, _ = parse_class_line(line)
+    if read_name == name:
+        return None
+    if read_name != " ".join(name.split()):
+        return f"it reads back as a name and a colour ({read_name!r} and the last three numbers)"
+    return f"it reads back as {read_name!r}"
+
+
+def _is_byte(token: str) -> bool:
+    """True for a token that is an integer 0..255 (a colour component)."""
+    return token.isascii() and token.isdigit() and int(token) <= 255

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fcnseg.data.base import SegmentationDataset, Transform, read_split_file
-from fcnseg.data.classes import read_class_file
+from fcnseg.data.base import SegmentationDataset, Transform, read_split_file, require_folder
+from fcnseg.data.classes import ClassSource, read_class_file
 from fcnseg.data.normalization import PAPER_BGR, Normalization
 from fcnseg.data.scan import Sample
 from fcnseg.images import images_by_stem
@@ -50,7 +50,7 @@ class FolderDataset(SegmentationDataset):
         scan: bool = True,
         scan_workers: int = 4,
     ) -> None:
-        root = Path(root)
+        root = require_folder(root)
         base = root
         names: list[str] | None = None
         if split != ALL:
@@ -65,6 +65,7 @@ class FolderDataset(SegmentationDataset):
         if class_file is None:
             class_file = base / "classes.txt" if (base / "classes.txt").is_file() else root / "classes.txt"
         classes = read_class_file(class_file)
+        source = ClassSource.from_file(class_file)
         images = images_by_stem(base / image_dir)
         masks = images_by_stem(base / mask_dir)
         if names is None:
@@ -76,6 +77,7 @@ class FolderDataset(SegmentationDataset):
         super().__init__(
             samples,
             classes,
+            class_source=source,
             root=root,
             split=split,
             normalization=normalization,

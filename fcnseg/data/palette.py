@@ -81,20 +81,23 @@ def read_mask_png(path: str | Path, colours: tuple[tuple[int, int, int], ...] | 
     maps to 255); an RGB mask without colours, or with a colour not in the list, is an error.
 
     Raises:
-        DataError: the mode is not P/L/I/RGB, or an RGB mask cannot be mapped.
-        OSError: the file cannot be read or decoded (callers report and skip it).
+        DataError: the file is missing, empty ("empty file (0 bytes)", as for images) or cannot be
+            decoded; the mode is not P/L/I/RGB; or an RGB mask cannot be mapped.
     """
-    with Image.open(path) as image:
-        image.load()
-        mode = image.mode
-        if mode in ("P", "L", "I", "I;16"):
-            return np.asarray(image).astype(np.int64)
-        if mode in ("RGB", "RGBA"):
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            mode = image.mode
+            if mode in ("P", "L", "I", "I;16"):
+                return np.asarray(image).astype(np.int64)
+            if mode not in ("RGB", "RGBA"):
+                raise DataError(f"mask PNG mode is {mode}; expected a palette, grey or RGB PNG", path=path)
             rgb = np.asarray(image.convert("RGB"))
-        else:
-            raise DataError(f"{path}: mask PNG mode is {mode}; expected a palette, grey or RGB PNG")
+    except (OSError, ValueError, SyntaxError) as e:
+        raise _read_error(path, e) from e
     if colours is None:
-        raise DataError(f"{path}: mask is an RGB PNG but the class file gives no colours to map it by")
+        raise DataError("mask is an RGB PNG but the class file gives no colours to map it by", path=path)
     codes = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
     table = {(r << 16) | (g << 8) | b: i for i, (r, g, b) in enumerate(colours)}
     r, g, b = IGNORE_COLOUR
@@ -103,5 +106,19 @@ def read_mask_png(path: str | Path, colours: tuple[tuple[int, int, int], ...] | 
     unknown = [int(u) for u in unique if int(u) not in table]
     if unknown:
         shown = ", ".join(f"({u >> 16}, {(u >> 8) & 255}, {u & 255})" for u in unknown[:5])
-        raise DataError(f"{path}: {len(unknown)} colour(s) not in the class file, e.g. {shown}")
+        raise DataError(f"{len(unknown)} colour(s) not in the class file, e.g. {shown}", path=path)
     return np.array([table[int(u)] for u in unique], dtype=np.int64)[inverse].reshape(codes.shape)
+
+
+def _read_error(path: Path, e: Exception) -> DataError:
+    """A mask that cannot be opened, worded as :func:`fcnseg.images.read_image` words an image."""
+    if isinstance(e, FileNotFoundError):
+        return DataError("mask file not found", path=path)
+    if isinstance(e, IsADirectoryError):
+        return DataError("is a folder, not a mask file", path=path)
+    try:
+        if path.stat().st_size == 0:
+            return DataError("empty file (0 bytes)", path=path)
+    except OSError:
+        pass
+    return DataError(f"cannot read the mask ({type(e).__name__}: {e})", path=path)

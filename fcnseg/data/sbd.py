@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from fcnseg.data.base import SegmentationDataset, Transform, read_split_file
+from fcnseg.data.base import SegmentationDataset, Transform, read_split_file, require_folder
+from fcnseg.data.classes import ClassSource
 from fcnseg.data.normalization import PAPER_BGR, Normalization
 from fcnseg.data.scan import Sample
 from fcnseg.data.voc import find_voc_root, voc_classes
@@ -20,7 +21,7 @@ TRAIN_NOVAL = "train_noval"
 
 def find_sbd_root(root: str | Path) -> Path:
     """``root`` if it holds ``img/`` and ``cls/``, else ``root/dataset`` or ``root/benchmark_RELEASE/dataset``."""
-    root = Path(root)
+    root = require_folder(root)
     for candidate in (root, root / "dataset", root / "benchmark_RELEASE" / "dataset"):
         if (candidate / "img").is_dir() and (candidate / "cls").is_dir():
             return candidate
@@ -31,12 +32,25 @@ def read_sbd_mat(path: str | Path) -> np.ndarray:
     """Read an SBD ``cls/*.mat`` file: struct ``GTcls`` whose field ``Segmentation`` is the uint8 ``[H, W]`` label map.
 
     Returns int64 ``[H, W]`` (0 = background, 1..20 = VOC classes; SBD has no 255 border).
+
+    Raises:
+        DataError: the file is missing, empty, not a MAT file, or has no ``GTcls.Segmentation``.
     """
-    mat = scipy.io.loadmat(str(path))
+    path = Path(path)
+    try:
+        mat = scipy.io.loadmat(str(path))
+    except FileNotFoundError as e:
+        raise DataError("mask file not found", path=path) from e
+    except Exception as e:  # scipy raises MatReadError, ValueError, TypeError ... for a damaged file
+        # scipy calls a zero-byte file "truncated"; say what it is, as images and PNG masks do
+        if path.is_file() and path.stat().st_size == 0:
+            raise DataError("empty file (0 bytes)", path=path) from e
+        raise DataError(f"cannot read the .mat file ({type(e).__name__}: {e})", path=path) from e
     try:
         mask = mat["GTcls"][0]["Segmentation"][0]
     except (KeyError, IndexError, ValueError) as e:
-        raise DataError(f"{path}: expected a struct GTcls with a field Segmentation, found keys {sorted(k for k in mat if not k.startswith('__'))}") from e
+        keys = sorted(k for k in mat if not k.startswith("__"))
+        raise DataError(f"expected a struct GTcls with a field Segmentation, found keys {keys}", path=path) from e
     return np.asarray(mask).astype(np.int64)
 
 
@@ -89,6 +103,7 @@ class SBDDataset(SegmentationDataset):
         super().__init__(
             samples,
             voc_classes(),
+            class_source=ClassSource("the 21 PASCAL VOC classes SBD is labelled with"),
             root=root,
             split=split,
             normalization=normalization,

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from fcnseg.data.classes import IGNORE_INDEX
 from fcnseg.errors import DataError
+from fcnseg.images import image_size
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,8 @@ PROBLEM_KINDS = (
     "size_mismatch",  # mask height/width differ from the image's
     "bad_labels",  # mask values outside 0..num_classes-1 other than the ignore label
 )
+# Evaluation records one more kind, fcnseg.evaluation.FAILED_TO_LOAD: an item that passed the scan but
+# could not be read when it came to be scored.
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,9 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "path": self.path, "kind": self.kind, "message": self.message}
 
 
 @dataclass
@@ -85,7 +91,7 @@ class ScanReport:
             "usable": len(self.usable),
             "skipped": len(self.problems),
             "counts": self.counts(),
-            "problems": [{"name": p.name, "path": p.path, "kind": p.kind, "message": p.message} for p in self.problems],
+            "problems": [p.to_dict() for p in self.problems],
         }
 
     def log(self, log: logging.Logger = logger, max_lines: int = 20) -> None:
@@ -98,13 +104,6 @@ class ScanReport:
         if len(self.problems) > max_lines:
             log.warning("... and %d more problems", len(self.problems) - max_lines)
         log.warning("%s", self.summary())
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """``(height, width)`` of the image as training reads it (EXIF orientation applied), decoding it all."""
-    from fcnseg.images import image_size as upright_size
-
-    return upright_size(path)
 
 
 def scan_samples(
@@ -172,13 +171,15 @@ def _check_one(
     if not has_mask:
         return Problem(sample.name, image_rel, "missing_mask", f"image has no mask; expected {mask_rel}")
     try:
-        height, width = image_size(sample.image_path)
+        height, width = image_size(sample.image_path)  # as training reads it: upright, decoded in full
     except DataError as e:
         return Problem(sample.name, image_rel, "unreadable_image", e.reason)
     except Exception as e:
         return Problem(sample.name, image_rel, "unreadable_image", f"cannot be decoded ({type(e).__name__}: {e})")
     try:
         mask = read_mask(sample.mask_path)
+    except DataError as e:  # names the file already: the problem's path does that
+        return Problem(sample.name, mask_rel, "unreadable_mask", e.reason)
     except Exception as e:
         return Problem(sample.name, mask_rel, "unreadable_mask", f"cannot be read ({type(e).__name__}: {e})")
     if mask.ndim != 2:

@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from fcnseg.data.base import RawItem, Transform
-from fcnseg.data.classes import IGNORE_INDEX, ClassInfo, write_class_file
+from fcnseg.data.classes import IGNORE_INDEX, ClassInfo, ClassSource, write_class_file
 from fcnseg.data.normalization import PAPER_BGR, Normalization
 from fcnseg.data.palette import palette_for, voc_palette, write_mask_png
 from fcnseg.errors import DataError
@@ -156,6 +156,7 @@ class SyntheticDataset(torch.utils.data.Dataset):
         self.size = size
         self.num_images = DEFAULT_SIZES.get(split, DEFAULT_SIZES["val"]) if num_images is None else num_images
         self.classes = synthetic_classes(style)
+        self.class_source = ClassSource(f"the synthetic {self.style} classes")
         self.normalization = normalization
         self.transform = transform
         self.ignore_index = IGNORE_INDEX

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fcnseg.data.base import SegmentationDataset, Transform, read_split_file
-from fcnseg.data.classes import VOC_CLASSES, ClassInfo, read_class_file
+from fcnseg.data.base import SegmentationDataset, Transform, read_split_file, require_folder
+from fcnseg.data.classes import VOC_CLASSES, ClassInfo, ClassSource, read_class_file
 from fcnseg.data.normalization import PAPER_BGR, Normalization
 from fcnseg.data.palette import voc_palette
 from fcnseg.data.scan import Sample
@@ -26,7 +26,7 @@ def voc_classes() -> ClassInfo:
 
 def find_voc_root(root: str | Path) -> Path:
     """``root`` itself if it holds ``JPEGImages/``, else ``root/VOC2012`` or ``root/VOCdevkit/VOC2012``."""
-    root = Path(root)
+    root = require_folder(root)
     for candidate in (root, root / "VOC2012", root / "VOCdevkit" / "VOC2012"):
         if (candidate / "JPEGImages").is_dir():
             return candidate
@@ -73,10 +73,15 @@ class VOCDataset(SegmentationDataset):
         ]
         if class_file is None and (root / CLASS_FILE).is_file():
             class_file = root / CLASS_FILE
-        classes = read_class_file(class_file) if class_file is not None else voc_classes()
+        if class_file is not None:
+            classes, source = read_class_file(class_file), ClassSource.from_file(class_file)
+        else:
+            classes = voc_classes()
+            source = ClassSource.assumed(f"the {len(VOC_CLASSES)} PASCAL VOC classes", root / CLASS_FILE)
         super().__init__(
             samples,
             classes,
+            class_source=source,
             root=root,
             split=split,
             normalization=normalization,
