@@ -23,6 +23,7 @@ COMMANDS = {
     "make-synthetic": ("make_synthetic", "write the seeded synthetic data set (VOC layout) for demos and tests"),
     "predict": ("predict", "segment images or folders of images with a checkpoint"),
     "export": ("export", "export a checkpoint to ONNX"),
+    "quantize": ("quantize", "quantize a checkpoint to int8 ONNX (ONNX Runtime, calibrated on your images)"),
     "explain": ("explain", "measure patch-wise vs dense, FC->conv, receptive fields, upsampling and shift-and-stitch"),
     "models": ("models", "list the architectures with parameters and GFLOPs"),
     "convert": ("convert", "turn pytorch-fcn, Caffe or VGG16 classifier weights into an fcnseg checkpoint"),

@@ -1,0 +1,275 @@
+"""An fcnseg ONNX file (an fp32 export or an int8 quantization) as a model: its metadata, and a torch-like call through ONNX Runtime.
+
+The file records what a checkpoint records (``fcnseg.*`` metadata keys: architecture, classes,
+normalisation, precision, palette if any), so ``predict``, ``eval`` and ``serve`` can take it like a
+checkpoint; :func:`load_onnx_model` checks every key and names the file and the key when one is
+missing or broken.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fcnseg.data.normalization import Normalization
+from fcnseg.errors import CheckpointError, ConfigError, FcnsegError
+from fcnseg.inference.export import INPUT_NAME, OUTPUT_NAME
+
+log = logging.getLogger(__name__)
+
+PREFIX = "fcnseg."
+REQUIRED_KEYS = ("fcnseg.arch", "fcnseg.num_classes", "fcnseg.class_names", "fcnseg.normalization")
+ONNX_PRECISIONS = ("fp32", "int8")
+QUANTIZE_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+def is_onnx_file(path: str | Path) -> bool:
+    """True for a path whose suffix says ONNX (``.onnx``, any case)."""
+    return Path(path).suffix.lower() == ".onnx"
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. under taskset or a container's cpuset)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no sched_getaffinity (macOS, Windows)
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class OnnxModelInfo:
+    """What an fcnseg ONNX file says about itself.
+
+    Attributes:
+        precision: "fp32" (an export) or "int8" (a static QDQ quantization).
+        palette: uint8 ``[C, 3]`` class colours when the file records them, else None.
+        metadata: every ``fcnseg.*`` key as stored (strings), for copying into a derived file.
+    """
+
+    path: Path
+    arch: str
+    backbone: str
+    num_classes: int
+    class_names: list[str]
+    normalization: Normalization
+    precision: str
+    palette: np.ndarray | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def _bad(path, key: str, expected: str, found: str) -> CheckpointError:
+    shown = found if len(found) <= 80 else found[:77] + "..."
+    return CheckpointError(f"{path}: metadata key '{key}' is broken: expected {expected}, found {shown!r}")
+
+
+def parse_metadata(meta: dict[str, str], path: str | Path, quantized_graph: bool | None = None) -> OnnxModelInfo:
+    """Check and decode the ``fcnseg.*`` metadata of the ONNX file ``path``.
+
+    Args:
+        meta: the file's ``metadata_props`` as a dict of strings.
+        quantized_graph: whether the graph holds QuantizeLinear/DequantizeLinear nodes (None: unknown).
+            A missing ``fcnseg.precision`` is taken from it; one that contradicts it is an error.
+    Raises:
+        CheckpointError: naming the file and the key that is missing or does not decode.
+    """
+    missing = [key for key in REQUIRED_KEYS if key not in meta]
+    if missing:
+        kind = "quantized " if quantized_graph else ""
+        raise CheckpointError(
+            f"{path}: metadata key '{missing[0]}' is missing from this {kind}ONNX file"
+            f"{f' (also missing: {missing[1:]})' if missing[1:] else ''}; fcnseg needs "
+            f"{', '.join(REQUIRED_KEYS)} to run it: write the file with 'fcnseg export' or 'fcnseg quantize'"
+        )
+    arch = meta["fcnseg.arch"]
+    try:
+        num_classes = int(meta["fcnseg.num_classes"])
+        if num_classes < 1:
+            raise ValueError
+    except ValueError:
+        raise _bad(path, "fcnseg.num_classes", "a positive integer", meta["fcnseg.num_classes"]) from None
+    try:
+        names = json.loads(meta["fcnseg.class_names"])
+    except json.JSONDecodeError:
+        names = None
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise _bad(path, "fcnseg.class_names", "a JSON list of class names", meta["fcnseg.class_names"])
+    if len(names) != num_classes:
+        raise _bad(path, "fcnseg.class_names", f"{num_classes} names (fcnseg.num_classes)", f"{len(names)} names")
+    try:
+        normalization = Normalization.from_dict(json.loads(meta["fcnseg.normalization"]))
+    except (json.JSONDecodeError, ConfigError, TypeError, AttributeError):
+        raise _bad(path, "fcnseg.normalization", "a JSON object with name, mean, std, bgr, value_scale",
+                   meta["fcnseg.normalization"]) from None
+    precision = meta.get("fcnseg.precision")
+    if precision is None:
+        precision = "int8" if quantized_graph else "fp32"
+    elif precision not in ONNX_PRECISIONS:
+        raise _bad(path, "fcnseg.precision", " or ".join(ONNX_PRECISIONS), precision)
+    if quantized_graph is not None and (precision == "int8") != quantized_graph:
+        found = "a graph with QuantizeLinear/DequantizeLinear nodes" if quantized_graph else "a float graph"
+        raise _bad(path, "fcnseg.precision", f"the precision of its graph ({found})", precision)
+    palette = None
+    if "fcnseg.palette" in meta:
+        try:
+            palette = np.asarray(json.loads(meta["fcnseg.palette"]))
+        except json.JSONDecodeError:
+            palette = None
+        ok = palette is not None and palette.ndim == 2 and palette.shape[1] == 3 and len(palette) >= num_classes
+        if not ok or not np.issubdtype(palette.dtype, np.integer) or palette.min() < 0 or palette.max() > 255:
+            raise _bad(path, "fcnseg.palette", f"a JSON list of at least {num_classes} [r, g, b] colours in 0..255",
+                       meta["fcnseg.palette"])
+        palette = palette.astype(np.uint8)
+    return OnnxModelInfo(
+        path=Path(path),
+        arch=arch,
+        backbone=meta.get("fcnseg.backbone", "unknown"),
+        num_classes=num_classes,
+        class_names=list(names),
+        normalization=normalization,
+        precision=precision,
+        palette=palette,
+        metadata={k: v for k, v in meta.items() if k.startswith(PREFIX)},
+    )
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError as e:
+        raise FcnsegError("ONNX models need the onnx extra: pip install 'fcnseg[onnx]'") from e
+    return onnx
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise FcnsegError("running ONNX models needs onnxruntime: pip install 'fcnseg[onnx]'") from e
+    return onnxruntime
+
+
+def load_proto(path: str | Path):
+    """The ``onnx.ModelProto`` of ``path``; a missing or unparsable file is a CheckpointError naming it."""
+    onnx = _onnx()
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: ONNX file not found")
+    try:
+        return onnx.load(str(path))
+    except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and onnx's own errors alike
+        raise CheckpointError(f"{path}: not a readable ONNX file ({type(e).__name__}: {e})") from e
+
+
+def is_quantized(proto) -> bool:
+    """True when the graph holds QuantizeLinear/DequantizeLinear nodes (a QDQ quantization)."""
+    return any(node.op_type in QUANTIZE_OPS for node in proto.graph.node)
+
+
+def read_info(path: str | Path, proto=None) -> OnnxModelInfo:
+    """Read and check the metadata of an fcnseg ONNX file (see :func:`parse_metadata`)."""
+    proto = load_proto(path) if proto is None else proto
+    meta = {entry.key: entry.value for entry in proto.metadata_props}
+    return parse_metadata(meta, path, quantized_graph=is_quantized(proto))
+
+
+class OnnxNet:
+    """An ONNX Runtime session with the call of a torch model.
+
+    ``net(x)``: float32 ``[N, 3, H, W]`` RGB pixels in 0..255 (a torch tensor or numpy array; the
+    normalisation is inside the graph) -> float32 logits ``[N, C, H, W]`` as a torch tensor.
+
+    Args:
+        path: the ``.onnx`` file.
+        threads: intra-op threads; None = the cores this process may use (:func:`available_cores`).
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        ort = _ort()
+        self.path = Path(path)
+        self.threads = threads or available_cores()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only: ORT warns about every initializer it cannot constant-fold
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - ORT raises its own Fail/InvalidGraph/InvalidProtobuf types
+            raise CheckpointError(f"{self.path}: ONNX Runtime cannot load it ({type(e).__name__}: {e})") from e
+        inputs = [i.name for i in self.session.get_inputs()]
+        if INPUT_NAME not in inputs:
+            raise CheckpointError(f"{self.path}: expected a graph input '{INPUT_NAME}', found {inputs}")
+
+    def __call__(self, x) -> torch.Tensor:
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().numpy()
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected float32 [N, 3, H, W] RGB pixels, got {list(x.shape)}")
+        (logits,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: x})
+        return torch.from_numpy(logits)
+
+
+@dataclass
+class OnnxModel:
+    """A loaded fcnseg ONNX file: ``net`` to run, ``info`` for its classes, normalisation and precision."""
+
+    net: OnnxNet
+    info: OnnxModelInfo
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.info.class_names
+
+    @property
+    def num_classes(self) -> int:
+        return self.info.num_classes
+
+    @property
+    def normalization(self) -> Normalization:
+        return self.info.normalization
+
+    @property
+    def precision(self) -> str:
+        return self.info.precision
+
+    def describe(self) -> str:
+        return (f"{self.info.arch} ({self.info.backbone}, {self.num_classes} classes), ONNX Runtime {self.precision}, "
+                f"{self.net.threads} threads")
+
+
+def load_onnx_model(path: str | Path, threads: int | None = None) -> OnnxModel:
+    """Load an fcnseg ``.onnx`` file: metadata checked, an ONNX Runtime session ready.
+
+    Raises:
+        CheckpointError: the file is missing or unreadable, or a metadata key is missing or broken
+            (the message names the file and the key).
+    """
+    info = read_info(path)
+    net = OnnxNet(path, threads)
+    outputs = [o.name for o in net.session.get_outputs()]
+    if OUTPUT_NAME not in outputs:
+        raise CheckpointError(f"{path}: expected a graph output '{OUTPUT_NAME}', found {outputs}")
+    return OnnxModel(net, info)
+
+
+__all__ = [
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "OnnxModel",
+    "OnnxModelInfo",
+    "OnnxNet",
+    "available_cores",
+    "is_onnx_file",
+    "is_quantized",
+    "load_onnx_model",
+    "parse_metadata",
+    "read_info",
+]

@@ -1,0 +1,394 @@
+"""Post-training static int8 quantization of an exported FCN with ONNX Runtime, calibrated on a folder of the user's images.
+
+The fp32 graph of :mod:`fcnseg.inference.export` (RGB 0..255 in, normalisation inside) is calibrated
+on a few dozen images and rewritten in QDQ form by ``onnxruntime.quantization.quantize_static``:
+per-channel int8 weights, uint8 activations. Layers whose precision matters most (the first
+convolution, the score layers) can stay in float; ``docs/inference.md`` gives the measured agreement
+that chose the default. The output carries the checkpoint's metadata, so it runs like any model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fcnseg.errors import ConfigError, DataError, FcnsegError
+from fcnseg.files import atomic_write
+from fcnseg.images import DEFAULT_MAX_PIXELS, list_images, read_image
+from fcnseg.inference.onnx_model import INPUT_NAME, OnnxNet, is_onnx_file, load_proto, read_info
+
+log = logging.getLogger(__name__)
+
+METHODS = ("minmax", "entropy", "percentile")
+# Layer groups that may stay in float (``--keep-fp32``), found in the graph by their weights' names.
+KEEP_GROUPS = ("first", "score", "head")
+SCORE_LAYERS = ("score_fr", "score_pool4", "score_pool3")
+DEFAULT_KEEP_FP32 = ("first", "head")  # measured: the only choice at >= 99.5% agreement (docs/inference.md)
+DEFAULT_NUM_CALIB = 32
+# Calibration images larger than this are cropped (centre) to it: activation ranges are local
+# statistics, and a whole 24-megapixel scan through VGG16 would need ~26 GB for one forward.
+DEFAULT_CALIB_MAX_SIDE = 1024
+DEFAULT_CHECK_IMAGES = 4
+# Only the layers int8 makes faster. ONNX Runtime would otherwise also put Quantize/Dequantize pairs
+# around the skip fusions' Adds and the normalisation, which costs accuracy for no speed, and around
+# the output of a head kept in float (quantizing the logits themselves).
+QUANTIZED_OPS = ("Conv", "ConvTranspose", "MaxPool", "Relu")
+
+
+# --- calibration data -----------------------------------------------------------------------------
+
+
+@dataclass
+class CalibrationImages:
+    """The images calibration runs on (RGB uint8 ``[H, W, 3]`` each), and the files that could not be read."""
+
+    images: list[np.ndarray]
+    paths: list[Path]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+
+
+def centre_crop(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """The central ``min(H, max_side) x min(W, max_side)`` window of an ``[H, W, 3]`` image (itself when it fits)."""
+    if not max_side:
+        return image
+    h, w = image.shape[:2]
+    y0, x0 = max(0, (h - max_side) // 2), max(0, (w - max_side) // 2)
+    return np.ascontiguousarray(image[y0 : y0 + max_side, x0 : x0 + max_side])
+
+
+def read_calibration_images(
+    folder: str | Path,
+    num: int = DEFAULT_NUM_CALIB,
+    max_side: int | None = DEFAULT_CALIB_MAX_SIDE,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> CalibrationImages:
+    """Read the first ``num`` readable images of ``folder`` (recursively, sorted by path), sizes as they come.
+
+    An unreadable file is recorded in ``.skipped`` with its reason and logged, not fatal.
+
+    Raises:
+        DataError: ``folder`` is missing, or holds no readable image.
+    """
+    if num < 1:
+        raise ConfigError(f"--num-calib must be at least 1, got {num}")
+    files = list_images(folder)
+    found = CalibrationImages([], [])
+    for path in files:
+        if len(found.images) >= num:
+            break
+        try:
+            image = read_image(path, max_pixels)
+        except DataError as e:
+            found.skipped.append((str(path), e.reason))
+            log.warning("calibration: skipping %s", e)
+            continue
+        found.images.append(centre_crop(image, max_side))
+        found.paths.append(path)
+    if not found.images:
+        why = f"none of its {len(files)} image files could be read" if files else "it holds no image files"
+        raise DataError(f"no calibration images: {why}", path=folder)
+    return found
+
+
+def _reader_class():
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class ImageCalibrationReader(CalibrationDataReader):
+        """Feeds the exported graph's input: one image at a time, float32 ``[1, 3, H, W]`` RGB 0..255.
+
+        ``__len__`` and ``set_range`` let ONNX Runtime calibrate in strides of one image, so that the
+        histogram methods keep one image's activations at a time instead of all of them.
+        """
+
+        def __init__(self, images: list[np.ndarray], input_name: str = INPUT_NAME):
+            self.images = images
+            self.input_name = input_name
+            self.set_range(0, len(images))
+
+        def __len__(self) -> int:
+            return len(self.images)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self.order = iter(range(start_index, min(end_index, len(self.images))))
+
+        def get_next(self) -> dict | None:
+            index = next(self.order, None)
+            if index is None:
+                return None
+            return {self.input_name: to_input(self.images[index])}
+
+    return ImageCalibrationReader
+
+
+def to_input(image: np.ndarray) -> np.ndarray:
+    """RGB uint8 ``[H, W, 3]`` -> the graph's input, float32 ``[1, 3, H, W]`` in 0..255."""
+    return np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def calibration_reader(images: list[np.ndarray], input_name: str = INPUT_NAME):
+    """An ``onnxruntime.quantization.CalibrationDataReader`` over ``images`` (RGB uint8 ``[H, W, 3]``)."""
+    return _reader_class()(images, input_name)
+
+
+# --- which layers stay in float -------------------------------------------------------------------
+
+
+def parse_keep_fp32(text: str | None) -> tuple[str, ...]:
+    """``"first,score"`` -> ``("first", "score")``; ``"none"`` or ``""`` -> ``()``; unknown names are a ConfigError."""
+    if text is None:
+        return DEFAULT_KEEP_FP32
+    words = tuple(w.strip() for w in text.split(",") if w.strip())
+    if words in ((), ("none",)):
+        return ()
+    unknown = [w for w in words if w not in KEEP_GROUPS]
+    if unknown:
+        raise ConfigError(f"--keep-fp32: unknown layer group {unknown[0]!r}; expected a comma list of "
+                          f"{', '.join(KEEP_GROUPS)}, or none")
+    return words
+
+
+def _layer_of(node, initializers: set[str]) -> str | None:
+    """The fcnseg layer name (``conv1_1``, ``score_fr``, ...) of a Conv/ConvTranspose node, from its weight's name."""
+    if node.op_type not in ("Conv", "ConvTranspose") or len(node.input) < 2 or node.input[1] not in initializers:
+        return None
+    weight = node.input[1]  # e.g. "model.backbone.conv1_1.weight" or "model.score_fr.weight"
+    parts = weight.split(".")
+    return parts[-2] if len(parts) >= 2 and parts[-1] == "weight" else weight
+
+
+def float_nodes(proto, keep: tuple[str, ...]) -> dict[str, list[str]]:
+    """Node names of each layer group in ``keep``, in the graph ``proto``.
+
+    first: the first convolution (it sees the normalised pixels); score: score_fr, score_pool4 and
+    score_pool3; head: the score layers and the transposed convolutions (upscore*) after them.
+    """
+    initializers = {t.name for t in proto.graph.initializer}
+    convs = [(node, _layer_of(node, initializers)) for node in proto.graph.node]
+    convs = [(node, layer) for node, layer in convs if layer is not None]
+    found: dict[str, list[str]] = {}
+    for group in keep:
+        if group == "first":
+            found[group] = [convs[0][0].name] if convs else []
+        elif group == "score":
+            found[group] = [n.name for n, layer in convs if layer in SCORE_LAYERS]
+        elif group == "head":
+            found[group] = [n.name for n, layer in convs if layer in SCORE_LAYERS or layer.startswith("upscore")]
+    return found
+
+
+
+# --- quantization ---------------------------------------------------------------------------------
+
+
+@dataclass
+class QuantizeReport:
+    """What :func:`quantize` did: the file written, its calibration, and its agreement with fp32.
+
+    ``agreement`` is the fraction of pixels whose argmax class the int8 and fp32 graphs agree on over
+    ``checked`` calibration images (None when not checked).
+    """
+
+    path: Path
+    method: str
+    keep_fp32: tuple[str, ...]
+    float_nodes: dict[str, list[str]]
+    calibration: list[str]
+    skipped: list[tuple[str, str]]
+    reduce_range: bool
+    agreement: float | None = None
+    checked: int = 0
+
+    def summary(self) -> str:
+        kept = ", ".join(f"{g} ({len(n)} node{'s' if len(n) != 1 else ''})" for g, n in self.float_nodes.items()) or "none"
+        lines = [
+            f"wrote {self.path}: int8 QDQ, per-channel {'7-bit' if self.reduce_range else '8-bit'} weights, "
+            f"uint8 activations; {self.method} calibration on {len(self.calibration)} image(s); kept in float: {kept}"
+        ]
+        if self.agreement is not None:
+            lines.append(f"argmax agreement with fp32 on {self.checked} calibration image(s): {self.agreement:.3%}")
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} unreadable file(s):")
+            lines += [f"  {path}: {reason}" for path, reason in self.skipped[:20]]
+            if len(self.skipped) > 20:
+                lines.append(f"  ... and {len(self.skipped) - 20} more")
+        return "\n".join(lines)
+
+
+def _ort_quantization():
+    try:
+        from onnxruntime import quantization
+    except ImportError as e:
+        raise FcnsegError("int8 quantization needs onnxruntime: pip install 'fcnseg[onnx]'") from e
+    return quantization
+
+
+def quantize_onnx(
+    fp32_path: str | Path,
+    out_path: str | Path,
+    images: list[np.ndarray],
+    *,
+    method: str = "minmax",
+    keep_fp32: tuple[str, ...] = DEFAULT_KEEP_FP32,
+    reduce_range: bool = True,
+    metadata: dict[str, str] | None = None,
+) -> dict[str, list[str]]:
+    """Quantize the fp32 fcnseg ONNX file ``fp32_path`` into ``out_path`` (written atomically).
+
+    Args:
+        images: calibration images, RGB uint8 ``[H, W, 3]``, any sizes.
+        method: "minmax", "entropy" or "percentile" (ONNX Runtime's calibration methods).
+        keep_fp32: layer groups left in float (see :func:`float_nodes`).
+        reduce_range: 7-bit weights. ONNX Runtime's u8 x s8 kernels on CPUs without VNNI (most AVX2
+            CPUs) sum pairs of products in int16, which 8-bit weights can saturate; 7-bit cannot.
+        metadata: ``fcnseg.*`` keys for the output (default: the input's), ``fcnseg.precision`` set to int8.
+    Returns:
+        The node names kept in float, per group.
+    """
+    q = _ort_quantization()
+    import onnx
+
+    if method not in METHODS:
+        raise ConfigError(f"--method {method!r} is not one of {', '.join(METHODS)}")
+    methods = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
+               "percentile": q.CalibrationMethod.Percentile}
+    source = read_info(fp32_path)
+    if source.precision != "fp32":
+        raise ConfigError(f"{fp32_path}: already {source.precision}; quantize an fp32 checkpoint or export")
+    out_path = Path(out_path)
+    with tempfile.TemporaryDirectory(prefix="fcnseg-quantize-") as tmp:
+        model = Path(tmp) / "model.onnx"
+        try:
+            # Shape inference and graph optimisation first, as ONNX Runtime recommends for static quantization.
+            q.quant_pre_process(str(fp32_path), str(model), skip_symbolic_shape=True)
+        except Exception as e:  # noqa: BLE001 - the optimiser is an aid: quantize the graph as exported without it
+            log.info("quantization pre-processing skipped (%s: %s)", type(e).__name__, e)
+            model = Path(fp32_path)
+        kept = float_nodes(load_proto(model), keep_fp32)
+        quantized = Path(tmp) / "int8.onnx"
+        q.quantize_static(
+            str(model),
+            str(quantized),
+            calibration_reader(images),
+            quant_format=q.QuantFormat.QDQ,
+            per_channel=True,
+            reduce_range=reduce_range,
+            activation_type=q.QuantType.QUInt8,
+            weight_type=q.QuantType.QInt8,
+            calibrate_method=methods[method],
+            op_types_to_quantize=list(QUANTIZED_OPS),
+            nodes_to_exclude=[name for names in kept.values() for name in names],
+            # One image per calibration pass: the histogram methods then hold one image's activations.
+            extra_options={"CalibStridedMinMax": 1},
+        )
+        proto = onnx.load(str(quantized))
+        entries = dict(source.metadata if metadata is None else metadata)
+        entries["fcnseg.precision"] = "int8"
+        del proto.metadata_props[:]
+        for key, value in entries.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        atomic_write(out_path, lambda tmp_file: onnx.save(proto, str(tmp_file)))
+    return kept
+
+
+def agreement(fp32_path: str | Path, int8_path: str | Path, images: list[np.ndarray]) -> float:
+    """Fraction of pixels whose argmax class the two graphs agree on, over ``images`` (RGB uint8)."""
+    a, b = OnnxNet(fp32_path), OnnxNet(int8_path)
+    same = total = 0
+    for image in images:
+        x = to_input(image)
+        la, lb = a(x)[0].argmax(0), b(x)[0].argmax(0)
+        same += int((la == lb).sum())
+        total += la.numel()
+    return same / max(total, 1)
+
+
+def quantize(
+    model_path: str | Path,
+    out_path: str | Path,
+    calib_dir: str | Path,
+    *,
+    num_calib: int = DEFAULT_NUM_CALIB,
+    method: str = "minmax",
+    keep_fp32: tuple[str, ...] = DEFAULT_KEEP_FP32,
+    reduce_range: bool = True,
+    max_side: int | None = DEFAULT_CALIB_MAX_SIDE,
+    check_images: int = DEFAULT_CHECK_IMAGES,
+) -> QuantizeReport:
+    """Quantize a checkpoint (anything :func:`fcnseg.checkpoint.load_model` reads) or an fp32 fcnseg ``.onnx``.
+
+    A checkpoint is exported first (:func:`fcnseg.inference.export.export_onnx`). Calibration reads the
+    first ``num_calib`` readable images under ``calib_dir``; unreadable ones are reported in
+    ``QuantizeReport.skipped`` and skipped. With ``check_images`` > 0 the int8 file's argmax
+    agreement with fp32 is measured on that many calibration images.
+    """
+    out_path = Path(out_path)
+    if not is_onnx_file(out_path):
+        raise ConfigError(f"{out_path}: the quantized model is an ONNX file; name it with the .onnx suffix")
+    if method not in METHODS:
+        raise ConfigError(f"--method {method!r} is not one of {', '.join(METHODS)}")
+    calibration = read_calibration_images(calib_dir, num_calib, max_side)
+    log.info("calibrating on %d image(s) from %s (%d unreadable skipped)",
+             len(calibration.images), calib_dir, len(calibration.skipped))
+    with tempfile.TemporaryDirectory(prefix="fcnseg-export-") as tmp:
+        if is_onnx_file(model_path):
+            fp32_path = Path(model_path)
+            metadata = read_info(fp32_path).metadata
+        else:
+            fp32_path = Path(tmp) / "fp32.onnx"
+            metadata = _export(model_path, fp32_path)
+        metadata = _with_quantization(metadata, method, keep_fp32, reduce_range, len(calibration.images))
+        kept = quantize_onnx(fp32_path, out_path, calibration.images, method=method, keep_fp32=keep_fp32,
+                             reduce_range=reduce_range, metadata=metadata)
+        report = QuantizeReport(out_path, method, tuple(keep_fp32), kept, [str(p) for p in calibration.paths],
+                                calibration.skipped, reduce_range)
+        if check_images > 0:
+            report.checked = min(check_images, len(calibration.images))
+            report.agreement = agreement(fp32_path, out_path, calibration.images[: report.checked])
+    return report
+
+
+def _with_quantization(metadata: dict[str, str], method: str, keep: tuple[str, ...], reduce_range: bool,
+                       num_images: int) -> dict[str, str]:
+    """``metadata`` plus ``fcnseg.quantization``: how the int8 file was made."""
+    out = dict(metadata)
+    out["fcnseg.quantization"] = json.dumps({
+        "format": "QDQ", "weights": "int8 per-channel" + (" (7-bit range)" if reduce_range else ""),
+        "activations": "uint8", "calibration": method, "calibration_images": num_images, "float_layers": list(keep),
+    })
+    return out
+
+
+def _export(checkpoint: str | Path, path: Path) -> dict[str, str]:
+    """Export ``checkpoint`` to fp32 ONNX at ``path``; its metadata, with the checkpoint's palette if it has one."""
+    from fcnseg.checkpoint import load_model
+    from fcnseg.inference.export import export_onnx
+
+    loaded = load_model(checkpoint)
+    export_onnx(loaded.model, loaded.normalization, path, loaded.class_names)
+    metadata = read_info(path).metadata
+    palette = loaded.extra.get("palette")
+    if palette is not None and "fcnseg.palette" not in metadata:
+        metadata["fcnseg.palette"] = json.dumps(np.asarray(palette).astype(int).tolist())
+    return metadata
+
+
+__all__ = [
+    "DEFAULT_KEEP_FP32",
+    "KEEP_GROUPS",
+    "METHODS",
+    "CalibrationImages",
+    "QuantizeReport",
+    "agreement",
+    "calibration_reader",
+    "float_nodes",
+    "parse_keep_fp32",
+    "quantize",
+    "quantize_onnx",
+    "read_calibration_images",
+]
