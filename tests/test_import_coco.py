@@ -232,6 +232,26 @@ def test_bad_items_and_annotations_are_reported_by_file_and_the_good_ones_writte
     assert all(scan["skipped"] == 0 for scan in report["scans"])
 
 
+def test_an_exif_rotated_photo_is_copied_as_is_and_its_mask_drawn_upright(tmp_path):
+    path = tmp_path / "export" / "images" / "phone.jpg"
+    path.parent.mkdir(parents=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to view; stored W x H, seen H x W
+    Image.fromarray(np.full((H, W, 3), 128, dtype=np.uint8)).save(path, exif=exif.tobytes(), quality=95)
+    json_path = coco_json(
+        tmp_path,
+        [image_record(1, "phone.jpg", height=W, width=H)],  # the size the annotator saw: upright
+        [polygon_annotation(1, 1, 5, [(2, 20), (20, 20), (20, 30), (2, 30)])],
+    )
+    out = tmp_path / "out"
+    report = import_dataset("coco", json_path, out, val_fraction=0)
+    assert report.ok, report.problems
+    assert (out / "images" / "phone.jpg").read_bytes() == path.read_bytes()
+    assert np.array_equal(mask_of(out, "phone"), np.where(box_pixels(2, 20, 20, 30, height=W, width=H), 2, 0))
+    raw = build_dataset("folder", out, "train").load_raw(0)
+    assert raw.image.shape == (W, H, 3) and raw.mask.shape == (W, H)
+
+
 def test_split_files_are_seeded_disjoint_and_cover_every_image(tmp_path):
     names = [f"img{i:02d}.png" for i in range(10)]
     for i, name in enumerate(names):
@@ -289,6 +309,19 @@ def test_duplicate_category_names_and_a_non_empty_output_folder_are_errors(tmp_p
     good = coco_json(tmp_path, [image_record(1, "a.png")], [])
     with pytest.raises(DataError, match="not empty"):
         import_dataset("coco", good, tmp_path / "full")
+
+
+def test_the_command_offers_every_registered_format_and_refuses_options_a_format_ignores(tmp_path):
+    from fcnseg.commands.import_data import FORMAT_NAMES
+    from fcnseg.data.importers import FORMATS
+    from fcnseg.errors import ConfigError
+
+    assert set(FORMAT_NAMES) == set(FORMATS)
+    write_image(tmp_path / "export" / "images" / "a.png")
+    with pytest.raises(ConfigError, match="does not use classes"):
+        import_dataset("coco", coco_json(tmp_path, [image_record(1, "a.png")], []), tmp_path / "out", classes=tmp_path / "c.txt")
+    with pytest.raises(ConfigError, match="val_fraction"):
+        import_dataset("coco", tmp_path / "export" / "annotations.json", tmp_path / "out", val_fraction=1.0)
 
 
 def test_the_imported_folder_loads_as_training_tensors_and_trains(tmp_path):

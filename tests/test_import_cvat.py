@@ -6,7 +6,14 @@ import numpy as np
 from PIL import Image
 
 from fcnseg.cli import main
-from fcnseg.data import VOC_CLASSES, build_dataset, read_class_file, read_mask_png, read_split_file, voc_palette
+from fcnseg.data import (
+    VOC_CLASSES,
+    build_dataset,
+    read_class_file,
+    read_mask_png,
+    read_split_file,
+    voc_palette,
+)
 from fcnseg.data.importers import import_dataset
 
 H, W = 20, 28

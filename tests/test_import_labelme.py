@@ -105,17 +105,25 @@ def test_shapes_become_class_indices_at_pixel_centres_with_labels_sorted(tmp_pat
 def test_a_class_file_fixes_the_order_and_unknown_labels_are_reported_by_file(tmp_path):
     src = tmp_path / "src"
     write_export(src)
-    labelme_json(src / "third.json", [shape("horse", "rectangle", [(1, 1), (5, 5)])], image_path="../pics/first.png")
+    labelme_json(src / "third.json", [
+        shape("horse", "rectangle", [(1, 1), (5, 5)]),
+        shape("dog", "polygon", [(45, 2), (60, 2), (50, 20)]),  # beyond the right edge of the 40 px image
+        shape("cat", "rectangle", [(30, -8), (50, 6)]),  # partly outside: clipped
+    ], image_path="../pics/first.png")
     labels = tmp_path / "labels.txt"
     labels.write_text("__ignore__\n_background_\ndog\ncat\n")  # labelme's labels.txt
     out = tmp_path / "out"
     report = import_dataset("labelme", src, out, classes=labels, val_fraction=0)
     assert read_class_file(out / "classes.txt").names == ("background", "dog", "cat")
-    assert [(p.kind, p.name, p.path) for p in report.problems] == [("unknown_category", "third", str(src / "third.json"))]
+    third = str(src / "third.json")
+    assert [(p.kind, p.name, p.path) for p in report.problems] == [("unknown_category", "third", third), ("outside_image", "third", third)]
+    assert ("clipped", "third", third) in [(n.kind, n.name, n.path) for n in report.notes]
     triangle, rectangle, circle = expected_first()
     mask = read_mask_png(out / "masks" / "first.png")
     assert np.array_equal(mask == 1, triangle) and np.array_equal(mask == 2, rectangle | circle)
-    assert np.array_equal(read_mask_png(out / "masks" / "third.png"), np.zeros((H, W)))  # written, the shape left out
+    x, y = centres()
+    kept = np.where((x >= 30) & (y <= 6), 2, 0)  # only the clipped cat: the horse and the dog are left out
+    assert np.array_equal(read_mask_png(out / "masks" / "third.png"), kept)
 
 
 def test_missing_images_duplicate_names_and_broken_json_are_skipped_and_reported(tmp_path, capsys):

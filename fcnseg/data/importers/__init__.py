@@ -11,8 +11,13 @@ import importlib
 from pathlib import Path
 
 from fcnseg.data.importers.items import Export, ImportOptions, Item
-from fcnseg.data.importers.report import ANNOTATION_KINDS, ITEM_KINDS, NOTE_KINDS, ImportReport
 from fcnseg.data.importers.raster import OVERLAPS
+from fcnseg.data.importers.report import (
+    ANNOTATION_KINDS,
+    ITEM_KINDS,
+    NOTE_KINDS,
+    ImportReport,
+)
 from fcnseg.errors import ConfigError
 
 # Format name -> (module, reader function, the ImportOptions fields it reads besides overlap and the split).

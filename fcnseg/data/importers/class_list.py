@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from fcnseg.data.classes import IGNORE_INDEX, ClassInfo
 from fcnseg.data.palette import voc_palette

@@ -18,7 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from fcnseg.data.classes import IGNORE_INDEX
-from fcnseg.data.importers.class_list import BACKGROUND, class_info, clean_name, special_label
+from fcnseg.data.importers.class_list import (
+    BACKGROUND,
+    class_info,
+    clean_name,
+    special_label,
+)
 from fcnseg.data.importers.items import Export, ImportOptions, Item, SkippedItem
 from fcnseg.data.importers.raster import Bitmap, Drawing, Polygon, Shape, draw_shapes
 from fcnseg.data.scan import Problem

@@ -19,8 +19,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fcnseg.data.base import read_split_file
 from fcnseg.data.classes import IGNORE_INDEX, VOC_CLASSES, ClassInfo
-from fcnseg.data.importers.class_list import BACKGROUND, BACKGROUND_NAMES, class_info, clean_name
+from fcnseg.data.importers.class_list import (
+    BACKGROUND,
+    BACKGROUND_NAMES,
+    class_info,
+    clean_name,
+)
 from fcnseg.data.importers.items import Export, ImportOptions, Item, SkippedItem
 from fcnseg.data.importers.raster import Drawing
 from fcnseg.data.palette import IGNORE_COLOUR, voc_palette
@@ -90,9 +96,8 @@ def list_names(root: Path) -> list[str]:
     lists = sorted((root / LIST_DIR).glob("*.txt")) if (root / LIST_DIR).is_dir() else []
     names: dict[str, None] = {}
     for path in lists:
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                names.setdefault(line.split()[0], None)
+        for name in read_split_file(path):
+            names.setdefault(name, None)
     if lists:
         return list(names)
     return sorted(str(p.relative_to(root / MASK_DIR).with_suffix("")) for p in (root / MASK_DIR).rglob("*.png"))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from fcnseg.data.classes import ClassInfo
 from fcnseg.data.importers.raster import OVERLAPS, Drawing

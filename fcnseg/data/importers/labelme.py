@@ -22,9 +22,24 @@ import numpy as np
 from PIL import Image
 
 from fcnseg.data.classes import IGNORE_INDEX, read_class_file
-from fcnseg.data.importers.class_list import BACKGROUND, BACKGROUND_NAMES, IGNORE_NAMES, class_info, clean_name, special_label
+from fcnseg.data.importers.class_list import (
+    BACKGROUND,
+    BACKGROUND_NAMES,
+    IGNORE_NAMES,
+    class_info,
+    clean_name,
+    special_label,
+)
 from fcnseg.data.importers.items import Export, ImportOptions, Item
-from fcnseg.data.importers.raster import Bitmap, Circle, Drawing, Polygon, Rectangle, Shape, draw_shapes
+from fcnseg.data.importers.raster import (
+    Bitmap,
+    Circle,
+    Drawing,
+    Polygon,
+    Rectangle,
+    Shape,
+    draw_shapes,
+)
 from fcnseg.data.scan import Problem
 from fcnseg.errors import DataError
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from fcnseg.data import build_dataset
 from fcnseg.data.importers.items import Export, ImportOptions, Item, SkippedItem
 from fcnseg.data.importers.report import ITEM_KINDS, ImportReport
 from fcnseg.data.importers.writer import (
@@ -19,7 +20,7 @@ from fcnseg.data.importers.writer import (
     write_mask,
     write_splits,
 )
-from fcnseg.data.scan import Problem
+from fcnseg.data.scan import Problem, ScanReport
 from fcnseg.errors import DataError
 from fcnseg.files import write_json
 from fcnseg.images import image_size
@@ -54,9 +55,9 @@ def write_export(
             report.add(Problem(name, str(where), "duplicate_name",
                                f"image name {name!r} is already used by {_describe(first)}; only the first is imported"))
             continue
-        seen[name] = item
         written, findings = _write_item(item, name, out, export)
-        if written:
+        if written:  # a name is taken by the first item written under it, not by one that failed
+            seen[name] = item
             report.written.append(name)
         for finding in findings:
             report.add(finding)
@@ -69,10 +70,8 @@ def write_export(
     return report
 
 
-def scan_output(out: Path, splits: list[str]) -> list:
+def scan_output(out: Path, splits: list[str]) -> list[ScanReport]:
     """The data scan of the written folder, one report per split (what ``fcnseg train --dataset folder`` reads)."""
-    from fcnseg.data import build_dataset
-
     return [build_dataset("folder", out, split, scan=False).scan() for split in splits]
 
 

@@ -13,8 +13,8 @@ the right and bottom edges.)
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -71,7 +71,7 @@ class Polygon:
     parts: tuple[np.ndarray, ...]
 
     @classmethod
-    def from_points(cls, parts: Sequence[Sequence[Sequence[float]]]) -> "Polygon":
+    def from_points(cls, parts: Sequence[Sequence[Sequence[float]]]) -> Polygon:
         """From rings of ``[x, y]`` pairs (labelme). Raises ValueError for a ring of fewer than 3 points."""
         rings = []
         for ring in parts:
@@ -82,7 +82,7 @@ class Polygon:
         return cls._checked(rings)
 
     @classmethod
-    def from_flat(cls, parts: Sequence[Sequence[float]]) -> "Polygon":
+    def from_flat(cls, parts: Sequence[Sequence[float]]) -> Polygon:
         """From COCO's flat rings ``[x1, y1, x2, y2, ...]``. Raises ValueError for an odd or short ring."""
         rings = []
         for ring in parts:
@@ -93,7 +93,7 @@ class Polygon:
         return cls._checked(rings)
 
     @classmethod
-    def _checked(cls, rings: list[np.ndarray]) -> "Polygon":
+    def _checked(cls, rings: list[np.ndarray]) -> Polygon:
         if not rings:
             raise ValueError("a polygon without points")
         for ring in rings:
@@ -234,7 +234,7 @@ def paint_order(regions: Sequence[Region], labels: Sequence[int], overlap: str) 
 def draw_shapes(shapes: Sequence[Shape], height: int, width: int, *, overlap: str, name: str, path: str) -> Drawing:
     """Rasterise ``shapes`` on a ``height`` x ``width`` background (0) and paint them by ``overlap``.
 
-    A shape partly outside the image is clipped (finding ``clipped``); one entirely outside is left
+    A shape reaching more than half a pixel outside the image is clipped (finding ``clipped``); one entirely outside is left
     out (``outside_image``); one that covers no pixel centre is left out (``empty_shape``). Findings
     name the item ``name`` and the annotation file ``path``.
 
@@ -254,7 +254,8 @@ def draw_shapes(shapes: Sequence[Shape], height: int, width: int, *, overlap: st
         if region.area == 0:
             findings.append(Problem(name, path, "empty_shape", f"{shape.what} covers no pixel centre ({extent}); skipped"))
             continue
-        if x_lo < 0 or y_lo < 0 or x_hi > width or y_hi > height:
+        # within half a pixel of the border no pixel centre lies outside: exports rounding to 640.3 are not clipped
+        if x_lo < -0.5 or y_lo < -0.5 or x_hi > width + 0.5 or y_hi > height + 0.5:
             findings.append(Problem(name, path, "clipped", f"{shape.what} reaches outside the {width}x{height} image ({extent}); clipped"))
         regions.append(region)
         kept.append(shape)

@@ -31,7 +31,7 @@ ANNOTATION_KINDS = (
 )
 # Worth knowing, nothing lost: reported, but they do not make the import fail.
 NOTE_KINDS = (
-    "clipped",  # a shape reaching outside its image, cut to it
+    "clipped",  # a shape reaching more than half a pixel outside its image, cut to it
     "ignored_shape",  # labelme lines, points and line strips, which cover no area
     "empty_shape",  # a shape that covers no pixel centre
 )
