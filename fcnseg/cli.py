@@ -26,6 +26,7 @@ COMMANDS = {
     "explain": ("explain", "measure patch-wise vs dense, FC->conv, receptive fields, upsampling and shift-and-stitch"),
     "models": ("models", "list the architectures with parameters and GFLOPs"),
     "convert": ("convert", "turn pytorch-fcn, Caffe or VGG16 classifier weights into an fcnseg checkpoint"),
+    "import": ("import_data", "convert a COCO, labelme or CVAT mask export into the folder layout fcnseg train reads"),
 }
 
 
