@@ -173,7 +173,8 @@ def test_synthetic_nyud_scenes_load_and_their_depth_agrees_with_objects_and_hha(
         objects = (labels != wall) & (labels != floor) & (labels != 255)
         assert objects.any() and (labels == wall).any()
         assert depth[objects].max() < depth[labels == wall].min()  # objects stand in front of the back wall
-        disparity = raw.inputs["hha"][..., 0].astype(np.float64)  # HHA channel 1: 255 / depth (m)
-        assert np.abs(disparity - 255 / np.maximum(depth, 1)).mean() < 3
-        angle = raw.inputs["hha"][..., 2].astype(np.float64)  # HHA channel 3: 0 for the floor, 90 degrees elsewhere
-        assert angle[labels == floor].mean() < 10 and abs(angle[labels == wall].mean() - 127.5) < 10
+        # HHA as rcnn-depth's saveHHA.m writes it: 31000 / depth (cm, at least 100), ..., angle with gravity + 38
+        disparity = raw.inputs["hha"][..., 0].astype(np.float64)
+        assert np.abs(disparity - np.minimum(255, 310 / np.maximum(depth, 1))).mean() < 2
+        angle = raw.inputs["hha"][..., 2].astype(np.float64)  # 0 degrees for the floor, 90 for walls and objects
+        assert abs(angle[labels == floor].mean() - 38) < 3 and abs(angle[labels == wall].mean() - 128) < 3

@@ -6,7 +6,8 @@ data set uses, so that :class:`~fcnseg.data.nyud.NYUDDataset`, :class:`~fcnseg.d
 
 - ``nyud``: indoor RGB-D scenes from a level pinhole camera: a back wall, a floor plane and objects in front of
   it; the depth map (16-bit PNG, mm) is the scene's geometry, objects occlude only what lies behind them, and the
-  HHA image encodes disparity, height above the floor and the angle of the surface normal with gravity.
+  HHA image encodes disparity, height above the floor and the angle of the surface normal with gravity (scaled as
+  rcnn-depth's ``saveHHA.m`` scales them).
 - ``siftflow``: outdoor scenes: sky above a wavy skyline, a ground stuff class below, objects standing in it;
   semantic and geometric (sky / horizontal / vertical) label ``.mat`` files that agree with each other.
 - ``pascal_context``: full-scene labelings: a stuff class above, another below, objects, and some objects of
@@ -221,8 +222,9 @@ def _nyud_scene(rng: np.random.Generator, h: int, w: int) -> dict[str, np.ndarra
     depth_mm = np.clip(depth * 1000 + rng.normal(0, 5, size=(h, w)), 1, 65535)
     height = camera_height + (horizon - rows) * depth / focal  # metres above the floor
     angle = np.where(horizontal, 0.0, 90.0)  # degrees between the surface normal and gravity
-    hha = np.stack([255.0 / np.maximum(depth, 1.0), height * 80.0, angle * 255.0 / 180.0], axis=-1)
-    hha += rng.normal(0, 2, size=hha.shape)
+    # encoded as rcnn-depth's saveHHA.m does: 31000 / depth in cm (at least 100), height in cm, angle + 38
+    hha = np.stack([31000.0 / np.maximum(depth * 100, 100), height * 100, angle + 128 - 90], axis=-1)
+    hha += rng.normal(0, 1, size=hha.shape)
     return {
         "color": _to_uint8(image),
         "hha": _to_uint8(hha),
