@@ -56,8 +56,9 @@ async function loadModel() {
     info.appendChild(b);
   });
   const limits = model.limits;
-  $("limits").textContent = `up to ${formatBytes(limits.max_upload_bytes)} per file` +
-    (limits.max_pixels ? `, ${(limits.max_pixels / 1e6).toFixed(0)} megapixels` : "");
+  const pixels = limits.max_pixels >= 1e6 ? `${+(limits.max_pixels / 1e6).toFixed(1)} megapixels`
+    : `${Number(limits.max_pixels).toLocaleString("en-US")} pixels`;
+  $("limits").textContent = `up to ${formatBytes(limits.max_upload_bytes)} per file` + (limits.max_pixels ? `, ${pixels}` : "");
   renderLegend(null);
   document.body.dataset.state = "idle";
 }
@@ -134,7 +135,9 @@ async function send(result) {
     return;
   }
   if (!response.ok) {
-    fail(result, `${result.name}: ${answer.error || response.statusText} (HTTP ${response.status})`);
+    const reason = answer.error || response.statusText;
+    // The server names the file in most messages already.
+    fail(result, `${reason.startsWith(result.name) ? "" : result.name + ": "}${reason} (HTTP ${response.status})`);
     return;
   }
   answer.roundTripMs = performance.now() - started;
@@ -234,10 +237,14 @@ function show(result) {
   $("toolbar").hidden = false;
   $("stage").hidden = false;
   const view = $("view");
-  // Small images are scaled up: show their pixels as squares, not blurred.
-  const stageWidth = $("stage").clientWidth - 20;
-  view.style.width = Math.min(stageWidth, Math.max(a.width, Math.min(stageWidth, 4 * a.width))) + "px";
-  view.classList.toggle("pixelated", parseFloat(view.style.width) > a.width);
+  // As large as the stage and the window below it allow (leaving room for the readouts under it);
+  // small images up to 4x, their pixels shown as squares, not blurred.
+  const stage = $("stage");
+  const stageWidth = stage.clientWidth - 20;
+  const height = Math.max(240, window.innerHeight - stage.getBoundingClientRect().top - 90);
+  const width = Math.floor(Math.min(stageWidth, height * a.width / a.height, 4 * a.width));
+  view.style.width = width + "px";
+  view.classList.toggle("pixelated", width > a.width);
   render();
   renderLegend(a);
   const stem = result.name.replace(/\.[^.]+$/, "");
