@@ -210,6 +210,11 @@ def test_upload_over_the_limit_is_refused_with_413(predictor):
         assert_json_error(client.post("/api/predict", content=chunks, headers={"content-type": "image/png"}), 413)
         small = png_bytes(sample_image(8, 8))
         assert client.post("/api/predict", content=small, headers={"content-type": "image/png"}).status_code == 200
+        exact = small + bytes(2000 - len(small))  # a PNG may carry trailing bytes: exactly the limit
+        assert client.post("/api/predict", content=exact, headers={"content-type": "image/png"}).status_code == 200
+        assert client.post("/api/predict", files={"image": ("exact.png", exact, "image/png")}).status_code == 200
+        assert_json_error(client.post("/api/predict", content=exact + b"\0", headers={"content-type": "image/png"}), 413)
+        assert_json_error(client.post("/api/predict", files={"image": ("over.png", exact + b"\0", "image/png")}), 413)
 
 
 def test_body_limit_is_enforced_while_reading_not_after():
@@ -295,6 +300,44 @@ def test_empty_bodies_and_forms_without_a_file_are_refused_with_422(client):
         client.post("/api/predict", content=b"--xyz\r\nbroken", headers={"content-type": "multipart/form-data; boundary=xyz"}), 422
     )
     assert_json_error(client.post("/api/predict", content=b"a", headers={"content-type": "multipart/form-data"}), 422, "boundary")
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")  # what the damage is meant to cause
+def test_damaged_files_of_every_format_get_413_or_422_never_a_server_error(client):
+    rng = np.random.default_rng(0)
+    originals = []
+    for fmt in ("PNG", "JPEG", "TIFF", "GIF", "BMP", "WEBP"):
+        buffer = io.BytesIO()
+        Image.fromarray(sample_image(24, 32)).save(buffer, format=fmt)
+        originals.append(buffer.getvalue())
+    seen = set()
+    for original in originals:
+        for _ in range(8):
+            data = bytearray(original)
+            cut = int(rng.integers(8, len(data)))
+            for i in rng.integers(0, cut, 6):  # flip bytes, then maybe truncate
+                data[i] = int(rng.integers(0, 256))
+            data = bytes(data[: cut if rng.random() < 0.5 else len(data)])
+            response = client.post("/api/predict", content=data, headers={"content-type": "application/octet-stream"})
+            assert response.status_code in (200, 413, 422), response.text
+            if response.status_code != 200:
+                assert response.json()["error"]
+            seen.add(response.status_code)
+    assert 422 in seen
+    assert client.get("/healthz").json()["status"] == "ok"
+
+
+def test_a_decoder_failing_in_an_unforeseen_way_is_a_422_naming_the_file(client, monkeypatch):
+    import struct
+
+    import fcnseg.serve.result
+
+    def trips(source, max_pixels):
+        raise struct.error("unpack requires a buffer of 4 bytes")
+
+    monkeypatch.setattr(fcnseg.serve.result, "read_image", trips)
+    response = client.post("/api/predict", files={"image": ("odd.tif", b"II*\x00", "image/tiff")})
+    assert_json_error(response, 422, "odd.tif", "cannot read the image", "unpack requires")
 
 
 @pytest.mark.parametrize("content_type", ["application/json", "text/plain", "application/x-www-form-urlencoded"])

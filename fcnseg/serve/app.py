@@ -256,10 +256,9 @@ def create_app(
             return error(422, str(e))
         except FcnsegError as e:  # the memory budget cannot hold even the smallest tile
             return error(413, f"{upload.name or 'upload'}: {e}")
-        except Exception as e:  # noqa: BLE001 - a decoder or the model failing on one image must not stop the server
+        except Exception as e:  # noqa: BLE001 - the model failing on one image must not stop the server
             log.exception("%s: prediction failed", upload.name or "upload")
-            return error(422 if isinstance(e, (ValueError, OSError, SyntaxError)) else 500,
-                         f"{upload.name or 'upload'}: cannot segment the image ({type(e).__name__}: {e})")
+            return error(500, f"{upload.name or 'upload'}: the server failed to segment the image ({type(e).__name__}: {e})")
         result = outcome.value
         timings = {
             "read_ms": (received - start) * 1e3,

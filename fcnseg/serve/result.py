@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from fcnseg.data.palette import voc_palette
+from fcnseg.errors import DataError
 from fcnseg.images import read_image
 from fcnseg.metrics import class_pixel_counts
 
@@ -84,7 +85,12 @@ def segment_upload(
     start = time.perf_counter()
     source = io.BytesIO(data)
     source.name = name or "upload"  # error messages name the file
-    image = read_image(source, max_pixels)
+    try:
+        image = read_image(source, max_pixels)
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a decoder plugin tripping over a damaged file (struct.error, IndexError...)
+        raise DataError(f"cannot read the image ({type(e).__name__}: {e})", path=source.name) from e
     decoded = time.perf_counter()
     prediction = predictor.predict(image)
     predicted = time.perf_counter()

@@ -20,6 +20,9 @@ from fcnseg.files import format_bytes
 RAW_TYPES = ("application/octet-stream",)
 MULTIPART_TYPE = "multipart/form-data"
 FILE_FIELDS = ("image", "file")  # the multipart field names looked for first
+# Room for multipart framing (boundaries, part headers, small form fields) on top of the file limit,
+# so that a file of exactly the limit is taken whichever way it is sent.
+MULTIPART_SLACK = 16 * 1024  # bytes
 
 
 class UploadError(Exception):
@@ -41,7 +44,7 @@ class Upload:
 
 
 def too_large(limit: int) -> UploadError:
-    return UploadError(413, f"upload is larger than this server's limit of {format_bytes(limit)} (--max-upload-mb)")
+    return UploadError(413, f"upload is larger than this server's limit of {format_bytes(limit)} per file (--max-upload-mb)")
 
 
 def check_content_type(content_type: str | None) -> str:
@@ -162,15 +165,19 @@ async def receive_upload(
     filename_header: str | None,
     limit: int,
 ) -> Upload:
-    """Read a request into an :class:`Upload`: raw body or multipart file part, at most ``limit`` bytes of body.
+    """Read a request into an :class:`Upload`: the raw body or the multipart file part, a file of at most ``limit`` bytes.
+
+    A multipart body may exceed ``limit`` by :data:`MULTIPART_SLACK` bytes of framing; its file may not.
 
     Raises:
         UploadError: 415 wrong content type, 413 too large, 422 empty or malformed.
     """
     kind = check_content_type(content_type)
-    body = await read_body(chunks, content_length, limit)
+    body = await read_body(chunks, content_length, limit + (MULTIPART_SLACK if kind == "multipart" else 0))
     if kind == "multipart":
         data, name = file_from_multipart(body, content_type or "")
+        if len(data) > limit:
+            raise too_large(limit)
     else:
         data, name = body, filename_header
     if not data:

@@ -111,7 +111,7 @@ function handleFiles(files) {
   for (const file of files) {
     const result = addResult(file);
     // One at a time: the server queues for everyone, and a page should not fill the queue alone.
-    sending = sending.then(() => send(result));
+    sending = sending.then(() => send(result).catch((e) => fail(result, `${result.name}: ${e.message || e}`)));
   }
 }
 
