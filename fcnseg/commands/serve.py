@@ -11,11 +11,10 @@ from fcnseg.errors import ConfigError
 from fcnseg.files import format_bytes, parse_bytes
 from fcnseg.inference.predictor import DEFAULT_MAX_MEMORY
 from fcnseg.precision import PRECISIONS
+from fcnseg.serve.limits import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB, DEFAULT_QUEUE, DEFAULT_WORKERS
 
 log = logging.getLogger("fcnseg.serve")
 
-DEFAULT_MAX_UPLOAD_MB = 25
-DEFAULT_MAX_PIXELS = 100_000_000  # fcnseg.serve.app.DEFAULT_SERVE_MAX_PIXELS, kept here so --help needs no FastAPI
 
 
 def register(subparsers) -> None:
@@ -32,10 +31,12 @@ def register(subparsers) -> None:
                    help="address to listen on (default 127.0.0.1, this machine only; another address exposes the "
                         "server, which has no authentication, to the network)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
-    p.add_argument("--workers", type=int, default=1, help="images segmented at once, sharing one model (default 1)")
-    p.add_argument("--queue", type=int, default=8, help="requests that may wait for a worker; beyond, 503 (default 8)")
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                   help="images segmented at once, sharing one model (default %(default)s)")
+    p.add_argument("--queue", type=int, default=DEFAULT_QUEUE,
+                   help="requests that may wait for a worker; beyond, 503 (default %(default)s)")
     p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
-                   help=f"largest upload in MiB, refused with 413 while it arrives (default {DEFAULT_MAX_UPLOAD_MB})")
+                   help=f"largest image file in MiB, refused with 413 while it arrives (default {DEFAULT_MAX_UPLOAD_MB})")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help=f"refuse images with more pixels than this with 413 (default {DEFAULT_MAX_PIXELS:,}; 0 = no limit)")
     p.add_argument(

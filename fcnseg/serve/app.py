@@ -24,15 +24,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fcnseg import __version__
 from fcnseg.data.palette import voc_palette
 from fcnseg.errors import ConfigError, DataError, FcnsegError
-from fcnseg.images import DEFAULT_MAX_PIXELS, ImageTooLargeError
+from fcnseg.images import ImageTooLargeError
+from fcnseg.serve.limits import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB, DEFAULT_QUEUE, DEFAULT_WORKERS
 from fcnseg.serve.queue import QueueFull, WorkQueue
 from fcnseg.serve.result import segment_upload, to_base64
 from fcnseg.serve.upload import UploadError, receive_upload
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_UPLOAD = 25 * 1024**2  # bytes
-DEFAULT_SERVE_MAX_PIXELS = 100_000_000  # a 12000x8000 scan; the page and the answer hold several copies
 STATIC = resources.files("fcnseg.serve") / "static"
 
 
@@ -149,10 +148,10 @@ def create_app(
     predictor,
     *,
     model_name: str = "model",
-    workers: int = 1,
-    queue_size: int = 8,
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
-    max_pixels: int | None = DEFAULT_SERVE_MAX_PIXELS,
+    workers: int = DEFAULT_WORKERS,
+    queue_size: int = DEFAULT_QUEUE,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 1024**2,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     palette: np.ndarray | None = None,
 ) -> FastAPI:
     """The FastAPI app serving ``predictor`` (one instance, shared by ``workers`` threads).
