@@ -74,7 +74,8 @@ def write_report(
 
     figures = [
         Figure("Confusion", "confusion.png", "Rows are the ground truth, columns the prediction; each row shows where "
-               "that class's pixels went, in percent (grey rows: class absent from the ground truth).", "confusion"),
+               "that class's pixels went, in percent." + (" Grey rows: classes absent from the ground truth."
+                                                          if 0 in pixel_counts else ""), "confusion"),
         Figure("Per-class IU", "class_iu.png", "IU per class, lowest first, beside each class's share of the "
                "ground-truth pixels: a rare class with a low IU is where mean IU is lost.", "class-iu"),
     ]
