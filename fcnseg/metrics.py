@@ -130,6 +130,42 @@ class ConfusionMatrix:
         }
 
 
+def most_confused(counts) -> dict | None:
+    """The largest off-diagonal cell of a confusion matrix: the (ground truth -> prediction) mistake made most.
+
+    Args:
+        counts: int ``[n, n]`` array or tensor, ``counts[truth, prediction]``.
+    Returns:
+        ``{"truth": i, "prediction": j, "pixels": counts[i, j]}`` for the largest ``i != j`` cell (the
+        lowest ``(i, j)`` among ties), or None when no pixel is wrong.
+    """
+    hist = np.array(counts.cpu().numpy() if isinstance(counts, torch.Tensor) else counts, dtype=np.int64)
+    np.fill_diagonal(hist, 0)
+    truth, prediction = np.unravel_index(int(np.argmax(hist)), hist.shape)
+    pixels = int(hist[truth, prediction])
+    return {"truth": int(truth), "prediction": int(prediction), "pixels": pixels} if pixels > 0 else None
+
+
+def image_scores(matrix: "ConfusionMatrix") -> dict:
+    """One image's scores from its own confusion counts, with the paper's definitions (:meth:`ConfusionMatrix.compute`).
+
+    The per-image mean IU is the NaN-aware mean over the classes present in that image's ground
+    truth or prediction (prediction counted on non-ignored pixels only): a class absent from both
+    is 0/0 and left out, as over a whole data set. A class in the ground truth that is never
+    predicted counts with IU 0, and so does a class predicted where the ground truth has none.
+
+    Returns:
+        dict with ``pixels`` (pixels scored), ``pixel_accuracy``, ``mean_accuracy``, ``mean_iu``
+        (floats, NaN when every pixel is ignored) and ``most_confused`` (see :func:`most_confused`).
+    """
+    scores = matrix.compute()
+    return {
+        "pixels": scores["pixels"],
+        **{key: scores[key] for key in ("pixel_accuracy", "mean_accuracy", "mean_iu")},
+        "most_confused": most_confused(matrix.counts),
+    }
+
+
 def _nanmean(x: torch.Tensor) -> float:
     valid = ~torch.isnan(x)
     return x[valid].mean().item() if valid.any() else math.nan
