@@ -43,10 +43,10 @@ def test_resume_repeats_the_uninterrupted_losses(tmp_path, monkeypatch):
     # crash (not a clean stop) in update 5: the last checkpoint is the one of update 4
     real_step = Trainer.step
 
-    def crashing_step(self, batches):
-        if self.iteration == 4:
+    def crashing_step(self):
+        if self.state.iteration == 4:
             raise RuntimeError("simulated crash")
-        return real_step(self, batches)
+        return real_step(self)
 
     config = resolve_run_config(overrides=settings(tmp_path / "cut"))
     monkeypatch.setattr(Trainer, "step", crashing_step)
