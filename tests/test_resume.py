@@ -10,9 +10,9 @@ import time
 import pytest
 import torch
 
-from fcnseg.files import TEMP_GLOB
 from fcnseg.checkpoint import load_checkpoint
 from fcnseg.config import resolve_run_config
+from fcnseg.files import TEMP_GLOB
 from fcnseg.training.trainer import Trainer, train
 
 

@@ -8,8 +8,8 @@ import yaml
 
 from fcnseg.checkpoint import load_checkpoint, load_model
 from fcnseg.cli import main
-from fcnseg.errors import CheckpointError
 from fcnseg.config import ModelConfig, TrainConfig, resolve_run_config
+from fcnseg.errors import CheckpointError
 from fcnseg.models import build_model
 from fcnseg.training.optim import build_optimizer, lr_factor, parameter_groups
 from fcnseg.training.trainer import TrainingDiverged, train

@@ -10,8 +10,8 @@ from typing import Any
 import yaml
 
 from fcnseg.config import PRESETS, resolve_run_config
-from fcnseg.precision import PRECISIONS
 from fcnseg.errors import ConfigError
+from fcnseg.precision import PRECISIONS
 
 EPILOG = """\
 settings are layered: defaults < --preset < --config FILE < flags (flags win).

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -49,9 +49,10 @@ def train_step(
     cross-entropy over the labelled pixels (255 ignored), accumulates gradients (GradScaler for
     fp16), clips their norm to ``config.grad_clip`` (0: no clipping) and steps the optimiser.
 
-    The gradient equals that of one process seeing the whole global batch: each process's summed
-    loss is divided by the labelled pixels of all processes and passes (``normalize_loss``; else
-    not divided) and multiplied by the process count, which DDP's gradient averaging then cancels.
+    The passes are averaged, as Caffe's ``iter_size`` does. Within a pass the gradient equals that of
+    one process seeing the whole global batch: each process's summed loss is divided by the labelled
+    pixels of all processes (``normalize_loss``; else not divided) and multiplied by the process
+    count, which DDP's gradient averaging then cancels.
 
     Raises:
         TrainingDiverged: the loss is NaN or infinite (the optimiser has not stepped).

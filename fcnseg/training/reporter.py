@@ -12,15 +12,21 @@ import io
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-import yaml
 import torch
+import yaml
 
 from fcnseg.config import RunConfig
-from fcnseg.files import atomic_write_bytes, atomic_write_text, sweep_temp_files, write_json
+from fcnseg.files import (
+    atomic_write_bytes,
+    atomic_write_text,
+    sweep_temp_files,
+    write_json,
+)
 from fcnseg.metrics import format_table
 from fcnseg.training import figures
 from fcnseg.training.state import BEST, CHECKPOINTS, RunState
@@ -96,10 +102,10 @@ class Reporter:
 
     # -- during the run --
 
-    def open_progress(self, total: int, initial: int) -> None:
-        """A progress bar over the updates (rank 0)."""
+    def open_progress(self, total: int, initial: int, show: bool = True) -> None:
+        """Start timing the updates from ``initial`` on, with a progress bar up to ``total`` if ``show`` (rank 0)."""
         self._mark = (time.perf_counter(), initial)
-        if self.enabled:
+        if self.enabled and show:
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, initial=initial, desc="train", unit="it", dynamic_ncols=True, smoothing=0.1)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import random
-from typing import Any, Iterator, Protocol
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 import numpy as np
 import torch

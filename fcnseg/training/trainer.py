@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from torch import nn
 from fcnseg import distributed as D
 from fcnseg.checkpoint import save_checkpoint
 from fcnseg.config import RunConfig
+from fcnseg.data.normalization import Normalization
 from fcnseg.distributed import DistInfo
 from fcnseg.models.batchnorm import synchronise_batch_norm
 from fcnseg.precision import autocast_dtype, describe
@@ -30,9 +31,21 @@ from fcnseg.training.loop import TrainingDiverged, train_step
 from fcnseg.training.optim import build_optimizer
 from fcnseg.training.reporter import Reporter
 from fcnseg.training.sampling import (
-    configure_determinism, rng_state, seed_everything, training_batches, training_loader,
+    configure_determinism,
+    rng_state,
+    seed_everything,
+    training_batches,
+    training_loader,
 )
-from fcnseg.training.state import BEST, LAST, Resume, RunState, read_resume, restore_run_state, train_state_dict
+from fcnseg.training.state import (
+    BEST,
+    LAST,
+    Resume,
+    RunState,
+    read_resume,
+    restore_run_state,
+    train_state_dict,
+)
 from fcnseg.training.validation import panel_items, validate, validation_record
 
 __all__ = ["TrainResult", "Trainer", "TrainingDiverged", "train"]
@@ -75,7 +88,7 @@ class Trainer:
     """
 
     def __init__(self, config: RunConfig, model: nn.Module, net: nn.Module, optimizer: torch.optim.Optimizer,
-                 scaler: torch.amp.GradScaler, batches: Iterator, data: TrainingData, normalization,
+                 scaler: torch.amp.GradScaler, batches: Iterator, data: TrainingData, normalization: Normalization,
                  state: RunState, reporter: Reporter, dist: DistInfo, amp_dtype: torch.dtype | None) -> None:
         self.config, self.model, self.net, self.optimizer, self.scaler = config, model, net, optimizer, scaler
         self.batches, self.data, self.state, self.reporter, self.dist = batches, data, state, reporter, dist
@@ -89,8 +102,7 @@ class Trainer:
         """Train to ``train.max_iter`` updates, validating every ``val_every`` and checkpointing every ``checkpoint_every``."""
         t, state = self.config.train, self.state
         start_iteration = state.iteration
-        if progress:
-            self.reporter.open_progress(t.max_iter, state.iteration)
+        self.reporter.open_progress(t.max_iter, state.iteration, show=progress)
         started = time.perf_counter()
         try:
             while state.iteration < t.max_iter:
@@ -169,6 +181,18 @@ class Trainer:
         return path
 
 
+def place_model(model: nn.Module, dist: DistInfo, channels_last: bool = False) -> tuple[nn.Module, nn.Module]:
+    """``model`` on this process's device, and what the updates run: the model, or DDP around it (several processes)."""
+    model = model.to(dist.device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if dist.world_size == 1:
+        return model, model
+    synchronise_batch_norm(model)  # statistics of the global batch, as in one process
+    ids = [dist.device.index] if dist.device.type == "cuda" else None
+    return model, nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
 def train(config: RunConfig, resume: str | Path | Resume | None = None, progress: bool = True) -> TrainResult:
     """Train an FCN as ``config`` says; under torchrun, every process calls this.
 
@@ -204,13 +228,7 @@ def train(config: RunConfig, resume: str | Path | Resume | None = None, progress
         normalization = resolve_normalization(config, initialized.normalization)
         data = build_training_data(config, normalization)
 
-        model = initialized.model.to(dist.device)
-        if t.channels_last:
-            model.to(memory_format=torch.channels_last)
-        net: nn.Module = model
-        if dist.world_size > 1:
-            synchronise_batch_norm(model)  # statistics of the global batch, as in one process
-            net = nn.parallel.DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+        model, net = place_model(initialized.model, dist, t.channels_last)
         optimizer = build_optimizer(model, t)
         amp_dtype = autocast_dtype(t.precision, dist.device)
         scaler = torch.amp.GradScaler(dist.device.type, enabled=amp_dtype == torch.float16)
