@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fcnseg.config import DataConfig, RunConfig
-from fcnseg.data import build_dataset, train_transform
+from fcnseg.data import build_dataset, check_class_count, train_transform
 from fcnseg.data.normalization import Normalization
 from fcnseg.errors import ConfigError
 
@@ -45,9 +45,5 @@ def build_training_data(config: RunConfig, normalization: Normalization) -> Trai
     found = train_set.num_classes
     if val_set.num_classes != found:
         raise ConfigError(f"the train split has {found} classes but the val split has {val_set.num_classes}")
-    if config.model.num_classes != found:
-        raise ConfigError(
-            f"model.num_classes is {config.model.num_classes} but the data set has {found} classes "
-            f"({', '.join(class_names[:6])}{', ...' if found > 6 else ''}); set model.num_classes: {found}"
-        )
+    check_class_count(train_set, config.model.num_classes, what="model.num_classes")
     return TrainingData(train_set, val_set, class_names)
