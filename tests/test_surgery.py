@@ -1,4 +1,4 @@
-"""FC -> conv equivalence, trunk transplant from a VGG16 classifier, and the pytorch-fcn layout."""
+"""FC -> conv equivalence, trunk transplant from a VGG16 classifier, the pytorch-fcn and torchvision layouts."""
 
 import pytest
 import torch
@@ -8,13 +8,9 @@ from torch import nn
 from fcnseg.checkpoint import fcn_from_classifier, load_model
 from fcnseg.config import ModelConfig
 from fcnseg.models import VGG16Classifier, build_backbone, build_model
-from fcnseg.models.surgery import (
-    convolutionalize,
-    fcnseg_to_torchfcn,
-    torchfcn_to_fcnseg,
-    torchvision_vgg16_to_fcnseg,
-    transplant,
-)
+from fcnseg.models.surgery import convolutionalize, transplant
+from fcnseg.weights.pytorch_fcn import fcnseg_to_torchfcn, torchfcn_to_fcnseg
+from fcnseg.weights.torchvision_vgg import torchvision_vgg16_to_fcnseg
 
 
 def unpadded_classifier() -> nn.Sequential:
