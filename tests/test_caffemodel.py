@@ -424,3 +424,25 @@ def test_net_without_fcn_or_classifier_layers_is_an_error(tmp_path):
     path = _write(tmp_path, net)
     with pytest.raises(CheckpointError, match="conv1_1"):
         caffe_to_state_dict(read_caffemodel(path), path)
+
+
+def test_alexnet_with_skip_layers_is_an_error_naming_the_backbone(tmp_path):
+    net = PACKED["NetParameter"](name="voc-fcn16s-alexnet")
+    _trunk(net, "alexnet")
+    _add_layer(net, "score_fr", "Convolution", [_rand(CLASSES, FC, 1, 1), _rand(CLASSES)])
+    _add_layer(net, "score_pool4", "Convolution", [_rand(CLASSES, 4, 1, 1), _rand(CLASSES)])
+    for name, k in (("upscore2", 4), ("upscore16", 32)):
+        _add_layer(net, name, "Deconvolution", [_rand(CLASSES, CLASSES, k, k)])
+    path = _write(tmp_path, net)
+    with pytest.raises(CheckpointError, match=r"net\.caffemodel: an alexnet fcn16s.*AlexNet.*fcn32s"):
+        caffe_to_state_dict(read_caffemodel(path), path)
+
+
+def test_the_wire_decoder_knows_nothing_of_fcns():
+    import subprocess
+    import sys
+
+    code = ("import sys, fcnseg.weights.caffe_protobuf; "
+            "print(sorted(m for m in sys.modules if m.startswith(('fcnseg.models', 'fcnseg.data', 'torch'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

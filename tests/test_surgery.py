@@ -215,3 +215,14 @@ def test_convolutionalize_keeps_the_classifier_dtype():
     x = torch.randn(2, 3, 18, 18, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(conv(x)[:, :, 0, 0], clf(x), atol=1e-12, rtol=1e-12)
+
+
+def test_models_import_neither_data_nor_weights():
+    import subprocess
+    import sys
+
+    code = ("import sys, pkgutil, importlib, fcnseg.models; "
+            "[importlib.import_module(f'fcnseg.models.{m.name}') for m in pkgutil.iter_modules(fcnseg.models.__path__)]; "
+            "print(sorted(m for m in sys.modules if m.startswith(('fcnseg.data', 'fcnseg.weights', 'fcnseg.training'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

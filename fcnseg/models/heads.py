@@ -33,7 +33,7 @@ class Fusion:
     upscore: str  # the transposed convolution before the sum: "upscore2", "upscore_pool4"
     factor: int  # its stride
     score: str  # the skip's 1x1 score convolution: "score_pool4"
-    crop: str  # the reference Crop layer whose offset aligns the skip: "score_pool4c"
+    crop: str  # the reference Crop layer whose offset aligns the skip: "score_pool4c" ("score_pool4_semc")
     scale_layer: str  # the reference Scale layer when the skip is scaled: "scale_pool4"
 
 
@@ -74,8 +74,8 @@ class Head:
             # into ("upscore2", "upscore_pool4"): a second "upscore2" would clash.
             name = f"upscore{factor}" if i == 0 else f"upscore_{self.skips[i - 1].tap}"
             s = self.suffix
-            fusions.append(Fusion(skip, f"{name}{s}", factor, f"score_{skip.tap}{s}", f"score_{skip.tap}c{s}",
-                                  f"scale_{skip.tap}{s}"))
+            score = f"score_{skip.tap}{s}"
+            fusions.append(Fusion(skip, f"{name}{s}", factor, score, f"{score}c", f"scale_{skip.tap}{s}"))
             stride = skip.stride
         return tuple(fusions)
 
@@ -129,9 +129,8 @@ ARCH_HEADS: dict[str, tuple[Head, ...]] = {
 
 
 def head_layer_names(arch: str) -> tuple[str, ...]:
-    """Every learned head layer of ``arch``: score convolutions first, then upsamplings (state-dict order)."""
-    heads = ARCH_HEADS[arch]
-    return (*(n for h in heads for n in h.score_layers), *(n for h in heads for n in h.upsampling_layers))
+    """Every learned head layer of ``arch`` in state-dict order: per head, its score convolutions, then its upsamplings."""
+    return tuple(n for h in ARCH_HEADS[arch] for n in (*h.score_layers, *h.upsampling_layers))
 
 
 def match_arch(layer_names: Iterable[str]) -> str | None:
