@@ -56,14 +56,14 @@ def _offsets_from_receptive_fields(model) -> dict[str, int]:
         start, stride = start - stride * (k - 1) / (2 * f), stride / f
 
     offsets = {}
-    skips = {"fcn16s": ["pool4"], "fcn8s": ["pool4", "pool3"], "fcn8s-atonce": ["pool4", "pool3"]}
-    ups = {"fcn16s": ["upscore2"], "fcn8s": ["upscore2", "upscore_pool4"], "fcn8s-atonce": ["upscore2", "upscore_pool4"]}
-    arch = model.config.arch
-    for tap, up in zip(skips.get(arch, []), ups.get(arch, [])):
+    arch = model.config.arch.removesuffix("-atonce")
+    skips = {"fcn32s": [], "fcn16s": [("pool4", "upscore2")],
+             "fcn8s": [("pool4", "upscore2"), ("pool3", "upscore_pool4")]}
+    for tap, up in skips[arch]:
         upsample(getattr(model, up))
         assert stride == rf[tap].stride
         offsets[f"score_{tap}c"] = (start - rf[tap].start) / rf[tap].stride
-    upsample(getattr(model, {"fcn32s": "upscore", "fcn16s": "upscore16"}.get(arch, "upscore8")))
+    upsample(getattr(model, {"fcn32s": "upscore", "fcn16s": "upscore16", "fcn8s": "upscore8"}[arch]))
     assert stride == 1
     offsets["score"] = -start
     return offsets

@@ -1,4 +1,4 @@
-"""FCN-32s, FCN-16s, FCN-8s and FCN-8s at-once on a trunk: layers, crop offsets and forward built from the head table."""
+"""FCN-32s, FCN-16s, FCN-8s and FCN-8s at-once on a trunk: layers, crop offsets and forward from the head table."""
 
 from __future__ import annotations
 

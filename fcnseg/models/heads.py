@@ -129,7 +129,7 @@ ARCH_HEADS: dict[str, tuple[Head, ...]] = {
 
 
 def head_layer_names(arch: str) -> tuple[str, ...]:
-    """Every learned head layer of ``arch`` in state-dict order: per head, its score convolutions, then its upsamplings."""
+    """Every learned head layer of ``arch`` in state-dict order: per head, its score convolutions, then upsamplings."""
     return tuple(n for h in ARCH_HEADS[arch] for n in (*h.score_layers, *h.upsampling_layers))
 
 

@@ -70,9 +70,8 @@ def config_from_state_dict(state_dict: dict[str, torch.Tensor], source: str, arc
     found = infer_arch(state_dict)
     backbone = infer_backbone(state_dict)
     if found is None or backbone is None:
-        raise CheckpointError(
-            f"{source}: not an FCN state dict (no score/upscore or trunk layers); found keys such as {list(state_dict)[:4]}"
-        )
+        raise CheckpointError(f"{source}: not an FCN state dict (no score/upscore or trunk layers); "
+                              f"found keys such as {list(state_dict)[:4]}")
     if arch is not None and head_layer_names(arch) != head_layer_names(found):
         raise CheckpointError(f"{source}: holds an {found} but arch {arch!r} was asked for")
     if arch is None:

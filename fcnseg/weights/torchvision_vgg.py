@@ -36,7 +36,7 @@ def torchvision_vgg16_to_fcnseg(state_dict: dict[str, torch.Tensor]) -> dict[str
         KeyError: naming the first key of the layout that ``state_dict`` lacks.
     """
     out = {}
-    for name, idx in zip(VGG16_CONV_NAMES, _feature_indices()):
+    for name, idx in zip(VGG16_CONV_NAMES, _feature_indices(), strict=True):
         for p in ("weight", "bias"):
             out[f"backbone.{name}.{p}"] = state_dict[f"features.{idx}.{p}"]
     out["backbone.fc6.weight"] = linear_to_conv_weight(state_dict["classifier.0.weight"], (512, 7, 7))
