@@ -226,9 +226,9 @@ def train(config: RunConfig, resume: str | Path | Resume | None = None, progress
         if resume is not None and not isinstance(resume, Resume):
             resume = read_resume(resume)
         initialized = initialize_model(config, resume.checkpoint if resume else None, resume.path if resume else "")
-        log.info("%s", initialized.description)
         normalization = resolve_normalization(config, initialized.normalization)
         data = build_training_data(config, normalization)
+        log.info("%s", initialized.description)  # after the data: a run that fails on them says only why
         weights = class_weights(t, data.train_set, data.class_names)
         loss_fn = build_loss(t.loss, class_weights=weights, normalize=t.normalize_loss, focal_gamma=t.focal_gamma)
 
