@@ -15,7 +15,8 @@ import time
 
 import numpy as np
 
-from fcnseg.weights.caffe import caffe_to_state_dict, read_caffemodel
+from fcnseg.weights.caffe import caffe_to_state_dict
+from fcnseg.weights.caffe_protobuf import read_caffemodel
 
 VGG16_CONVS = [("conv1_1", 64, 3), ("conv1_2", 64, 64), ("conv2_1", 128, 64), ("conv2_2", 128, 128),
                ("conv3_1", 256, 128), ("conv3_2", 256, 256), ("conv3_3", 256, 256), ("conv4_1", 512, 256),
@@ -82,7 +83,7 @@ def _time(path: str, label: str) -> None:
     start = time.perf_counter()
     try:
         mapped = caffe_to_state_dict(net, path)
-        arch = f"{mapped['arch']}/{mapped['backbone']}"
+        arch = f"{mapped.arch}/{mapped.backbone}"
     except Exception as e:  # a foreign net still shows its decoding speed
         arch = f"not mapped ({type(e).__name__})"
     converted = time.perf_counter() - start

@@ -1,6 +1,7 @@
 """Training throughput (images/s) on the CPU: fp32 eager vs channels_last vs bf16 autocast, and 1 vs 2 DDP processes.
 
-Times full training updates (forward, pixel-wise loss, backward, SGD step) of the small FCN-8s and
+Times full training updates (fcnseg.training.loop.train_step, the step `fcnseg train` takes:
+forward, pixel-wise loss normalised over all processes, backward, SGD step) of the small FCN-8s and
 of VGG16 FCN-8s on random 320x320 inputs, so data loading is left out. Modes are interleaved over
 several rounds and the best round is kept, so that a busy machine skews every mode alike; ratios
 are to fp32 eager of the same run.
@@ -16,44 +17,43 @@ slower than fp32, and are skipped unless --bf16 asks for them.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import socket
 import time
-from contextlib import nullcontext
 
 import torch
 import torch.multiprocessing as mp
 
 from fcnseg.config import ModelConfig, TrainConfig
-from fcnseg.precision import cpu_has_native_bf16
-from fcnseg.losses import pixel_cross_entropy_sum
 from fcnseg.models import build_model
 from fcnseg.models.batchnorm import synchronise_batch_norm
+from fcnseg.precision import cpu_has_native_bf16
+from fcnseg.training.loop import train_step
 from fcnseg.training.optim import build_optimizer
 
 MODES = ("fp32", "channels_last", "bf16", "bf16+channels_last")
 
 
 def make_step(backbone: str, batch: int, size: int, mode: str, seed: int = 0):
-    """A closure that runs one training update; returns (step, model)."""
+    """A closure that runs one training update (the step `fcnseg train` takes); returns (step, model)."""
     torch.manual_seed(seed)
     # The small net as the small-cpu preset trains it (BatchNorm trunk); VGG16 as the paper's.
     model = build_model(ModelConfig(arch="fcn8s", backbone=backbone, num_classes=21, batch_norm=backbone == "small"))
-    optimizer = build_optimizer(model, TrainConfig(lr=1e-4 if backbone == "vgg16" else 1e-3))
+    recipe = TrainConfig(lr=1e-4 if backbone == "vgg16" else 1e-3, batch_size=batch, iter_size=1,
+                         channels_last="channels_last" in mode)
+    optimizer = build_optimizer(model, recipe)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
     images = torch.randn(batch, 3, size, size)
     masks = torch.randint(0, 21, (batch, size, size))
-    if "channels_last" in mode:
+    if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
-        images = images.contiguous(memory_format=torch.channels_last)
-    bf16 = mode.startswith("bf16")
+    amp_dtype = torch.bfloat16 if mode.startswith("bf16") else None
+    batches = itertools.repeat((images, masks))
+    cpu = torch.device("cpu")
 
     def step(net=model):
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
-            logits = net(images)
-        loss_sum, labelled = pixel_cross_entropy_sum(logits, masks)
-        (loss_sum / labelled).backward()
-        optimizer.step()
+        train_step(net, optimizer, scaler, batches, recipe, 0, cpu, amp_dtype)
 
     return step, model
 

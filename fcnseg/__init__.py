@@ -28,6 +28,8 @@ _EXPORTS = {
     "build_dataset": "fcnseg.data", "make_synthetic": "fcnseg.data", "Normalization": "fcnseg.data.normalization",
     "PAPER_BGR": "fcnseg.data.normalization", "IMAGENET_RGB": "fcnseg.data.normalization",
     "read_image": "fcnseg.images", "list_images": "fcnseg.images",
+    "NYUDDataset": "fcnseg.data.nyud", "SIFTFlowDataset": "fcnseg.data.siftflow",
+    "PascalContextDataset": "fcnseg.data.pascal_context", "Head": "fcnseg.data.items", "HeadScores": "fcnseg.scoring",
     # training, evaluation, metrics
     "train": "fcnseg.training.trainer", "TrainResult": "fcnseg.training.trainer",
     "evaluate": "fcnseg.evaluation", "score_folders": "fcnseg.evaluation",

@@ -1,13 +1,13 @@
-"""Weights in and out: our self-describing checkpoints, pytorch-fcn and Caffe files, ImageNet classifiers.
+"""Weights in and out: our self-describing checkpoints, and the loader that dispatches other layouts to their importers.
 
-Loading never runs code from a file: ``torch.load(weights_only=True)`` only, and a pickle that
-needs more is refused. Writing is atomic (temp file, fsync, rename), so a crash mid-write leaves
-the previous file intact.
+Each file is read once. Loading never runs code from a file: ``torch.load(weights_only=True)`` only,
+and a pickle that needs more is refused. The importers of pytorch-fcn, torchvision-style VGG16 and
+Caffe files are pure functions in :mod:`fcnseg.weights`. Writing is atomic (temp file, fsync, rename),
+so a crash mid-write leaves the previous file intact.
 """
 
 from __future__ import annotations
 
-import logging
 import pickle
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -22,16 +22,11 @@ from fcnseg.config import ModelConfig, from_dict
 from fcnseg.data.normalization import IMAGENET_RGB, PAPER_BGR, Normalization
 from fcnseg.errors import CheckpointError, ConfigError
 from fcnseg.models.fcn import FCN, build_model
-from fcnseg.models.surgery import (
-    TORCHFCN_ARCHES,
-    infer_arch,
-    infer_backbone,
-    torchfcn_to_fcnseg,
-    torchvision_vgg16_to_fcnseg,
-    transplant_trunk,
-)
-
-log = logging.getLogger(__name__)
+from fcnseg.models.surgery import transplant_trunk
+from fcnseg.weights.imported import ImportedWeights
+from fcnseg.weights.pytorch_fcn import TORCHFCN_ARCHES, config_from_state_dict, torchfcn_to_fcnseg
+from fcnseg.weights.torch_files import explain_load_failure
+from fcnseg.weights.torchvision_vgg import is_torchvision_vgg16, torchvision_vgg16_to_fcnseg
 
 FORMAT = "fcnseg-checkpoint"
 FORMAT_VERSION = 1
@@ -109,23 +104,37 @@ def save_checkpoint(
 # --- reading ---------------------------------------------------------------------------------------
 
 
+# Messages of torch's zip reader and legacy loader for a file that is not (or no longer) a checkpoint.
+_UNREADABLE = ("PytorchStreamReader", "archive", "central directory", "magic number")
+
+
 def _torch_load(path: Path, map_location="cpu") -> Any:
+    """``torch.load(weights_only=True)``: one read of the file; a file it cannot load is a CheckpointError."""
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"{path}: refused to load: the file holds Python objects beyond tensors and plain values, "
-            f"and loading it could run code from it ({str(e).splitlines()[0]})"
-        ) from e
-    except (EOFError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({e})") from e
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as e:
+        # from None: torch's message suggests weights_only=False, which is what must not be done with such a file.
+        raise explain_load_failure(path, e) from None
     except RuntimeError as e:
-        msg = str(e)
-        if "PytorchStreamReader" in msg or "zip archive" in msg or "central directory" in msg:
-            raise CheckpointError(f"{path}: not a PyTorch checkpoint, or a truncated one ({msg.splitlines()[0]})") from e
+        if any(m in str(e) for m in _UNREADABLE):
+            raise explain_load_failure(path, e) from None
         raise
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e})") from e
+
+
+def _checked_checkpoint(obj: Any, path: Path) -> dict[str, Any]:
+    """``obj`` if it is one of our checkpoints in a format version this fcnseg reads."""
+    if not (isinstance(obj, dict) and obj.get("format") == FORMAT):
+        raise CheckpointError(f"{path}: not an fcnseg checkpoint (no '{FORMAT}' header)")
+    if obj.get("version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {obj['version']} is newer than this fcnseg reads ({FORMAT_VERSION})"
+        )
+    for key in ("model_config", "class_names", "normalization", "state_dict"):
+        if key not in obj:
+            raise CheckpointError(f"{path}: checkpoint lacks '{key}'")
+    return obj
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict[str, Any]:
@@ -133,17 +142,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
-    ckpt = _torch_load(path, map_location)
-    if not (isinstance(ckpt, dict) and ckpt.get("format") == FORMAT):
-        raise CheckpointError(f"{path}: not an fcnseg checkpoint (no '{FORMAT}' header)")
-    if ckpt.get("version", 0) > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint format version {ckpt['version']} is newer than this fcnseg reads ({FORMAT_VERSION})"
-        )
-    for key in ("model_config", "class_names", "normalization", "state_dict"):
-        if key not in ckpt:
-            raise CheckpointError(f"{path}: checkpoint lacks '{key}'")
-    return ckpt
+    return _checked_checkpoint(_torch_load(path, map_location), path)
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -172,25 +171,6 @@ def load_state_dict_strict(model: nn.Module, state_dict: dict[str, torch.Tensor]
     model.load_state_dict(state_dict, strict=True)
 
 
-def _config_from_weights(state_dict, path: Path, arch: str | None, pad: int) -> ModelConfig:
-    found_arch = infer_arch(state_dict)
-    backbone = infer_backbone(state_dict)
-    if found_arch is None or backbone is None:
-        raise CheckpointError(
-            f"{path}: not an FCN state dict (no score/upscore or trunk layers); found keys such as {list(state_dict)[:4]}"
-        )
-    if arch is None:
-        arch = found_arch
-        if found_arch == "fcn8s":
-            log.info("%s: weights of an FCN-8s; loading as 'fcn8s' (pass arch='fcn8s-atonce' for the at-once net)", path)
-    elif found_arch != ("fcn8s" if arch == "fcn8s-atonce" else arch):
-        raise CheckpointError(f"{path}: holds an {found_arch} but arch {arch!r} was asked for")
-    if "score_fr.weight" not in state_dict:
-        raise CheckpointError(f"{path}: no score_fr layer")
-    num_classes = int(state_dict["score_fr.weight"].shape[0])
-    return ModelConfig(arch=arch, backbone=backbone, num_classes=num_classes, pad=pad)
-
-
 def load_model(
     path: str | Path,
     map_location: str | torch.device = "cpu",
@@ -213,9 +193,9 @@ def load_model(
         raise CheckpointError(f"{path}: weights file not found")
     if path.suffix == ".caffemodel":
         return _load_caffemodel(path, map_location, arch, class_names)
-    obj = _torch_load(path, map_location)
+    obj = _torch_load(path, map_location)  # the only read of the file
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        ckpt = load_checkpoint(path, map_location)
+        ckpt = _checked_checkpoint(obj, path)
         config = from_dict(ModelConfig, ckpt["model_config"], f"{path}: model_config")
         model = build_model(config)
         load_state_dict_strict(model, ckpt["state_dict"], str(path))
@@ -226,7 +206,7 @@ def load_model(
         wrapped_arch = TORCHFCN_ARCHES.get(str(obj.get("arch", "")))
         loaded = _from_state_dict(obj["model_state_dict"], path, arch or wrapped_arch, "torchfcn", map_location)
     elif _is_state_dict(obj):
-        if "features.0.weight" in obj and "classifier.0.weight" in obj:
+        if is_torchvision_vgg16(obj):
             raise CheckpointError(
                 f"{path}: an ImageNet VGG16 classifier, not an FCN; build one from it with "
                 f"fcn_from_classifier() or 'fcnseg convert --from-classifier'"
@@ -247,29 +227,33 @@ def _from_state_dict(state_dict, path: Path, arch, source: str, map_location) ->
     if not _is_state_dict(state_dict):
         raise CheckpointError(f"{path}: 'model_state_dict' is not a dict of tensors")
     ours = torchfcn_to_fcnseg(state_dict) if source == "torchfcn" else dict(state_dict)
-    config = _config_from_weights(ours, path, arch, pad=100)
+    config = config_from_state_dict(ours, str(path), arch, pad=100)
     model = build_model(config)
     load_state_dict_strict(model, ours, str(path))
     # pytorch-fcn and the reference nets feed BGR, 0..255, mean-subtracted images.
     return LoadedModel(model, config, default_class_names(config.num_classes), PAPER_BGR, source)
 
 
-def _load_caffemodel(path: Path, map_location, arch, class_names) -> LoadedModel:
-    from fcnseg.weights.caffe import caffe_to_state_dict, read_caffemodel
+def _read_caffemodel(path: Path) -> ImportedWeights:
+    from fcnseg.weights.caffe import caffe_to_state_dict
+    from fcnseg.weights.caffe_protobuf import read_caffemodel
 
-    converted = caffe_to_state_dict(read_caffemodel(path), path)
-    if converted.get("arch") is None:
+    return caffe_to_state_dict(read_caffemodel(path), path)
+
+
+def _load_caffemodel(path: Path, map_location, arch, class_names) -> LoadedModel:
+    imported = _read_caffemodel(path)
+    if imported.config is None:
         raise CheckpointError(
             f"{path}: an ImageNet classifier, not an FCN; build one from it with fcn_from_classifier()"
         )
-    found = converted["arch"]
-    if arch is not None and arch != found:
-        raise CheckpointError(f"{path}: holds an {found} but arch {arch!r} was asked for")
-    config = ModelConfig(arch=found, backbone=converted["backbone"], num_classes=int(converted["num_classes"]))
+    config = imported.config
+    if arch is not None and arch != config.arch:
+        raise CheckpointError(f"{path}: holds an {config.arch} but arch {arch!r} was asked for")
     model = build_model(config)
-    load_state_dict_strict(model, converted["state_dict"], str(path))
+    load_state_dict_strict(model, imported.state_dict, str(path))
     names = class_names or default_class_names(config.num_classes)
-    return LoadedModel(model.to(map_location).eval(), config, list(names), PAPER_BGR, "caffe")
+    return LoadedModel(model.to(map_location).eval(), config, list(names), imported.normalization, "caffe")
 
 
 def read_classifier_trunk(path: str | Path) -> tuple[dict[str, torch.Tensor], Normalization]:
@@ -282,20 +266,18 @@ def read_classifier_trunk(path: str | Path) -> tuple[dict[str, torch.Tensor], No
     if not path.is_file():
         raise CheckpointError(f"{path}: classifier weights file not found")
     if path.suffix == ".caffemodel":
-        from fcnseg.weights.caffe import caffe_to_state_dict, read_caffemodel
-
-        converted = caffe_to_state_dict(read_caffemodel(path), path)
-        if converted.get("arch") is not None:
-            raise CheckpointError(f"{path}: an {converted['arch']} FCN, not an ImageNet classifier; load it with load_model()")
-        if converted.get("backbone") != "vgg16":
-            raise CheckpointError(f"{path}: a {converted.get('backbone')} classifier; FCNs are built from VGG16 classifiers")
-        return converted["state_dict"], PAPER_BGR
+        imported = _read_caffemodel(path)
+        if imported.config is not None:
+            raise CheckpointError(f"{path}: an {imported.arch} FCN, not an ImageNet classifier; load it with load_model()")
+        if imported.backbone != "vgg16":
+            raise CheckpointError(f"{path}: a {imported.backbone} classifier; FCNs are built from VGG16 classifiers")
+        return imported.state_dict, imported.normalization
     obj = _torch_load(path)
     if isinstance(obj, dict) and "state_dict" in obj and _is_state_dict(obj["state_dict"]):
         obj = obj["state_dict"]
     if not _is_state_dict(obj):
         raise CheckpointError(f"{path}: expected a state dict of a VGG16 classifier, found a {type(obj).__name__}")
-    if "features.0.weight" in obj:
+    if "features.0.weight" in obj:  # torchvision's layout, whole or not: the importer names what is missing
         try:
             return torchvision_vgg16_to_fcnseg(obj), IMAGENET_RGB
         except KeyError as e:

@@ -22,11 +22,13 @@ COMMANDS = {
     "check-data": ("check_data", "scan a data set for unreadable, missing, mis-sized or mislabelled files"),
     "make-synthetic": ("make_synthetic", "write the seeded synthetic data set (VOC layout) for demos and tests"),
     "predict": ("predict", "segment images or folders of images with a checkpoint"),
+    "serve": ("serve", "a local web page and HTTP API: drop an image, see its segmentation"),
     "export": ("export", "export a checkpoint to ONNX"),
     "quantize": ("quantize", "quantize a checkpoint to int8 ONNX (ONNX Runtime, calibrated on your images)"),
     "explain": ("explain", "measure patch-wise vs dense, FC->conv, receptive fields, upsampling and shift-and-stitch"),
     "models": ("models", "list the architectures with parameters and GFLOPs"),
     "convert": ("convert", "turn pytorch-fcn, Caffe or VGG16 classifier weights into an fcnseg checkpoint"),
+    "import": ("import_data", "convert a COCO, labelme or CVAT mask export into the folder layout fcnseg train reads"),
 }
 
 

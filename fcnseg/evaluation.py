@@ -17,7 +17,7 @@ from fcnseg.data.palette import read_mask_png, write_mask_png
 from fcnseg.errors import DataError
 from fcnseg.images import images_by_stem
 from fcnseg.distributed import all_gather_objects, all_reduce_sum, get_rank, get_world_size
-from fcnseg.metrics import ConfusionMatrix
+from fcnseg.metrics import ConfusionMatrix, image_scores
 from fcnseg.precision import autocast, autocast_dtype, describe
 
 logger = logging.getLogger(__name__)
@@ -88,6 +88,7 @@ def evaluate(
     limit: int | None = None,
     save_predictions: str | Path | None = None,
     progress: bool = True,
+    per_image: bool = False,
 ) -> dict:
     """Run ``model`` over ``dataset`` one image at a time at full resolution and score it.
 
@@ -105,12 +106,15 @@ def evaluate(
         limit: score only the first ``limit`` images.
         save_predictions: folder for predicted label maps as palette PNGs named ``<item name>.png``.
         progress: show a tqdm bar.
+        per_image: also score each image on its own counts (see :func:`fcnseg.metrics.image_scores`).
     Returns:
         dict: the metrics of :meth:`fcnseg.metrics.ConfusionMatrix.compute`, plus ``class_names``,
         ``num_images`` (images scored, over all processes), ``skipped`` (one
         ``{"name", "path", "kind", "message"}`` per item left out: by the data set's scan, or
         ``failed_to_load`` when a file went bad after it), ``num_skipped``, ``seconds``,
-        ``images_per_second`` and ``precision`` (the concrete format it ran in).
+        ``images_per_second`` and ``precision`` (the concrete format it ran in). With ``per_image``, also
+        ``per_image``: one dict per image (all processes', in data set order) with ``name``, ``index``
+        and the keys of :func:`~fcnseg.metrics.image_scores`; a few numbers per image, never the label maps.
     """
     device = torch.device(device)
     num_classes = dataset.num_classes
@@ -124,6 +128,7 @@ def evaluate(
         out_dir.mkdir(parents=True, exist_ok=True)
     palette = getattr(dataset, "palette", None)
     matrix = ConfusionMatrix(num_classes, device=device)
+    rows: list[dict] | None = [] if per_image else None
     was_training = model.training
     model.to(device).eval()
     dtype = autocast_dtype(precision, device)
@@ -145,7 +150,10 @@ def evaluate(
             if logits.shape[-2:] != mask.shape:
                 raise ValueError(f"model output is {tuple(logits.shape[-2:])} for an input of {tuple(mask.shape)}")
             prediction = logits.max(1).indices[0]  # [H, W]; max().indices is argmax, faster on CPU
-            matrix.update(prediction, mask)
+            if rows is None:
+                matrix.update(prediction, mask)
+            else:
+                rows.append(_score_image(matrix, prediction, mask, name=dataset.name(int(index)), index=int(index)))
             if out_dir is not None:
                 write_mask_png(prediction.cpu().numpy(), out_dir / f"{dataset.name(int(index))}.png", palette)
     finally:
@@ -165,7 +173,17 @@ def evaluate(
         images_per_second=scored / seconds if seconds > 0 else math.nan,
         precision=describe(dtype),
     )
+    if rows is not None:
+        result["per_image"] = sorted((row for part in all_gather_objects(rows) for row in part), key=lambda r: r["index"])
     return result
+
+
+def _score_image(total: ConfusionMatrix, prediction: torch.Tensor, truth: torch.Tensor, **identity) -> dict:
+    """Count one image on its own, add its counts to ``total`` and return ``identity`` plus its scores."""
+    image = ConfusionMatrix(total.num_classes, total.ignore_index, device=total.counts.device)
+    image.update(prediction, truth)
+    total.merge(image)
+    return {**identity, **image_scores(image)}
 
 
 def score_folders(
@@ -176,6 +194,7 @@ def score_folders(
     num_classes: int | None = None,
     allow_missing: bool = False,
     progress: bool = True,
+    per_image: bool = False,
 ) -> dict:
     """Score a folder of predicted label PNGs against a folder of ground-truth PNGs, matched by stem.
 
@@ -189,10 +208,12 @@ def score_folders(
         gt_dir: ground truth, e.g. VOC's ``SegmentationClass``.
         class_file: class names (and colours); else ``num_classes`` unnamed classes; else the 21 VOC classes.
         allow_missing: score the ground truths that have a prediction instead of raising when some have none.
+        per_image: also score each image on its own counts, as :func:`evaluate` does.
     Returns:
         dict as :func:`evaluate` (``skipped`` entries of kind ``unreadable_mask`` for a ground truth,
         ``unreadable_prediction`` and ``missing_prediction``), plus ``missing`` (ground-truth stems
-        without a prediction).
+        without a prediction). With ``per_image``, the ``per_image`` rows carry ``name`` (the stem),
+        ``prediction_path`` and ``truth_path`` instead of ``index``.
     Raises:
         DataError: a folder is missing or holds no ground truth, a prediction is missing (unless
             ``allow_missing``), a prediction's size differs from its ground truth, or labels fall
@@ -220,6 +241,7 @@ def score_folders(
     matrix = ConfusionMatrix(n)
     skipped: list[dict[str, str]] = []
     scored = 0
+    rows: list[dict] | None = [] if per_image else None
     start = time.perf_counter()
     for stem in tqdm(list(truths), desc="score", unit="img", disable=not progress):
         if stem not in predictions:
@@ -248,7 +270,11 @@ def score_folders(
         bad_pred = np.setdiff1d(np.unique(prediction[scored_pixels]), np.arange(n))
         if bad_pred.size:
             raise DataError(f"{predictions[stem]}: predicted values {bad_pred.tolist()[:8]} outside the classes 0..{n - 1}")
-        matrix.update(torch.from_numpy(prediction), torch.from_numpy(truth))
+        if rows is None:
+            matrix.update(torch.from_numpy(prediction), torch.from_numpy(truth))
+        else:
+            paths = {"prediction_path": str(predictions[stem]), "truth_path": str(truths[stem])}
+            rows.append(_score_image(matrix, torch.from_numpy(prediction), torch.from_numpy(truth), name=stem, **paths))
         scored += 1
     seconds = time.perf_counter() - start
     if skipped:
@@ -263,4 +289,45 @@ def score_folders(
         images_per_second=scored / seconds if seconds > 0 else math.nan,
         missing=missing,
     )
+    if rows is not None:
+        result["per_image"] = rows
     return result
+
+
+@torch.inference_mode()
+def predict_items(
+    model: torch.nn.Module,
+    dataset,
+    indices: list[int],
+    *,
+    device: torch.device | str = "cpu",
+    precision: str = "auto",
+) -> list[dict]:
+    """Predict a few chosen items again, as :func:`evaluate` predicted them, for pictures of them.
+
+    A report picks the images to show after the scoring pass (which keeps no label maps), then
+    asks for those only.
+
+    Args:
+        model, dataset, device, precision: as for :func:`evaluate`.
+        indices: data set indices, e.g. the ``index`` of :func:`evaluate`'s ``per_image`` rows.
+    Returns:
+        one dict per index, in order: ``index``, ``name``, ``image`` (RGB uint8 ``[H, W, 3]`` as stored),
+        ``mask`` (int64 ``[H, W]``, 255 = ignore) and ``prediction`` (int64 ``[H, W]``).
+    """
+    device = torch.device(device)
+    dtype = autocast_dtype(precision, device)
+    was_training = model.training
+    model.to(device).eval()
+    items = []
+    try:
+        for index in indices:
+            image, _ = dataset[index]
+            with autocast(device, dtype):
+                logits = model(image[None].to(device))  # [1, C, H, W]
+            raw = dataset.load_raw(index)
+            items.append({"index": index, "name": dataset.name(index), "image": raw.image, "mask": raw.mask,
+                          "prediction": logits.max(1).indices[0].cpu().numpy().astype(np.int64)})
+    finally:
+        model.train(was_training)
+    return items

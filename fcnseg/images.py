@@ -6,13 +6,15 @@ JPEG with an EXIF orientation is seen the same way (upright) when it is trained 
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fcnseg.errors import DataError
 from fcnseg.files import atomic_write
@@ -25,6 +27,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".p
 DEFAULT_MAX_PIXELS = 1_000_000_000
 
 _PIL_LIMIT_LOCK = threading.Lock()
+
+# What read_image reads: a file's path, or its bytes (or a binary file object) already in memory.
+ImageSource = str | Path | bytes | bytearray | memoryview | BinaryIO
 
 
 def is_image_file(name: str | Path) -> bool:
@@ -85,7 +90,11 @@ def _to_uint8_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image)
 
 
-def _open(path: Path, max_pixels: int | None) -> Image.Image:
+class ImageTooLargeError(DataError):
+    """The image has more pixels than the limit (a :class:`DataError`, so callers that catch that see it too)."""
+
+
+def _open(path: Path | BinaryIO, max_pixels: int | None) -> Image.Image:
     """Open (lazily) with fcnseg's pixel limit in place of Pillow's decompression-bomb guard."""
     with _PIL_LIMIT_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -98,16 +107,24 @@ def _open(path: Path, max_pixels: int | None) -> Image.Image:
     width, height = image.size
     if max_pixels and width * height > max_pixels:
         image.close()
-        raise DataError(
+        raise ImageTooLargeError(
             f"image is {width}x{height} = {width * height / 1e6:.0f} megapixels, more than the "
             f"limit of {max_pixels / 1e6:.0f} megapixels; raise it with --max-pixels (0 = no limit) "
             f"if the file is a genuine scan",
-            path=path,
+            path=path if isinstance(path, Path) else getattr(path, "name", None),
         )
     return image
 
 
-def _read_error(path: Path, e: Exception) -> DataError:
+def _read_error(path: Path | BinaryIO, e: Exception) -> DataError:
+    if not isinstance(path, Path):  # bytes in memory: only emptiness can be told apart
+        size = path.seek(0, io.SEEK_END)
+        name = getattr(path, "name", None)
+        if size == 0:
+            return DataError("empty file (0 bytes)", path=name)
+        if isinstance(e, UnidentifiedImageError):  # its message would show the object's repr, not a name
+            return DataError("not an image file (no image format Pillow reads starts this way)", path=name)
+        return DataError(f"cannot read the image ({type(e).__name__}: {e})", path=name)
     if isinstance(e, FileNotFoundError):
         return DataError("image file not found", path=path)
     if isinstance(e, IsADirectoryError):
@@ -120,18 +137,23 @@ def _read_error(path: Path, e: Exception) -> DataError:
     return DataError(f"cannot read the image ({type(e).__name__}: {e})", path=path)
 
 
-def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def read_image(path: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read a photo or scan as RGB uint8 ``[H, W, 3]``, upright (EXIF orientation applied).
 
     Greyscale, palette, RGBA, CMYK and 16-bit inputs are converted to 8-bit RGB.
 
     Args:
+        path: the file's path, or its contents in memory (bytes or a binary file object, e.g. an
+            upload); errors about in-memory contents name the object's ``.name`` if it has one.
         max_pixels: refuse images with more pixels than this (``None`` or 0: no limit). Replaces
             Pillow's decompression-bomb guard, which would refuse legitimately large scans.
     Raises:
-        DataError: the file is missing, not an image, truncated, or larger than ``max_pixels``.
+        ImageTooLargeError: more pixels than ``max_pixels`` (a DataError).
+        DataError: the file is missing, empty, not an image or truncated.
     """
-    path = Path(path)
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        path = io.BytesIO(path)
+    path = path if hasattr(path, "read") else Path(path)
     try:
         with _open(path, max_pixels) as image:
             image.load()

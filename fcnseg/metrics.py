@@ -7,18 +7,9 @@ import math
 import numpy as np
 import torch
 
-from fcnseg.data.classes import IGNORE_INDEX
+from fcnseg.data.classes import IGNORE_INDEX, class_pixel_counts  # noqa: F401 - the one counter, re-exported
 
 
-def class_pixel_counts(labels, num_classes: int) -> np.ndarray:
-    """int64 ``[num_classes]``: how many pixels of a label map (array ``[H, W]``, any int dtype) hold each class.
-
-    Values outside ``0..num_classes-1`` (the ignore label 255) are not counted. The one per-class
-    pixel counter: anything that counts pixels per class (prediction statistics, class areas) uses it.
-    """
-    flat = np.asarray(labels).ravel()
-    flat = flat[(flat >= 0) & (flat < num_classes)] if flat.size and (flat.min() < 0 or flat.max() >= num_classes) else flat
-    return np.bincount(flat.astype(np.int64, copy=False), minlength=num_classes)[:num_classes].astype(np.int64)
 
 
 class ConfusionMatrix:
@@ -128,6 +119,42 @@ class ConfusionMatrix:
             "pixels": int(total.item()),
             "confusion": self.counts.cpu().tolist(),
         }
+
+
+def most_confused(counts) -> dict | None:
+    """The largest off-diagonal cell of a confusion matrix: the (ground truth -> prediction) mistake made most.
+
+    Args:
+        counts: int ``[n, n]`` array or tensor, ``counts[truth, prediction]``.
+    Returns:
+        ``{"truth": i, "prediction": j, "pixels": counts[i, j]}`` for the largest ``i != j`` cell (the
+        lowest ``(i, j)`` among ties), or None when no pixel is wrong.
+    """
+    hist = np.array(counts.cpu().numpy() if isinstance(counts, torch.Tensor) else counts, dtype=np.int64)
+    np.fill_diagonal(hist, 0)
+    truth, prediction = np.unravel_index(int(np.argmax(hist)), hist.shape)
+    pixels = int(hist[truth, prediction])
+    return {"truth": int(truth), "prediction": int(prediction), "pixels": pixels} if pixels > 0 else None
+
+
+def image_scores(matrix: "ConfusionMatrix") -> dict:
+    """One image's scores from its own confusion counts, with the paper's definitions (:meth:`ConfusionMatrix.compute`).
+
+    The per-image mean IU is the NaN-aware mean over the classes present in that image's ground
+    truth or prediction (prediction counted on non-ignored pixels only): a class absent from both
+    is 0/0 and left out, as over a whole data set. A class in the ground truth that is never
+    predicted counts with IU 0, and so does a class predicted where the ground truth has none.
+
+    Returns:
+        dict with ``pixels`` (pixels scored), ``pixel_accuracy``, ``mean_accuracy``, ``mean_iu``
+        (floats, NaN when every pixel is ignored) and ``most_confused`` (see :func:`most_confused`).
+    """
+    scores = matrix.compute()
+    return {
+        "pixels": scores["pixels"],
+        **{key: scores[key] for key in ("pixel_accuracy", "mean_accuracy", "mean_iu")},
+        "most_confused": most_confused(matrix.counts),
+    }
 
 
 def _nanmean(x: torch.Tensor) -> float:

@@ -4,6 +4,9 @@ The file is written with the protobuf package (blob payloads parsed by protobuf 
 and the expected output comes from a functional forward written from voc-fcn-alexnet/net.py.
 """
 
+import builtins
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -86,7 +89,7 @@ def caffe_alexnet_forward(w: dict, x: torch.Tensor) -> torch.Tensor:
     return h[:, :, 18 : 18 + x.shape[2], 18 : 18 + x.shape[3]]  # crop offset typed into the reference prototxt
 
 
-def test_full_size_fcn_alexnet_caffemodel_runs_as_caffe_defines_it(tmp_path):
+def test_full_size_fcn_alexnet_caffemodel_runs_as_caffe_defines_it(tmp_path, monkeypatch):
     messages = caffe_messages()
     rng = np.random.default_rng(0)
     net = messages["NetParameter"](name="voc-fcn-alexnet")
@@ -111,7 +114,17 @@ def test_full_size_fcn_alexnet_caffemodel_runs_as_caffe_defines_it(tmp_path):
     path.write_bytes(net.SerializeToString())
     del net
 
+    opens, real_open = [], builtins.open
+
+    def counting_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and os.path.abspath(file) == str(path):
+            opens.append(args)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
     loaded = load_model(path)
+    monkeypatch.undo()
+    assert len(opens) == 1  # the file is read once (memory-mapped by the decoder)
     assert (loaded.config.arch, loaded.config.backbone, loaded.config.num_classes) == ("fcn32s", "alexnet", 5)
     assert loaded.source == "caffe" and loaded.normalization.name == "paper_bgr"
     x = torch.randn(1, 3, 70, 93) * 50

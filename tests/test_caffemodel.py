@@ -10,8 +10,10 @@ import torch
 pytest.importorskip("google.protobuf")
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory  # noqa: E402
 
+from fcnseg.config import ModelConfig  # noqa: E402
 from fcnseg.errors import CheckpointError  # noqa: E402
-from fcnseg.weights.caffe import caffe_to_state_dict, read_caffemodel  # noqa: E402
+from fcnseg.weights.caffe import caffe_to_state_dict  # noqa: E402
+from fcnseg.weights.caffe_protobuf import read_caffemodel  # noqa: E402
 
 F = descriptor_pb2.FieldDescriptorProto
 OPTIONAL, REPEATED = F.LABEL_OPTIONAL, F.LABEL_REPEATED
@@ -329,16 +331,17 @@ def test_reference_fcn_names_give_arch_and_contract_keys(tmp_path, arch):
     net, blobs = _fcn_net(arch)
     path = _write(tmp_path, net)
     out = caffe_to_state_dict(read_caffemodel(path), path)
-    assert (out["arch"], out["backbone"], out["num_classes"]) == (arch, "vgg16", CLASSES)
-    assert out["normalization"] == "paper_bgr"
+    assert (out.arch, out.backbone, out.num_classes) == (arch, "vgg16", CLASSES)
+    assert out.normalization.name == "paper_bgr"
+    assert out.config == ModelConfig(arch=arch, backbone="vgg16", num_classes=CLASSES)
     expected = {}
     for name, arrays in blobs.items():
         expected[f"{_key(name)}.weight"] = arrays[0]
         if len(arrays) == 2:
             expected[f"{_key(name)}.bias"] = arrays[1]
-    assert set(out["state_dict"]) == set(expected)  # no scale_pool*: the at-once constants are fixed
+    assert set(out.state_dict) == set(expected)  # no scale_pool*: the at-once constants are fixed
     for key, array in expected.items():
-        tensor = out["state_dict"][key]
+        tensor = out.state_dict[key]
         assert tensor.dtype == torch.float32
         np.testing.assert_array_equal(tensor.numpy(), array, err_msg=key)
 
@@ -347,8 +350,8 @@ def test_fcn_alexnet_keeps_grouped_shapes_and_the_63_wide_upscore(tmp_path):
     net, blobs = _fcn_net("fcn32s", backbone="alexnet")
     path = _write(tmp_path, net)
     out = caffe_to_state_dict(read_caffemodel(path), path)
-    assert (out["arch"], out["backbone"]) == ("fcn32s", "alexnet")
-    sd = out["state_dict"]
+    assert (out.arch, out.backbone) == ("fcn32s", "alexnet")
+    sd = out.state_dict
     assert sd["backbone.conv2.weight"].shape == (6, 2, 5, 5)  # groups=2: [out, in/2, k, k], PyTorch's layout
     assert sd["backbone.fc6.weight"].shape == (FC, 4, 6, 6)
     assert sd["upscore.weight"].shape == (CLASSES, CLASSES, 63, 63)
@@ -359,7 +362,7 @@ def test_deconvolution_weight_is_passed_through_in_conv_transpose_layout(tmp_pat
     # Caffe stores Deconvolution weights [C_in, C_out/group, k, k], as torch's ConvTranspose2d.
     net, blobs = _fcn_net("fcn32s")
     path = _write(tmp_path, net)
-    weight = caffe_to_state_dict(read_caffemodel(path), path)["state_dict"]["upscore.weight"]
+    weight = caffe_to_state_dict(read_caffemodel(path), path).state_dict["upscore.weight"]
     up = torch.nn.ConvTranspose2d(CLASSES, CLASSES, 64, stride=32, bias=False)
     assert up.weight.shape == weight.shape
     np.testing.assert_array_equal(weight.numpy(), blobs["upscore"][0])
@@ -378,8 +381,8 @@ def test_imagenet_classifier_fc_layers_are_convolutionalized(tmp_path, legacy, b
     if legacy:
         assert caffe.layer("fc6").blobs[0].ndim == 4  # stored 1 x 1 x out x C*H*W
     out = caffe_to_state_dict(caffe, path)
-    assert (out["arch"], out["backbone"], out["num_classes"]) == (None, backbone, 7)
-    sd = out["state_dict"]
+    assert (out.arch, out.config, out.backbone, out.num_classes) == (None, None, backbone, 7)
+    sd = out.state_dict
     fc6, flat = sd["backbone.fc6.weight"], blobs["fc6"][0]
     out_c, channels, k, _ = fc6.shape
     assert (channels, k) == ((5, 7) if backbone == "vgg16" else (4, 6))
@@ -421,3 +424,25 @@ def test_net_without_fcn_or_classifier_layers_is_an_error(tmp_path):
     path = _write(tmp_path, net)
     with pytest.raises(CheckpointError, match="conv1_1"):
         caffe_to_state_dict(read_caffemodel(path), path)
+
+
+def test_alexnet_with_skip_layers_is_an_error_naming_the_backbone(tmp_path):
+    net = PACKED["NetParameter"](name="voc-fcn16s-alexnet")
+    _trunk(net, "alexnet")
+    _add_layer(net, "score_fr", "Convolution", [_rand(CLASSES, FC, 1, 1), _rand(CLASSES)])
+    _add_layer(net, "score_pool4", "Convolution", [_rand(CLASSES, 4, 1, 1), _rand(CLASSES)])
+    for name, k in (("upscore2", 4), ("upscore16", 32)):
+        _add_layer(net, name, "Deconvolution", [_rand(CLASSES, CLASSES, k, k)])
+    path = _write(tmp_path, net)
+    with pytest.raises(CheckpointError, match=r"net\.caffemodel: an alexnet fcn16s.*AlexNet.*fcn32s"):
+        caffe_to_state_dict(read_caffemodel(path), path)
+
+
+def test_the_wire_decoder_knows_nothing_of_fcns():
+    import subprocess
+    import sys
+
+    code = ("import sys, fcnseg.weights.caffe_protobuf; "
+            "print(sorted(m for m in sys.modules if m.startswith(('fcnseg.models', 'fcnseg.data', 'torch'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

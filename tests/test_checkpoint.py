@@ -1,7 +1,9 @@
 """Our checkpoint format: round trips, atomic writes, and one clear error per kind of bad file."""
 
+import builtins
 import os
 import pickle
+import re
 
 import pytest
 import torch
@@ -60,21 +62,34 @@ def test_missing_file_is_named(tmp_path):
         load_model(tmp_path / "nope.pt")
 
 
-def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+def _truncated_checkpoint(path):
     model = small_model()
-    path = tmp_path / "model.pt"
     save_checkpoint(path, model, model.config, NAMES, PAPER_BGR)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match=r"model\.pt.*(truncated|corrupt)"):
-        load_model(path)
 
 
-def test_a_file_that_is_not_a_checkpoint_is_a_clear_error(tmp_path):
-    path = tmp_path / "photo.pt"
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
-    with pytest.raises(CheckpointError, match="photo.pt"):
+NOT_A_CHECKPOINT = r"not a PyTorch checkpoint \(corrupt, or another kind of file\)"
+
+
+@pytest.mark.parametrize("kind, write, detail", [
+    ("random bytes", lambda p: p.write_bytes(bytes(range(7, 256)) * 3), "starts with the bytes 07 08"),
+    ("an HTML error page", lambda p: p.write_text(
+        "<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head><body>Not Found</body></html>\n"),
+     "HTML page"),
+    ("an empty file", lambda p: p.write_bytes(b""), r"empty \(0 bytes\)"),
+    ("a truncated zip checkpoint", _truncated_checkpoint, "truncated or damaged"),
+    ("a PNG image", lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200)), "starts with the bytes 89 50 4e 47"),
+    ("a plain pickle", lambda p: p.write_bytes(pickle.dumps({"weights": [1.0, 2.0]}, protocol=4)), "Python pickle"),
+])
+def test_a_file_that_is_not_a_checkpoint_is_named_so_and_not_called_code(tmp_path, kind, write, detail):
+    path = tmp_path / "model.pt"
+    write(path)
+    with pytest.raises(CheckpointError) as caught:
         load_model(path)
+    message = str(caught.value)
+    assert re.search(rf"model\.pt: {NOT_A_CHECKPOINT}: .*{detail}", message), message
+    assert "refused" not in message and "weights_only" not in message and "code" not in message
 
 
 class Payload:
@@ -82,15 +97,57 @@ class Payload:
         return (os.system, ("echo pwned",))
 
 
-def test_a_pickle_that_would_run_code_is_refused(tmp_path):
+@pytest.mark.parametrize("kind, write", [
+    ("torch.save zip", lambda p: torch.save({"state_dict": {}, "payload": Payload()}, p)),
+    ("torch.save zip, pickle protocol 4", lambda p: torch.save({"payload": Payload()}, p, pickle_protocol=4)),
+    ("legacy torch.save", lambda p: torch.save({"payload": Payload()}, p, _use_new_zipfile_serialization=False)),
+    ("plain pickle, protocol 0", lambda p: p.write_bytes(pickle.dumps(Payload(), protocol=0))),
+    ("plain pickle, protocol 5", lambda p: p.write_bytes(pickle.dumps(Payload(), protocol=5))),
+])
+def test_a_pickle_that_would_run_code_is_refused_naming_the_callable(tmp_path, kind, write):
     path = tmp_path / "evil.pt"
-    torch.save({"state_dict": {}, "payload": Payload()}, path)
-    with pytest.raises(CheckpointError, match="evil.pt.*refused"):
+    write(path)
+    with pytest.raises(CheckpointError) as caught:
         load_model(path)
-    with open(tmp_path / "evil.pkl", "wb") as f:
-        pickle.dump(Payload(), f)
-    with pytest.raises(CheckpointError, match="evil.pkl"):
-        load_model(tmp_path / "evil.pkl")
+    message = str(caught.value)
+    assert re.search(r"evil\.pt: refused to load: .*(posix|nt)\.system", message), message
+    assert "weights_only" not in message  # never advise loading it anyway
+
+
+def test_a_whole_pickled_model_is_refused_with_the_state_dict_hint(tmp_path):
+    torch.save(small_model("fcn32s"), tmp_path / "whole.pt")
+    with pytest.raises(CheckpointError, match=r"whole\.pt: refused.*state_dict\(\)"):
+        load_model(tmp_path / "whole.pt")
+
+
+@pytest.mark.parametrize("layout", ["fcnseg", "raw state dict", "pytorch-fcn wrapper"])
+def test_load_model_reads_the_file_once(tmp_path, monkeypatch, layout):
+    model = small_model("fcn16s")
+    path = tmp_path / "model.pt"
+    if layout == "fcnseg":
+        save_checkpoint(path, model, model.config, NAMES, PAPER_BGR)
+    elif layout == "raw state dict":
+        torch.save(model.state_dict(), path)
+    else:
+        theirs = {k.removeprefix("backbone."): v for k, v in model.state_dict().items()}
+        torch.save({"arch": "FCN16s", "model_state_dict": theirs}, path)
+    opens, loads = [], []
+    real_open, real_load = builtins.open, torch.load
+
+    def counting_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and os.path.abspath(file) == str(path):
+            opens.append(args)
+        return real_open(file, *args, **kwargs)
+
+    def counting_load(*args, **kwargs):
+        loads.append(args)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(torch, "load", counting_load)
+    loaded = load_model(path)
+    assert loaded.config.arch == "fcn16s"
+    assert len(loads) == 1 and len(opens) == 1
 
 
 def test_missing_keys_are_listed(tmp_path):

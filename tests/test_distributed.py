@@ -12,7 +12,8 @@ from fcnseg import distributed as D
 from fcnseg.checkpoint import load_checkpoint
 from fcnseg.config import resolve_run_config
 from fcnseg.models import build_model
-from fcnseg.training.trainer import EpochSampler, train
+from fcnseg.training.sampling import EpochSampler
+from fcnseg.training.trainer import train
 
 
 def settings(out_dir, batch_size, batch_norm=False):

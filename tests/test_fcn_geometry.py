@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from fcnseg.config import ModelConfig
+from fcnseg.config import ARCHES, ModelConfig
 from fcnseg.errors import ConfigError
 from fcnseg.models import build_model
 from fcnseg.models.geometry import receptive_fields
+from fcnseg.models.heads import ARCH_HEADS, POOL4, Head, match_arch
 
 # The offsets typed into the reference nets (fcn.berkeleyvision.org voc-fcn*/ and pytorch-fcn).
 REFERENCE_OFFSETS = {
@@ -36,6 +37,87 @@ def test_final_offset_agrees_with_receptive_field_centres(backbone, pad):
     assert rf.stride == 32
     kernel = model.upscore.kernel_size[0]
     assert model.offsets["score"] == round((kernel - 1) / 2 - rf.start)
+
+
+def _offsets_from_receptive_fields(model) -> dict[str, int]:
+    """Every crop offset from receptive-field centres, with the transposed-convolution arithmetic written out.
+
+    A map whose pixel ``i`` is centred on input ``x = start + stride * i`` (the receptive-field recursion)
+    and is upsampled by a transposed convolution (kernel ``k``, stride ``f``, no padding) gives a map
+    centred on ``start - stride * (k - 1) / (2 f)`` with stride ``stride / f``. A skip of (start ``s``,
+    stride ``S``) then aligns at offset ``(start' - s) / S``, and the last map with the input at ``-start'``.
+    """
+    rf = dict(receptive_fields(model.backbone.named_children()))
+    start, stride = rf["fc7"].start, rf["fc7"].stride  # fc7 and the 1x1 score_fr keep fc6's centres
+
+    def upsample(layer):
+        nonlocal start, stride
+        k, f = layer.kernel_size[0], layer.stride[0]
+        start, stride = start - stride * (k - 1) / (2 * f), stride / f
+
+    offsets = {}
+    arch = model.config.arch.removesuffix("-atonce")
+    skips = {"fcn32s": [], "fcn16s": [("pool4", "upscore2")],
+             "fcn8s": [("pool4", "upscore2"), ("pool3", "upscore_pool4")]}
+    for tap, up in skips[arch]:
+        upsample(getattr(model, up))
+        assert stride == rf[tap].stride
+        offsets[f"score_{tap}c"] = (start - rf[tap].start) / rf[tap].stride
+    upsample(getattr(model, {"fcn32s": "upscore", "fcn16s": "upscore16", "fcn8s": "upscore8"}[arch]))
+    assert stride == 1
+    offsets["score"] = -start
+    return offsets
+
+
+@pytest.mark.parametrize("arch", ["fcn16s", "fcn8s", "fcn8s-atonce"])
+@pytest.mark.parametrize("backbone", ["vgg16", "small"])
+@pytest.mark.parametrize("pad", [100, 120])
+def test_every_crop_offset_agrees_with_receptive_field_centres(arch, backbone, pad):
+    with torch.device("meta"):
+        model = build_model(ModelConfig(arch=arch, backbone=backbone, num_classes=2, pad=pad))
+    assert model.offsets == _offsets_from_receptive_fields(model)
+
+
+# The head keys of the reference nets (voc-fcn*/net.py; pytorch-fcn uses the same), in state-dict order.
+REFERENCE_HEAD_KEYS = {
+    "fcn32s": ["score_fr.weight", "score_fr.bias", "upscore.weight"],
+    "fcn16s": ["score_fr.weight", "score_fr.bias", "score_pool4.weight", "score_pool4.bias", "upscore2.weight",
+               "upscore16.weight"],
+    "fcn8s": ["score_fr.weight", "score_fr.bias", "score_pool4.weight", "score_pool4.bias", "score_pool3.weight",
+              "score_pool3.bias", "upscore2.weight", "upscore_pool4.weight", "upscore8.weight"],
+}
+REFERENCE_HEAD_KEYS["fcn8s-atonce"] = REFERENCE_HEAD_KEYS["fcn8s"]
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_head_keys_are_the_reference_layer_names(arch):
+    with torch.device("meta"):
+        model = build_model(ModelConfig(arch=arch, backbone="small", num_classes=2))
+    keys = [k for k in model.state_dict() if not k.startswith("backbone.")]
+    assert keys == REFERENCE_HEAD_KEYS[arch]
+
+
+def test_the_head_table_describes_every_arch():
+    assert tuple(ARCH_HEADS) == ARCHES
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_an_arch_is_read_back_from_its_layer_names(arch):
+    names = {k.split(".")[0] for k in REFERENCE_HEAD_KEYS[arch]}
+    # Learned weights alone cannot tell the at-once net; its reference Scale layers can.
+    assert match_arch(names) == ("fcn8s" if arch == "fcn8s-atonce" else arch)
+    if arch == "fcn8s-atonce":
+        assert match_arch(names | {"scale_pool4", "scale_pool3"}) == "fcn8s-atonce"
+    assert match_arch({"conv1_1", "fc7", "fc8"}) is None
+
+
+def test_a_suffixed_head_has_the_names_of_the_siftflow_reference_net():
+    # siftflow-fcn16s/net.py: two heads on one trunk, every layer name ending in _sem (or _geo).
+    head = Head(skips=(POOL4,), suffix="_sem")
+    assert head.score_layers == ("score_fr_sem", "score_pool4_sem")
+    assert head.upsampling_layers == ("upscore2_sem", "upscore16_sem")
+    assert [(c.name, c.bigger, c.reference) for c in head.crops] == [
+        ("score_pool4_semc", "score_pool4_sem", "upscore2_sem"), ("score_sem", "upscore16_sem", "data")]
 
 
 def test_receptive_field_of_vgg16_matches_published_sizes():

@@ -10,9 +10,9 @@ import time
 import pytest
 import torch
 
-from fcnseg.files import TEMP_GLOB
 from fcnseg.checkpoint import load_checkpoint
 from fcnseg.config import resolve_run_config
+from fcnseg.files import TEMP_GLOB
 from fcnseg.training.trainer import Trainer, train
 
 
@@ -43,10 +43,10 @@ def test_resume_repeats_the_uninterrupted_losses(tmp_path, monkeypatch):
     # crash (not a clean stop) in update 5: the last checkpoint is the one of update 4
     real_step = Trainer.step
 
-    def crashing_step(self, batches):
-        if self.iteration == 4:
+    def crashing_step(self):
+        if self.state.iteration == 4:
             raise RuntimeError("simulated crash")
-        return real_step(self, batches)
+        return real_step(self)
 
     config = resolve_run_config(overrides=settings(tmp_path / "cut"))
     monkeypatch.setattr(Trainer, "step", crashing_step)

@@ -1,4 +1,4 @@
-"""FC -> conv equivalence, trunk transplant from a VGG16 classifier, and the pytorch-fcn layout."""
+"""FC -> conv equivalence, trunk transplant from a VGG16 classifier, the pytorch-fcn and torchvision layouts."""
 
 import pytest
 import torch
@@ -8,13 +8,9 @@ from torch import nn
 from fcnseg.checkpoint import fcn_from_classifier, load_model
 from fcnseg.config import ModelConfig
 from fcnseg.models import VGG16Classifier, build_backbone, build_model
-from fcnseg.models.surgery import (
-    convolutionalize,
-    fcnseg_to_torchfcn,
-    torchfcn_to_fcnseg,
-    torchvision_vgg16_to_fcnseg,
-    transplant,
-)
+from fcnseg.models.surgery import convolutionalize, transplant
+from fcnseg.weights.pytorch_fcn import fcnseg_to_torchfcn, torchfcn_to_fcnseg
+from fcnseg.weights.torchvision_vgg import torchvision_vgg16_to_fcnseg
 
 
 def unpadded_classifier() -> nn.Sequential:
@@ -219,3 +215,14 @@ def test_convolutionalize_keeps_the_classifier_dtype():
     x = torch.randn(2, 3, 18, 18, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(conv(x)[:, :, 0, 0], clf(x), atol=1e-12, rtol=1e-12)
+
+
+def test_models_import_neither_data_nor_weights():
+    import subprocess
+    import sys
+
+    code = ("import sys, pkgutil, importlib, fcnseg.models as models; "
+            "[importlib.import_module(f'fcnseg.models.{m.name}') for m in pkgutil.iter_modules(models.__path__)]; "
+            "print(sorted(m for m in sys.modules if m.startswith(('fcnseg.data', 'fcnseg.weights'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -3,29 +3,39 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from fcnseg.data import build_dataset, detect_kind
+from fcnseg.data.nyud import find_nyud_root
 from fcnseg.data.voc import find_voc_root
+from fcnseg.files import write_json
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "check-data",
         help="scan a data set for unreadable, missing, mis-sized or mislabelled files",
-        description="Scan a VOC, SBD or image/mask folder data set. Each problem is printed with its file; "
+        description="Scan a VOC, SBD, image/mask folder, NYUDv2, SIFT Flow or PASCAL-Context data set. "
+        "Each problem is printed with its file; "
         "the exit status is 1 when any item would be skipped.",
     )
     p.add_argument("root", type=Path, help="data set folder")
-    p.add_argument("--kind", default="auto", choices=["auto", "voc", "sbd", "folder"], help="layout (default: guess)")
+    p.add_argument(
+        "--kind",
+        default="auto",
+        choices=["auto", "voc", "sbd", "folder", "nyud", "siftflow", "pascal_context"],
+        help="layout (default: guess)",
+    )
     p.add_argument(
         "--split",
         nargs="+",
         help="splits to scan (default: train and val for VOC/SBD when present, all for a folder)",
     )
     p.add_argument("--sbd-root", type=Path, help="SBD folder, for the VOC split seg11valid")
-    p.add_argument("--voc-root", type=Path, help="VOC folder, for the SBD split train_noval")
+    p.add_argument("--voc-root", type=Path, help="VOC folder, for the SBD split train_noval (PASCAL-Context: the VOC2010 images)")
+    p.add_argument(
+        "--modalities", default="color+hha", help="NYUD inputs whose files are checked (default: color+hha; color+depth, ...)"
+    )
     p.add_argument("--class-file", type=Path, help="class file (VOC layout or folder)")
     p.add_argument("--workers", type=int, default=4, help="decoding threads (default: 4)")
     p.add_argument("--json", type=Path, help="also write the reports here as JSON")
@@ -39,7 +49,10 @@ def default_splits(kind: str, root: Path) -> list[str]:
         split_dir = find_voc_root(root) / "ImageSets" / "Segmentation"
         present = [s for s in ("train", "val") if (split_dir / f"{s}.txt").is_file()]
         return present or sorted(p.stem for p in split_dir.glob("*.txt"))
-    return ["train", "val"]
+    if kind == "nyud":
+        nyud_root = find_nyud_root(root)
+        return [s for s in ("train", "val", "test") if (nyud_root / f"{s}.txt").is_file()] or ["train"]
+    return {"siftflow": ["trainval", "test"]}.get(kind, ["train", "val"])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
     splits = args.split or default_splits(kind, args.root)
     extra = {"voc": {"sbd_root": args.sbd_root, "class_file": args.class_file}, "sbd": {"voc_root": args.voc_root}}
     extra["folder"] = {"class_file": args.class_file}
+    extra["nyud"] = {"modalities": args.modalities}
+    extra["siftflow"] = {}
+    extra["pascal_context"] = {"voc_root": args.voc_root}
     reports = []
     for split in splits:
         kwargs = {k: v for k, v in extra[kind].items() if v is not None}
@@ -57,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         print(report.summary())
         reports.append(report)
     if args.json:
-        args.json.write_text(json.dumps([r.to_dict() for r in reports], indent=2) + "\n")
+        write_json([r.to_dict() for r in reports], args.json)
     bad = sum(len(r.problems) for r in reports)
     if bad:
         print(f"{bad} problem(s) found; training and evaluation skip these items")

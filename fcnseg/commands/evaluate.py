@@ -38,6 +38,13 @@ def register(subparsers) -> None:
     p.add_argument("--allow-missing", action="store_true", help="score only ground truths that have a prediction")
     p.add_argument("--out", type=Path, default=Path("eval.json"), help="JSON results (default: eval.json)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--report", type=Path, metavar="DIR",
+                   help="also write a report folder: index.html, confusion heatmap, per-class IU bars, "
+                   "worst/best gallery, per-image CSV")
+    p.add_argument("--report-images", type=int, default=8, metavar="N",
+                   help="images in each of the report's worst and best galleries (default: 8)")
+    p.add_argument("--image-dir", type=Path,
+                   help="images for the report's gallery in --pred-dir scoring, matched by stem")
     p.set_defaults(func=run)
 
 
@@ -58,6 +65,10 @@ def scored_line(result: dict, out: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.report_images < 0:
+        raise ConfigError(f"--report-images must be 0 or more, found {args.report_images}")
+    if args.image_dir is not None and args.pred_dir is None:
+        raise ConfigError("--image-dir is for --pred-dir scoring (a data set brings its own images)")
     if args.pred_dir is not None or args.gt_dir is not None:
         if args.pred_dir is None or args.gt_dir is None or args.checkpoint is not None:
             raise ConfigError("score folders with both --pred-dir and --gt-dir, and no checkpoint")
@@ -68,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
             num_classes=args.num_classes,
             allow_missing=args.allow_missing,
             progress=not args.no_progress,
+            per_image=args.report is not None,
         )
         source = f"{args.pred_dir} against {args.gt_dir}"
     else:
@@ -96,11 +108,13 @@ def run(args: argparse.Namespace) -> int:
             limit=args.limit,
             save_predictions=args.save_predictions,
             progress=not args.no_progress,
+            per_image=args.report is not None,
         )
         result["checkpoint"] = str(args.checkpoint)
         result["split"] = args.split
         result["normalization"] = loaded.normalization.to_dict()
         source = f"{args.checkpoint} on {args.data or 'synthetic'} {args.split}"
+    rows = result.pop("per_image", None)
     print(f"{source}: {scored_line(result, args.out)}")
     if result["skipped"]:
         print(format_skipped(result))
@@ -109,4 +123,34 @@ def run(args: argparse.Namespace) -> int:
     print(f"results written to {args.out}")
     if args.save_predictions is not None:
         print(f"predictions written to {args.save_predictions}")
+    if args.report is not None:
+        report = _write_report(args, result, rows, source, loaded=None if args.pred_dir else loaded,
+                               dataset=None if args.pred_dir else dataset)
+        print(f"report written to {report['index']}")
     return 0
+
+
+def _write_report(args: argparse.Namespace, result: dict, rows: list[dict], source: str, *, loaded, dataset) -> dict:
+    """The --report folder; the gallery re-predicts its images with the model, or reads them from the folders."""
+    # imported here: matplotlib is loaded only when a report is asked for
+    from fcnseg.data.classes import read_class_file
+    from fcnseg.data.palette import palette_for
+    from fcnseg.evaluation import predict_items
+    from fcnseg.reports.evaluation_report import folder_items, write_report
+
+    if dataset is not None:
+        palette = dataset.palette
+        device = next(loaded.model.parameters()).device
+
+        def load_items(chosen):
+            indices = [r["index"] for r in chosen]
+            return predict_items(loaded.model, dataset, indices, device=device, precision=args.precision)
+    else:
+        classes = read_class_file(args.class_file) if args.class_file is not None else None
+        palette = palette_for(classes)
+
+        def load_items(chosen):
+            return folder_items(chosen, classes.colours if classes else None, args.image_dir)
+
+    return write_report(args.report, result, rows, load_items=load_items, palette=palette,
+                        num_images=args.report_images, source=source)

@@ -9,10 +9,9 @@ from typing import Any
 
 import yaml
 
-from fcnseg.checkpoint import load_checkpoint
 from fcnseg.config import PRESETS, resolve_run_config
-from fcnseg.precision import PRECISIONS
 from fcnseg.errors import ConfigError
+from fcnseg.precision import PRECISIONS
 
 EPILOG = """\
 settings are layered: defaults < --preset < --config FILE < flags (flags win).
@@ -98,7 +97,8 @@ def register(subparsers) -> None:
     g.add_argument("--preset", choices=sorted(PRESETS), help="named recipe the file and flags refine")
     g.add_argument("--out", help="output folder (default runs/train)")
     g.add_argument("--resume", type=Path, metavar="CKPT_OR_DIR",
-                   help="continue from a last.pt, or a run folder (uses its checkpoints/last.pt and its settings)")
+                   help="continue from a last.pt, or a run folder (uses its checkpoints/last.pt and its settings); "
+                   "the run goes on in that folder")
     g.add_argument("--init-from", metavar="CKPT", help="start from a coarser FCN checkpoint (16s from 32s, 8s from 16s)")
     g.add_argument("--classifier-weights", metavar="FILE",
                    help="start from an ImageNet VGG16 classifier (torchvision-style .pth or Caffe .caffemodel)")
@@ -181,30 +181,22 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def resume_path(path: Path) -> Path:
-    """A checkpoint file, or a run folder's ``checkpoints/last.pt``."""
-    if path.is_dir():
-        candidate = path / "checkpoints" / "last.pt"
-        if not candidate.is_file():
-            raise ConfigError(f"{path}: a folder without checkpoints/last.pt; nothing to resume")
-        return candidate
-    return path
-
-
 def run(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from fcnseg.training.state import read_resume
     from fcnseg.training.trainer import train
 
     overrides = overrides_from_args(args)
     base = None
     resume = None
     if args.resume is not None:
-        resume = resume_path(args.resume)
-        stored = load_checkpoint(resume).get("run_config")
-        if stored is None:
-            raise ConfigError(f"{resume}: the checkpoint holds no run settings; it was not written by fcnseg train")
-        base = stored
+        resume = read_resume(args.resume)  # the one read of a checkpoint that may be ~500 MB
+        if resume.run_config is None:
+            raise ConfigError(f"{resume.path}: the checkpoint holds no run settings; it was not written by fcnseg train")
+        # The folder pointed at, not the one the checkpoint was written in: a copied or moved run
+        # continues where it now is (an explicit --out still wins, as every flag does).
+        base = {**resume.run_config, "train": {**resume.run_config.get("train", {}), "out_dir": str(resume.run_dir)}}
     config = resolve_run_config(args.config, overrides, base=base)
     with logging_redirect_tqdm():
         result = train(config, resume=resume, progress=not args.no_progress)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -11,15 +11,16 @@ import numpy as np
 import torch
 
 from fcnseg.data.classes import IGNORE_INDEX, ClassInfo, ClassSource
+from fcnseg.data.items import Head, InputStream, single_head
 from fcnseg.data.normalization import PAPER_BGR, Normalization
 from fcnseg.data.palette import palette_for, read_mask_png
 from fcnseg.data.scan import Problem, Sample, ScanReport, scan_samples
 from fcnseg.errors import DataError
-from fcnseg.images import read_image
+from fcnseg.images import image_size, read_image
 
 logger = logging.getLogger(__name__)
 
-# (image float32 [3, H, W], mask int64 [H, W]) -> the same, e.g. fcnseg.data.transforms.Compose([...])
+# (image float32 [C, H, W], mask int64 [H, W] or [K, H, W]) -> the same, e.g. fcnseg.data.transforms.Compose([...])
 Transform = Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 
 MAX_SUBSTITUTIONS = 10  # consecutive unreadable items tried before a load gives up
@@ -27,11 +28,17 @@ MAX_SUBSTITUTIONS = 10  # consecutive unreadable items tried before a load gives
 
 @dataclass(frozen=True)
 class RawItem:
-    """An item as stored: name, RGB uint8 image ``[H, W, 3]`` and int64 label map ``[H, W]`` (255 = ignore)."""
+    """An item as stored: name, RGB uint8 image ``[H, W, 3]`` and int64 label map ``[H, W]`` (255 = ignore).
+
+    Multi-target items have a mask ``[K, H, W]`` (one map per head); multi-modal items keep each stored
+    input in ``inputs`` by modality name (NYUD: ``color``/``hha`` uint8 ``[H, W, 3]``, ``depth`` float32
+    ``[H, W]``), while ``image`` is the RGB picture to draw panels on.
+    """
 
     name: str
     image: np.ndarray
     mask: np.ndarray
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def require_folder(path: str | Path) -> Path:
@@ -63,6 +70,9 @@ class SegmentationDataset(torch.utils.data.Dataset):
     ``dataset[i]`` returns ``(image float32 [3, H, W], mask int64 [H, W])``: the RGB image normalised
     by ``normalization`` (recorded as ``dataset.normalization`` so a checkpoint can store it), then
     ``transform(image, mask)`` if given. Mask values are class indices or 255 (ignore).
+    ``heads`` and ``streams`` (:mod:`fcnseg.data.items`) describe the mask and the image channels:
+    one ``semantic`` head and one 3-channel ``color`` stream here; subclasses with several heads
+    (the mask is then ``[K, H, W]``) or inputs (``[C, H, W]``) override them and :meth:`image_tensor`.
 
     Bad items are handled twice: the scan at construction reports and drops them (see
     :mod:`fcnseg.data.scan`); an item that turns bad later is logged and replaced by the next
@@ -112,8 +122,9 @@ class SegmentationDataset(torch.utils.data.Dataset):
         """Check every current sample (see :func:`fcnseg.data.scan.scan_samples`) without dropping any."""
         return scan_samples(
             self.samples,
-            num_classes=self.classes.num_classes,
+            num_classes=[head.num_classes for head in self.heads],
             read_mask=self.read_mask,
+            read_size=self.read_size,
             root=self.root,
             split=f"{self.kind} {self.split}",
             workers=workers,
@@ -128,6 +139,16 @@ class SegmentationDataset(torch.utils.data.Dataset):
     @property
     def num_classes(self) -> int:
         return self.classes.num_classes
+
+    @property
+    def heads(self) -> list[Head]:
+        """The label maps of an item's mask, in order (one ``semantic`` head: the mask is ``[H, W]``)."""
+        return single_head(self.classes.names)
+
+    @property
+    def streams(self) -> list[InputStream]:
+        """The channel groups of an item's image, in order (one 3-channel ``color`` stream)."""
+        return [InputStream("color", 3)]
 
     @property
     def palette(self) -> np.ndarray:
@@ -145,6 +166,10 @@ class SegmentationDataset(torch.utils.data.Dataset):
         """RGB uint8 ``[H, W, 3]``, upright (EXIF orientation applied, as in prediction)."""
         return read_image(path)
 
+    def read_size(self, path: Path) -> tuple[int, int]:
+        """``(height, width)`` of an input file, decoding it in full (the scan's check of every input)."""
+        return image_size(path)
+
     def read_mask(self, path: Path) -> np.ndarray:
         """int64 ``[H, W]`` class indices, 255 = ignore, from a palette, grey or class-coloured PNG.
 
@@ -156,12 +181,21 @@ class SegmentationDataset(torch.utils.data.Dataset):
         """The item as stored, before normalisation and transforms (for drawing panels)."""
         sample = self.samples[index]
         image = self.read_image(sample.image_path)
-        mask = self.read_mask(sample.mask_path)
-        if mask.shape != image.shape[:2]:
-            raise DataError(
-                f"{sample.mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image is {image.shape[1]}x{image.shape[0]}"
-            )
-        return RawItem(sample.name, image, mask)
+        return RawItem(sample.name, image, self.read_masks(sample, image.shape[:2]))
+
+    def read_masks(self, sample: Sample, size: tuple[int, int]) -> np.ndarray:
+        """The item's label maps, int64 ``[H, W]`` (one head) or ``[K, H, W]``, each checked against ``size``."""
+        masks = []
+        for path in (sample.mask_path, *sample.extra_masks):
+            mask = self.read_mask(path)
+            if mask.shape != tuple(size):
+                raise DataError(f"{path} is {mask.shape[1]}x{mask.shape[0]} but its image is {size[1]}x{size[0]}")
+            masks.append(mask)
+        return masks[0] if len(masks) == 1 else np.stack(masks)
+
+    def image_tensor(self, raw: RawItem) -> torch.Tensor:
+        """The model input of an item: float32 ``[C, H, W]`` (here the RGB image normalised, C = 3)."""
+        return self.normalization.image_to_tensor(raw.image)
 
     def load_item(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Item ``index`` as ``dataset[index]`` serves it, but never another in its place.
@@ -173,8 +207,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
         return self._to_tensors(self.load_raw(index))
 
     def _to_tensors(self, raw: RawItem) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.normalization.image_to_tensor(raw.image)  # float32 [3, H, W]
-        mask = torch.from_numpy(raw.mask.astype(np.int64))  # int64 [H, W]
+        image = self.image_tensor(raw)  # float32 [C, H, W]
+        mask = torch.from_numpy(raw.mask.astype(np.int64))  # int64 [H, W] or [K, H, W]
         if self.transform is not None:
             image, mask = self.transform(image, mask)
         return image, mask

@@ -9,7 +9,7 @@ from fcnseg.data.classes import IGNORE_INDEX
 
 
 class PadCollate:
-    """DataLoader ``collate_fn`` for ``(image [3, H_i, W_i], mask [H_i, W_i])`` items of any sizes.
+    """DataLoader ``collate_fn`` for ``(image [C, H_i, W_i], mask [H_i, W_i] or [K, H_i, W_i])`` items of any sizes.
 
     Pads each item at the bottom/right to the batch's largest height and width (rounded up to a
     multiple of ``size_divisor``): images with 0, which is the mean pixel after normalisation,
@@ -17,7 +17,7 @@ class PadCollate:
     paper's setting, section 4.3) nothing is padded unless ``size_divisor`` asks for it.
 
     Returns:
-        ``(images float32 [N, 3, H, W], masks int64 [N, H, W])``.
+        ``(images float32 [N, C, H, W], masks int64 [N, H, W])``, or masks ``[N, K, H, W]`` for K heads.
     """
 
     def __init__(self, ignore_index: int = IGNORE_INDEX, size_divisor: int = 1) -> None:
@@ -26,12 +26,12 @@ class PadCollate:
 
     def __call__(self, batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         d = self.size_divisor
-        height = max(mask.shape[0] for _, mask in batch)
-        width = max(mask.shape[1] for _, mask in batch)
+        height = max(mask.shape[-2] for _, mask in batch)
+        width = max(mask.shape[-1] for _, mask in batch)
         height, width = -(-height // d) * d, -(-width // d) * d
         images, masks = [], []
         for image, mask in batch:
-            pad = (0, width - mask.shape[1], 0, height - mask.shape[0])
+            pad = (0, width - mask.shape[-1], 0, height - mask.shape[-2])
             images.append(F.pad(image, pad, value=0.0) if any(pad) else image)
             masks.append(F.pad(mask, pad, value=self.ignore_index) if any(pad) else mask)
         return torch.stack(images), torch.stack(masks)

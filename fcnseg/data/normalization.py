@@ -1,4 +1,7 @@
-"""How an RGB uint8 image becomes the float tensor a model was trained on, recorded in checkpoints."""
+"""How stored pixels become the float tensor a model was trained on, recorded in checkpoints.
+
+RGB-like images (colour, HHA) go through :class:`Normalization`; NYUD's depth maps through :class:`LogDepthNormalization`.
+"""
 
 from __future__ import annotations
 
@@ -79,7 +82,49 @@ IMAGENET_RGB = Normalization(
     value_scale=1.0 / 255.0,
 )
 
-PRESETS = {n.name: n for n in (PAPER_BGR, IMAGENET_RGB)}
+# The reference data layers of the paper's other benchmarks (fcn.berkeleyvision.org nyud_layers.py,
+# siftflow_layers.py): each subtracts its own data set's mean pixel, in BGR order for colour.
+NYUD_BGR = Normalization(name="nyud_bgr", mean=(116.190, 97.203, 92.318), std=(1.0, 1.0, 1.0), bgr=True, value_scale=1.0)
+# HHA (horizontal disparity, height above ground, angle with gravity) is read in the file's channel
+# order and not reordered, as nyud_layers.py does.
+NYUD_HHA = Normalization(name="nyud_hha", mean=(132.431, 94.076, 118.477), std=(1.0, 1.0, 1.0), bgr=False, value_scale=1.0)
+SIFTFLOW_BGR = Normalization(
+    name="siftflow_bgr", mean=(114.578, 115.294, 108.353), std=(1.0, 1.0, 1.0), bgr=True, value_scale=1.0
+)
+
+PRESETS = {n.name: n for n in (PAPER_BGR, IMAGENET_RGB, NYUD_BGR, NYUD_HHA, SIFTFLOW_BGR)}
+
+
+@dataclass(frozen=True)
+class LogDepthNormalization:
+    """A depth map as one input channel: ``x = log(max(depth, min_depth)) - mean`` (nyud_layers.py ``load_depth``).
+
+    ``depth`` is the stored value (NYUD's ``data/depth`` PNGs: millimetres, so ``mean`` 7.844 is about 2.55 m).
+    """
+
+    name: str = "nyud_log_depth"
+    mean: float = 7.844
+    # Deviation: the reference takes log(depth) as stored, which is -inf at a 0 (missing) value; the
+    # reference's hole-filled maps have none, but a raw Kinect map would, so values are clamped first.
+    min_depth: float = 1.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LogDepthNormalization":
+        try:
+            return cls(name=str(d["name"]), mean=float(d["mean"]), min_depth=float(d["min_depth"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"depth normalization {d!r} is malformed: {e}") from e
+
+    def depth_to_tensor(self, depth: np.ndarray) -> torch.Tensor:
+        """float ``[H, W]`` depth -> float32 ``[1, H, W]``."""
+        x = torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32))
+        return (x.clamp_min(self.min_depth).log() - self.mean)[None]
+
+
+NYUD_LOG_DEPTH = LogDepthNormalization()
 
 
 def get_normalization(name: str) -> Normalization:

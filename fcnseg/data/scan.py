@@ -7,12 +7,12 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from fcnseg.data.classes import IGNORE_INDEX
+from fcnseg.data.classes import IGNORE_INDEX, class_pixel_counts
 from fcnseg.errors import DataError
 from fcnseg.images import image_size
 
@@ -34,11 +34,18 @@ PROBLEM_KINDS = (
 
 @dataclass(frozen=True)
 class Sample:
-    """One item of a data set: its name (file stem / id) and where its image and mask should be."""
+    """One item of a data set: its name (file stem / id) and where its image and mask should be.
+
+    Multi-modal and multi-target items add files: ``extra_images`` are further inputs of the same
+    height and width (NYUD's HHA or depth beside the colour image), ``extra_masks`` the label maps of
+    further heads (SIFT Flow's geometric labels beside the semantic ones), in head order.
+    """
 
     name: str
     image_path: Path
     mask_path: Path
+    extra_images: tuple[Path, ...] = ()
+    extra_masks: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,19 @@ class ScanReport:
     scanned: int
     usable: list[Sample] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    # Counted once, while the scan reads every mask anyway (the first head's, for several): labelled
+    # pixels of each class over the usable items, and the labelled pixels of the items each class
+    # appears in (what median frequency balancing divides by). int64 [num_classes], or None.
+    class_pixels: np.ndarray | None = None
+    image_pixels: np.ndarray | None = None
+
+    def add_counts(self, counts: np.ndarray) -> None:
+        """Add one usable item's class pixel counts (int64 ``[num_classes]``)."""
+        if self.class_pixels is None:
+            self.class_pixels = np.zeros_like(counts)
+            self.image_pixels = np.zeros_like(counts)
+        self.class_pixels += counts
+        self.image_pixels += np.where(counts > 0, counts.sum(), 0)
 
     @property
     def ok(self) -> bool:
@@ -91,6 +111,7 @@ class ScanReport:
             "usable": len(self.usable),
             "skipped": len(self.problems),
             "counts": self.counts(),
+            "class_pixels": None if self.class_pixels is None else self.class_pixels.tolist(),
             "problems": [p.to_dict() for p in self.problems],
         }
 
@@ -109,7 +130,7 @@ class ScanReport:
 def scan_samples(
     samples: Iterable[Sample],
     *,
-    num_classes: int,
+    num_classes: int | Sequence[int],
     read_mask: Callable[[Path], np.ndarray],
     root: str | Path,
     split: str,
@@ -117,6 +138,7 @@ def scan_samples(
     workers: int = 4,
     progress: bool = False,
     extra_problems: Iterable[Problem] = (),
+    read_size: Callable[[Path], tuple[int, int]] | None = None,
 ) -> ScanReport:
     """Check every sample and sort it into usable or skipped; never raises for a bad item.
 
@@ -126,20 +148,25 @@ def scan_samples(
 
     Args:
         samples: the items named by the split.
-        num_classes: labels must lie in ``0..num_classes-1`` or equal ``ignore_index``.
+        num_classes: labels must lie in ``0..num_classes-1`` or equal ``ignore_index``; a sequence
+            gives one count per head (``mask_path`` first, then each of ``extra_masks``).
         read_mask: reads a mask file into an integer ``[H, W]`` array.
         root, split: for messages; paths are shown relative to ``root``.
         extra_problems: problems found while listing the files (e.g. a mask without an image),
             added to the report.
+        read_size: decodes an input file in full and returns its ``(height, width)``; default
+            :func:`image_size`. A data set with non-photo inputs (depth maps) passes its own.
     Returns:
         ScanReport with usable samples in input order.
     """
     samples = list(samples)
     root = Path(root)
+    counts = (num_classes,) if isinstance(num_classes, int) else tuple(num_classes)
+    size_of = read_size or image_size
 
-    def check(sample: Sample) -> Problem | None:
+    def check(sample: Sample) -> Problem | np.ndarray:
         try:
-            return _check_one(sample, num_classes, read_mask, root, ignore_index)
+            return _check_one(sample, counts, read_mask, size_of, root, ignore_index)
         except Exception as e:  # a bad item must never stop a scan of 10,000
             return Problem(sample.name, _rel(sample.image_path, root), "unreadable_image", f"{type(e).__name__}: {e}")
 
@@ -151,17 +178,24 @@ def scan_samples(
     report = ScanReport(root=str(root), split=split, scanned=len(samples))
     report.problems.extend(extra_problems)
     report.scanned += len(report.problems)
-    for sample, problem in zip(samples, results):
-        if problem is None:
-            report.usable.append(sample)
+    for sample, outcome in zip(samples, results):
+        if isinstance(outcome, Problem):
+            report.problems.append(outcome)
         else:
-            report.problems.append(problem)
+            report.usable.append(sample)
+            report.add_counts(outcome)
     return report
 
 
 def _check_one(
-    sample: Sample, num_classes: int, read_mask: Callable[[Path], np.ndarray], root: Path, ignore_index: int
-) -> Problem | None:
+    sample: Sample,
+    num_classes: tuple[int, ...],
+    read_mask: Callable[[Path], np.ndarray],
+    read_size: Callable[[Path], tuple[int, int]],
+    root: Path,
+    ignore_index: int,
+) -> Problem | np.ndarray:
+    """The item's problem, or the class pixel counts of its first label map if it is usable."""
     image_rel, mask_rel = _rel(sample.image_path, root), _rel(sample.mask_path, root)
     has_image, has_mask = sample.image_path.is_file(), sample.mask_path.is_file()
     if not has_image and not has_mask:
@@ -170,23 +204,60 @@ def _check_one(
         return Problem(sample.name, mask_rel, "missing_image", f"mask has no image; expected {image_rel}")
     if not has_mask:
         return Problem(sample.name, image_rel, "missing_mask", f"image has no mask; expected {mask_rel}")
+    for path in sample.extra_images:
+        if not path.is_file():
+            return Problem(sample.name, image_rel, "missing_image", f"image has no {_rel(path, root)} beside it")
+    for path in sample.extra_masks:
+        if not path.is_file():
+            return Problem(sample.name, image_rel, "missing_mask", f"image has no mask {_rel(path, root)}")
+    sizes = []
+    for path in (sample.image_path, *sample.extra_images):
+        try:
+            sizes.append(read_size(path))
+        except DataError as e:
+            return Problem(sample.name, _rel(path, root), "unreadable_image", e.reason)
+        except Exception as e:
+            return Problem(sample.name, _rel(path, root), "unreadable_image", f"cannot be decoded ({type(e).__name__}: {e})")
+    height, width = sizes[0]
+    for path, (h, w) in zip(sample.extra_images, sizes[1:]):
+        if (h, w) != (height, width):
+            return Problem(
+                sample.name, _rel(path, root), "size_mismatch", f"image is {w}x{h} but {image_rel} is {width}x{height}"
+            )
+    if len(num_classes) == 1:
+        num_classes = num_classes * (1 + len(sample.extra_masks))
+    first = None
+    for path, classes in zip((sample.mask_path, *sample.extra_masks), num_classes):
+        outcome = _check_mask(sample.name, path, classes, read_mask, (height, width), image_rel, root, ignore_index)
+        if isinstance(outcome, Problem):
+            return outcome
+        first = outcome if first is None else first
+    return first
+
+
+def _check_mask(
+    name: str,
+    path: Path,
+    num_classes: int,
+    read_mask: Callable[[Path], np.ndarray],
+    size: tuple[int, int],
+    image_rel: str,
+    root: Path,
+    ignore_index: int,
+) -> Problem | np.ndarray:
+    mask_rel = _rel(path, root)
     try:
-        height, width = image_size(sample.image_path)  # as training reads it: upright, decoded in full
+        mask = read_mask(path)
     except DataError as e:
-        return Problem(sample.name, image_rel, "unreadable_image", e.reason)
+        return Problem(name, mask_rel, "unreadable_mask", e.reason)
     except Exception as e:
-        return Problem(sample.name, image_rel, "unreadable_image", f"cannot be decoded ({type(e).__name__}: {e})")
-    try:
-        mask = read_mask(sample.mask_path)
-    except DataError as e:  # names the file already: the problem's path does that
-        return Problem(sample.name, mask_rel, "unreadable_mask", e.reason)
-    except Exception as e:
-        return Problem(sample.name, mask_rel, "unreadable_mask", f"cannot be read ({type(e).__name__}: {e})")
+        return Problem(name, mask_rel, "unreadable_mask", f"cannot be read ({type(e).__name__}: {e})")
     if mask.ndim != 2:
-        return Problem(sample.name, mask_rel, "unreadable_mask", f"mask has shape {tuple(mask.shape)}; expected H x W")
+        return Problem(name, mask_rel, "unreadable_mask", f"mask has shape {tuple(mask.shape)}; expected H x W")
+    height, width = size
     if mask.shape != (height, width):
         return Problem(
-            sample.name,
+            name,
             mask_rel,
             "size_mismatch",
             f"mask is {mask.shape[1]}x{mask.shape[0]} but its image {image_rel} is {width}x{height}",
@@ -196,12 +267,12 @@ def _check_one(
     if bad.size:
         shown = ", ".join(str(int(v)) for v in bad[:8])
         return Problem(
-            sample.name,
+            name,
             mask_rel,
             "bad_labels",
             f"label values {shown} outside the {num_classes} classes 0..{num_classes - 1} (and ignore {ignore_index})",
         )
-    return None
+    return class_pixel_counts(mask, num_classes)
 
 
 def _rel(path: Path, root: Path) -> str:

@@ -20,6 +20,7 @@ from scipy import ndimage
 
 from fcnseg.data.base import RawItem, Transform
 from fcnseg.data.classes import IGNORE_INDEX, ClassInfo, ClassSource, write_class_file
+from fcnseg.data.items import Head, InputStream, single_head
 from fcnseg.data.normalization import PAPER_BGR, Normalization
 from fcnseg.data.palette import palette_for, voc_palette, write_mask_png
 from fcnseg.errors import DataError
@@ -133,8 +134,8 @@ class SyntheticDataset(torch.utils.data.Dataset):
     """The synthetic set served from memory: item ``i`` is generated on demand, identical on every call.
 
     Same interface as the file-backed data sets: ``dataset[i] -> (image float32 [3, H, W], mask int64
-    [H, W])``, ``class_names``, ``num_classes``, ``palette``, ``normalization``, ``name(i)``,
-    ``load_raw(i)``. The pixels equal those :func:`make_synthetic` writes with ``image_format="png"``.
+    [H, W])``, ``class_names``, ``num_classes``, ``palette``, ``heads``, ``streams``, ``normalization``,
+    ``name(i)``, ``load_raw(i)``. The pixels equal those :func:`make_synthetic` writes with ``image_format="png"``.
     """
 
     kind = "synthetic"
@@ -174,6 +175,14 @@ class SyntheticDataset(torch.utils.data.Dataset):
     @property
     def palette(self) -> np.ndarray:
         return palette_for(self.classes)
+
+    @property
+    def heads(self) -> list[Head]:
+        return single_head(self.classes.names)
+
+    @property
+    def streams(self) -> list[InputStream]:
+        return [InputStream("color", 3)]
 
     def __len__(self) -> int:
         return self.num_images

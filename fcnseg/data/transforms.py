@@ -1,6 +1,7 @@
 """Training augmentations on normalised tensors: random mirror, random scale, random crop with the mask padded by ignore.
 
-Every transform maps ``(image float32 [3, H, W], mask int64 [H, W])`` to the same pair, so it runs after
+Every transform maps ``(image float32 [C, H, W], mask int64 [H, W])`` to the same pair (or a mask
+``[K, H, W]``, one map per head, all moved alike), so it runs after
 the data set has normalised the image (:mod:`fcnseg.data.normalization`). Padding the image with 0 there
 means padding with the mean pixel, as the reference Caffe crop does; padded mask pixels get 255 and
 are neither trained on nor scored. Each transform describes itself with ``to_dict()`` for the run record.
@@ -57,7 +58,7 @@ class RandomMirror:
 class RandomScale:
     """Resize by a factor drawn uniformly from ``[min_scale, max_scale]``: image bilinear, mask nearest.
 
-    Output: image ``[3, round(s H), round(s W)]``, mask ``[round(s H), round(s W)]`` (at least 1 pixel).
+    Output: image ``[C, round(s H), round(s W)]``, mask ``[(K,) round(s H), round(s W)]`` (at least 1 pixel).
     """
 
     def __init__(self, min_scale: float = 0.5, max_scale: float = 2.0, generator: torch.Generator | None = None) -> None:
@@ -69,13 +70,14 @@ class RandomScale:
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
         u = torch.rand((), generator=self.generator).item()
         scale = self.min_scale + (self.max_scale - self.min_scale) * u
-        h, w = mask.shape
+        h, w = mask.shape[-2:]
         size = (max(1, round(h * scale)), max(1, round(w * scale)))
         if size == (h, w):
             return image, mask
         image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
         # nearest keeps labels (and 255) exact; interpolating class indices would invent classes
-        mask = F.interpolate(mask[None, None].float(), size=size, mode="nearest")[0, 0].long()
+        maps = mask.reshape(1, -1, h, w).float()  # [1, K, H, W], K = 1 for a single head
+        mask = F.interpolate(maps, size=size, mode="nearest")[0].long().reshape(*mask.shape[:-2], *size)
         return image, mask
 
     def to_dict(self) -> dict:
@@ -101,7 +103,7 @@ class RandomCrop:
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
         ch, cw = self.size
-        h, w = mask.shape
+        h, w = mask.shape[-2:]
         pad_h, pad_w = max(0, ch - h), max(0, cw - w)
         if pad_h or pad_w:
             image = F.pad(image, (0, pad_w, 0, pad_h), value=0.0)
@@ -109,7 +111,7 @@ class RandomCrop:
             h, w = h + pad_h, w + pad_w
         top = int(torch.randint(0, h - ch + 1, (), generator=self.generator))
         left = int(torch.randint(0, w - cw + 1, (), generator=self.generator))
-        return image[:, top : top + ch, left : left + cw], mask[top : top + ch, left : left + cw]
+        return image[:, top : top + ch, left : left + cw], mask[..., top : top + ch, left : left + cw]
 
     def to_dict(self) -> dict:
         return {"name": "random_crop", "size": list(self.size), "ignore_index": self.ignore_index}

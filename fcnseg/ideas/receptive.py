@@ -11,7 +11,8 @@ from torch import nn
 
 from fcnseg.config import ModelConfig
 from fcnseg.models.fcn import build_model
-from fcnseg.models.geometry import layer_geometry, receptive_fields
+from fcnseg.models.geometry import CoordMap, layer_geometry, receptive_fields
+from fcnseg.models.heads import DATA
 
 
 @dataclass
@@ -52,18 +53,6 @@ class CropRow:
     offset: int
 
 
-# Which coordinate maps each crop of the reference nets aligns (fcn.py's _derive_offsets).
-_CROPS = {
-    "fcn32s": [("score", "upscore", "data")],
-    "fcn16s": [("score_pool4c", "score_pool4", "upscore2"), ("score", "upscore16", "data")],
-    "fcn8s": [
-        ("score_pool4c", "score_pool4", "upscore2"),
-        ("score_pool3c", "score_pool3", "upscore_pool4"),
-        ("score", "upscore8", "data"),
-    ],
-}
-
-
 def fcn_geometry(backbone: str, pad: int = 100) -> dict:
     """Trunk layer table and crop offsets of the FCN heads available on ``backbone``.
 
@@ -79,10 +68,8 @@ def fcn_geometry(backbone: str, pad: int = 100) -> dict:
         if layers is None:
             trunk = [(n, m) for n, m in model.backbone.named_children()]
             layers = layer_table(trunk + [("score_fr", model.score_fr)])
-        maps = model.coord_maps()
-        for crop, bigger, reference in _CROPS[arch]:
-            ref_shift = 0.0 if reference == "data" else maps[reference].shift
-            crops.append(
-                CropRow(arch, crop, bigger, reference, maps[bigger].shift, ref_shift, int(model.offsets[crop]))
-            )
+        maps = {**model.coord_maps(), DATA: CoordMap()}
+        for crop in (c for head in model.heads for c in head.crops):
+            crops.append(CropRow(arch, crop.name, crop.bigger, crop.reference, maps[crop.bigger].shift,
+                                 maps[crop.reference].shift, int(model.offsets[crop.name])))
     return {"backbone": backbone, "pad": pad, "layers": layers, "crops": crops}

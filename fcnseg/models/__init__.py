@@ -1,4 +1,4 @@
-"""FCN networks: trunks, heads, upsampling, surgery and importers."""
+"""FCN networks: trunks, the head table, heads, upsampling, geometry and net surgery."""
 
 from fcnseg.config import ARCHES, BACKBONES, ModelConfig
 from fcnseg.models.backbones import VGG16Classifier, build_backbone

@@ -13,6 +13,8 @@ from torch import nn
 
 # VGG16 "D" configuration: output channels of each conv, stage by stage (Simonyan & Zisserman, table 1).
 VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+# The reference names of VGG16's convolutions: conv1_1 ... conv5_3.
+VGG16_CONV_NAMES = tuple(f"conv{s}_{i}" for s, widths in enumerate(VGG16_STAGES, 1) for i in range(1, len(widths) + 1))
 # The small trunk keeps VGG's five stride-2 stages (output stride 32) with few, narrow convolutions,
 # so that it trains in minutes on two CPU cores.
 SMALL_STAGES = ((16,), (32,), (64, 64), (96, 96), (128, 128))

@@ -1,4 +1,4 @@
-"""FCN-32s, FCN-16s, FCN-8s and FCN-8s at-once heads on a trunk, with crop offsets derived from the layers."""
+"""FCN-32s, FCN-16s, FCN-8s and FCN-8s at-once on a trunk: layers, crop offsets and forward from the head table."""
 
 from __future__ import annotations
 
@@ -6,14 +6,11 @@ import torch
 from torch import nn
 
 from fcnseg.config import ModelConfig
+from fcnseg.errors import ConfigError
 from fcnseg.models.backbones import Backbone, build_backbone, init_from_scratch
 from fcnseg.models.geometry import CoordMap, crop_offset
+from fcnseg.models.heads import ARCH_HEADS, DATA, Head
 from fcnseg.models.upsample import upsampling_layer
-
-# voc-fcn8s-atonce scales the pool4 and pool3 skips before scoring them ("for compatibility"),
-# so that all three streams start at comparable magnitudes when trained at once.
-ATONCE_POOL4_SCALE = 0.01
-ATONCE_POOL3_SCALE = 0.0001
 
 
 def _crop(x: torch.Tensor, offset: int, like: torch.Tensor) -> torch.Tensor:
@@ -25,106 +22,94 @@ def _crop(x: torch.Tensor, offset: int, like: torch.Tensor) -> torch.Tensor:
 class FCN(nn.Module):
     """A fully convolutional network: ``forward(x float [N,3,H,W]) -> logits [N,num_classes,H,W]``.
 
-    Layer names follow the reference nets (``score_fr``, ``score_pool4``, ``upscore2``...).
-    The crop offsets (``self.offsets``) are computed from the layer geometry as Caffe's
-    ``coord_map`` does; for VGG16 with pad 100 they are 19 (32s), 5/27 (16s) and 5/9/31 (8s).
+    The heads (``self.heads``, from :data:`fcnseg.models.heads.ARCH_HEADS`) say which trunk stages are
+    fused; layer names follow the reference nets (``score_fr``, ``score_pool4``, ``upscore2``...). The crop
+    offsets (``self.offsets``) are computed from the layer geometry as Caffe's ``coord_map`` does; for
+    VGG16 with pad 100 they are 19 (32s), 5/27 (16s) and 5/9/31 (8s).
     """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         config.validate()
         self.config = config
-        c = config.num_classes
         self.backbone: Backbone = build_backbone(
             config.backbone, pad=config.pad, dropout=config.dropout, batch_norm=config.batch_norm
         )
-        self.score_fr = nn.Conv2d(self.backbone.taps["drop7"], c, 1)
-        learn = config.learn_upsampling
-        arch = config.arch
-        if arch == "fcn32s":
-            # fcn-alexnet upsamples with a 63-wide kernel (its stride-4 conv1 changes the centring).
-            kernel = 63 if config.backbone == "alexnet" else 64
-            self.upscore = upsampling_layer(c, 32, kernel, learnable=learn)
-        elif arch == "fcn16s":
-            self.score_pool4 = nn.Conv2d(self.backbone.taps["pool4"], c, 1)
-            self.upscore2 = upsampling_layer(c, 2, learnable=learn)
-            self.upscore16 = upsampling_layer(c, 16, learnable=learn)
-        else:  # fcn8s, fcn8s-atonce
-            self.score_pool4 = nn.Conv2d(self.backbone.taps["pool4"], c, 1)
-            self.score_pool3 = nn.Conv2d(self.backbone.taps["pool3"], c, 1)
-            self.upscore2 = upsampling_layer(c, 2, learnable=learn)
-            self.upscore_pool4 = upsampling_layer(c, 2, learnable=learn)
-            self.upscore8 = upsampling_layer(c, 8, learnable=learn)
-        self.skip_scales = (
-            {"pool4": ATONCE_POOL4_SCALE, "pool3": ATONCE_POOL3_SCALE} if arch == "fcn8s-atonce" else {"pool4": 1.0, "pool3": 1.0}
-        )
+        self.heads: tuple[Head, ...] = ARCH_HEADS[config.arch]
+        for head in self.heads:
+            self._add_head_layers(head)
         self.offsets = self._derive_offsets()
         init_from_scratch(self.backbone)
         self.zero_init_scores()
 
+    def _add_head_layers(self, head: Head) -> None:
+        c, taps, learn = self.config.num_classes, self.backbone.taps, self.config.learn_upsampling
+        # Score layers first, then upsamplings, coarse to fine: the state-dict and parameter order of the
+        # reference nets, which optimiser states saved in checkpoints rely on.
+        self.add_module(head.score_fr, nn.Conv2d(taps[head.source], c, 1))
+        for f in head.fusions:
+            self.add_module(f.score, nn.Conv2d(taps[f.skip.tap], c, 1))
+        for f in head.fusions:
+            self.add_module(f.upscore, upsampling_layer(c, f.factor, learnable=learn))
+        # fcn-alexnet upsamples with a 63-wide kernel (its stride-4 conv1 changes the centring).
+        kernel = 63 if self.config.backbone == "alexnet" else None
+        self.add_module(head.upscore, upsampling_layer(c, head.factor, kernel, learnable=learn))
+
     def zero_init_scores(self) -> None:
         """Zero the class-scoring layers, as the paper does for new score layers (section 4.2)."""
-        for name in ("score_fr", "score_pool4", "score_pool3"):
-            layer = getattr(self, name, None)
-            if layer is not None:
+        for head in self.heads:
+            for name in head.score_layers:
+                layer = getattr(self, name)
                 nn.init.zeros_(layer.weight)
                 nn.init.zeros_(layer.bias)
 
     def coord_maps(self) -> dict[str, CoordMap]:
-        """Map from input pixels to each fused or upsampled map's pixels (Caffe's coord_map)."""
-        bb = self.backbone
-        maps = {"score_fr": CoordMap.of_layers(bb.layers_until("drop7") + [self.score_fr])}
-        if self.config.arch == "fcn32s":
-            maps["upscore"] = CoordMap.of_layers([self.upscore], maps["score_fr"])
-            return maps
-        maps["upscore2"] = CoordMap.of_layers([self.upscore2], maps["score_fr"])
-        maps["score_pool4"] = CoordMap.of_layers(bb.layers_until("pool4") + [self.score_pool4])
-        if self.config.arch == "fcn16s":
-            maps["upscore16"] = CoordMap.of_layers([self.upscore16], maps["upscore2"])
-            return maps
-        maps["upscore_pool4"] = CoordMap.of_layers([self.upscore_pool4], maps["upscore2"])
-        maps["score_pool3"] = CoordMap.of_layers(bb.layers_until("pool3") + [self.score_pool3])
-        maps["upscore8"] = CoordMap.of_layers([self.upscore8], maps["upscore_pool4"])
+        """Map from input pixels to each scored, upsampled or fused map's pixels (Caffe's coord_map).
+
+        A fused map has the coordinates of the upsampled map it is added to (the crop aligns the skip).
+        """
+        trunk = self.backbone
+        maps = {}
+        for head in self.heads:
+            running = maps[head.score_fr] = CoordMap.of_layers(
+                trunk.layers_until(head.source) + [getattr(self, head.score_fr)]
+            )
+            for f in head.fusions:
+                running = maps[f.upscore] = CoordMap.of_layers([getattr(self, f.upscore)], running)
+                maps[f.score] = CoordMap.of_layers(trunk.layers_until(f.skip.tap) + [getattr(self, f.score)])
+            maps[head.upscore] = CoordMap.of_layers([getattr(self, head.upscore)], running)
         return maps
 
     def _derive_offsets(self) -> dict[str, int]:
-        maps = self.coord_maps()
-        data = CoordMap()
-        arch = self.config.arch
+        maps = {**self.coord_maps(), DATA: CoordMap()}
         try:
-            if arch == "fcn32s":
-                return {"score": crop_offset(maps["upscore"], data, "score")}
-            offsets = {"score_pool4c": crop_offset(maps["score_pool4"], maps["upscore2"], "score_pool4c")}
-            if arch == "fcn16s":
-                offsets["score"] = crop_offset(maps["upscore16"], data, "score")
-                return offsets
-            offsets["score_pool3c"] = crop_offset(maps["score_pool3"], maps["upscore_pool4"], "score_pool3c")
-            offsets["score"] = crop_offset(maps["upscore8"], data, "score")
-            return offsets
+            return {
+                crop.name: crop_offset(maps[crop.bigger], maps[crop.reference], crop.name)
+                for head in self.heads
+                for crop in head.crops
+            }
         except ValueError as e:
-            from fcnseg.errors import ConfigError
-
-            raise ConfigError(f"{arch} on {self.config.backbone} with pad {self.config.pad}: {e}") from e
+            raise ConfigError(f"{self.config.arch} on {self.config.backbone} with pad {self.config.pad}: {e}") from e
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.backbone(x)
-        score = self.score_fr(features["drop7"])  # 1/32
-        arch, off = self.config.arch, self.offsets
-        if arch == "fcn32s":
-            return _crop(self.upscore(score), off["score"], x).contiguous()
-        upscore2 = self.upscore2(score)  # 1/16
-        score_pool4 = self.score_pool4(features["pool4"] * self.skip_scales["pool4"])
-        fuse_pool4 = upscore2 + _crop(score_pool4, off["score_pool4c"], upscore2)
-        if arch == "fcn16s":
-            return _crop(self.upscore16(fuse_pool4), off["score"], x).contiguous()
-        upscore_pool4 = self.upscore_pool4(fuse_pool4)  # 1/8
-        score_pool3 = self.score_pool3(features["pool3"] * self.skip_scales["pool3"])
-        fuse_pool3 = upscore_pool4 + _crop(score_pool3, off["score_pool3c"], upscore_pool4)
-        return _crop(self.upscore8(fuse_pool3), off["score"], x).contiguous()
+        (head,) = self.heads  # every architecture has one head; a net with several will return one map each
+        return self._head_scores(head, features, x)
+
+    def _head_scores(self, head: Head, features: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        score = getattr(self, head.score_fr)(features[head.source])  # 1/32
+        for f in head.fusions:
+            up = getattr(self, f.upscore)(score)  # 1/16, then 1/8
+            skip = features[f.skip.tap]
+            if f.skip.scale is not None:
+                skip = skip * f.skip.scale
+            score = up + _crop(getattr(self, f.score)(skip), self.offsets[f.crop], up)
+        return _crop(getattr(self, head.upscore)(score), self.offsets[head.crop], x).contiguous()
 
     def coarse_scores(self, x: torch.Tensor) -> torch.Tensor:
         """The 1/32 class score map ``score_fr`` before any upsampling ``[N, C, h, w]``."""
-        return self.score_fr(self.backbone(x)["drop7"])
+        (head,) = self.heads
+        return getattr(self, head.score_fr)(self.backbone(x)[head.source])
 
 
 def build_model(config: ModelConfig) -> FCN:

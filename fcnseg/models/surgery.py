@@ -1,19 +1,16 @@
-"""Net surgery as pure functions: Linear -> conv, and renaming foreign weight layouts to ours.
+"""Net surgery as pure functions: Linear layers to convolutions, and weights transplanted between nets.
 
-Each importer takes a state dict and returns a new one with our keys (``backbone.conv1_1.weight``,
-``score_fr.weight``...); nothing here touches a file. See docs/CONTRACT.md for the key layout.
+Nothing here touches a file; the importers of other layouts live in :mod:`fcnseg.weights`.
 """
 
 from __future__ import annotations
 
 import copy
-import re
 
 import torch
 from torch import nn
 
 from fcnseg.errors import CheckpointError
-from fcnseg.models.backbones import VGG16_STAGES
 
 # --- convolutionalization --------------------------------------------------------------------------
 
@@ -99,87 +96,7 @@ def linear_to_conv_weight(weight: torch.Tensor, in_shape: tuple[int, int, int]) 
     return weight.reshape(weight.shape[0], c, h, w)
 
 
-# --- foreign layouts -------------------------------------------------------------------------------
-
-
-def _vgg16_conv_names() -> list[str]:
-    return [f"conv{s}_{i}" for s, widths in enumerate(VGG16_STAGES, 1) for i in range(1, len(widths) + 1)]
-
-
-def _torchvision_feature_indices() -> list[int]:
-    """Indices of the convs in torchvision's ``vgg16().features`` (ReLU after each conv, a pool after each stage)."""
-    indices, i = [], 0
-    for widths in VGG16_STAGES:
-        for _ in widths:
-            indices.append(i)
-            i += 2
-        i += 1
-    return indices  # [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
-
-
-def torchvision_vgg16_to_fcnseg(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename a torchvision-style VGG16 classifier (``features.N``, ``classifier.0/3/6``) to our trunk keys.
-
-    ``classifier.0`` (Linear 25088 -> 4096) becomes ``backbone.fc6`` as a 7x7 conv, ``classifier.3``
-    becomes ``backbone.fc7`` (1x1); the ImageNet scorer ``classifier.6`` is kept as
-    ``classifier.fc8.*`` (a 1x1 conv) for whoever wants the convolutionalized classifier.
-    """
-    out = {}
-    for name, idx in zip(_vgg16_conv_names(), _torchvision_feature_indices()):
-        for p in ("weight", "bias"):
-            out[f"backbone.{name}.{p}"] = state_dict[f"features.{idx}.{p}"]
-    out["backbone.fc6.weight"] = linear_to_conv_weight(state_dict["classifier.0.weight"], (512, 7, 7))
-    out["backbone.fc6.bias"] = state_dict["classifier.0.bias"]
-    out["backbone.fc7.weight"] = linear_to_conv_weight(state_dict["classifier.3.weight"], (4096, 1, 1))
-    out["backbone.fc7.bias"] = state_dict["classifier.3.bias"]
-    if "classifier.6.weight" in state_dict:
-        w = state_dict["classifier.6.weight"]
-        out["classifier.fc8.weight"] = linear_to_conv_weight(w, (w.shape[1], 1, 1))
-        out["classifier.fc8.bias"] = state_dict["classifier.6.bias"]
-    return out
-
-
-# pytorch-fcn (torchfcn) class names -> our arch names.
-TORCHFCN_ARCHES = {"FCN32s": "fcn32s", "FCN16s": "fcn16s", "FCN8s": "fcn8s", "FCN8sAtOnce": "fcn8s-atonce"}
-
-_TRUNK_KEY = re.compile(r"^(conv\d_\d|conv\d|fc6|fc7)\.(weight|bias)$")
-
-
-def torchfcn_to_fcnseg(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename a pytorch-fcn (torchfcn) FCN state dict to ours: trunk layers move under ``backbone.``.
-
-    pytorch-fcn already uses the reference layer names and conv-shaped fc6/fc7, so the head keys
-    (``score_fr``, ``score_pool4``, ``upscore2``...) are kept as they are.
-    """
-    return {(f"backbone.{k}" if _TRUNK_KEY.match(k) else k): v for k, v in state_dict.items()}
-
-
-def fcnseg_to_torchfcn(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The inverse of :func:`torchfcn_to_fcnseg` (for exporting to pytorch-fcn users)."""
-    return {k.removeprefix("backbone."): v for k, v in state_dict.items()}
-
-
-def infer_arch(keys) -> str | None:
-    """The head an FCN state dict holds, from its layer names (fcn8s and fcn8s-atonce look alike)."""
-    keys = set(keys)
-    if "upscore8.weight" in keys or "score_pool3.weight" in keys:
-        return "fcn8s"
-    if "upscore16.weight" in keys:
-        return "fcn16s"
-    if "upscore.weight" in keys:
-        return "fcn32s"
-    return None
-
-
-def infer_backbone(keys) -> str | None:
-    keys = set(keys)
-    if "backbone.conv1.weight" in keys:
-        return "alexnet"
-    if "backbone.conv5_3.weight" in keys:
-        return "vgg16"
-    if "backbone.conv1_1.weight" in keys:
-        return "small"
-    return None
+# --- transplanting ---------------------------------------------------------------------------------
 
 
 def transplant_trunk(model: nn.Module, trunk: dict[str, torch.Tensor], source: str) -> None:

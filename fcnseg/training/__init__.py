@@ -1,1 +1,1 @@
-"""Training: the loop, model initialisation, sampling and run state, the optimiser, and the run's reports."""
+"""Training: trainer (train() and the loop), loop (one update), initialization, datasets, sampling, state, optim, validation, reporter, figures."""

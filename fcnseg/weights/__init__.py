@@ -1,1 +1,4 @@
-"""Foreign weight files read without their frameworks: the Caffe protobuf reader and the Caffe -> fcnseg mapping."""
+"""Weights of other layouts renamed to fcnseg's keys by small pure functions.
+
+Caffe (with its own protobuf reader), pytorch-fcn and torchvision-style VGG16 files.
+"""

@@ -1,64 +1,19 @@
-"""What a person reads after (and during) training: CSV/JSON metrics, the curves plot, prediction panels, TensorBoard."""
+"""The pictures of a training run: loss and mean IU curves, and image | ground truth | prediction panels."""
 
 from __future__ import annotations
 
-import csv
 import io
-import logging
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from fcnseg.files import atomic_write_bytes, atomic_write_text, write_json
 from fcnseg.data.palette import colorize
-
-log = logging.getLogger(__name__)
-
-METRIC_KEYS = ("pixel_accuracy", "mean_accuracy", "mean_iu", "frequency_weighted_iu")
+from fcnseg.files import atomic_write_bytes
 
 
-def write_validation_history(history: list[dict], out_dir: str | Path, class_names: list[str]) -> None:
-    """``metrics.csv`` (one row per validation: iteration, train loss, lr, the four metrics, per-class IU)
-    and ``metrics.json`` (the same records in full, plus the best one)."""
-    out_dir = Path(out_dir)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["iteration", "epoch", "train_loss", "lr", *METRIC_KEYS, *(f"iu_{name}" for name in class_names)])
-    for record in history:
-        per_class = record.get("per_class_iu") or [None] * len(class_names)
-        writer.writerow(
-            [
-                record["iteration"],
-                f"{record.get('epoch', 0):.3f}",
-                _fmt(record.get("train_loss")),
-                _fmt(record.get("lr")),
-                *(_fmt(record.get(k)) for k in METRIC_KEYS),
-                *(_fmt(v) for v in per_class),
-            ]
-        )
-    atomic_write_text(buffer.getvalue(), out_dir / "metrics.csv")
-    best = max(history, key=lambda r: _nan_low(r.get("mean_iu")), default=None)
-    write_json({"class_names": class_names, "validations": history, "best": best}, out_dir / "metrics.json")
-
-
-def write_loss_csv(losses: list[float], lrs: list[float], path: str | Path) -> None:
-    """``losses.csv``: the training loss and base learning rate of every update (1-based iteration)."""
-    lines = ["iteration,loss,lr"]
-    lines += [f"{i},{_fmt(loss)},{_fmt(lr)}" for i, (loss, lr) in enumerate(zip(losses, lrs), start=1)]
-    atomic_write_text("\n".join(lines) + "\n", path)
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
-
-
-def _nan_low(value: Any) -> float:
+def finite_or_low(value) -> float:
+    """``value`` if it is a finite float, else minus infinity (a NaN mean IU never counts as the best)."""
     return value if isinstance(value, float) and math.isfinite(value) else -math.inf
 
 
@@ -92,7 +47,7 @@ def plot_curves(losses: list[float], history: list[dict], path: str | Path, titl
     ax_loss.set_xlabel("iteration")
     ax_loss.set_ylabel("training loss")
     ax_loss.grid(alpha=0.3)
-    points = [(r["iteration"], r["mean_iu"]) for r in history if _nan_low(r.get("mean_iu")) > -math.inf]
+    points = [(r["iteration"], r["mean_iu"]) for r in history if finite_or_low(r.get("mean_iu")) > -math.inf]
     if points:
         xs, ys = zip(*points)
         ax_iu.plot(xs, [100 * y for y in ys], marker="o", color="tab:green")
@@ -146,24 +101,3 @@ def draw_panels(
     fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)
     atomic_write_bytes(buffer.getvalue(), path)
-
-
-class TensorBoardLog:
-    """Scalars to TensorBoard event files when the ``tensorboard`` package is installed; silent otherwise."""
-
-    def __init__(self, log_dir: str | Path) -> None:
-        self.writer = None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            log.debug("tensorboard is not installed; no event files written")
-            return
-        self.writer = SummaryWriter(str(log_dir))
-
-    def scalar(self, tag: str, value: float, step: int) -> None:
-        if self.writer is not None and value is not None and math.isfinite(value):
-            self.writer.add_scalar(tag, value, step)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()

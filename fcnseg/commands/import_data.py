@@ -1,0 +1,79 @@
+"""`fcnseg import FORMAT SRC OUT`: convert a COCO, labelme or CVAT mask export into the folder layout `fcnseg train` reads."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+FORMAT_NAMES = ("coco", "labelme", "cvat-mask")  # the keys of fcnseg.data.importers.FORMATS (kept torch-free here)
+MAX_NOTES = 20  # notes printed (problems are all printed); the rest are in OUT/import.json
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "import",
+        help="convert a COCO, labelme or CVAT mask export into the folder layout fcnseg train reads",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Convert an annotation tool's export into OUT/images, OUT/masks (palette PNGs of class indices,
+255 = ignore), OUT/classes.txt and OUT/train.txt + OUT/val.txt, then scan OUT as training will.
+
+  coco       SRC is an instances or panoptic JSON (or a folder holding one). Classes: background 0,
+             categories in id order 1..K. Polygons and RLE (compressed or not); iscrowd -> 255;
+             panoptic void (id 0) -> 255.
+  labelme    SRC is a folder of labelme JSON files. Polygons, rectangles, circles, masks; lines and
+             points are counted and left out. Classes: background 0, the labels sorted (or --classes).
+  cvat-mask  SRC is an unzipped CVAT "Segmentation mask 1.1" export (labelmap.txt, SegmentationClass/,
+             JPEGImages/ or --images). Colours map to classes; unknown colours are reported, -> 255.
+
+Pixels: coordinates start at the top-left corner of the top-left pixel; a pixel is labelled when its
+centre lies inside the shape. Overlaps (--overlap): 'area' paints larger objects first so smaller
+ones stay on top; 'order' paints in annotation order, the last on top. Crowd/ignore regions go under both.
+
+Items that cannot be imported (missing or unreadable image, duplicate name, wrong size) and
+annotations left out (unknown category, shape outside the image) are printed with their file;
+everything good is still written, and the exit status is then 1.""",
+    )
+    p.add_argument("format", choices=FORMAT_NAMES, help="export format")
+    p.add_argument("src", type=Path, help="the export: COCO JSON, labelme folder, or CVAT folder")
+    p.add_argument("out", type=Path, help="output folder (new or empty)")
+    p.add_argument("--overlap", choices=["area", "order"], default="area",
+                   help="which of two overlapping objects is on top: 'area' the smaller (default), 'order' the later")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share of images listed in val.txt (default: 0.2; 0: train.txt only)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the train/val draw (default: 0)")
+    p.add_argument("--classes", type=Path, metavar="FILE", help="labelme: class file fixing the class order (labelme's labels.txt works)")
+    p.add_argument("--images", type=Path, metavar="DIR", help="coco, cvat-mask: the image folder (default: guessed from the export)")
+    p.add_argument("--masks", type=Path, metavar="DIR", help="coco panoptic: the PNG folder (default: the JSON's path without .json)")
+    p.add_argument("--json", type=Path, help="also write the report here (it is always written to OUT/import.json)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fcnseg.data.importers import import_dataset
+    from fcnseg.files import write_json
+
+    report = import_dataset(
+        args.format, args.src, args.out, overlap=args.overlap, val_fraction=args.val_fraction, seed=args.seed,
+        classes=args.classes, images=args.images, masks=args.masks, progress=True,
+    )
+    for problem in report.problems:
+        print(f"{problem.kind:>21}  {problem}")
+    for note in report.notes[:MAX_NOTES]:
+        print(f"{'note ' + note.kind:>21}  {note}")
+    if len(report.notes) > MAX_NOTES:
+        print(f"{'':>21}  ... and {len(report.notes) - MAX_NOTES} more notes in {args.out / 'import.json'}")
+    print(report.summary())
+    for scan in report.scans:
+        for problem in scan.problems:
+            print(f"{problem.kind:>21}  {problem}")
+        print(scan.summary())
+    if args.json:
+        write_json(report.to_dict(), args.json)
+    if report.written and report.classes is not None:
+        val = "" if "val" in report.splits else " --val-split train"
+        print(f"train with: fcnseg train --dataset folder --data-root {args.out} --num-classes {report.classes.num_classes}{val} ...")
+    if not report.ok:
+        print("problems found: the items and annotations listed above were left out" if report.written
+              else "nothing could be imported")
+        return 1
+    return 0

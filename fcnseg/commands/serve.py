@@ -1,0 +1,117 @@
+"""`fcnseg serve`: a local web page to drop images and see their segmentation, and an HTTP API (needs the `serve` extra)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+from pathlib import Path
+
+from fcnseg.errors import ConfigError
+from fcnseg.files import format_bytes, parse_bytes
+from fcnseg.inference.predictor import DEFAULT_MAX_MEMORY
+from fcnseg.precision import PRECISIONS
+from fcnseg.serve.limits import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB, DEFAULT_QUEUE, DEFAULT_WORKERS
+
+log = logging.getLogger("fcnseg.serve")
+
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="a local web page and HTTP API: drop an image, see its segmentation",
+        description="Serves a page (drag and drop images, overlay, legend with class areas, downloads) and "
+        "an HTTP API (POST /api/predict, GET /api/model, GET /healthz; OpenAPI at /docs). Requests are "
+        "queued to one model instance; a full queue answers 503. Uploads are held in memory only. "
+        "Needs the serve extra: pip install 'fcnseg[serve]'.",
+    )
+    p.add_argument("checkpoint", type=Path, help="model checkpoint (fcnseg, pytorch-fcn .pth or .caffemodel)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1, this machine only; another address exposes the "
+                        "server, which has no authentication, to the network)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                   help="images segmented at once, sharing one model (default %(default)s)")
+    p.add_argument("--queue", type=int, default=DEFAULT_QUEUE,
+                   help="requests that may wait for a worker; beyond, 503 (default %(default)s)")
+    p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
+                   help=f"largest image file in MiB, refused with 413 while it arrives (default {DEFAULT_MAX_UPLOAD_MB})")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help=f"refuse images with more pixels than this with 413 (default {DEFAULT_MAX_PIXELS:,}; 0 = no limit)")
+    p.add_argument(
+        "--max-memory",
+        default=format_bytes(DEFAULT_MAX_MEMORY).replace(" ", ""),
+        help="memory for weights + one forward; larger images are tiled, as in predict (default %(default)s)",
+    )
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="forward precision (default: auto)")
+    p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1 ... (default: auto)")
+    p.set_defaults(func=run)
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine reaches (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_args(args: argparse.Namespace) -> int:
+    """Validate the numbers; returns ``--max-memory`` in bytes."""
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    if args.queue < 0:
+        raise ConfigError(f"--queue must be 0 or more, got {args.queue}")
+    if args.max_upload_mb <= 0:
+        raise ConfigError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    if args.max_pixels < 0:
+        raise ConfigError(f"--max-pixels must be 0 (no limit) or more, got {args.max_pixels}")
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must lie in 0..65535, got {args.port}")
+    try:
+        return parse_bytes(args.max_memory)
+    except ValueError as e:
+        raise ConfigError(f"--max-memory: {e}") from e
+
+
+def run(args: argparse.Namespace) -> int:
+    max_memory = check_args(args)
+    try:
+        import uvicorn
+
+        from fcnseg.serve.app import create_app
+    except ImportError as e:
+        raise ConfigError(f"fcnseg serve needs FastAPI, uvicorn and python-multipart ({e}); pip install 'fcnseg[serve]'") from e
+    from fcnseg.inference.predictor import Predictor
+
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision, max_memory=max_memory)
+    log.info("%s: %s", args.checkpoint, predictor.describe())
+    app = create_app(
+        predictor,
+        model_name=args.checkpoint.name,
+        workers=args.workers,
+        queue_size=args.queue,
+        max_upload_bytes=int(args.max_upload_mb * 1024**2),
+        max_pixels=args.max_pixels or None,
+    )
+    if not is_loopback(args.host):
+        log.warning("listening on %s: the page and API are reachable from other machines, without authentication "
+                    "(the default, 127.0.0.1, keeps them to this one)", args.host)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        timeout_graceful_shutdown=10,  # Ctrl-C: finish the forwards under way, then stop
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, once it has shut down cleanly
+        pass
+    log.info("stopped")
+    return 0

@@ -1,0 +1,276 @@
+"""COCO exports: instances JSON (polygons, RLE) or panoptic JSON + PNGs -> items with class-index label maps.
+
+Classes: background is 0, the categories follow in id order as 1..K with the JSON's names (a
+category named ``background`` is label 0). Crowd regions (``iscrowd: 1``) become the ignore label 255.
+Instances overlap by ``ImportOptions.overlap`` (see :func:`fcnseg.data.importers.raster.paint_order`).
+Panoptic: every pixel belongs to one segment (``id = R + 256 G + 256^2 B`` in the PNG); id 0 (void)
+and crowd segments become 255.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections import defaultdict
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from fcnseg.data.classes import IGNORE_INDEX
+from fcnseg.data.importers.class_list import (
+    BACKGROUND,
+    class_info,
+    clean_name,
+    special_label,
+)
+from fcnseg.data.importers.items import Export, ImportOptions, Item, SkippedItem
+from fcnseg.data.importers.raster import Bitmap, Drawing, Polygon, Shape, draw_shapes
+from fcnseg.data.scan import Problem
+from fcnseg.errors import DataError
+from fcnseg.images import read_image
+
+
+def find_json(src: Path) -> Path:
+    """The COCO JSON: ``src`` itself, or the one ``*.json`` in the folder ``src`` or its ``annotations/``.
+
+    Raises:
+        DataError: no JSON, or several to choose from.
+    """
+    if src.is_file():
+        return src
+    if not src.is_dir():
+        raise DataError("no such file or folder; expected a COCO JSON file", path=src)
+    for folder in (src, src / "annotations"):
+        found = sorted(folder.glob("*.json"))
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            names = ", ".join(p.name for p in found[:5])
+            raise DataError(f"holds {len(found)} JSON files ({names}); name the one to import", path=folder)
+    raise DataError("holds no COCO JSON file (looked in it and in annotations/)", path=src)
+
+
+def load_json(path: Path) -> dict:
+    """The parsed COCO JSON, checked for its three lists.
+
+    Raises:
+        DataError: not JSON, or not a dict with lists ``images``, ``annotations`` and ``categories``.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"cannot be read as JSON ({type(e).__name__}: {e})", path=path) from e
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
+        found = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise DataError(f"expected a COCO JSON with lists 'images', 'annotations' and 'categories'; found {found}", path=path)
+    return data
+
+
+def category_classes(categories: list, path: Path):
+    """Class list and ``category id -> class index`` from COCO ``categories`` (id order, background 0)."""
+    where = str(path)
+    by_id: dict[int, str] = {}
+    for number, category in enumerate(categories):
+        if not isinstance(category, dict) or not isinstance(category.get("id"), int):
+            raise DataError(f"categories[{number}] has no integer 'id'", path=path)
+        if category["id"] in by_id:
+            raise DataError(f"category id {category['id']} is listed twice", path=path)
+        by_id[category["id"]] = clean_name(category.get("name"), f"{where}: category {category['id']}")
+    names = [BACKGROUND]
+    index: dict[int, int] = {}
+    for category_id in sorted(by_id):
+        special = special_label(by_id[category_id])
+        if special is not None:
+            index[category_id] = special
+            continue
+        index[category_id] = len(names)
+        names.append(by_id[category_id])
+    return class_info(names, where=where), index
+
+
+def read_coco(src: Path, options: ImportOptions) -> Export:
+    """Read a COCO instances or panoptic export (panoptic when annotations carry ``segments_info``)."""
+    path = find_json(src)
+    data = load_json(path)
+    classes, index = category_classes(data["categories"], path)
+    class_map = {f"category {cid}": i for cid, i in index.items()}
+    findings: list[Problem] = []
+    images = _image_records(data["images"], path, findings)
+    panoptic = any(isinstance(a, dict) and "segments_info" in a for a in data["annotations"])
+    folders = _image_folders(path, options.images)
+    if panoptic:
+        masks = options.masks or path.with_suffix("")
+        items = _panoptic_items(data["annotations"], images, index, path, masks, folders, findings)
+    else:
+        items = _instance_items(data["annotations"], images, index, path, folders, options.overlap, findings)
+    return Export(classes, items, class_map, findings)
+
+
+def _image_folders(path: Path, images: Path | None) -> list[Path]:
+    """Where file names are looked up: ``--images``, else beside the JSON, in images/ beside it, or above
+    it in images/ or in the folder its name ends with (``annotations/instances_val2017.json`` -> ``val2017/``)."""
+    if images is not None:
+        return [images]
+    above = path.parent.parent
+    return [path.parent, path.parent / "images", above / "images", above / path.stem.split("_")[-1], above]
+
+
+def _find_image(file_name: str, folders: list[Path]) -> Path:
+    relative = Path(file_name.replace("\\", "/"))
+    for folder in folders:
+        if (folder / relative).is_file():
+            return folder / relative
+    return folders[0] / relative  # reported as missing there
+
+
+def _image_records(records: list, path: Path, findings: list[Problem]) -> dict[int, dict]:
+    images: dict[int, dict] = {}
+    for number, record in enumerate(records):
+        if not isinstance(record, dict) or not isinstance(record.get("id"), int) or not isinstance(record.get("file_name"), str):
+            findings.append(Problem(f"images[{number}]", str(path), "unreadable_annotation",
+                                    f"images[{number}] needs an integer 'id' and a 'file_name'; skipped"))
+            continue
+        if record["id"] in images:
+            findings.append(Problem(Path(record["file_name"]).stem, str(path), "duplicate_name",
+                                    f"image id {record['id']} is listed twice ({images[record['id']]['file_name']} "
+                                    f"and {record['file_name']}); only the first is imported"))
+            continue
+        images[record["id"]] = record
+    return images
+
+
+def _declared_size(record: dict) -> tuple[int, int] | None:
+    height, width = record.get("height"), record.get("width")
+    return (height, width) if isinstance(height, int) and isinstance(width, int) else None
+
+
+def _instance_items(annotations, images, index, path, folders, overlap, findings) -> list[Item]:
+    by_image: dict[int, list[dict]] = defaultdict(list)
+    for number, annotation in enumerate(annotations):
+        image_id = annotation.get("image_id") if isinstance(annotation, dict) else None
+        if image_id not in images:
+            ident = annotation.get("id", number) if isinstance(annotation, dict) else number
+            findings.append(Problem(str(image_id), str(path), "unknown_image",
+                                    f"annotation {ident} refers to image id {image_id!r}, which 'images' does not list; skipped"))
+            continue
+        by_image[image_id].append(annotation)
+    items = []
+    for image_id, record in images.items():
+        name = Path(record["file_name"]).stem
+        draw = partial(_draw_instances, by_image.get(image_id, []), index, overlap=overlap, name=name, path=str(path))
+        items.append(Item(name, path, _find_image(record["file_name"], folders), _declared_size(record), draw))
+    return items
+
+
+def _draw_instances(annotations, index, height, width, *, overlap, name, path) -> Drawing:
+    findings: list[Problem] = []
+    shapes: list[Shape] = []
+    for annotation in annotations:
+        ident = annotation.get("id", "?")
+        category = annotation.get("category_id")
+        if category not in index:
+            findings.append(Problem(name, path, "unknown_category",
+                                    f"annotation {ident}: category id {category!r} is not in 'categories'; skipped"))
+            continue
+        label = IGNORE_INDEX if annotation.get("iscrowd") else index[category]
+        what = f"annotation {ident} (category {category}{', crowd' if label == IGNORE_INDEX else ''})"
+        try:
+            geometry = _geometry(annotation.get("segmentation"), height, width)
+        except ValueError as e:
+            findings.append(Problem(name, path, "bad_shape", f"{what}: {e}; skipped"))
+            continue
+        shapes.append(Shape(geometry, label, what))
+    drawing = draw_shapes(shapes, height, width, overlap=overlap, name=name, path=path)
+    drawing.findings[:0] = findings
+    return drawing
+
+
+def _geometry(segmentation, height: int, width: int):
+    """Polygon (list of flat rings) or Bitmap (RLE, compressed or not) from a COCO ``segmentation``."""
+    if isinstance(segmentation, list):
+        if not segmentation:
+            raise ValueError("no segmentation (an empty polygon list; a box alone is not a mask)")
+        return Polygon.from_flat(segmentation)
+    if isinstance(segmentation, dict):
+        return Bitmap(decode_rle(segmentation, height, width))
+    raise ValueError(f"segmentation is {type(segmentation).__name__}; expected polygons or an RLE")
+
+
+def decode_rle(rle: dict, height: int, width: int) -> np.ndarray:
+    """A COCO RLE (``counts`` a string: compressed, or a list: uncompressed) -> bool ``[height, width]``.
+
+    Raises:
+        ValueError: its ``size`` is not ``[height, width]``, or its counts do not add up to it.
+        DataError: pycocotools is not installed.
+    """
+    try:
+        from pycocotools import mask as mask_utils
+    except ImportError as e:
+        raise DataError("decoding COCO RLE masks needs pycocotools; install it with pip install 'fcnseg[import]'") from e
+    size, counts = rle.get("size"), rle.get("counts")
+    if list(size or []) != [height, width]:
+        raise ValueError(f"RLE size is {size}; expected the image's [height, width] = [{height}, {width}]")
+    if isinstance(counts, list):
+        if not all(isinstance(c, int) and c >= 0 for c in counts) or sum(counts) != height * width:
+            raise ValueError(f"uncompressed RLE counts add up to {sum(c for c in counts if isinstance(c, int))}, "
+                             f"not {height} x {width} = {height * width}")
+        encoded = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+    elif isinstance(counts, (str, bytes)):
+        encoded = {"size": [height, width], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    else:
+        raise ValueError(f"RLE counts is {type(counts).__name__}; expected a string or a list of run lengths")
+    with warnings.catch_warnings():  # pycocotools 2.0 under numpy 2 warns about its own __array__
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode(encoded).astype(bool)  # column-major runs -> [height, width]
+
+
+def _panoptic_items(annotations, images, index, path, masks, folders, findings) -> list[Item]:
+    by_image: dict[int, dict] = {}
+    for number, annotation in enumerate(annotations):
+        image_id = annotation.get("image_id") if isinstance(annotation, dict) else None
+        if image_id not in images:
+            findings.append(Problem(str(image_id), str(path), "unknown_image",
+                                    f"annotations[{number}] refers to image id {image_id!r}, which 'images' does not list; skipped"))
+            continue
+        by_image[image_id] = annotation
+    items = []
+    for image_id, record in images.items():
+        name = Path(record["file_name"]).stem
+        annotation = by_image.get(image_id)
+        draw = partial(_draw_panoptic, annotation, index, masks, name=name, path=path)
+        items.append(Item(name, path, _find_image(record["file_name"], folders), _declared_size(record), draw))
+    return items
+
+
+def _draw_panoptic(annotation, index, masks: Path, height, width, *, name, path: Path) -> Drawing:
+    if annotation is None:
+        raise SkippedItem("missing_mask", f"no panoptic annotation for image {name}", path=path)
+    png = masks / str(annotation.get("file_name", f"{name}.png"))
+    if not png.is_file():
+        raise SkippedItem("missing_mask", f"panoptic PNG not found (image {name})", path=png)
+    try:
+        rgb = read_image(png).astype(np.int64)  # [H, W, 3]
+    except DataError as e:
+        raise SkippedItem("unreadable_mask", e.reason, path=png) from e
+    if rgb.shape[:2] != (height, width):
+        raise SkippedItem("size_mismatch", f"panoptic PNG is {rgb.shape[1]}x{rgb.shape[0]} but its image is {width}x{height}", path=png)
+    ids = rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]  # COCO panoptic: id = R + 256 G + 256^2 B
+    findings: list[Problem] = []
+    label_of = {0: IGNORE_INDEX}  # id 0: void, unlabelled pixels
+    for segment in annotation.get("segments_info") or []:
+        category = segment.get("category_id")
+        if category not in index:
+            findings.append(Problem(name, str(path), "unknown_category",
+                                    f"segment {segment.get('id')}: category id {category!r} is not in 'categories'; its pixels set to 255"))
+            label_of[segment.get("id")] = IGNORE_INDEX
+            continue
+        label_of[segment.get("id")] = IGNORE_INDEX if segment.get("iscrowd") else index[category]
+    unique, inverse = np.unique(ids, return_inverse=True)
+    unknown = [int(u) for u in unique if int(u) not in label_of]
+    if unknown:
+        shown = ", ".join(str(u) for u in unknown[:5])
+        findings.append(Problem(name, str(png), "unknown_segment",
+                                f"{len(unknown)} segment id(s) in the PNG have no segments_info entry (e.g. {shown}); their pixels set to 255"))
+    table = np.array([label_of.get(int(u), IGNORE_INDEX) for u in unique], dtype=np.uint8)
+    return Drawing(table[inverse].reshape(height, width), findings)

@@ -1,0 +1,221 @@
+"""labelme exports: one JSON per image (polygons, rectangles, circles, masks) -> items with class-index label maps.
+
+Classes: the sorted union of the labels, background 0, or a class file (``ImportOptions.classes``)
+fixing the order. Labels ``_background_``/``background`` paint 0 and ``__ignore__`` paints 255, as in
+labelme's labels.txt. Lines, points and line strips cover no area: they are counted and left out.
+The image is the JSON's embedded ``imageData`` when present (as labelme itself reads it), else
+``imagePath`` relative to the JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import math
+from collections import Counter
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fcnseg.data.classes import IGNORE_INDEX, read_class_file
+from fcnseg.data.importers.class_list import (
+    BACKGROUND,
+    BACKGROUND_NAMES,
+    IGNORE_NAMES,
+    class_info,
+    clean_name,
+    special_label,
+)
+from fcnseg.data.importers.items import Export, ImportOptions, Item
+from fcnseg.data.importers.raster import (
+    Bitmap,
+    Circle,
+    Drawing,
+    Polygon,
+    Rectangle,
+    Shape,
+    draw_shapes,
+)
+from fcnseg.data.scan import Problem
+from fcnseg.errors import DataError
+
+AREA_TYPES = ("polygon", "rectangle", "oriented_rectangle", "circle", "mask")
+IGNORED_TYPES = ("line", "linestrip", "point", "points")  # no area: nothing to paint
+
+
+def list_json(src: Path) -> list[Path]:
+    """``src`` itself, or every ``*.json`` under the folder ``src`` (hidden folders skipped), sorted.
+
+    Raises:
+        DataError: ``src`` does not exist or holds no JSON file.
+    """
+    if src.is_file():
+        return [src]
+    if not src.is_dir():
+        raise DataError("no such file or folder; expected a folder of labelme JSON files", path=src)
+    found = sorted(p for p in src.rglob("*.json") if not any(part.startswith(".") for part in p.relative_to(src).parts))
+    if not found:
+        raise DataError("holds no labelme JSON file", path=src)
+    return found
+
+
+def read_labelme(src: Path, options: ImportOptions) -> Export:
+    """Read a folder of labelme JSON files (or one file)."""
+    findings: list[Problem] = []
+    parsed: list[tuple[Path, dict]] = []
+    for path in list_json(src):
+        data = _load(path, findings)
+        if data is not None:
+            parsed.append((path, data))
+    if options.classes is not None:
+        classes, index = _classes_from_file(options.classes)
+    else:
+        classes, index = _classes_from_labels(parsed, src)
+    items = []
+    for path, data in parsed:
+        draw = partial(_draw, data["shapes"], index, overlap=options.overlap, name=path.stem, path=str(path))
+        items.append(Item(path.stem, path, _image_of(path, data), _declared_size(data), draw))
+    class_map = {f"label {name}": i for name, i in sorted(index.items(), key=lambda kv: (kv[1], kv[0]))}
+    return Export(classes, items, class_map, findings)
+
+
+def _load(path: Path, findings: list[Problem]) -> dict | None:
+    """The JSON without its imageData (kept as a flag; read again when the image is written)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        findings.append(Problem(path.stem, str(path), "unreadable_annotation", f"cannot be read as JSON ({type(e).__name__}: {e})"))
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
+        findings.append(Problem(path.stem, str(path), "unreadable_annotation", "expected a labelme JSON with a list 'shapes'"))
+        return None
+    data["imageData"] = bool(data.get("imageData"))
+    return data
+
+
+def _classes_from_labels(parsed: list[tuple[Path, dict]], src: Path):
+    labels = set()
+    for path, data in parsed:
+        for shape in data["shapes"]:
+            if not isinstance(shape, dict) or (shape.get("shape_type") or "polygon") not in AREA_TYPES:
+                continue  # a label drawn only as lines or points has no pixels: no class
+            try:
+                labels.add(clean_name(shape.get("label"), str(path)))
+            except DataError:
+                continue  # reported as a bad shape when drawn
+    names = [BACKGROUND] + sorted(n for n in labels if special_label(n) is None)
+    index = {name: 0 for name in BACKGROUND_NAMES}
+    index.update({name: IGNORE_INDEX for name in IGNORE_NAMES})
+    index.update({name: i for i, name in enumerate(names) if i > 0})
+    return class_info(names, where=str(src)), index
+
+
+def _classes_from_file(path: Path):
+    """A class file in label order (fcnseg's, or labelme's labels.txt with ``__ignore__`` and ``_background_``).
+
+    ``__ignore__`` lines are dropped (those labels paint 255); if the first remaining name is not a
+    background name, ``background`` is put before it, so that the file's first class is label 1.
+    """
+    info = read_class_file(path)
+    rows = [(name, info.colours[i] if info.colours else None) for i, name in enumerate(info.names) if name not in IGNORE_NAMES]
+    if not rows or rows[0][0] not in BACKGROUND_NAMES:
+        rows.insert(0, (BACKGROUND, (0, 0, 0) if info.colours else None))
+    names = [BACKGROUND] + [name for name, _ in rows[1:]]
+    colours = [colour for _, colour in rows] if info.colours else None
+    index = {name: 0 for name in BACKGROUND_NAMES}
+    index.update({name: IGNORE_INDEX for name in IGNORE_NAMES})
+    index.update({name: i for i, name in enumerate(names) if i > 0})
+    return class_info(names, colours, where=str(path)), index
+
+
+def _image_of(path: Path, data: dict):
+    if data["imageData"]:
+        return partial(_embedded_image, path)
+    image_path = data.get("imagePath")
+    if isinstance(image_path, str) and image_path:
+        return path.parent / image_path.replace("\\", "/")  # labelme on Windows writes backslashes
+    return None
+
+
+def _embedded_image(path: Path) -> bytes:
+    """The bytes of the image file embedded (base64) in a labelme JSON's imageData."""
+    try:
+        return base64.b64decode(json.loads(path.read_text(encoding="utf-8"))["imageData"], validate=True)
+    except (binascii.Error, ValueError, TypeError) as e:
+        raise DataError(f"imageData is not base64 ({e})", path=path) from e
+
+
+def _declared_size(data: dict) -> tuple[int, int] | None:
+    height, width = data.get("imageHeight"), data.get("imageWidth")
+    return (height, width) if isinstance(height, int) and isinstance(width, int) else None
+
+
+def _draw(shapes: list, index: dict[str, int], height: int, width: int, *, overlap: str, name: str, path: str) -> Drawing:
+    findings: list[Problem] = []
+    drawable: list[Shape] = []
+    ignored: Counter = Counter()
+    for number, shape in enumerate(shapes):
+        kind = (shape.get("shape_type") if isinstance(shape, dict) else None) or "polygon"  # labelme < 4 left it empty
+        label = shape.get("label") if isinstance(shape, dict) else None
+        what = f"shape {number} ({kind} {label!r})"
+        if kind in IGNORED_TYPES:
+            ignored[kind] += 1
+            continue
+        if kind not in AREA_TYPES:
+            findings.append(Problem(name, path, "bad_shape", f"{what}: unknown shape_type {kind!r}; expected one of {', '.join(AREA_TYPES + IGNORED_TYPES)}; skipped"))
+            continue
+        try:
+            cleaned = clean_name(label, what)
+        except DataError as e:
+            findings.append(Problem(name, path, "bad_shape", f"{e}; skipped"))
+            continue
+        if cleaned not in index:
+            findings.append(Problem(name, path, "unknown_category", f"{what}: label {cleaned!r} is not in the class file; skipped"))
+            continue
+        try:
+            geometry = _geometry(kind, shape)
+        except (ValueError, TypeError, KeyError, OSError) as e:
+            findings.append(Problem(name, path, "bad_shape", f"{what}: {e}; skipped"))
+            continue
+        drawable.append(Shape(geometry, index[cleaned], what))
+    drawing = draw_shapes(drawable, height, width, overlap=overlap, name=name, path=path)
+    drawing.findings[:0] = findings
+    if ignored:
+        listed = ", ".join(f"{n} {kind}" for kind, n in ignored.items())
+        drawing.findings.append(Problem(name, path, "ignored_shape", f"{sum(ignored.values())} shape(s) without area left out ({listed})"))
+    return drawing
+
+
+def _points(shape: dict, count: int | None = None) -> np.ndarray:
+    points = np.asarray(shape.get("points"), dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 2 or not np.isfinite(points).all():
+        raise ValueError(f"points must be [x, y] pairs of numbers, found {shape.get('points')!r:.80}")
+    if count is not None and len(points) != count:
+        raise ValueError(f"has {len(points)} points; expected {count}")
+    return points
+
+
+def _geometry(kind: str, shape: dict):
+    if kind in ("polygon", "oriented_rectangle"):
+        return Polygon.from_points([_points(shape)])
+    if kind == "rectangle":
+        points = _points(shape)  # two corners (labelme); any more: their bounding box
+        if len(points) < 2:
+            raise ValueError(f"has {len(points)} point(s); expected 2 corners")
+        (x0, y0), (x1, y1) = points.min(0), points.max(0)
+        return Rectangle(x0, y0, x1, y1)
+    if kind == "circle":
+        (cx, cy), (px, py) = _points(shape, 2)  # centre, a point on the circle
+        return Circle(cx, cy, math.hypot(px - cx, py - cy))
+    # mask: a base64 PNG of the box between two corners, pixel-aligned at the first (labelme truncates to ints)
+    (x0, y0), _ = _points(shape, 2)
+    encoded = shape.get("mask")
+    if not isinstance(encoded, str) or not encoded:
+        raise ValueError("a mask shape without its 'mask' PNG")
+    with Image.open(io.BytesIO(base64.b64decode(encoded))) as picture:
+        bitmap = np.asarray(picture.convert("L")) > 0
+    return Bitmap(bitmap, top=int(y0), left=int(x0))

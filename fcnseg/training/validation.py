@@ -1,0 +1,53 @@
+"""A run's validations: the four metrics on the val split (all processes), the record kept of each, the panels' predictions."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fcnseg.evaluation import evaluate
+from fcnseg.metrics import collapse_warning
+from fcnseg.precision import autocast, describe
+
+
+def validate(model: nn.Module, val_set, device: torch.device, amp_dtype: torch.dtype | None, limit: int = 0) -> dict:
+    """The four metrics on ``val_set`` (its first ``limit`` images; 0: all); each process scores a shard and counts are summed."""
+    return evaluate(model, val_set, device=device, precision=describe(amp_dtype), limit=limit or None, progress=False)
+
+
+def validation_record(result: dict, iteration: int, epoch: float, train_loss: float, lr: float) -> dict:
+    """What metrics.csv/json keep of one validation: when, the training loss since the last one, and the metrics."""
+    return {
+        "iteration": iteration,
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "lr": lr,
+        **{k: result[k] for k in ("pixel_accuracy", "mean_accuracy", "mean_iu", "frequency_weighted_iu")},
+        "per_class_iu": result["per_class_iu"],
+        "per_class_accuracy": result["per_class_accuracy"],
+        "pixels": result["pixels"],
+        # ground-truth pixels of each class (the confusion matrix's row sums), for the per-class IU bars
+        "class_pixels": [int(sum(row)) for row in result.get("confusion") or []],
+        # set when the predictions collapsed to one class (fcnseg.metrics.collapse_warning), else None
+        "warning": collapse_warning(result, result.get("class_names")),
+    }
+
+
+@torch.no_grad()
+def panel_items(model: nn.Module, val_set, count: int, device: torch.device, amp_dtype: torch.dtype | None) -> list[dict]:
+    """Predictions for the first ``count`` validation images, as :func:`fcnseg.training.figures.draw_panels` takes them.
+
+    Each item: ``name``, ``image`` (RGB uint8 ``[H, W, 3]``), ``mask`` and ``prediction`` (int ``[H, W]``).
+    """
+    was_training = model.training
+    model.eval()
+    items = []
+    for index in range(min(count, len(val_set))):
+        image, _ = val_set[index]
+        with autocast(device, amp_dtype):
+            logits = model(image[None].to(device))
+        raw = val_set.load_raw(index)
+        items.append({"name": val_set.name(index), "image": raw.image, "mask": raw.mask,
+                      "prediction": logits.argmax(1)[0].cpu().numpy()})
+    model.train(was_training)
+    return items
