@@ -274,3 +274,49 @@ def bytes_per_pixel(model: nn.Module, precision: str = "fp32", **kwargs) -> floa
     small = estimate_forward(model, 1024, 1024, precision, **kwargs)
     large = estimate_forward(model, 2048, 2048, precision, **kwargs)
     return (large.activations - small.activations) / (2048**2 - 1024**2)
+
+
+# ONNX Runtime: measured peak RSS over this model's terms (benchmarks/cpu_inference.py --memory; docs/inference.md).
+# Weights: the session's RSS after loading over the file's initialiser bytes (prepacked convolution
+# weights sit beside the originals). Activations: the RSS rise of one forward over the float32 tensor
+# peak of the same net's forward (the graph ONNX Runtime runs), counted on the meta device.
+ORT_WEIGHT_FACTOR = {"fp32": 2.0, "int8": 2.0}
+ORT_ACTIVATION_FACTOR = {"fp32": 1.5, "int8": 1.5}
+
+
+def estimate_onnx(
+    skeleton: nn.Module,
+    height: int,
+    width: int,
+    precision: str,
+    weight_bytes: int,
+    batch: int = 1,
+    *,
+    probabilities: bool = False,
+) -> MemoryEstimate:
+    """Estimate the memory of one ONNX Runtime forward of an fcnseg ``.onnx`` file on ``batch`` images of ``height x width``.
+
+    Args:
+        skeleton: the architecture the file records, built on the meta device (its forward is replayed
+            there for the tensor sizes: float32 pixels in, float32 logits out).
+        precision: "fp32" or "int8" (the file's).
+        weight_bytes: the file's initialiser bytes (:attr:`fcnseg.inference.onnx_model.OnnxModelInfo.weight_bytes`).
+    Returns:
+        MemoryEstimate whose ``total`` is weights times :data:`ORT_WEIGHT_FACTOR` plus the tensor peak
+        times :data:`ORT_ACTIVATION_FACTOR`.
+    """
+    if precision not in ORT_ACTIVATION_FACTOR:
+        raise ValueError(f"ONNX precision must be one of {sorted(ORT_ACTIVATION_FACTOR)}, got {precision!r}")
+    tensors = estimate_forward(skeleton, height, width, "fp32", batch, probabilities=probabilities)
+    return MemoryEstimate(
+        height=height,
+        width=width,
+        batch=batch,
+        precision=precision,
+        weights=int(weight_bytes * ORT_WEIGHT_FACTOR[precision]),
+        weight_casts=0,
+        activations=tensors.activations,
+        peak_layer=tensors.peak_layer,
+        logits=tensors.logits,
+        workspace_factor=ORT_ACTIVATION_FACTOR[precision],
+    )

@@ -50,6 +50,7 @@ class OnnxModelInfo:
         precision: "fp32" (an export) or "int8" (a static QDQ quantization).
         palette: uint8 ``[C, 3]`` class colours when the file records them, else None.
         metadata: every ``fcnseg.*`` key as stored (strings), for copying into a derived file.
+        weight_bytes: bytes of the graph's initialisers (its weights as stored: int8 ones take 1 byte).
     """
 
     path: Path
@@ -61,6 +62,7 @@ class OnnxModelInfo:
     precision: str
     palette: np.ndarray | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    weight_bytes: int = 0
 
 
 def _bad(path, key: str, expected: str, found: str) -> CheckpointError:
@@ -68,7 +70,9 @@ def _bad(path, key: str, expected: str, found: str) -> CheckpointError:
     return CheckpointError(f"{path}: metadata key '{key}' is broken: expected {expected}, found {shown!r}")
 
 
-def parse_metadata(meta: dict[str, str], path: str | Path, quantized_graph: bool | None = None) -> OnnxModelInfo:
+def parse_metadata(
+    meta: dict[str, str], path: str | Path, quantized_graph: bool | None = None, weight_bytes: int = 0
+) -> OnnxModelInfo:
     """Check and decode the ``fcnseg.*`` metadata of the ONNX file ``path``.
 
     Args:
@@ -135,6 +139,7 @@ def parse_metadata(meta: dict[str, str], path: str | Path, quantized_graph: bool
         precision=precision,
         palette=palette,
         metadata={k: v for k, v in meta.items() if k.startswith(PREFIX)},
+        weight_bytes=weight_bytes,
     )
 
 
@@ -171,11 +176,19 @@ def is_quantized(proto) -> bool:
     return any(node.op_type in QUANTIZE_OPS for node in proto.graph.node)
 
 
+def initializer_bytes(proto) -> int:
+    """Bytes of the graph's initialisers as stored (from their shapes and element types)."""
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    return sum(int(np.prod(t.dims, dtype=np.int64)) * tensor_dtype_to_np_dtype(t.data_type).itemsize
+               for t in proto.graph.initializer)
+
+
 def read_info(path: str | Path, proto=None) -> OnnxModelInfo:
     """Read and check the metadata of an fcnseg ONNX file (see :func:`parse_metadata`)."""
     proto = load_proto(path) if proto is None else proto
     meta = {entry.key: entry.value for entry in proto.metadata_props}
-    return parse_metadata(meta, path, quantized_graph=is_quantized(proto))
+    return parse_metadata(meta, path, quantized_graph=is_quantized(proto), weight_bytes=initializer_bytes(proto))
 
 
 class OnnxNet:

@@ -1,11 +1,14 @@
 """Inference on images of any size: the fastest correct precision and layout for the machine, tiles within a memory budget.
 
-:class:`Predictor` wraps a loaded FCN. On CUDA it runs float16 autocast; on a CPU with native bf16
-(AVX-512 BF16 or AMX) it runs bf16 autocast on channels_last tensors; elsewhere float32, channels_last
-where the CPU's kernels run it faster (AVX2-only CPUs). An image whose forward would not fit the
-memory budget (:mod:`fcnseg.inference.memory`) is cut into tiles (:mod:`fcnseg.inference.tiling`);
-only each tile's centre is kept, so tiled and whole-image predictions agree up to floating-point
-rounding (see ``docs/inference.md``).
+:class:`Predictor` wraps a *net* (:mod:`fcnseg.inference.runtime`): a loaded FCN run by PyTorch, or an
+fcnseg ``.onnx`` file (fp32 or int8) run by ONNX Runtime. With PyTorch on CUDA it runs float16
+autocast; on a CPU with native bf16 (AVX-512 BF16 or AMX) bf16 autocast on channels_last tensors;
+elsewhere float32, channels_last where the CPU's kernels run it faster (AVX2-only CPUs). An image
+whose forward would not fit the memory budget (:mod:`fcnseg.inference.memory`) is cut into tiles
+(:mod:`fcnseg.inference.tiling`); only each tile's centre is kept, so tiled and whole-image
+predictions agree up to floating-point rounding, whichever runtime runs the tiles, and under
+test-time augmentation (:mod:`fcnseg.inference.tta`), whose variants are tiled one by one (see
+``docs/inference.md``).
 """
 
 from __future__ import annotations
@@ -20,51 +23,26 @@ import numpy as np
 import torch
 
 from fcnseg.data.normalization import Normalization
-from fcnseg.errors import ConfigError, FcnsegError
+from fcnseg.errors import FcnsegError
 from fcnseg.files import atomic_open, format_bytes
-from fcnseg.inference.forward import class_indices, forward_logits, normalize_pixels
-from fcnseg.inference.memory import MemoryEstimate, estimate_forward
+from fcnseg.inference import tta as tta_variants
+from fcnseg.inference.forward import class_indices, normalize_pixels
+from fcnseg.inference.memory import MemoryEstimate
+from fcnseg.inference.runtime import LAYOUTS, OrtNet, TorchNet, load_net, select_layout
 from fcnseg.inference.tiling import (
     OUTPUT_STRIDE,
     Tile,
     TilePlan,
     check_margin,
-    context_margin,
     largest_plan,
     plan_tiles,
     whole_image,
 )
-from fcnseg.models.batchnorm import fold_batch_norm
 from fcnseg.models.fcn import FCN
-from fcnseg.precision import dtype_of, resolve_precision, select_device
 
 log = logging.getLogger(__name__)
 
-LAYOUTS = ("auto", "channels_last", "contiguous")
 DEFAULT_MAX_MEMORY = 2 * 1024**3  # bytes for weights + one tile's activations (the interpreter not included)
-
-
-# --- machine and precision -------------------------------------------------------------------------
-
-
-def select_layout(device: torch.device, precision: str, layout: str = "auto") -> str:
-    """Resolve ``layout`` ("auto", "channels_last", "contiguous") for a resolved ``precision`` on ``device``.
-
-    auto: channels_last for autocast (oneDNN's bf16 and cuDNN's fp16 convolutions want NHWC; in NCHW
-    every layer pays a reorder). In float32 on the CPU it depends on oneDNN's kernels for the CPU:
-    on AVX2-only CPUs channels_last runs the small net 1.2-1.7x and VGG16 1.04-1.1x faster, with AVX-512
-    it is no faster (the transposed convolutions lose), so the plain layout is kept there
-    (docs/inference.md gives the measurements).
-    """
-    if layout not in LAYOUTS:
-        raise ConfigError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
-    if layout != "auto":
-        return layout
-    if precision != "fp32":
-        return "channels_last"
-    if device.type != "cpu":
-        return "contiguous"
-    return "contiguous" if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else "channels_last"
 
 
 # --- results --------------------------------------------------------------------------------------
@@ -77,14 +55,17 @@ class Prediction:
     Attributes:
         labels: uint8 ``[H, W]`` class indices (int32 for more than 256 classes).
         probabilities: float16 ``[C, H, W]`` softmax probabilities when asked for in memory, else None.
-        plan: the tiling used (``plan.whole`` for a single forward).
-        precision: the precision the forward ran in.
+        plan: the tiling used (``plan.whole`` for a single forward; under TTA, the plan of the variant
+            with the most tiles).
+        precision: the precision the forward ran in ("int8" for a quantized ONNX file).
+        variants: the test-time variants averaged (empty without TTA).
     """
 
     labels: np.ndarray
     probabilities: np.ndarray | None
     plan: TilePlan
     precision: str
+    variants: tuple = ()
 
 
 class ProbabilityFile:
@@ -130,27 +111,33 @@ class Predictor:
     """Run an FCN on RGB images of any size, in the fastest correct way the machine allows.
 
     Args:
-        model: an :class:`~fcnseg.models.fcn.FCN` (put in eval mode here).
-        normalization: how RGB uint8 pixels become the model's input.
+        model: an :class:`~fcnseg.models.fcn.FCN` (put in eval mode here), run by PyTorch; or None with ``net``.
+        normalization: how RGB uint8 pixels become the model's input (with ``model``).
         class_names: one name per class.
-        device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1"...
-        precision: "auto" | "fp32" | "bf16" | "fp16" (see :mod:`fcnseg.precision`).
+        net: instead of ``model``, any runtime of :mod:`fcnseg.inference.runtime` (``net(pixels uint8
+            [N, H, W, 3]) -> float32 logits [N, C, H, W]``, with ``estimate`` and ``margin``), e.g. an
+            :class:`~fcnseg.inference.runtime.OrtNet`.
+        device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1"... (with ``model``)
+        precision: "auto" | "fp32" | "bf16" | "fp16" (see :mod:`fcnseg.precision`; with ``model``).
         layout: "auto" | "channels_last" | "contiguous" memory layout of the activations (see
-            :func:`select_layout`).
+            :func:`~fcnseg.inference.runtime.select_layout`; with ``model``).
         compile: wrap the model in ``torch.compile`` (off by default: on CPU it recompiles for every
             new input size and does not pay for mixed-size folders).
         max_memory: bytes for weights plus one forward's activations; images whose estimate exceeds it
             are tiled (see :mod:`fcnseg.inference.memory`). ``None``: never tile.
         tile: force a tile size in pixels (rounded down to a multiple of 32); ``None`` = automatic.
-        margin: context pixels around each tile; ``None`` = :func:`~fcnseg.inference.tiling.context_margin`.
+        margin: context pixels around each tile; ``None`` = the net's
+            (:func:`~fcnseg.inference.tiling.context_margin` of its layers).
+        tta: test-time variants (:func:`fcnseg.inference.tta.parse_tta`); empty: none.
     """
 
     def __init__(
         self,
-        model: FCN,
-        normalization: Normalization,
+        model: FCN | None = None,
+        normalization: Normalization | None = None,
         class_names: list[str] | None = None,
         *,
+        net=None,
         device: str = "auto",
         precision: str = "auto",
         layout: str = "auto",
@@ -158,73 +145,105 @@ class Predictor:
         max_memory: int | None = DEFAULT_MAX_MEMORY,
         tile: int | None = None,
         margin: int | None = None,
+        tta: tuple = (),
     ):
-        self.device = select_device(device)
-        self.precision = resolve_precision(precision, self.device)
-        # BatchNorm (the small net's) is merged into its convolutions: same scores, one layer less each.
-        self.model = fold_batch_norm(model.eval()).to(self.device)
-        self.normalization = normalization
-        self.num_classes = model.config.num_classes
+        if (model is None) == (net is None):
+            raise ValueError("give a model (run by PyTorch) or a net, not both")
+        if net is None:
+            if normalization is None:
+                raise ValueError("a model needs its normalization")
+            net = TorchNet(model, normalization, device=device, precision=precision, layout=layout, compile=compile)
+        self.runtime = net
+        self.normalization = net.normalization
+        self.num_classes = net.num_classes
         self.class_names = list(class_names) if class_names else [f"class_{i}" for i in range(self.num_classes)]
-        self.autocast_dtype = dtype_of(self.precision)
-        self.channels_last = select_layout(self.device, self.precision, layout) == "channels_last"
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.net = torch.compile(self.model, dynamic=True) if compile else self.model
         self.max_memory = max_memory
         self.tile = tile
-        self.margin = check_margin(context_margin(model) if margin is None else int(margin))
+        self.margin = check_margin(net.margin if margin is None else int(margin))
+        self.tta = tuple(tta)
         self._estimates: dict[tuple[int, int, bool], MemoryEstimate] = {}
 
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, **kwargs) -> "Predictor":
-        """Load any weights file :func:`fcnseg.checkpoint.load_model` reads and wrap it."""
-        from fcnseg.checkpoint import load_model
+    # What the PyTorch runtime holds (None or neutral values under ONNX Runtime).
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
 
-        loaded = load_model(path)
-        return cls(loaded.model, loaded.normalization, loaded.class_names, **kwargs)
+    @property
+    def precision(self) -> str:
+        return self.runtime.precision
+
+    @property
+    def config(self):
+        """The architecture: a :class:`~fcnseg.config.ModelConfig` (arch, backbone, num_classes)."""
+        return self.runtime.config
+
+    @property
+    def model(self):
+        """The torch module the PyTorch runtime runs (BatchNorm folded), or None under ONNX Runtime."""
+        return getattr(self.runtime, "model", None)
+
+    @property
+    def net(self):
+        """The torch callable the PyTorch runtime runs (the compiled model when compiled), or None."""
+        return getattr(self.runtime, "net", None) if isinstance(self.runtime, TorchNet) else None
+
+    @property
+    def channels_last(self) -> bool:
+        return self.runtime.channels_last
+
+    @property
+    def autocast_dtype(self):
+        return self.runtime.autocast_dtype
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, *, runtime: str = "auto", device: str = "auto", precision: str = "auto",
+                        layout: str = "auto", compile: bool = False, **kwargs) -> "Predictor":
+        """Load a model file and wrap it: a checkpoint (anything :func:`fcnseg.checkpoint.load_model` reads),
+        run by PyTorch, or an fcnseg ``.onnx`` (fp32 or int8), run by ONNX Runtime (see
+        :func:`~fcnseg.inference.runtime.select_runtime`; the choice and its reason are logged)."""
+        net, class_names, palette, why = load_net(path, runtime=runtime, device=device, precision=precision,
+                                                  layout=layout, compile=compile)
+        log.info("%s: runtime %s (%s)", path, net.runtime, why)
+        predictor = cls(net=net, class_names=class_names, **kwargs)
+        predictor.palette = palette
+        return predictor
+
+    palette = None  # class colours uint8 [C, 3] when the model file records them
 
     def describe(self) -> str:
-        cfg = self.model.config
-        return (
-            f"{cfg.arch} ({cfg.backbone}, {self.num_classes} classes) on {self.device}, precision {self.precision}"
-            f"{', channels_last' if self.channels_last else ''}{', compiled' if self.net is not self.model else ''}"
-        )
+        text = self.runtime.describe()
+        return text + (f"; TTA: {tta_variants.describe_tta(self.tta)}" if self.tta else "")
 
     # -- the forward --
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised input float32 ``[N, 3, H, W]`` -> float32 logits ``[N, C, H, W]`` (one forward, no tiling)."""
-        with torch.inference_mode():
-            x = x.to(self.device, non_blocking=True)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            return forward_logits(self.net, x, self.autocast_dtype)
+        """Normalised input float32 ``[N, 3, H, W]`` -> float32 logits ``[N, C, H, W]`` (PyTorch runtime; no tiling)."""
+        if not isinstance(self.runtime, TorchNet):
+            raise TypeError("logits() of a normalised tensor is for the PyTorch runtime; predict() takes any runtime")
+        return self.runtime.logits(x)
 
     # -- planning --
 
     def estimate(self, height: int, width: int, probabilities: bool = False) -> MemoryEstimate:
         """:class:`~fcnseg.inference.memory.MemoryEstimate` of one tile's forward on a ``height x width`` input.
 
-        Counts what :meth:`predict` holds for a tile: its normalisation, the forward in this
-        predictor's precision and layout, the float32 logits and labels (and, with
+        Counts what :meth:`predict` holds for a tile in this predictor's runtime: its normalisation,
+        the forward in its precision and layout, the float32 logits and labels (and, with
         ``probabilities``, their softmax). Estimates are kept, one per size.
         """
         key = (height, width, probabilities)
         if key not in self._estimates:
             if len(self._estimates) > 4096:  # a folder of many sizes: keep the memory of the cache bounded
                 self._estimates.clear()
-            self._estimates[key] = estimate_forward(
-                self.model, height, width, self.precision,
-                normalization=self.normalization, channels_last=self.channels_last, probabilities=probabilities,
-            )
+            self._estimates[key] = self.runtime.estimate(height, width, probabilities)
         return self._estimates[key]
 
-    def plan(self, height: int, width: int, probability_band: bool = False) -> TilePlan:
+    def plan(self, height: int, width: int, probability_band: bool = False, reserved: int = 0) -> TilePlan:
         """Choose the tiling of a ``height x width`` image: whole if it fits ``max_memory``, else the largest tile that does.
 
         Args:
             probability_band: also budget the softmax and a float16 band of probabilities ``[C, tile, width]``.
+            reserved: bytes held beside the forward (test-time augmentation's sums), taken off the budget.
         Raises:
             FcnsegError: not even a 32-pixel tile fits the budget.
         """
@@ -242,15 +261,17 @@ class Predictor:
             # mixed sizes then shares a few estimates.
             forward = self.estimate(_on_grid(h), _on_grid(w), probability_band).total
             band = self.num_classes * min(plan.tile, height) * width * 2 if probability_band else 0
-            return forward + band + fixed
+            return forward + band + fixed + reserved
 
         found = largest_plan(height, width, self.margin, cost, self.max_memory)
         if found is None:
             smallest = TilePlan(height, width, OUTPUT_STRIDE, self.margin)
+            cfg = self.config
+            held = f"; test-time augmentation holds {format_bytes(reserved)} of it" if reserved else ""
             raise FcnsegError(
                 f"a {width}x{height} image needs {format_bytes(cost(smallest))} even in {OUTPUT_STRIDE}-pixel tiles "
-                f"with {self.margin}-pixel margins ({self.model.config.arch}/{self.model.config.backbone}, {self.precision}; "
-                f"the weights alone take {format_bytes(self.estimate(OUTPUT_STRIDE, OUTPUT_STRIDE).weights)}), "
+                f"with {self.margin}-pixel margins ({cfg.arch}/{cfg.backbone}, {self.precision}; "
+                f"the weights alone take {format_bytes(self.estimate(OUTPUT_STRIDE, OUTPUT_STRIDE).weights)}{held}), "
                 f"more than the memory budget of {format_bytes(self.max_memory)}; raise --max-memory"
             )
         return found
@@ -271,12 +292,19 @@ class Predictor:
             probabilities_path: stream float16 ``[C, H, W]`` probabilities into this ``.npy`` file
                 band by band instead, holding one band in memory (written atomically).
         Returns:
-            Prediction with uint8 labels ``[H, W]``.
+            Prediction with uint8 labels ``[H, W]``. Under TTA, the labels are the argmax of the
+            variants' mean probabilities.
         """
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {list(image.shape)}")
+        if self.tta:
+            return self._predict_tta(image, probabilities, probabilities_path)
+        return self._predict_once(image, probabilities, probabilities_path)
+
+    def _predict_once(self, image: np.ndarray, probabilities: bool, probabilities_path, reserved: int = 0) -> Prediction:
         height, width = image.shape[:2]
-        plan = self.plan(height, width, probability_band=probabilities_path is not None)
+        # Under TTA (``reserved``) each variant's probabilities are kept: budget their softmax as well.
+        plan = self.plan(height, width, probability_band=probabilities_path is not None or reserved > 0, reserved=reserved)
         if not plan.whole and self.tile is None:
             log.info("%dx%d image in %d tiles of %d+2x%d px to stay within the memory budget of %s "
                      "(whole it would need %s; a larger --max-memory means fewer, faster tiles)",
@@ -298,11 +326,29 @@ class Predictor:
                     writer.write_band(row[0].y0, band)
         return Prediction(labels, in_memory, plan, self.precision)
 
+    def _predict_tta(self, image: np.ndarray, probabilities: bool, probabilities_path) -> Prediction:
+        """Each variant predicted (and tiled) on its own, its probabilities restored to the input size, the mean taken."""
+        height, width = image.shape[:2]
+        reserved = tta_variants.reserved_bytes(self.num_classes, height, width, self.tta)
+        total = torch.zeros(self.num_classes, height, width)
+        plan = None
+        for variant in self.tta:
+            part = self._predict_once(tta_variants.transform_image(image, variant), True, None, reserved)
+            total += tta_variants.restore(torch.from_numpy(part.probabilities), variant, height, width)
+            if plan is None or part.plan.num_tiles > plan.num_tiles:
+                plan = part.plan
+            del part
+        mean = total.div_(len(self.tta))
+        labels = class_indices(mean, 0).numpy().astype(np.uint8 if self.num_classes <= 256 else np.int32)
+        probs = mean.half().numpy() if probabilities or probabilities_path is not None else None
+        if probabilities_path is not None:
+            with ProbabilityFile.create(probabilities_path, self.num_classes, height, width) as writer:
+                writer.write_band(0, probs)
+        return Prediction(labels, probs if probabilities else None, plan, self.precision, self.tta)
+
     def _predict_tile(self, image: np.ndarray, t: Tile, labels: np.ndarray, in_memory, band) -> None:
         """Run one tile and write its kept centre into ``labels`` (and the probability arrays given)."""
-        x = normalize_tile(image[t.in_y0 : t.in_y1, t.in_x0 : t.in_x1], self.normalization, self.channels_last)
-        logits = self.logits(x)[0]  # [C, h, w]
-        del x
+        logits = self.runtime(torch.from_numpy(image[t.in_y0 : t.in_y1, t.in_x0 : t.in_x1])[None])[0]  # [C, h, w]
         core = logits[:, t.y0 - t.in_y0 : t.y1 - t.in_y0, t.x0 - t.in_x0 : t.x1 - t.in_x0]
         labels[t.y0 : t.y1, t.x0 : t.x1] = class_indices(core, 0).cpu().numpy()
         if in_memory is not None or band is not None:
@@ -324,6 +370,8 @@ def normalize_tile(pixels: np.ndarray, normalization: Normalization, channels_la
 __all__ = [
     "DEFAULT_MAX_MEMORY",
     "LAYOUTS",
+    "OrtNet",
+    "TorchNet",
     "Prediction",
     "Predictor",
     "ProbabilityFile",

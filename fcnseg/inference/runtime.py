@@ -1,0 +1,215 @@
+"""The runtimes a tile can run on: PyTorch (any precision, layout and device) or ONNX Runtime (an fp32 or int8 .onnx file).
+
+Each is a *net*: ``net(pixels uint8 [N, H, W, 3] RGB) -> float32 logits [N, C, H, W]``, with the
+memory estimate of one forward (``net.estimate``), its context margin and a description. The
+:class:`~fcnseg.inference.predictor.Predictor` tiles, reduces and writes; which runtime runs a tile
+does not matter to it. :func:`select_runtime` resolves ``--runtime auto`` from measurements
+(``docs/inference.md``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fcnseg.config import ModelConfig
+from fcnseg.data.normalization import Normalization
+from fcnseg.errors import ConfigError
+from fcnseg.inference.forward import forward_logits, normalize_pixels
+from fcnseg.inference.memory import MemoryEstimate, estimate_forward, estimate_onnx
+from fcnseg.inference.onnx_model import OnnxModel, is_onnx_file, load_onnx_model
+from fcnseg.inference.tiling import context_margin
+from fcnseg.models.batchnorm import fold_batch_norm
+from fcnseg.models.fcn import FCN, build_model
+from fcnseg.precision import cpu_has_native_bf16, dtype_of, resolve_precision, select_device
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("auto", "torch", "onnxruntime")
+LAYOUTS = ("auto", "channels_last", "contiguous")
+
+
+def select_layout(device: torch.device, precision: str, layout: str = "auto") -> str:
+    """Resolve ``layout`` ("auto", "channels_last", "contiguous") for a resolved ``precision`` on ``device``.
+
+    auto: channels_last for autocast (oneDNN's bf16 and cuDNN's fp16 convolutions want NHWC; in NCHW
+    every layer pays a reorder). In float32 on the CPU it depends on oneDNN's kernels for the CPU:
+    on AVX2-only CPUs channels_last runs the small net 1.2-1.7x and VGG16 1.04-1.1x faster, with AVX-512
+    it is no faster (the transposed convolutions lose), so the plain layout is kept there
+    (docs/inference.md gives the measurements).
+    """
+    if layout not in LAYOUTS:
+        raise ConfigError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
+    if layout != "auto":
+        return layout
+    if precision != "fp32":
+        return "channels_last"
+    if device.type != "cpu":
+        return "contiguous"
+    return "contiguous" if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else "channels_last"
+
+
+def _as_tensor(pixels) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(pixels)) if not isinstance(pixels, torch.Tensor) else pixels
+
+
+class TorchNet:
+    """An FCN run by PyTorch: ``net(pixels uint8 [N, H, W, 3]) -> float32 logits [N, C, H, W]`` (on the CPU).
+
+    BatchNorm (the small net's) is merged into the convolutions; the model is moved to ``device``
+    and, where :func:`select_layout` says so, to channels_last; the forward runs under inference mode
+    and, for bf16/fp16, autocast.
+    """
+
+    runtime = "torch"
+
+    def __init__(
+        self,
+        model: FCN,
+        normalization: Normalization,
+        *,
+        device: str = "auto",
+        precision: str = "auto",
+        layout: str = "auto",
+        compile: bool = False,
+    ):
+        self.device = select_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.model = fold_batch_norm(model.eval()).to(self.device)
+        self.config: ModelConfig = model.config
+        self.num_classes = model.config.num_classes
+        self.normalization = normalization
+        self.autocast_dtype = dtype_of(self.precision)
+        self.channels_last = select_layout(self.device, self.precision, layout) == "channels_last"
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.net = torch.compile(self.model, dynamic=True) if compile else self.model
+        self.margin = context_margin(self.model)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised float32 ``[N, 3, H, W]`` -> float32 logits ``[N, C, H, W]``."""
+        with torch.inference_mode():
+            x = x.to(self.device, non_blocking=True)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return forward_logits(self.net, x, self.autocast_dtype)
+
+    def __call__(self, pixels) -> torch.Tensor:
+        with torch.inference_mode():
+            x = normalize_pixels(_as_tensor(pixels).to(self.device), self.normalization, self.channels_last)
+            return forward_logits(self.net, x, self.autocast_dtype)
+
+    def estimate(self, height: int, width: int, probabilities: bool = False) -> MemoryEstimate:
+        """The memory model of one forward (:func:`fcnseg.inference.memory.estimate_forward`)."""
+        return estimate_forward(self.model, height, width, self.precision, normalization=self.normalization,
+                                channels_last=self.channels_last, probabilities=probabilities)
+
+    def describe(self) -> str:
+        cfg = self.config
+        return (
+            f"{cfg.arch} ({cfg.backbone}, {self.num_classes} classes) on {self.device}, precision {self.precision}"
+            f"{', channels_last' if self.channels_last else ''}{', compiled' if self.net is not self.model else ''} (PyTorch)"
+        )
+
+
+class OrtNet:
+    """An fcnseg ``.onnx`` file run by ONNX Runtime: ``net(pixels uint8 [N, H, W, 3]) -> float32 logits [N, C, H, W]``.
+
+    The normalisation is inside the graph. The geometry (context margin) and the memory model come
+    from the architecture the file records, built on the meta device (no weights allocated).
+    """
+
+    runtime = "onnxruntime"
+
+    def __init__(self, model: OnnxModel):
+        self.onnx = model
+        info = model.info
+        self.device = torch.device("cpu")
+        self.precision = info.precision
+        self.num_classes = info.num_classes
+        self.normalization = info.normalization
+        self.channels_last = False
+        self.autocast_dtype = None
+        self.config = ModelConfig(arch=info.arch, backbone=info.backbone, num_classes=info.num_classes)
+        with torch.device("meta"):
+            self.skeleton = build_model(self.config).eval()  # shapes only: for the margin and the memory model
+        self.margin = context_margin(self.skeleton)
+        self.weight_bytes = info.weight_bytes
+
+    @classmethod
+    def from_file(cls, path: str | Path, threads: int | None = None) -> "OrtNet":
+        return cls(load_onnx_model(path, threads))
+
+    def __call__(self, pixels) -> torch.Tensor:
+        x = np.asarray(pixels.numpy() if isinstance(pixels, torch.Tensor) else pixels)
+        return self.onnx.net(np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32))
+
+    def estimate(self, height: int, width: int, probabilities: bool = False) -> MemoryEstimate:
+        """The memory model of one ONNX Runtime forward (:func:`fcnseg.inference.memory.estimate_onnx`)."""
+        return estimate_onnx(self.skeleton, height, width, self.precision, self.weight_bytes, probabilities=probabilities)
+
+    def describe(self) -> str:
+        return self.onnx.describe()
+
+
+def select_runtime(runtime: str, model_path: str | Path, device: torch.device, precision: str) -> tuple[str, str]:
+    """Resolve ``runtime`` ("auto", "torch", "onnxruntime") for a model file; returns ``(runtime, why)``.
+
+    auto: ONNX Runtime for an ``.onnx`` file (int8 or fp32: only it runs them); for a checkpoint,
+    PyTorch: with native bf16 its bf16 path is the fastest measured for a checkpoint, and without
+    it ONNX Runtime's fp32 gain would first cost an export of the checkpoint (docs/inference.md).
+    Raises:
+        ConfigError: a runtime that cannot run the model (PyTorch and an .onnx file, ONNX Runtime and a
+            checkpoint, ONNX Runtime on CUDA, or a torch precision for an .onnx file).
+    """
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"--runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
+    onnx_file = is_onnx_file(model_path)
+    if onnx_file and precision not in ("auto", "fp32"):
+        raise ConfigError(f"{model_path}: an ONNX file runs in the precision it was written in; "
+                          f"--precision {precision} is for checkpoints (quantize with 'fcnseg quantize' for int8)")
+    if onnx_file and device.type != "cpu":
+        raise ConfigError(f"{model_path}: ONNX files run on the CPU here; --device {device} is for checkpoints")
+    if runtime == "torch" and onnx_file:
+        raise ConfigError(f"{model_path}: an ONNX file runs with --runtime onnxruntime (or auto), not torch")
+    if runtime == "onnxruntime" and not onnx_file:
+        raise ConfigError(f"{model_path}: --runtime onnxruntime runs .onnx files; write one with "
+                          f"'fcnseg export' (fp32) or 'fcnseg quantize' (int8)")
+    if onnx_file:
+        return "onnxruntime", "an .onnx file runs with ONNX Runtime"
+    if runtime == "torch":
+        return "torch", "asked for"
+    if device.type == "cpu" and not cpu_has_native_bf16():
+        return "torch", ("a checkpoint runs with PyTorch; on this CPU (no native bf16) an fp32 export run by ONNX "
+                         "Runtime is faster: 'fcnseg export' it (or 'fcnseg quantize' it for int8) and predict with the .onnx")
+    return "torch", "a checkpoint runs with PyTorch (its bf16/fp16 path is the fastest measured here)"
+
+
+def load_net(
+    model_path: str | Path,
+    *,
+    runtime: str = "auto",
+    device: str = "auto",
+    precision: str = "auto",
+    layout: str = "auto",
+    compile: bool = False,
+):
+    """The net for a model file: a :class:`TorchNet` for a checkpoint, an :class:`OrtNet` for an ``.onnx``.
+
+    Returns ``(net, class_names, palette or None, why)`` where ``why`` says why that runtime was chosen.
+    """
+    chosen, why = select_runtime(runtime, model_path, select_device(device), precision)
+    if chosen == "onnxruntime":
+        net = OrtNet.from_file(model_path)
+        return net, net.onnx.class_names, net.onnx.info.palette, why
+    from fcnseg.checkpoint import load_model
+
+    loaded = load_model(model_path)
+    net = TorchNet(loaded.model, loaded.normalization, device=device, precision=precision, layout=layout, compile=compile)
+    return net, loaded.class_names, None, why
+
+
+__all__ = ["LAYOUTS", "RUNTIMES", "OrtNet", "TorchNet", "load_net", "select_layout", "select_runtime"]
