@@ -9,6 +9,7 @@ from fcnseg.data import build_dataset, check_class_count
 from fcnseg.errors import ConfigError
 from fcnseg.evaluation import evaluate, format_skipped, score_folders
 from fcnseg.files import write_json
+from fcnseg.inference.runtime import RUNTIMES
 from fcnseg.precision import PRECISIONS, select_device
 from fcnseg.metrics import format_table
 
@@ -19,7 +20,8 @@ def register(subparsers) -> None:
         description="Pixel accuracy, mean accuracy, mean IU and frequency-weighted IU (paper section 5). "
         "Either CHECKPOINT with --data, or --pred-dir with --gt-dir.",
     )
-    p.add_argument("checkpoint", nargs="?", type=Path, help="model checkpoint")
+    p.add_argument("checkpoint", nargs="?", type=Path,
+                   help="model: a checkpoint, or an fcnseg .onnx (fp32 or int8, run with ONNX Runtime)")
     p.add_argument("--data", type=Path, help="data set folder (omit with --kind synthetic for the in-memory set)")
     p.add_argument("--kind", default="auto", choices=["auto", "voc", "sbd", "folder", "synthetic"], help="layout")
     p.add_argument("--split", default="val", help="split to score (default: val)")
@@ -28,6 +30,17 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU) | cpu | cuda | cuda:N")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto (default): fp16 on CUDA, bf16 on CPUs with native bf16, else fp32")
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                   help="torch for checkpoints, onnxruntime for .onnx files (default auto: by the model file)")
+    p.add_argument("--tta", metavar="SPEC",
+                   help="test-time augmentation, softmax averaged at input size: flip, scales=0.75,1,1.25 or "
+                   "scales=0.75,1,1.25,flip")
+    p.add_argument("--compare-precisions", action="store_true",
+                   help="score the checkpoint in fp32, bf16 and int8 on the same set and print one table "
+                   "(int8 needs --int8-model or --calib)")
+    p.add_argument("--int8-model", type=Path, metavar="FILE", help="the checkpoint's int8 .onnx for --compare-precisions")
+    p.add_argument("--calib", type=Path, metavar="DIR",
+                   help="for --compare-precisions without --int8-model: quantize the checkpoint, calibrated on DIR")
     p.add_argument("--workers", type=int, default=0, help="data loader workers")
     p.add_argument("--limit", type=int, help="score only the first N images")
     p.add_argument("--save-predictions", type=Path, help="folder for predicted label maps (palette PNGs)")
@@ -64,14 +77,75 @@ def scored_line(result: dict, out: Path) -> str:
     return line
 
 
+def load_subject(path: Path, runtime: str, device, precision: str) -> dict:
+    """What evaluation runs: ``model`` (a torch module), the ``normalization`` its data set needs, and for the
+    JSON the ``runtime``, ``precision`` and ``num_classes``; a checkpoint also gives ``loaded``."""
+    from fcnseg.inference.runtime import select_runtime
+
+    chosen, why = select_runtime(runtime, path, device, precision)
+    if chosen == "onnxruntime":
+        from fcnseg.inference.onnx_model import RAW_PIXELS, OnnxModule, load_onnx_model
+
+        onnx_model = load_onnx_model(path)
+        return {"model": OnnxModule(onnx_model.net), "normalization": RAW_PIXELS, "runtime": chosen, "why": why,
+                "precision": onnx_model.precision, "num_classes": onnx_model.num_classes, "loaded": None,
+                "source_normalization": onnx_model.normalization}
+    loaded = load_model(path, device)
+    return {"model": loaded.model, "normalization": loaded.normalization, "runtime": chosen, "why": why,
+            "precision": None, "num_classes": loaded.config.num_classes, "loaded": loaded,
+            "source_normalization": loaded.normalization}
+
+
+def _dataset(args: argparse.Namespace, normalization, num_classes: int):
+    extra = {"sbd_root": args.sbd_root} if args.sbd_root is not None else {}
+    if args.kind == "synthetic" and args.data is None:
+        extra = {"style": args.style}
+    dataset = build_dataset(args.kind, args.data, args.split, normalization=normalization, **extra)
+    check_class_count(
+        dataset,
+        num_classes,
+        what=f"the number of classes {args.checkpoint} predicts",
+        fix=f"evaluate a checkpoint trained on the data set's {dataset.num_classes} classes",
+    )
+    return dataset
+
+
+def _score(args: argparse.Namespace, subject: dict, dataset, device, precision: str, tta, per_image: bool = False) -> dict:
+    from fcnseg.inference.tta import TTAModel
+
+    model = TTAModel(subject["model"], tta) if tta else subject["model"]
+    onnx = subject["runtime"] == "onnxruntime"
+    result = evaluate(
+        model,
+        dataset,
+        device="cpu" if onnx else device,
+        precision="fp32" if onnx else precision,
+        num_workers=args.workers,
+        limit=args.limit,
+        save_predictions=args.save_predictions,
+        progress=not args.no_progress,
+        per_image=per_image,
+    )
+    if onnx:
+        result["precision"] = subject["precision"]
+    result["runtime"] = subject["runtime"]
+    result["tta"] = [str(v) for v in tta]
+    return result
+
+
 def run(args: argparse.Namespace) -> int:
     if args.report_images < 0:
         raise ConfigError(f"--report-images must be 0 or more, found {args.report_images}")
     if args.image_dir is not None and args.pred_dir is None:
         raise ConfigError("--image-dir is for --pred-dir scoring (a data set brings its own images)")
+    if (args.int8_model is not None or args.calib is not None) and not args.compare_precisions:
+        raise ConfigError("--int8-model and --calib are for --compare-precisions")
+    subject = dataset = None
     if args.pred_dir is not None or args.gt_dir is not None:
         if args.pred_dir is None or args.gt_dir is None or args.checkpoint is not None:
             raise ConfigError("score folders with both --pred-dir and --gt-dir, and no checkpoint")
+        if args.tta or args.compare_precisions:
+            raise ConfigError("--tta and --compare-precisions run a model; --pred-dir scoring reads label maps")
         result = score_folders(
             args.pred_dir,
             args.gt_dir,
@@ -87,33 +161,21 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("give a CHECKPOINT and --data, or --pred-dir and --gt-dir")
         if args.data is None and args.kind != "synthetic":
             raise ConfigError("--data ROOT is needed to evaluate a checkpoint (or --kind synthetic)")
+        from fcnseg.inference.tta import parse_tta
+
         device = select_device(args.device)
-        loaded = load_model(args.checkpoint, device)
-        extra = {"sbd_root": args.sbd_root} if args.sbd_root is not None else {}
-        if args.kind == "synthetic" and args.data is None:
-            extra = {"style": args.style}
-        dataset = build_dataset(args.kind, args.data, args.split, normalization=loaded.normalization, **extra)
-        check_class_count(
-            dataset,
-            loaded.config.num_classes,
-            what=f"the number of classes {args.checkpoint} predicts",
-            fix=f"evaluate a checkpoint trained on the data set's {dataset.num_classes} classes",
-        )
-        result = evaluate(
-            loaded.model,
-            dataset,
-            device=device,
-            precision=args.precision,
-            num_workers=args.workers,
-            limit=args.limit,
-            save_predictions=args.save_predictions,
-            progress=not args.no_progress,
-            per_image=args.report is not None,
-        )
+        tta = parse_tta(args.tta)
+        if args.compare_precisions:
+            return compare_precisions(args, device, tta)
+        subject = load_subject(args.checkpoint, args.runtime, device, args.precision)
+        dataset = _dataset(args, subject["normalization"], subject["num_classes"])
+        result = _score(args, subject, dataset, device, args.precision, tta, per_image=args.report is not None)
         result["checkpoint"] = str(args.checkpoint)
         result["split"] = args.split
-        result["normalization"] = loaded.normalization.to_dict()
+        result["normalization"] = subject["source_normalization"].to_dict()
         source = f"{args.checkpoint} on {args.data or 'synthetic'} {args.split}"
+        if subject["runtime"] == "onnxruntime" or tta:
+            source += f" ({subject['runtime']}, {result['precision']}{', TTA ' + args.tta if tta else ''})"
     rows = result.pop("per_image", None)
     print(f"{source}: {scored_line(result, args.out)}")
     if result["skipped"]:
@@ -124,13 +186,68 @@ def run(args: argparse.Namespace) -> int:
     if args.save_predictions is not None:
         print(f"predictions written to {args.save_predictions}")
     if args.report is not None:
-        report = _write_report(args, result, rows, source, loaded=None if args.pred_dir else loaded,
-                               dataset=None if args.pred_dir else dataset)
+        report = _write_report(args, result, rows, source, subject=subject, dataset=dataset)
         print(f"report written to {report['index']}")
     return 0
 
 
-def _write_report(args: argparse.Namespace, result: dict, rows: list[dict], source: str, *, loaded, dataset) -> dict:
+PRECISION_METRICS = (("mean_iu", "mean IU"), ("pixel_accuracy", "pixel acc."), ("mean_accuracy", "mean acc."),
+                     ("frequency_weighted_iu", "f.w. IU"))
+
+
+def compare_precisions(args: argparse.Namespace, device, tta) -> int:
+    """fp32, bf16 (PyTorch) and int8 (ONNX Runtime) scores of one checkpoint on one set, in one table and eval.json."""
+    import tempfile
+
+    from fcnseg.inference.onnx_model import is_onnx_file
+
+    if is_onnx_file(args.checkpoint):
+        raise ConfigError(f"{args.checkpoint}: --compare-precisions scores a checkpoint in fp32, bf16 and int8; give "
+                          "the checkpoint (and its int8 .onnx with --int8-model, or --calib DIR to make one)")
+    if args.report is not None or args.save_predictions is not None:
+        raise ConfigError("--compare-precisions writes one table; drop --report and --save-predictions")
+    subject = load_subject(args.checkpoint, "torch", device, "fp32")
+    dataset = _dataset(args, subject["normalization"], subject["num_classes"])
+    rows = []
+    for precision in ("fp32", "bf16"):
+        result = _score(args, subject, dataset, device, precision, tta)
+        rows.append({"precision": precision, "runtime": "torch", "result": result})
+    with tempfile.TemporaryDirectory(prefix="fcnseg-int8-") as tmp:
+        int8 = args.int8_model
+        if int8 is None and args.calib is not None:
+            from fcnseg.inference.quantization import quantize
+
+            report = quantize(args.checkpoint, Path(tmp) / "int8.onnx", args.calib, check_images=0)
+            print(report.summary())
+            int8 = report.path
+        if int8 is not None:
+            onnx_subject = load_subject(int8, "onnxruntime", device, "auto")
+            if onnx_subject["precision"] != "int8":
+                raise ConfigError(f"{int8}: an {onnx_subject['precision']} ONNX file; --int8-model takes a quantized one "
+                                  "('fcnseg quantize')")
+            onnx_dataset = _dataset(args, onnx_subject["normalization"], onnx_subject["num_classes"])
+            rows.append({"precision": "int8", "runtime": "onnxruntime", "result": _score(args, onnx_subject, onnx_dataset, device, "fp32", tta)})
+    base = rows[0]["result"]["mean_iu"]
+    print(f"{args.checkpoint} on {args.data or 'synthetic'} {args.split}: {scored_line(rows[0]['result'], args.out)}"
+          f"{', TTA ' + args.tta if tta else ''}")
+    print(f"{'precision':<10} {'runtime':<12} " + " ".join(f"{label:>10}" for _, label in PRECISION_METRICS)
+          + f" {'vs fp32':>8} {'images/s':>9}")
+    for row in rows:
+        r = row["result"]
+        print(f"{row['precision']:<10} {row['runtime']:<12} " + " ".join(f"{100 * r[key]:>10.2f}" for key, _ in PRECISION_METRICS)
+              + f" {100 * (r['mean_iu'] - base):>+8.2f} {r['images_per_second']:>9.2f}")
+    if len(rows) < 3:
+        print("int8: not measured; give --int8-model FILE (from 'fcnseg quantize') or --calib DIR")
+    summary = {
+        "checkpoint": str(args.checkpoint), "split": args.split, "tta": [str(v) for v in tta],
+        "precisions": [{"precision": row["precision"], "runtime": row["runtime"], **row["result"]} for row in rows],
+    }
+    write_json(summary, args.out)
+    print(f"results written to {args.out}")
+    return 0
+
+
+def _write_report(args: argparse.Namespace, result: dict, rows: list[dict], source: str, *, subject, dataset) -> dict:
     """The --report folder; the gallery re-predicts its images with the model, or reads them from the folders."""
     # imported here: matplotlib is loaded only when a report is asked for
     from fcnseg.data.classes import read_class_file
@@ -139,12 +256,17 @@ def _write_report(args: argparse.Namespace, result: dict, rows: list[dict], sour
     from fcnseg.reports.evaluation_report import folder_items, write_report
 
     if dataset is not None:
+        from fcnseg.inference.tta import TTAModel, parse_tta
+
         palette = dataset.palette
-        device = next(loaded.model.parameters()).device
+        onnx = subject["runtime"] == "onnxruntime"
+        device = "cpu" if onnx else next(subject["model"].parameters()).device
+        tta = parse_tta(args.tta)
+        model = TTAModel(subject["model"], tta) if tta else subject["model"]
 
         def load_items(chosen):
             indices = [r["index"] for r in chosen]
-            return predict_items(loaded.model, dataset, indices, device=device, precision=args.precision)
+            return predict_items(model, dataset, indices, device=device, precision="fp32" if onnx else args.precision)
     else:
         classes = read_class_file(args.class_file) if args.class_file is not None else None
         palette = palette_for(classes)

@@ -10,6 +10,7 @@ from fcnseg.errors import ConfigError
 from fcnseg.images import DEFAULT_MAX_PIXELS
 from fcnseg.files import format_bytes, parse_bytes
 from fcnseg.inference.predictor import DEFAULT_MAX_MEMORY, LAYOUTS
+from fcnseg.inference.runtime import RUNTIMES
 from fcnseg.precision import PRECISIONS
 
 log = logging.getLogger("fcnseg.inference.predictor")
@@ -24,10 +25,18 @@ def register(subparsers) -> None:
         "(bf16 + channels_last on CPUs with native bf16, fp16 on CUDA) and tiles images too large for "
         "--max-memory. Images whose label map exists are skipped, so an interrupted run resumes.",
     )
-    p.add_argument("checkpoint", type=Path, help="model checkpoint (fcnseg, pytorch-fcn .pth or .caffemodel)")
+    p.add_argument("checkpoint", type=Path,
+                   help="model: a checkpoint (fcnseg, pytorch-fcn .pth or .caffemodel) or an fcnseg .onnx (fp32 or int8)")
     p.add_argument("inputs", nargs="+", type=Path, help="image files and/or folders (searched recursively)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="forward precision (default: auto)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="forward precision of a checkpoint (default: auto); an .onnx file runs in its own (fp32 or int8)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                   help="torch for checkpoints, onnxruntime for .onnx files (default auto: by the model file; "
+                   "the log says which and why)")
+    p.add_argument("--tta", metavar="SPEC",
+                   help="test-time augmentation, softmax averaged at input size: flip, scales=0.75,1,1.25 or "
+                   "scales=0.75,1,1.25,flip (costs one forward per variant)")
     p.add_argument("--layout", choices=LAYOUTS, default="auto",
                    help="activation memory layout (default auto: channels_last where it is faster on this machine)")
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1 ... (default: auto)")
@@ -56,6 +65,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from fcnseg.inference.predictor import Predictor
     from fcnseg.inference.folder import predict_folder
+    from fcnseg.inference.tta import parse_tta
 
     try:
         max_memory = parse_bytes(args.max_memory)
@@ -63,8 +73,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-memory: {e}") from e
     if args.tile is not None and args.tile < 32:
         raise ConfigError(f"--tile must be at least 32 pixels, got {args.tile}")
+    tta = parse_tta(args.tta)
     predictor = Predictor.from_checkpoint(
         args.checkpoint,
+        runtime=args.runtime,
+        tta=tta,
         device=args.device,
         precision=args.precision,
         layout=args.layout,
@@ -83,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         workers=args.workers,
         max_pixels=args.max_pixels or None,
+        palette=predictor.palette,
         progress=not args.no_progress,
     )
     print(report.summary())

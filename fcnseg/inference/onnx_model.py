@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from fcnseg.data.normalization import Normalization
 from fcnseg.errors import CheckpointError, ConfigError, FcnsegError
@@ -23,6 +24,8 @@ from fcnseg.inference.export import INPUT_NAME, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
 
+# What a data set yields for an ONNX model: RGB float32 pixels in 0..255, the graph normalises them itself.
+RAW_PIXELS = Normalization(name="rgb_0_255", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), bgr=False, value_scale=1.0)
 PREFIX = "fcnseg."
 REQUIRED_KEYS = ("fcnseg.arch", "fcnseg.num_classes", "fcnseg.class_names", "fcnseg.normalization")
 ONNX_PRECISIONS = ("fp32", "int8")
@@ -230,6 +233,21 @@ class OnnxNet:
         return torch.from_numpy(logits)
 
 
+class OnnxModule(nn.Module):
+    """An :class:`OnnxNet` as a torch module (for :func:`fcnseg.evaluation.evaluate` and test-time augmentation).
+
+    ``forward(x float32 [N, 3, H, W] RGB 0..255) -> float32 logits [N, C, H, W]`` (on the CPU); feed it a
+    data set built with :data:`RAW_PIXELS`. It has no parameters: ``.to()`` and ``.eval()`` change nothing.
+    """
+
+    def __init__(self, net: OnnxNet):
+        super().__init__()
+        self.onnx_net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.onnx_net(x.float())
+
+
 @dataclass
 class OnnxModel:
     """A loaded fcnseg ONNX file: ``net`` to run, ``info`` for its classes, normalisation and precision."""
@@ -278,6 +296,8 @@ __all__ = [
     "OUTPUT_NAME",
     "OnnxModel",
     "OnnxModelInfo",
+    "OnnxModule",
+    "RAW_PIXELS",
     "OnnxNet",
     "available_cores",
     "is_onnx_file",
