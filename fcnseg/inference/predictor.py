@@ -301,7 +301,8 @@ class Predictor:
             return self._predict_tta(image, probabilities, probabilities_path)
         return self._predict_once(image, probabilities, probabilities_path)
 
-    def _predict_once(self, image: np.ndarray, probabilities: bool, probabilities_path, reserved: int = 0) -> Prediction:
+    def _predict_once(self, image: np.ndarray, probabilities: bool, probabilities_path, reserved: int = 0,
+                      probability_dtype=np.float16) -> Prediction:
         height, width = image.shape[:2]
         # Under TTA (``reserved``) each variant's probabilities are kept: budget their softmax as well.
         plan = self.plan(height, width, probability_band=probabilities_path is not None or reserved > 0, reserved=reserved)
@@ -311,7 +312,7 @@ class Predictor:
                      width, height, plan.num_tiles, plan.tile, plan.margin, format_bytes(self.max_memory or 0),
                      format_bytes(self.estimate(_on_grid(height), _on_grid(width)).total))
         labels = np.empty((height, width), dtype=np.uint8 if self.num_classes <= 256 else np.int32)
-        in_memory = np.empty((self.num_classes, height, width), dtype=np.float16) if probabilities else None
+        in_memory = np.empty((self.num_classes, height, width), dtype=probability_dtype) if probabilities else None
         with contextlib.ExitStack() as stack:
             writer = None
             if probabilities_path is not None:
@@ -333,7 +334,8 @@ class Predictor:
         total = torch.zeros(self.num_classes, height, width)
         plan = None
         for variant in self.tta:
-            part = self._predict_once(tta_variants.transform_image(image, variant), True, None, reserved)
+            # float32 probabilities per variant: their mean's argmax then rounds no differently from one forward's
+            part = self._predict_once(tta_variants.transform_image(image, variant), True, None, reserved, np.float32)
             total += tta_variants.restore(torch.from_numpy(part.probabilities), variant, height, width)
             if plan is None or part.plan.num_tiles > plan.num_tiles:
                 plan = part.plan
@@ -352,9 +354,9 @@ class Predictor:
         core = logits[:, t.y0 - t.in_y0 : t.y1 - t.in_y0, t.x0 - t.in_x0 : t.x1 - t.in_x0]
         labels[t.y0 : t.y1, t.x0 : t.x1] = class_indices(core, 0).cpu().numpy()
         if in_memory is not None or band is not None:
-            prob = core.softmax(0).half().cpu().numpy()
+            prob = core.softmax(0).cpu().numpy()
             if in_memory is not None:
-                in_memory[:, t.y0 : t.y1, t.x0 : t.x1] = prob
+                in_memory[:, t.y0 : t.y1, t.x0 : t.x1] = prob  # cast to the array's dtype (float16 unless TTA)
             if band is not None:
                 band[:, :, t.x0 : t.x1] = prob
 

@@ -111,11 +111,11 @@ def restore(probabilities: torch.Tensor, variant: Variant, height: int, width: i
 
 def reserved_bytes(num_classes: int, height: int, width: int, variants: tuple[Variant, ...]) -> int:
     """Bytes TTA holds beside one variant's forward: the float32 sum and one restored map at input size,
-    and the largest variant's image (uint8) and float16 probabilities with their float32 copy."""
+    and the largest variant's image (uint8) and float32 probabilities."""
     if not variants:
         return 0
     largest = max(scaled_size(height, width, v.scale)[0] * scaled_size(height, width, v.scale)[1] for v in variants)
-    return 2 * num_classes * height * width * 4 + largest * (3 + num_classes * (2 + 4))
+    return 2 * num_classes * height * width * 4 + largest * (3 + num_classes * 4)
 
 
 class TTAModel(nn.Module):
