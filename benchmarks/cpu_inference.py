@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +51,7 @@ from fcnseg.ideas.costs import time_interleaved  # noqa: E402
 from fcnseg.inference.export import export_onnx  # noqa: E402
 from fcnseg.inference.onnx_model import OnnxNet, available_cores  # noqa: E402
 from fcnseg.inference.predictor import Predictor  # noqa: E402
+from fcnseg.inference.runtime import OrtNet  # noqa: E402
 from fcnseg.inference.quantization import DEFAULT_KEEP_FP32, parse_keep_fp32, quantize, to_input  # noqa: E402
 from fcnseg.metrics import ConfusionMatrix  # noqa: E402
 
@@ -247,11 +249,13 @@ def bench_model(label: str, checkpoint: Path, args, tmp: Path) -> dict:
         keep = parse_keep_fp32(keep_text)
         start = time.perf_counter()
         report = quantize(fp32_path, tmp / f"{label}-int8-{'+'.join(keep) or 'none'}.onnx", calib,
-                          num_calib=args.calib_images, keep_fp32=keep, check_images=0)
+                          num_calib=args.calib_images, keep_fp32=keep, check_images=0,
+                          calibration_cache=tmp / f"{label}-ranges.json")  # one calibration pass for all variants
         variants[keep] = (report.path, time.perf_counter() - start)
     default = tuple(DEFAULT_KEEP_FP32)
     if default not in variants:
-        report = quantize(fp32_path, tmp / f"{label}-int8.onnx", calib, num_calib=args.calib_images, check_images=0)
+        report = quantize(fp32_path, tmp / f"{label}-int8.onnx", calib, num_calib=args.calib_images, check_images=0,
+                          calibration_cache=tmp / f"{label}-ranges.json")
         variants[default] = (report.path, 0.0)
     fp32_net = OnnxNet(fp32_path)
     functions = label_functions(plain, loaded, fp32_net, OnnxNet(variants[default][0]), predictor)
@@ -269,12 +273,61 @@ def bench_model(label: str, checkpoint: Path, args, tmp: Path) -> dict:
         latency = min(time_interleaved({"int8": lambda net=net: net(to_input(image))}, max(2, args.repeats // 2))["int8"])
         study.append({"keep": ",".join(keep) or "none", "agreement": result["agreement"], "mean_iu": result["mean_iu"],
                       "min_s": latency, "quantize_s": seconds})
+    memory = []
+    if args.memory_sizes:
+        sizes = [int(v) for v in args.memory_sizes.split(",")]
+        memory = measure_onnx_memory(fp32_path, sizes) + measure_onnx_memory(variants[default][0], sizes)
     return {
-        "model": label, "checkpoint": str(checkpoint), "classes": num_classes, "style": style,
+        "model": label, "checkpoint": str(checkpoint), "classes": num_classes, "style": style, "memory": memory,
         "predictor": predictor.describe(), "export_s": export_s,
         "median": {k: statistics.median(v) for k, v in times.items()}, "min": {k: min(v) for k, v in times.items()},
         "accuracy": acc, "study": study, "plain_diff": diff,
     }
+
+
+# --- memory ---------------------------------------------------------------------------------------
+
+MEMORY_PROBE = """
+import sys, numpy as np
+def status(key):
+    return next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith(key + ':'))
+from fcnseg.inference.runtime import OrtNet
+import onnx, onnxruntime  # the libraries' own memory is the interpreter's, not the model's
+before = status('VmRSS')
+net = OrtNet.from_file(sys.argv[1])
+loaded = status('VmRSS')
+size = int(sys.argv[2])
+pixels = np.random.default_rng(0).integers(0, 256, (1, size, size, 3), dtype=np.uint8)
+open('/proc/self/clear_refs', 'w').write('5')  # reset the high-water mark
+base = status('VmRSS')
+net(pixels)
+print(loaded - before, status('VmHWM') - base)
+"""
+
+
+def measure_onnx_memory(path: Path, sizes: list[int]) -> list[dict]:
+    """Per size: the session's RSS for its weights and the peak RSS rise of one forward (fresh process each),
+    next to :func:`fcnseg.inference.memory.estimate_onnx`'s terms before its factors."""
+    from fcnseg.inference.memory import ORT_ACTIVATION_FACTOR, ORT_WEIGHT_FACTOR
+
+    net = OrtNet.from_file(path)
+    rows = []
+    for size in sizes:
+        out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(path), str(size)], capture_output=True, text=True,
+                             check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        weights_rss, forward_rss = (int(v) for v in out.stdout.split()[-2:])
+        estimate = net.estimate(size, size)
+        rows.append({
+            "size": size, "precision": net.precision, "weights_rss": weights_rss, "forward_rss": forward_rss,
+            "initializer_bytes": net.weight_bytes, "tensor_peak": estimate.activations,
+            "weight_ratio": weights_rss / net.weight_bytes, "activation_ratio": forward_rss / estimate.activations,
+            "planned": estimate.total, "measured": weights_rss + forward_rss,
+            "factors": (ORT_WEIGHT_FACTOR[net.precision], ORT_ACTIVATION_FACTOR[net.precision]),
+        })
+        print(f"  memory {path.name} {size}px: weights RSS {weights_rss / 2**20:.0f} MiB "
+              f"({rows[-1]['weight_ratio']:.2f}x initialisers), forward peak {forward_rss / 2**20:.0f} MiB "
+              f"({rows[-1]['activation_ratio']:.2f}x tensor peak)", flush=True)
+    return rows
 
 
 # --- reporting ------------------------------------------------------------------------------------
@@ -304,6 +357,16 @@ def print_tables(rows: list[dict], cpu: str, args) -> None:
         for s in r["study"]:
             print(f"| {r['model']} | {s['keep']} | {s['agreement']:.2%} | {100 * fp32:.2f} -> {100 * s['mean_iu']:.2f} "
                   f"({100 * (s['mean_iu'] - fp32):+.2f}) | {s['min_s']:.3f} |")
+    if any(r["memory"] for r in rows):
+        print("\nONNX Runtime memory (fresh process per row): measured RSS against the memory model's terms\n")
+        print("| model | precision | size | weights RSS (x initialisers) | forward peak RSS (x tensor peak) "
+              "| planned total / measured |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            for m in r["memory"]:
+                print(f"| {r['model']} | {m['precision']} | {m['size']} | {m['weights_rss'] / 2**20:.0f} MiB "
+                      f"({m['weight_ratio']:.2f}x) | {m['forward_rss'] / 2**20:.0f} MiB ({m['activation_ratio']:.2f}x) "
+                      f"| {m['planned'] / 2**20:.0f} / {m['measured'] / 2**20:.0f} MiB |")
     print()
     native = any(k in cpu for k in ("AMX", "native bf16)"))
     target = 4.0 if native else 3.0
@@ -331,6 +394,8 @@ def main() -> None:
     parser.add_argument("--eval-images", type=int, default=8)
     parser.add_argument("--keep-variants", default="none;first,score;head;first,head",
                         help="';'-separated --keep-fp32 values to compare (the default is always measured)")
+    parser.add_argument("--memory-sizes", default="256,500,1000",
+                        help="sizes for the ONNX Runtime memory measurement ('' to skip)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     wanted = args.models.split(",")

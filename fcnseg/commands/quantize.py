@@ -41,6 +41,9 @@ def register(subparsers) -> None:
                    "the int16 saturation that 7-bit weights avoid cannot happen")
     p.add_argument("--calib-max-side", type=int, default=DEFAULT_CALIB_MAX_SIDE,
                    help="crop larger calibration images to their central N x N pixels (default %(default)s; 0 = whole)")
+    p.add_argument("--calibration-cache", type=Path, metavar="FILE",
+                   help="JSON of the calibrated ranges: reused when it exists (no calibration pass), else written; "
+                   "one cache serves any --keep-fp32")
     p.add_argument("--check", type=int, default=DEFAULT_CHECK_IMAGES, metavar="N",
                    help="measure the agreement with fp32 on N calibration images (default %(default)s; 0 = skip)")
     p.set_defaults(func=run)
@@ -57,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         reduce_range=not args.full_range,
         max_side=args.calib_max_side or None,
         check_images=args.check,
+        calibration_cache=args.calibration_cache,
     )
     print(report.summary())
     return 0

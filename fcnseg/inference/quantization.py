@@ -236,6 +236,7 @@ def quantize_onnx(
     keep_fp32: tuple[str, ...] = DEFAULT_KEEP_FP32,
     reduce_range: bool = True,
     metadata: dict[str, str] | None = None,
+    calibration_cache: str | Path | None = None,
 ) -> dict[str, list[str]]:
     """Quantize the fp32 fcnseg ONNX file ``fp32_path`` into ``out_path`` (written atomically).
 
@@ -246,6 +247,9 @@ def quantize_onnx(
         reduce_range: 7-bit weights. ONNX Runtime's u8 x s8 kernels on CPUs without VNNI (most AVX2
             CPUs) sum pairs of products in int16, which 8-bit weights can saturate; 7-bit cannot.
         metadata: ``fcnseg.*`` keys for the output (default: the input's), ``fcnseg.precision`` set to int8.
+        calibration_cache: a JSON file of the calibrated activation ranges: read when it exists
+            (calibration is skipped; ``images`` may then be empty), else written. The ranges cover every
+            layer, so one cache serves any ``keep_fp32``.
     Returns:
         The node names kept in float, per group.
     """
@@ -280,6 +284,7 @@ def quantize_onnx(
             activation_type=q.QuantType.QUInt8,
             weight_type=q.QuantType.QInt8,
             calibrate_method=methods[method],
+            calibration_cache_path=None if calibration_cache is None else str(calibration_cache),
             op_types_to_quantize=list(QUANTIZED_OPS),
             nodes_to_exclude=[name for names in kept.values() for name in names],
             # One image per calibration pass: the histogram methods then hold one image's activations.
@@ -319,13 +324,15 @@ def quantize(
     reduce_range: bool = True,
     max_side: int | None = DEFAULT_CALIB_MAX_SIDE,
     check_images: int = DEFAULT_CHECK_IMAGES,
+    calibration_cache: str | Path | None = None,
 ) -> QuantizeReport:
     """Quantize a checkpoint (anything :func:`fcnseg.checkpoint.load_model` reads) or an fp32 fcnseg ``.onnx``.
 
     A checkpoint is exported first (:func:`fcnseg.inference.export.export_onnx`). Calibration reads the
     first ``num_calib`` readable images under ``calib_dir``; unreadable ones are reported in
     ``QuantizeReport.skipped`` and skipped. With ``check_images`` > 0 the int8 file's argmax
-    agreement with fp32 is measured on that many calibration images.
+    agreement with fp32 is measured on that many calibration images. ``calibration_cache``: see
+    :func:`quantize_onnx` (the images are still read, for the report and the check).
     """
     out_path = Path(out_path)
     if not is_onnx_file(out_path):
@@ -344,7 +351,7 @@ def quantize(
             metadata = _export(model_path, fp32_path)
         metadata = _with_quantization(metadata, method, keep_fp32, reduce_range, len(calibration.images))
         kept = quantize_onnx(fp32_path, out_path, calibration.images, method=method, keep_fp32=keep_fp32,
-                             reduce_range=reduce_range, metadata=metadata)
+                             reduce_range=reduce_range, metadata=metadata, calibration_cache=calibration_cache)
         report = QuantizeReport(out_path, method, tuple(keep_fp32), kept, [str(p) for p in calibration.paths],
                                 calibration.skipped, reduce_range)
         if check_images > 0:
