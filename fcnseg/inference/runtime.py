@@ -24,7 +24,7 @@ from fcnseg.inference.onnx_model import OnnxModel, is_onnx_file, load_onnx_model
 from fcnseg.inference.tiling import context_margin
 from fcnseg.models.batchnorm import fold_batch_norm
 from fcnseg.models.fcn import FCN, build_model
-from fcnseg.precision import cpu_has_native_bf16, dtype_of, resolve_precision, select_device
+from fcnseg.precision import dtype_of, resolve_precision, select_device
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +159,9 @@ def select_runtime(runtime: str, model_path: str | Path, device: torch.device, p
     """Resolve ``runtime`` ("auto", "torch", "onnxruntime") for a model file; returns ``(runtime, why)``.
 
     auto: ONNX Runtime for an ``.onnx`` file (int8 or fp32: only it runs them); for a checkpoint,
-    PyTorch: with native bf16 its bf16 path is the fastest measured for a checkpoint, and without
-    it ONNX Runtime's fp32 gain would first cost an export of the checkpoint (docs/inference.md).
+    PyTorch. ONNX Runtime fp32 measured as fast as PyTorch's bf16 path or faster on a CPU
+    (docs/inference.md), but running a checkpoint with it would first cost an export (10-90 s), so
+    auto keeps PyTorch and ``why`` names the faster way for a CPU.
     Raises:
         ConfigError: a runtime that cannot run the model (PyTorch and an .onnx file, ONNX Runtime and a
             checkpoint, ONNX Runtime on CUDA, or a torch precision for an .onnx file).
@@ -182,10 +183,12 @@ def select_runtime(runtime: str, model_path: str | Path, device: torch.device, p
         return "onnxruntime", "an .onnx file runs with ONNX Runtime"
     if runtime == "torch":
         return "torch", "asked for"
-    if device.type == "cpu" and not cpu_has_native_bf16():
-        return "torch", ("a checkpoint runs with PyTorch; on this CPU (no native bf16) an fp32 export run by ONNX "
-                         "Runtime is faster: 'fcnseg export' it (or 'fcnseg quantize' it for int8) and predict with the .onnx")
-    return "torch", "a checkpoint runs with PyTorch (its bf16/fp16 path is the fastest measured here)"
+    if device.type == "cpu":
+        return "torch", ("a checkpoint runs with PyTorch; ONNX Runtime ran fcnseg's nets as fast or faster in fp32 on the "
+                         "CPUs measured (docs/inference.md), and int8 2-3x faster again: 'fcnseg export' or "
+                         "'fcnseg quantize' the checkpoint once and predict with the .onnx (auto does not export on its "
+                         "own: that takes 10-90 s per checkpoint)")
+    return "torch", "a checkpoint runs with PyTorch"
 
 
 def load_net(
