@@ -124,7 +124,7 @@ def describe_runtime(predictor) -> dict:
 
 
 def describe_model(predictor, model_name: str, palette: np.ndarray) -> dict:
-    config = predictor.model.config
+    config = predictor.config
     return {
         "name": model_name,
         "arch": config.arch,
