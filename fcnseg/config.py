@@ -376,12 +376,17 @@ class RunConfig:
         """Build from ``{"preset": ..., "model": {...}, "data": {...}, "train": {...}}`` (sections optional)."""
         values = upgrade_legacy_keys(values)
         check_run_dict(values, source)
-        return cls(
+        config = cls(
             preset=values.get("preset") or "",
             model=from_dict(ModelConfig, values.get("model", {}), f"{source}: model"),
             data=from_dict(DataConfig, values.get("data", {}), f"{source}: data"),
             train=from_dict(TrainConfig, values.get("train", {}), f"{source}: train"),
         )
+        heads = [name for name, _ in config.model.output_heads()]
+        if config.train.head_weights and len(config.train.head_weights) != len(heads):
+            raise ConfigError(f"{source}: train.head_weights has {len(config.train.head_weights)} weights but the "
+                              f"model has the {len(heads)} heads {heads}")
+        return config
 
 
 def upgrade_legacy_keys(values: Any) -> Any:

@@ -142,15 +142,20 @@ def test_staged_init_carries_batch_norm_statistics_and_refuses_a_trunk_that_does
 def test_nan_loss_stops_with_iteration_and_last_good_checkpoint(tmp_path, monkeypatch):
     import fcnseg.training.loop as loop_module
 
-    real = loop_module.pixel_cross_entropy_sum
+    real = loop_module.build_loss
     calls = {"n": 0}
 
-    def poisoned(logits, mask, *args, **kwargs):
-        calls["n"] += 1
-        loss_sum, labelled = real(logits, mask, *args, **kwargs)
-        return (loss_sum * math.nan if calls["n"] == 3 else loss_sum), labelled
+    def poisoned_build(*args, **kwargs):
+        loss = real(*args, **kwargs)
 
-    monkeypatch.setattr(loop_module, "pixel_cross_entropy_sum", poisoned)
+        def poisoned(logits, mask):
+            calls["n"] += 1
+            value = loss(logits, mask)
+            return value * math.nan if calls["n"] == 3 else value
+
+        return poisoned
+
+    monkeypatch.setattr(loop_module, "build_loss", poisoned_build)
     config = tiny(tmp_path, max_iter=6, val_every=0, checkpoint_every=2)
     with pytest.raises(TrainingDiverged, match=r"nan at iteration 3 .*last\.pt \(iteration 2\)"):
         train(config, progress=False)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fcnseg.data import build_dataset, check_class_count
+from fcnseg.data import DATASET_KINDS, build_dataset, check_class_count, detect_kind
 from fcnseg.errors import ConfigError
 from fcnseg.evaluation import evaluate, format_skipped, score_folders
 from fcnseg.files import write_json
 from fcnseg.precision import PRECISIONS, select_device
 from fcnseg.metrics import format_table
+from fcnseg.scoring import format_head_tables
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -21,9 +22,14 @@ def register(subparsers) -> None:
     )
     p.add_argument("checkpoint", nargs="?", type=Path, help="model checkpoint")
     p.add_argument("--data", type=Path, help="data set folder (omit with --kind synthetic for the in-memory set)")
-    p.add_argument("--kind", default="auto", choices=["auto", "voc", "sbd", "folder", "synthetic"], help="layout")
+    p.add_argument("--kind", default="auto", choices=["auto", *DATASET_KINDS], help="layout")
     p.add_argument("--split", default="val", help="split to score (default: val)")
     p.add_argument("--sbd-root", type=Path, help="SBD folder, for the VOC split seg11valid")
+    p.add_argument("--voc-root", type=Path, help="PASCAL-Context: the VOC2010 images, when not under --data")
+    p.add_argument("--modalities", choices=["color", "hha", "depth", "color+depth", "color+hha"],
+                   help="NYUD inputs (default: the ones the checkpoint was trained on)")
+    p.add_argument("--leave-out-absent", action="store_true",
+                   help="leave classes without a ground-truth pixel out of the class means (SIFT Flow's test set)")
     p.add_argument("--style", default="shapes", help="synthetic style when served from memory")
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU) | cpu | cuda | cuda:N")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -89,16 +95,14 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--data ROOT is needed to evaluate a checkpoint (or --kind synthetic)")
         device = select_device(args.device)
         loaded = load_model(args.checkpoint, device)
-        extra = {"sbd_root": args.sbd_root} if args.sbd_root is not None else {}
-        if args.kind == "synthetic" and args.data is None:
-            extra = {"style": args.style}
-        dataset = build_dataset(args.kind, args.data, args.split, normalization=loaded.normalization, **extra)
-        check_class_count(
-            dataset,
-            loaded.config.num_classes,
-            what=f"the number of classes {args.checkpoint} predicts",
-            fix=f"evaluate a checkpoint trained on the data set's {dataset.num_classes} classes",
-        )
+        dataset = _open_dataset(args, loaded)
+        if len(dataset.heads) == 1:
+            check_class_count(
+                dataset,
+                loaded.config.num_classes,
+                what=f"the number of classes {args.checkpoint} predicts",
+                fix=f"evaluate a checkpoint trained on the data set's {dataset.num_classes} classes",
+            )
         result = evaluate(
             loaded.model,
             dataset,
@@ -109,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
             save_predictions=args.save_predictions,
             progress=not args.no_progress,
             per_image=args.report is not None,
+            leave_out_absent=args.leave_out_absent,
         )
         result["checkpoint"] = str(args.checkpoint)
         result["split"] = args.split
@@ -118,7 +123,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"{source}: {scored_line(result, args.out)}")
     if result["skipped"]:
         print(format_skipped(result))
-    print(format_table(result, result["class_names"]))
+    if "heads" in result:
+        print(format_head_tables(result["heads"], dataset.heads))
+    else:
+        print(format_table(result, result["class_names"]))
     write_json(result, args.out)
     print(f"results written to {args.out}")
     if args.save_predictions is not None:
@@ -128,6 +136,31 @@ def run(args: argparse.Namespace) -> int:
                                dataset=None if args.pred_dir else dataset)
         print(f"report written to {report['index']}")
     return 0
+
+
+def _open_dataset(args: argparse.Namespace, loaded):
+    """The data set to score, read as the checkpoint was trained: its normalisation, and NYUD's modalities."""
+    kind = args.kind
+    if args.data is not None and kind in ("auto", "synthetic"):
+        kind = detect_kind(args.data)
+    if args.modalities and kind != "nyud":
+        raise ConfigError(f"--modalities is for NYUD; {args.data} holds a {kind} data set")
+    normalization, extra = loaded.normalization, {}
+    if args.kind == "synthetic" and args.data is None:
+        extra = {"style": args.style}
+    elif kind == "nyud":
+        from fcnseg.data.nyud import nyud_options
+
+        normalization = None  # in the options, with the other modalities'
+        extra = nyud_options(loaded.inputs) if loaded.inputs is not None else {"normalization": loaded.normalization}
+        if args.modalities:
+            extra["modalities"] = args.modalities
+    elif kind == "voc" and args.sbd_root is not None:
+        extra = {"sbd_root": args.sbd_root}
+    elif kind == "pascal_context" and args.voc_root is not None:
+        extra = {"voc_root": args.voc_root}
+    return build_dataset(kind if args.data is not None else args.kind, args.data, args.split,
+                         normalization=normalization, **extra)
 
 
 def _write_report(args: argparse.Namespace, result: dict, rows: list[dict], source: str, *, loaded, dataset) -> dict:

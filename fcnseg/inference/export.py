@@ -101,6 +101,9 @@ def export_onnx(
     Uses the ``torch.export``-based exporter (``dynamo=True``); the crops, whose sizes come from the
     input, stay symbolic. Returns the path written.
     """
+    from fcnseg.inference.predictor import check_predictable
+
+    check_predictable(model)  # the exported graph takes one RGB image and gives one score map
     try:
         import onnx
     except ImportError as e:

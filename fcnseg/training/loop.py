@@ -13,7 +13,7 @@ from torch import nn
 from fcnseg import distributed as D
 from fcnseg.config import TrainConfig
 from fcnseg.errors import FcnsegError
-from fcnseg.losses import pixel_cross_entropy_sum
+from fcnseg.losses import Loss, build_loss, per_head_loss
 from fcnseg.precision import autocast
 from fcnseg.training.optim import set_learning_rate
 
@@ -41,13 +41,17 @@ def train_step(
     iteration: int,
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
+    loss_fn: Loss | None = None,
 ) -> Step:
     """One update of ``net`` over ``config.iter_size`` batches ``(images [N,3,H,W], masks int64 [N,H,W])``.
 
     Sets the learning rate of update ``iteration`` (0-based; :func:`fcnseg.training.optim.set_learning_rate`),
-    runs each pass's forward under autocast in ``amp_dtype`` (None: float32), takes the pixel-wise
-    cross-entropy over the labelled pixels (255 ignored), accumulates gradients (GradScaler for
-    fp16), clips their norm to ``config.grad_clip`` (0: no clipping) and steps the optimiser.
+    runs each pass's forward under autocast in ``amp_dtype`` (None: float32), takes ``loss_fn`` (default:
+    the paper's pixel-wise cross-entropy over the labelled pixels, 255 ignored, normalised or summed as
+    ``config.normalize_loss`` says; see :func:`fcnseg.losses.build_loss`), accumulates gradients
+    (GradScaler for fp16), clips their norm to ``config.grad_clip`` (0: no clipping) and steps the optimiser.
+    A net of several heads (a dict of logits, masks ``[N, K, H, W]``) trains on the sum of ``loss_fn`` over
+    its heads, weighted by ``config.head_weights`` (:func:`fcnseg.losses.per_head_loss`).
 
     The passes are averaged, as Caffe's ``iter_size`` does. Within a pass the gradient equals that of
     one process seeing the whole global batch: each process's summed loss is divided by the labelled
@@ -58,6 +62,7 @@ def train_step(
         TrainingDiverged: the loss is NaN or infinite (the optimiser has not stepped).
     """
     world = D.get_world_size()
+    loss_fn = per_head_loss(loss_fn or build_loss("cross_entropy", normalize=config.normalize_loss), config.head_weights)
     lr = set_learning_rate(optimizer, config, iteration)
     optimizer.zero_grad(set_to_none=True)
     net.train()
@@ -72,12 +77,7 @@ def train_step(
         with nullcontext() if last or world == 1 else net.no_sync():
             with autocast(device, amp_dtype):
                 logits = net(images)
-            loss_sum, labelled = pixel_cross_entropy_sum(logits, masks)
-            if config.normalize_loss:
-                denominator = D.all_reduce_sum(labelled.to(torch.float64)).clamp(min=1)
-            else:
-                denominator = torch.ones((), dtype=torch.float64, device=device)
-            loss = loss_sum / denominator / config.iter_size
+            loss = loss_fn(logits, masks) / config.iter_size
             scaler.scale(loss * world).backward()
         logged += loss.detach().double()
     loss_value = D.all_reduce_sum(logged).item()
