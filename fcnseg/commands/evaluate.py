@@ -151,8 +151,9 @@ def _open_dataset(args: argparse.Namespace, loaded):
     elif kind == "nyud":
         from fcnseg.data.nyud import nyud_options
 
-        normalization = None  # in the options, with the other modalities'
-        extra = nyud_options(loaded.inputs) if loaded.inputs is not None else {"normalization": loaded.normalization}
+        extra = nyud_options(loaded.inputs) if loaded.inputs is not None else {}
+        # the colour normalisation (a caffemodel of colour alone has no input spec: its normalisation is it)
+        normalization = extra.pop("normalization", None if loaded.inputs is not None else loaded.normalization)
         if args.modalities:
             extra["modalities"] = args.modalities
     elif kind == "voc" and args.sbd_root is not None:
