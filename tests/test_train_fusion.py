@@ -163,3 +163,16 @@ def test_late_fusion_starts_each_stream_from_its_single_stream_net(tmp_path):
 
 def test_the_modality_settings_are_nyuds():
     assert MODALITIES == tuple(MODALITY_OPTIONS)
+
+
+def test_every_recipe_in_configs_resolves():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+    assert len(configs) >= 15
+    for path in configs:
+        config = resolve_run_config(path)
+        if path.stem.startswith(("nyud", "siftflow", "pascalcontext")) and "demo" not in path.stem:
+            # the reference solvers: fixed lr, momentum 0.99, unnormalised loss, batch 1, no accumulation
+            t = config.train
+            assert (t.lr_policy, t.momentum, t.normalize_loss, t.batch_size, t.iter_size) == ("fixed", 0.99, False, 1, 1)

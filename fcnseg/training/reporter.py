@@ -200,6 +200,9 @@ class Reporter:
             self.write_reports(state)
         else:
             table = format_table(final, self.class_names)
+            heads = final.get("head_mean_iu", {})
+            if heads:  # the table is the first head's; metrics.json has every head's in full
+                table += "\n\nmean IU per head: " + ", ".join(f"{name} {100 * miu:.2f}" for name, miu in heads.items())
             atomic_write_text(table + "\n", self.out_dir / "metrics.txt")
             log.info("validation at iteration %d:\n%s", state.iteration, table)
         log.info("done: %d updates in %.0f s (%.1f images/s); outputs in %s", updates, seconds, speed, self.out_dir)
