@@ -17,6 +17,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory  # 
 
 import fcnseg.models.backbones as backbones  # noqa: E402
 from fcnseg.checkpoint import load_model, save_checkpoint  # noqa: E402
+from fcnseg.cli import main  # noqa: E402
 from fcnseg.data.nyud import NYUD_CLASSES  # noqa: E402
 from fcnseg.data.siftflow import SIFTFLOW_GEOMETRIC_CLASSES, SIFTFLOW_SEMANTIC_CLASSES  # noqa: E402
 from fcnseg.errors import ConfigError  # noqa: E402
@@ -252,7 +253,8 @@ def test_siftflow_two_head_nets(tmp_path, narrow_vgg, arch):
     ref.trunk(3)
     ref.head(arch, 33, "_sem")
     ref.head(arch, 3, "_geo")
-    loaded = load_model(ref.write(tmp_path / f"siftflow-{arch}-heavy.caffemodel"))
+    path = ref.write(tmp_path / f"siftflow-{arch}-heavy.caffemodel")
+    loaded = load_model(path)
     assert loaded.config.arch == arch and loaded.config.heads == [["semantic", 33], ["geometric", 3]]
     assert loaded.normalization.name == "siftflow_bgr"
     assert loaded.head_class_names == {"semantic": list(SIFTFLOW_SEMANTIC_CLASSES),
@@ -265,6 +267,9 @@ def test_siftflow_two_head_nets(tmp_path, narrow_vgg, arch):
         _close(out["geometric"], head_forward(ref.weights, features, x, arch, "_geo"))
     with pytest.raises(ConfigError, match="heads semantic, geometric.*save-predictions"):
         Predictor(loaded.model, loaded.normalization, device="cpu")
+    assert main(["convert", str(path), str(tmp_path / "sift.pt")]) == 0  # keeps both heads' classes
+    again = load_model(tmp_path / "sift.pt")
+    assert (again.config, again.head_class_names) == (loaded.config, loaded.head_class_names)
 
 
 @pytest.mark.parametrize("arch", ["fcn32s", "fcn16s", "fcn8s"])
