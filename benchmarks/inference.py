@@ -36,7 +36,6 @@ from fcnseg.data.synthetic import generate_sample
 from fcnseg.precision import cpu_has_native_bf16
 from fcnseg.ideas.costs import count, on_meta, time_interleaved
 from fcnseg.files import format_bytes
-from fcnseg.inference.memory import estimate_forward
 from fcnseg.models import build_model
 from fcnseg.inference.predictor import Predictor, select_layout
 from fcnseg.precision import resolve_precision
@@ -208,8 +207,8 @@ def main() -> None:
         low = {k: min(v) for k, v in times.items()}
         mem32 = measure_memory(arch, backbone, "fp32", "contiguous", size, classes)
         memfast = measure_memory(arch, backbone, fast_precision, fast_layout, size, classes)
-        est32 = estimate_forward(model, size, size, "fp32")
-        estfast = estimate_forward(model, size, size, fast_precision)
+        est32 = fp32.estimate(size, size)  # in each predictor's precision and layout
+        estfast = fast.estimate(size, size)
         if ckpt is not None:
             agree, n, seen = agreement(ckpt, fast_precision, size, args.agreement_images)
             agree_text = f"{agree:.2%} ({n} imgs)"
@@ -258,7 +257,8 @@ def main() -> None:
         if r["checkpoint"]:
             print(f"{r['model']} agreement on {r['checkpoint']}: classes predicted (fp32) {r['classes_predicted']}")
     print("peak = RSS high-water mark of one whole-image forward in a fresh process, weights excluded; "
-          "memory model = fcnseg.inference.memory estimate (activations x workspace factor, plus autocast weight casts).")
+          "memory model = fcnseg.inference.memory estimate (activations incl. kernel workspace x workspace factor, "
+          "plus autocast weight casts).")
     print()
     print_verdict(rows, mm16 / mm32, fast_precision)
     if args.json:

@@ -25,7 +25,6 @@ from fcnseg.config import ModelConfig
 from fcnseg.data.normalization import PAPER_BGR
 from fcnseg.data.synthetic import generate_sample
 from fcnseg.files import format_bytes, parse_bytes
-from fcnseg.inference.memory import estimate_forward
 from fcnseg.models import build_model
 from fcnseg.inference.predictor import Predictor
 from fcnseg.precision import resolve_precision
@@ -103,7 +102,7 @@ def main() -> None:
         vgg = build_model(ModelConfig(arch="fcn8s", backbone="vgg16", num_classes=21))
         print("\nVGG16 FCN-8s (21 classes) on the same image, from the memory model:")
         for precision in dict.fromkeys(("fp32", fast)):
-            whole = estimate_forward(vgg, HEIGHT, WIDTH, precision)
+            whole = Predictor(vgg, PAPER_BGR, precision=precision, max_memory=None).estimate(HEIGHT, WIDTH)
             line = f"  {precision}: whole image needs {format_bytes(whole.total)}"
             for budget in ("2GiB", "4GiB"):
                 p = Predictor(vgg, PAPER_BGR, precision=precision, max_memory=parse_bytes(budget))

@@ -123,6 +123,12 @@ def from_dict(cls: type[T], values: dict[str, Any], source: str) -> T:
         raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(fields)}")
     kwargs = {}
     for name, value in values.items():
+        types = fields[name].metadata.get("types")
+        if types is not None:  # a field that takes one of several types (a word or a list)
+            if not isinstance(value, types):
+                raise ConfigError(f"{source}: {name}: expected {' or '.join(t.__name__ for t in types)}, found {value!r}")
+            kwargs[name] = value
+            continue
         default = getattr(cls(), name) if _has_default(fields[name]) else None
         kwargs[name] = _coerce(value, default, f"{source}: {name}")
     obj = cls(**kwargs)
@@ -181,6 +187,7 @@ NORMALIZATIONS = ("auto", "paper_bgr", "imagenet_rgb", "nyud_bgr", "siftflow_bgr
 MODALITIES = ("color", "hha", "depth", "color+depth", "color+hha")
 OPTIMIZERS = ("sgd", "adamw")
 LR_POLICIES = ("fixed", "poly", "step")
+LOSSES = ("cross_entropy", "focal", "dice", "lovasz")  # fcnseg.losses; two may be joined by '+'
 
 
 @dataclass
@@ -261,6 +268,12 @@ class TrainConfig:
     # true: loss = mean over labelled pixels; false: their sum (the reference "heavy learning" nets,
     # which compensate with a tiny learning rate and momentum 0.99).
     normalize_loss: bool = True
+    # cross_entropy (the paper's) | focal | dice | lovasz, or two joined by '+' (their sum), e.g. cross_entropy+lovasz
+    loss: str = "cross_entropy"
+    # none | auto (median frequency balancing from the training set's class pixel counts) | [w_0, ..., w_{C-1}];
+    # weights the per-pixel terms (cross-entropy, focal)
+    class_weights: Any = dataclasses.field(default="none", metadata={"types": (str, list)})
+    focal_gamma: float = 2.0  # focal loss: (1 - p)^gamma; 0 is cross-entropy
     batch_size: int = 1  # images per forward pass per process
     iter_size: int = 20  # forward/backward passes accumulated per update (global batch = batch_size * iter_size * processes)
     max_iter: int = 100000  # parameter updates
@@ -273,6 +286,7 @@ class TrainConfig:
     val_every: int = 4000  # validate every N updates (and at the end); 0 = only at the end
     checkpoint_every: int = 1000  # write checkpoints/last.pt every N updates (and at the end)
     log_every: int = 20  # log a line every N updates
+    per_class_curves: bool = False  # also per_class_curves.png: each class's validation IU over the run
     num_panels: int = 4  # validation images drawn as image | ground truth | prediction
     seed: int = 0
     deterministic: bool = False  # deterministic algorithms (slower); with it, a resumed run repeats the same losses
@@ -305,6 +319,18 @@ class TrainConfig:
                 raise ConfigError(f"{source}: {name} must be >= 0, got {getattr(self, name)}")
         if self.lr_policy == "step" and self.lr_step < 1:
             raise ConfigError(f"{source}: lr_policy 'step' needs lr_step >= 1")
+        parts = self.loss.split("+")
+        if not 1 <= len(parts) <= 2 or any(p not in LOSSES for p in parts):
+            raise ConfigError(f"{source}: loss {self.loss!r} is not one of {', '.join(LOSSES)} or two of them joined by '+'")
+        weights = self.class_weights
+        if isinstance(weights, str) and weights not in ("none", "auto"):
+            raise ConfigError(f"{source}: class_weights {weights!r} is not none, auto or a list of numbers")
+        if isinstance(weights, list) and not all(
+            isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights
+        ):
+            raise ConfigError(f"{source}: class_weights must be non-negative numbers, one per class; found {weights!r}")
+        if self.focal_gamma < 0:
+            raise ConfigError(f"{source}: focal_gamma must be >= 0, got {self.focal_gamma}")
         if self.init_from and self.classifier_weights:
             raise ConfigError(f"{source}: give init_from (an FCN checkpoint) or classifier_weights, not both")
         if self.init_streams_from and (self.init_from or self.classifier_weights):
@@ -386,6 +412,9 @@ class RunConfig:
         if config.train.head_weights and len(config.train.head_weights) != len(heads):
             raise ConfigError(f"{source}: train.head_weights has {len(config.train.head_weights)} weights but the "
                               f"model has the {len(heads)} heads {heads}")
+        if len(heads) > 1 and config.train.class_weights != "none":
+            raise ConfigError(f"{source}: train.class_weights weighs the classes of one head; the model has the "
+                              f"heads {heads}: leave class_weights at none (head_weights weighs the heads)")
         return config
 
 

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from fcnseg import distributed as D
 from fcnseg.data.classes import IGNORE_INDEX
 from fcnseg.data.items import split_targets
+from fcnseg.config import LOSSES
 from fcnseg.errors import ConfigError
 
-LOSSES = ("cross_entropy", "focal", "dice", "lovasz")
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits [N,C,H,W], mask [N,H,W]) -> share
 
@@ -90,12 +90,15 @@ def cross_entropy(
     Without class weights and with ``normalize`` this is the paper's loss averaged over all labelled
     pixels of all processes; ``normalize=False`` leaves the sum (Caffe's ``normalize: false``).
     """
-    log_p, labels = _labelled(logits, mask, ignore_index)
-    w = _weights(class_weights, labels)
-    total = -(w * log_p.gather(1, labels[:, None])[:, 0]).sum()
+    weight = None if class_weights is None else class_weights.to(device=logits.device, dtype=torch.float32)
+    total = F.cross_entropy(logits.float(), mask, weight=weight, ignore_index=ignore_index, reduction="sum")
     if not normalize:
         return total
-    return total / D.all_reduce_sum(w.sum().detach().double()).clamp(min=1e-12).to(total.dtype)
+    labelled = mask[mask != ignore_index]
+    count = labelled.numel() if weight is None else weight[labelled].sum()
+    # float64, as the sum over processes of many pixel counts needs
+    denominator = D.all_reduce_sum(torch.as_tensor(count, dtype=torch.float64, device=logits.device).detach())
+    return total / denominator.clamp(min=1e-12 if weight is not None else 1)
 
 
 def focal(

@@ -7,18 +7,9 @@ import math
 import numpy as np
 import torch
 
-from fcnseg.data.classes import IGNORE_INDEX
+from fcnseg.data.classes import IGNORE_INDEX, class_pixel_counts  # noqa: F401 - the one counter, re-exported
 
 
-def class_pixel_counts(labels, num_classes: int) -> np.ndarray:
-    """int64 ``[num_classes]``: how many pixels of a label map (array ``[H, W]``, any int dtype) hold each class.
-
-    Values outside ``0..num_classes-1`` (the ignore label 255) are not counted. The one per-class
-    pixel counter: anything that counts pixels per class (prediction statistics, class areas) uses it.
-    """
-    flat = np.asarray(labels).ravel()
-    flat = flat[(flat >= 0) & (flat < num_classes)] if flat.size and (flat.min() < 0 or flat.max() >= num_classes) else flat
-    return np.bincount(flat.astype(np.int64, copy=False), minlength=num_classes)[:num_classes].astype(np.int64)
 
 
 class ConfusionMatrix:

@@ -161,3 +161,21 @@ def test_tile_normalisation_equals_the_checkpoint_normalisation(image):
             x = normalize_tile(image, normalization, channels_last)
             torch.testing.assert_close(x, expected, rtol=0, atol=0)
             assert x.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def test_a_failed_file_is_named_once_in_the_summary_and_the_log(tmp_path, checkpoint, capsys, caplog):
+    root = tmp_path / "in"
+    root.mkdir()
+    Image.fromarray(generate_sample(0, "val", 2, size=(64, 80)).image).save(root / "good.png")
+    (root / "empty.png").write_bytes(b"")
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    argv = ["predict", str(checkpoint), str(root), "-o", str(tmp_path / "out"), "--workers", "0", "--no-progress"]
+    assert main(argv) == 1
+    lines = capsys.readouterr().out.splitlines()
+    for name, reason in (("empty.png", "empty file (0 bytes)"), ("broken.jpg", "cannot read the image")):
+        path = str(root / name)
+        [line] = [ln for ln in lines if name in ln]
+        assert line.strip().startswith(f"{path}: {reason}"), line
+        assert line.count(name) == 1, line  # the reason does not repeat the path
+        [logged] = [r.getMessage() for r in caplog.records if name in r.getMessage()]
+        assert logged.startswith(f"skipping {path}: {reason}") and logged.count(path) == 1, logged

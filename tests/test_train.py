@@ -140,12 +140,12 @@ def test_staged_init_carries_batch_norm_statistics_and_refuses_a_trunk_that_does
 
 
 def test_nan_loss_stops_with_iteration_and_last_good_checkpoint(tmp_path, monkeypatch):
-    import fcnseg.training.loop as loop_module
+    import fcnseg.training.trainer as trainer_module
 
-    real = loop_module.build_loss
+    real = trainer_module.build_loss
     calls = {"n": 0}
 
-    def poisoned_build(*args, **kwargs):
+    def poisoned_loss(*args, **kwargs):
         loss = real(*args, **kwargs)
 
         def poisoned(logits, mask):
@@ -155,7 +155,7 @@ def test_nan_loss_stops_with_iteration_and_last_good_checkpoint(tmp_path, monkey
 
         return poisoned
 
-    monkeypatch.setattr(loop_module, "build_loss", poisoned_build)
+    monkeypatch.setattr(trainer_module, "build_loss", poisoned_loss)
     config = tiny(tmp_path, max_iter=6, val_every=0, checkpoint_every=2)
     with pytest.raises(TrainingDiverged, match=r"nan at iteration 3 .*last\.pt \(iteration 2\)"):
         train(config, progress=False)

@@ -116,9 +116,9 @@ def test_per_head_loss_is_the_weighted_sum_of_each_heads_loss():
         loss = per_head_loss(build_loss("cross_entropy", normalize=normalize), [2.0, 0.5])
         expected = 2.0 * F.cross_entropy(logits["semantic"], masks[:, 0], ignore_index=255, reduction=reduction) \
             + 0.5 * F.cross_entropy(logits["geometric"], masks[:, 1], ignore_index=255, reduction=reduction)
-        torch.testing.assert_close(loss(logits, masks), expected)
+        torch.testing.assert_close(loss(logits, masks).float(), expected)
     single = per_head_loss(build_loss("cross_entropy"))
-    torch.testing.assert_close(single(logits["semantic"], masks[:, 0]),
+    torch.testing.assert_close(single(logits["semantic"], masks[:, 0]).float(),
                                F.cross_entropy(logits["semantic"], masks[:, 0], ignore_index=255))
 
 

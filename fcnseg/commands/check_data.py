@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from fcnseg.data import build_dataset, detect_kind
 from fcnseg.data.nyud import find_nyud_root
 from fcnseg.data.voc import find_voc_root
+from fcnseg.files import write_json
 
 
 def register(subparsers) -> None:
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         print(report.summary())
         reports.append(report)
     if args.json:
-        args.json.write_text(json.dumps([r.to_dict() for r in reports], indent=2) + "\n")
+        write_json([r.to_dict() for r in reports], args.json)
     bad = sum(len(r.problems) for r in reports)
     if bad:
         print(f"{bad} problem(s) found; training and evaluation skip these items")

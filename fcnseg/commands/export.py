@@ -24,8 +24,11 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fcnseg.checkpoint import load_model
-    from fcnseg.inference.export import check_onnx, export
+    from fcnseg.inference.export import CHECK_MODULES, EXPORT_MODULES, check_onnx, export, require_modules
 
+    # Before any work: a missing extra is one line naming every missing module, not a traceback mid-export.
+    needed = EXPORT_MODULES if args.no_check else EXPORT_MODULES + CHECK_MODULES
+    require_modules(needed, "ONNX export" if args.no_check else "ONNX export and its check")
     loaded = load_model(args.checkpoint)
     path = export(loaded.model, loaded.normalization, args.output, loaded.class_names)
     cfg = loaded.config

@@ -1,9 +1,11 @@
-"""Class names and colours: the 21 PASCAL VOC classes and the small class file of a generic data set."""
+"""Class names and colours: the 21 PASCAL VOC classes, the small class file of a generic data set, and the per-class pixel counter."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from fcnseg.errors import ConfigError, DataError
 
@@ -200,3 +202,14 @@ def _unwritable(name: str, line: str) -> str | None:
 def _is_byte(token: str) -> bool:
     """True for a token that is an integer 0..255 (a colour component)."""
     return token.isascii() and token.isdigit() and int(token) <= 255
+
+
+def class_pixel_counts(labels, num_classes: int) -> np.ndarray:
+    """int64 ``[num_classes]``: how many pixels of a label map (array ``[H, W]``, any int dtype) hold each class.
+
+    Values outside ``0..num_classes-1`` (the ignore label 255) are not counted. The one per-class
+    pixel counter: anything that counts pixels per class (prediction statistics, class areas) uses it.
+    """
+    flat = np.asarray(labels).ravel()
+    flat = flat[(flat >= 0) & (flat < num_classes)] if flat.size and (flat.min() < 0 or flat.max() >= num_classes) else flat
+    return np.bincount(flat.astype(np.int64, copy=False), minlength=num_classes)[:num_classes].astype(np.int64)

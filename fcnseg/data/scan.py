@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from fcnseg.data.classes import IGNORE_INDEX
+from fcnseg.data.classes import IGNORE_INDEX, class_pixel_counts
 from fcnseg.errors import DataError
 from fcnseg.images import image_size
 
@@ -73,6 +73,19 @@ class ScanReport:
     scanned: int
     usable: list[Sample] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    # Counted once, while the scan reads every mask anyway (the first head's, for several): labelled
+    # pixels of each class over the usable items, and the labelled pixels of the items each class
+    # appears in (what median frequency balancing divides by). int64 [num_classes], or None.
+    class_pixels: np.ndarray | None = None
+    image_pixels: np.ndarray | None = None
+
+    def add_counts(self, counts: np.ndarray) -> None:
+        """Add one usable item's class pixel counts (int64 ``[num_classes]``)."""
+        if self.class_pixels is None:
+            self.class_pixels = np.zeros_like(counts)
+            self.image_pixels = np.zeros_like(counts)
+        self.class_pixels += counts
+        self.image_pixels += np.where(counts > 0, counts.sum(), 0)
 
     @property
     def ok(self) -> bool:
@@ -98,6 +111,7 @@ class ScanReport:
             "usable": len(self.usable),
             "skipped": len(self.problems),
             "counts": self.counts(),
+            "class_pixels": None if self.class_pixels is None else self.class_pixels.tolist(),
             "problems": [p.to_dict() for p in self.problems],
         }
 
@@ -150,7 +164,7 @@ def scan_samples(
     counts = (num_classes,) if isinstance(num_classes, int) else tuple(num_classes)
     size_of = read_size or image_size
 
-    def check(sample: Sample) -> Problem | None:
+    def check(sample: Sample) -> Problem | np.ndarray:
         try:
             return _check_one(sample, counts, read_mask, size_of, root, ignore_index)
         except Exception as e:  # a bad item must never stop a scan of 10,000
@@ -164,11 +178,12 @@ def scan_samples(
     report = ScanReport(root=str(root), split=split, scanned=len(samples))
     report.problems.extend(extra_problems)
     report.scanned += len(report.problems)
-    for sample, problem in zip(samples, results):
-        if problem is None:
-            report.usable.append(sample)
+    for sample, outcome in zip(samples, results):
+        if isinstance(outcome, Problem):
+            report.problems.append(outcome)
         else:
-            report.problems.append(problem)
+            report.usable.append(sample)
+            report.add_counts(outcome)
     return report
 
 
@@ -179,7 +194,8 @@ def _check_one(
     read_size: Callable[[Path], tuple[int, int]],
     root: Path,
     ignore_index: int,
-) -> Problem | None:
+) -> Problem | np.ndarray:
+    """The item's problem, or the class pixel counts of its first label map if it is usable."""
     image_rel, mask_rel = _rel(sample.image_path, root), _rel(sample.mask_path, root)
     has_image, has_mask = sample.image_path.is_file(), sample.mask_path.is_file()
     if not has_image and not has_mask:
@@ -210,11 +226,13 @@ def _check_one(
             )
     if len(num_classes) == 1:
         num_classes = num_classes * (1 + len(sample.extra_masks))
+    first = None
     for path, classes in zip((sample.mask_path, *sample.extra_masks), num_classes):
-        problem = _check_mask(sample.name, path, classes, read_mask, (height, width), image_rel, root, ignore_index)
-        if problem is not None:
-            return problem
-    return None
+        outcome = _check_mask(sample.name, path, classes, read_mask, (height, width), image_rel, root, ignore_index)
+        if isinstance(outcome, Problem):
+            return outcome
+        first = outcome if first is None else first
+    return first
 
 
 def _check_mask(
@@ -226,7 +244,7 @@ def _check_mask(
     image_rel: str,
     root: Path,
     ignore_index: int,
-) -> Problem | None:
+) -> Problem | np.ndarray:
     mask_rel = _rel(path, root)
     try:
         mask = read_mask(path)
@@ -254,7 +272,7 @@ def _check_mask(
             "bad_labels",
             f"label values {shown} outside the {num_classes} classes 0..{num_classes - 1} (and ignore {ignore_index})",
         )
-    return None
+    return class_pixel_counts(mask, num_classes)
 
 
 def _rel(path: Path, root: Path) -> str:

@@ -3,7 +3,8 @@
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matrix products);
 peak memory is an exact account of the bytes of every tensor storage created while the computation
 runs and still alive (inputs made inside it included, weights excluded), like tracemalloc for
-tensors. Both are counted on the ``meta`` device, so they cost nothing for any image size.
+tensors (:class:`fcnseg.inference.memory.TensorMemoryTracker`, the one tracker). Both are counted
+on the ``meta`` device, so they cost nothing for any image size.
 """
 
 from __future__ import annotations
@@ -11,49 +12,14 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-import weakref
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_map
 from torch.utils.flop_counter import FlopCounterMode
 
-
-class TensorMemoryTracker(TorchDispatchMode):
-    """Tracks live bytes of the tensor storages created by operators inside the ``with`` block.
-
-    A storage counts from the operator that creates it until it is freed, so in-place ops and views
-    add nothing; ``peak`` is the largest total seen.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live = 0
-        self.peak = 0
-        self._finalizers: dict[int, weakref.finalize] = {}
-
-    def _release(self, key: int, nbytes: int) -> None:
-        self.live -= nbytes
-        self._finalizers.pop(key, None)
-
-    def _register(self, t):
-        if isinstance(t, torch.Tensor):
-            storage = t.untyped_storage()
-            key = id(storage)
-            if key not in self._finalizers:
-                nbytes = storage.nbytes()
-                self.live += nbytes
-                self.peak = max(self.peak, self.live)
-                self._finalizers[key] = weakref.finalize(storage, self._release, key, nbytes)
-        return t
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        tree_map(self._register, out)
-        return out
+from fcnseg.inference.memory import TensorMemoryTracker  # the one live-storage ledger; re-exported for ideas/
 
 
 @dataclass

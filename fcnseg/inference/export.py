@@ -7,6 +7,7 @@ normalisation itself, so a runtime needs nothing but the file: no mean/std or BG
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import warnings
@@ -19,6 +20,7 @@ from torch import nn
 
 from fcnseg.data.normalization import Normalization
 from fcnseg.errors import ConfigError, FcnsegError
+from fcnseg.files import atomic_write
 from fcnseg.models.batchnorm import fold_batch_norm
 from fcnseg.models.fcn import FCN
 
@@ -27,8 +29,26 @@ log = logging.getLogger(__name__)
 INPUT_NAME = "image"  # float32 [N, 3, H, W], RGB, 0..255
 OUTPUT_NAME = "logits"  # float32 [N, C, H, W]
 OPSET = 18
+# What the export needs (the torch.export-based exporter builds its graph with onnxscript) and what its check needs.
+EXPORT_MODULES = ("onnx", "onnxscript")
+CHECK_MODULES = ("onnxruntime",)
+INSTALL_HINT = "pip install 'fcnseg[onnx]'"
 # Input sizes the export is checked on: odd and even, batch 1 and 2, smaller and larger than the trace input.
 CHECK_SHAPES = ((1, 3, 64, 96), (2, 3, 97, 130), (1, 3, 224, 225), (1, 3, 33, 47))
+
+
+def require_modules(names: tuple[str, ...], purpose: str) -> None:
+    """Raise one FcnsegError naming every module of ``names`` that cannot be imported, and how to install them."""
+    missing = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise FcnsegError(
+            f"{purpose} needs {', '.join(names)}; missing: {', '.join(missing)}. Install them with: {INSTALL_HINT}"
+        )
 
 
 class NormalizedFCN(nn.Module):
@@ -99,17 +119,16 @@ def export_onnx(
     """Write ``model`` (with its normalisation) as ONNX with dynamic batch, height and width.
 
     Uses the ``torch.export``-based exporter (``dynamo=True``); the crops, whose sizes come from the
-    input, stay symbolic. Returns the path written.
+    input, stay symbolic. The file is written atomically. Returns the path written.
+
+    Raises:
+        FcnsegError: onnx or onnxscript is not installed.
     """
     from fcnseg.inference.predictor import check_predictable
 
     check_predictable(model)  # the exported graph takes one RGB image and gives one score map
-    try:
-        import onnx
-    except ImportError as e:
-        raise FcnsegError("ONNX export needs the onnx extra: pip install 'fcnseg[onnx]'") from e
+    require_modules(EXPORT_MODULES, "ONNX export")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     wrapped = NormalizedFCN(fold_batch_norm(model.eval()).float(), normalization).eval()  # BatchNorm merged into the convs
     example = torch.rand(1, 3, *example_size) * 255
     batch, height, width = torch.export.Dim("batch"), torch.export.Dim("height"), torch.export.Dim("width")
@@ -125,15 +144,10 @@ def export_onnx(
             opset_version=OPSET,
             verbose=False,
         )
-    tmp = path.with_name(f".{path.name}.tmp")
-    program.save(str(tmp))
-    proto = onnx.load(str(tmp))
     names = class_names or [f"class_{i}" for i in range(model.config.num_classes)]
-    for key, value in metadata(model, normalization, names).items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(proto, str(tmp))
-    tmp.replace(path)
+    program.model.metadata_props.update(metadata(model, normalization, names))
+    # Models under 2 GB (all here: VGG16 is 0.5 GB) are one file, so the temp file can be renamed whole.
+    atomic_write(path, lambda tmp: program.save(tmp))
     return path
 
 
@@ -144,11 +158,14 @@ def check_onnx(
     shapes: tuple[tuple[int, ...], ...] = CHECK_SHAPES,
     seed: int = 0,
 ) -> list[CheckRow]:
-    """Run the ONNX file with ONNX Runtime and the model with PyTorch on random images of ``shapes``; compare."""
-    try:
-        import onnxruntime as ort
-    except ImportError as e:
-        raise FcnsegError("checking an ONNX export needs onnxruntime: pip install 'fcnseg[onnx]'") from e
+    """Run the ONNX file with ONNX Runtime and the model with PyTorch on random images of ``shapes``; compare.
+
+    Raises:
+        FcnsegError: onnxruntime is not installed.
+    """
+    require_modules(CHECK_MODULES, "checking an ONNX export")
+    import onnxruntime as ort
+
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     wrapped = NormalizedFCN(model.eval().float(), normalization).eval()
     generator = torch.Generator().manual_seed(seed)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +14,10 @@ from tqdm import tqdm
 
 from fcnseg.data.palette import overlay, read_mask_png, voc_palette, write_mask_png
 from fcnseg.errors import DataError, FcnsegError
-from fcnseg.files import atomic_write
+from fcnseg.files import atomic_write_text, write_json
 from fcnseg.images import DEFAULT_MAX_PIXELS, list_images, read_image, save_rgb
 from fcnseg.inference.predictor import Predictor
+from fcnseg.metrics import class_pixel_counts
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +88,20 @@ class _Decode(torch.utils.data.Dataset):
         try:
             return index, read_image(job.path, self.max_pixels), None
         except DataError as e:
-            return index, None, str(e)
+            return index, None, failure_reason(e, job.path)
         except Exception as e:  # noqa: BLE001 - any decoder failure is reported and skipped
-            return index, None, f"{job.path}: cannot read the image ({type(e).__name__}: {e})"
+            return index, None, f"cannot read the image ({type(e).__name__}: {e})"
 
 
 def _first(batch):
     return batch[0]
+
+
+def failure_reason(error: Exception, path: Path) -> str:
+    """What went wrong with ``path``, for a report that names the file already (without repeating the path)."""
+    if isinstance(error, DataError) and error.path == str(path):
+        return error.reason
+    return str(error)
 
 
 def predict_folder(
@@ -149,13 +156,14 @@ def predict_folder(
         job = todo[index]
         if error is not None:
             report.failed.append((str(job.path), error))
-            log.warning("skipping %s", error)
+            log.warning("skipping %s: %s", job.path, error)
             continue
         try:
             _predict_one(predictor, job, image, overlay_images, probabilities, palette, report, stats)
         except FcnsegError as e:
-            report.failed.append((str(job.path), str(e)))
-            log.warning("skipping %s: %s", job.path, e)
+            reason = failure_reason(e, job.path)
+            report.failed.append((str(job.path), reason))
+            log.warning("skipping %s: %s", job.path, reason)
             continue
         report.processed += 1
     if stats:
@@ -174,8 +182,7 @@ def _done(job: Job, overlay_images: bool, probabilities: bool) -> bool:
 
 def _area_entry(labels: np.ndarray, num_classes: int) -> dict:
     """Image size and int64 per-class pixel counts (label maps are not kept: a folder may hold 10,000 images)."""
-    counts = np.bincount(np.asarray(labels).ravel(), minlength=num_classes)[:num_classes]
-    return {"height": int(labels.shape[0]), "width": int(labels.shape[1]), "counts": counts}
+    return {"height": int(labels.shape[0]), "width": int(labels.shape[1]), "counts": class_pixel_counts(labels, num_classes)}
 
 
 def _record_existing(report: FolderReport, job: Job, num_classes: int) -> None:
@@ -225,6 +232,6 @@ def write_area_tables(areas: dict[str, dict], class_names: list[str], output_dir
     writer = csv.writer(buffer)
     writer.writerow(["image", "width", "height", *[f"{c}_pixels" for c in class_names], *[f"{c}_fraction" for c in class_names]])
     writer.writerows(rows)
-    atomic_write(output_dir / "areas.csv", lambda tmp: tmp.write_text(buffer.getvalue()))
-    atomic_write(output_dir / "areas.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=2) + "\n"))
+    atomic_write_text(buffer.getvalue(), output_dir / "areas.csv")
+    write_json(doc, output_dir / "areas.json")
     return doc

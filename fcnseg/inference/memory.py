@@ -1,32 +1,166 @@
-"""Memory model of an FCN forward pass: tensor sizes derived from the layers, peak bytes, bytes per input pixel.
+"""Memory model of inference: one forward run on shape-only tensors under a ledger of live tensor storages.
 
-The estimate replays ``FCN.forward`` on shapes only: every layer's output size comes from its kernel,
-stride, padding and ceil mode (as the crop geometry in :mod:`fcnseg.models.geometry` does), and the
-tensors the forward keeps alive (the pool3/pool4/fc7 taps, the head's locals) are tracked, so the peak
-of live activation bytes is known for any input size without running the net. The tile planner in
-:mod:`fcnseg.inference.predictor` uses it to pick the largest tile that fits a memory budget.
-``docs/inference.md`` explains the accounting and compares it with measured peak RSS.
+The estimate does not describe the net: it runs the predictor's own steps (:mod:`fcnseg.inference.forward`:
+normalisation, ``model.forward`` under autocast, the float32 logits, the argmax) on fake tensors,
+which carry shapes, dtypes and a device but no data, and counts the bytes of every tensor storage
+from the operator that creates it until it is freed. So it follows ``FCN.forward`` (its taps, its
+head's locals, its crops) and autocast (low-precision activations, weight casts) for any input
+size without running the net. The tile planner in :mod:`fcnseg.inference.predictor` uses it to
+pick the largest tile that fits a memory budget; ``docs/inference.md`` compares it with measurements.
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
+import weakref
 from dataclasses import dataclass
+from typing import Callable
 
+import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_map
 
-from fcnseg.models.fcn import FCN
+from fcnseg.data.normalization import Normalization
+from fcnseg.inference.forward import class_indices, forward_logits, normalize_pixels
 
-# Bytes of one activation element per precision (autocast computes convolutions in the low precision).
-ACTIVATION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-# Backend workspace on top of the tensors the forward itself holds: oneDNN reorders a convolution's
-# input and output between PyTorch's layout and its blocked one, and the CPU transposed convolution
-# unfolds its input (im2col). Calibrated against measured peak RSS (benchmarks/large_image.py and
-# benchmarks/inference.py print both); the tile planner multiplies the tensor estimate by it.
-# Measured/estimated ratios on this CPU (torch 2.13, oneDNN): fp32 1.15-1.9, bf16 + channels_last 0.65-1.2
-# at 500-2000 px, and up to 1.45 for the small net on a whole 6000x4000 image.
-WORKSPACE_FACTOR = {"fp32": 2.0, "bf16": 1.5, "fp16": 1.5}
+# Process memory on top of the model's peak (kernel workspace included): allocator slack, pages kept
+# after a free. The tile planner multiplies the activation peak by it. Calibrated against the peak-RSS
+# rise of one whole-image forward (benchmarks/inference.py's measurement, docs/inference.md): over the
+# small and VGG16 FCN-8s, VGG16 FCN-32s and AlexNet FCN-32s at 224-2000 px the largest RSS/estimate
+# ratio was 1.19 in fp32 and 1.28 in bf16 (VGG16 at 500 px, where fc6's weight cast is most of it).
+WORKSPACE_FACTOR = {"fp32": 1.25, "bf16": 1.3, "fp16": 1.3}
+
+_aten = torch.ops.aten
+_CONVOLUTIONS = {_aten.conv2d, _aten.conv_transpose2d, _aten.convolution, _aten.mkldnn_convolution}
+_POOLS = {_aten.max_pool2d, _aten.max_pool2d_with_indices, _aten.mkldnn_max_pool2d}
+
+
+def _nbytes(t) -> int:
+    return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0
+
+
+class TensorMemoryTracker(TorchDispatchMode):
+    """Tracks live bytes of the tensor storages created by operators inside the ``with`` block.
+
+    A storage counts from the operator that creates it until it is freed, so in-place ops and views
+    add nothing; ``peak`` is the largest total seen, like tracemalloc for tensors. Works on real,
+    meta and fake tensors alike (on the latter two it costs nothing for any size).
+
+    Args:
+        workspace: ``workspace(func, args, out) -> bytes`` a kernel holds while it runs beyond its
+            inputs and outputs; counted in ``peak`` during that operator only. None: no workspace.
+        exclude: ``exclude(func, args) -> bool`` for operators whose outputs are tallied apart, in
+            ``excluded`` and ``excluded_peak``, instead of in ``live``.
+    Attributes:
+        where: a label the caller may set (the running layer); ``peak_where`` is its value at the peak.
+    """
+
+    def __init__(
+        self,
+        workspace: Callable[..., int] | None = None,
+        exclude: Callable[..., bool] | None = None,
+    ) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self.excluded = 0
+        self.excluded_peak = 0
+        self.where = ""
+        self.peak_where = ""
+        self._workspace = workspace
+        self._exclude = exclude
+        self._finalizers: dict[int, weakref.finalize] = {}
+
+    def _release(self, key: int, nbytes: int, excluded: bool) -> None:
+        if excluded:
+            self.excluded -= nbytes
+        else:
+            self.live -= nbytes
+        self._finalizers.pop(key, None)
+
+    def _register(self, t, excluded: bool = False):
+        if isinstance(t, torch.Tensor):
+            storage = t.untyped_storage()
+            key = id(storage)
+            if key not in self._finalizers:
+                nbytes = storage.nbytes()
+                if excluded:
+                    self.excluded += nbytes
+                    self.excluded_peak = max(self.excluded_peak, self.excluded)
+                else:
+                    self.live += nbytes
+                    self._note(self.live)
+                self._finalizers[key] = weakref.finalize(storage, self._release, key, nbytes, excluded)
+        return t
+
+    def _note(self, total: int) -> None:
+        if total > self.peak:
+            self.peak, self.peak_where = total, self.where
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        excluded = self._exclude is not None and self._exclude(func, args)
+        tree_map(lambda t: self._register(t, excluded), out)
+        if self._workspace is not None:
+            self._note(self.live + self._workspace(func, args, out))
+        return out
+
+
+def onednn_workspace(func, args, out) -> int:
+    """Bytes a CPU kernel holds beyond its operands while it runs, for the operators where oneDNN holds any.
+
+    Measured with the allocator (``torch.profiler`` memory events; ``tests/test_memory.py``): a
+    convolution (transposed too) reorders its weight into oneDNN's blocked layout on every eager call
+    (102M values for VGG16's fc6) and, on NCHW tensors, stages its input or output in that layout
+    (a transposed one twice); max pooling holds int64 indices or a reordered copy as large as its
+    input. Bounded here by the weight, plus the larger of input and output for NCHW convolutions
+    and for pooling.
+    """
+    packet = getattr(func, "overloadpacket", None)
+    if not args or not isinstance(args[0], torch.Tensor):
+        return 0
+    outputs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+    largest = max([_nbytes(args[0])] + [_nbytes(t) for t in outputs])
+    if packet in _CONVOLUTIONS:
+        if args[0].is_contiguous(memory_format=torch.channels_last):
+            return _nbytes(args[1])  # NHWC is oneDNN's own activation layout: nothing to stage
+        transposed = packet is _aten.conv_transpose2d or (packet is _aten.convolution and bool(args[6]))
+        return _nbytes(args[1]) + (2 if transposed else 1) * largest
+    if packet in _POOLS:
+        return largest
+    return 0
+
+
+def _is_weight_cast(func, args) -> bool:
+    """Autocast's low-precision copy of a parameter (made for each call: inference mode caches none)."""
+    return bool(args) and isinstance(args[0], nn.Parameter) and getattr(func, "overloadpacket", None) in (
+        _aten.to, _aten._to_copy
+    )
+
+
+@contextlib.contextmanager
+def _layer_labels(model: nn.Module, tracker: TensorMemoryTracker):
+    """Set ``tracker.where`` to the name of the layer running (``after NAME`` between layers)."""
+
+    def enter(name):
+        return lambda module, inputs: setattr(tracker, "where", name)
+
+    def leave(name):
+        return lambda module, inputs, output: setattr(tracker, "where", f"after {name}")
+
+    handles = []
+    for name, module in model.named_modules():
+        if name and not any(True for _ in module.children()):
+            handles.append(module.register_forward_pre_hook(enter(name)))
+            handles.append(module.register_forward_hook(leave(name)))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @dataclass(frozen=True)
@@ -34,13 +168,15 @@ class MemoryEstimate:
     """Bytes one forward of ``model`` on a ``[batch, 3, height, width]`` input needs.
 
     Attributes:
-        weights: parameters as stored (float32).
-        weight_casts: low-precision copies autocast makes of the weights (0 in fp32).
-        activations: peak of live bytes during the forward and the cast of its output to float32: the
-            float32 input, the activations kept alive, and transients (weight reorders, input casts).
-        peak_layer: the layer at which that peak occurs.
-        logits: the float32 copy of low-precision logits (0 in fp32, where the output is the logits).
-        workspace_factor: backend overhead multiplier applied to ``activations`` in :attr:`total`.
+        weights: parameters as stored.
+        weight_casts: peak of the low-precision copies autocast makes of the weights (0 in fp32).
+            Under inference mode autocast caches none, so this is one layer's: VGG16's fc6.
+        activations: peak of live tensor bytes during normalisation, forward, float32 logits and argmax
+            (weight casts apart), kernel workspace included: the float32 input, the activations kept
+            alive (the skip taps, the head's locals), weight reorders.
+        peak_layer: the layer running at that peak (``after NAME`` between layers).
+        logits: bytes of the float32 logits the forward returns.
+        workspace_factor: process overhead multiplier applied to ``activations`` in :attr:`total`.
     """
 
     height: int
@@ -60,172 +196,81 @@ class MemoryEstimate:
         return int(self.weights + self.weight_casts + self.activations * self.workspace_factor)
 
 
-def conv_output_side(n: int, kernel: int, stride: int, pad: int, dilation: int = 1, ceil_mode: bool = False) -> int:
-    """Output length of a convolution or pooling along one axis (PyTorch's rule, ceil mode included)."""
-    extent = dilation * (kernel - 1) + 1
-    span = n + 2 * pad - extent
-    if span < 0:
-        return 0
-    if not ceil_mode:
-        return span // stride + 1
-    out = math.ceil(span / stride) + 1
-    if (out - 1) * stride >= n + pad:  # the last window must start inside the input or its left padding
-        out -= 1
-    return out
+def estimate_forward(
+    model: nn.Module,
+    height: int,
+    width: int,
+    precision: str = "fp32",
+    batch: int = 1,
+    *,
+    normalization: Normalization | None = None,
+    channels_last: bool = False,
+    probabilities: bool = False,
+) -> MemoryEstimate:
+    """Estimate the memory of one inference forward of ``model`` on ``batch`` RGB images of ``height x width``.
 
-
-def _first(v) -> int:
-    return int(v[0] if isinstance(v, (tuple, list)) else v)
-
-
-def layer_output_shape(module: nn.Module, channels: int, height: int, width: int) -> tuple[int, int, int]:
-    """``(channels, height, width)`` a layer produces from ``(channels, height, width)``."""
-    if isinstance(module, nn.ConvTranspose2d):
-        k, s, p = _first(module.kernel_size), _first(module.stride), _first(module.padding)
-        d = _first(module.dilation)
-        side = lambda n: (n - 1) * s - 2 * p + d * (k - 1) + 1  # noqa: E731
-        return module.out_channels, side(height), side(width)
-    if isinstance(module, nn.Conv2d):
-        k, s, p, d = (_first(module.kernel_size), _first(module.stride), _first(module.padding), _first(module.dilation))
-        return module.out_channels, conv_output_side(height, k, s, p, d), conv_output_side(width, k, s, p, d)
-    if isinstance(module, nn.MaxPool2d):
-        k = _first(module.kernel_size)
-        s = _first(module.stride if module.stride is not None else k)
-        p, d = _first(module.padding), _first(module.dilation)
-        c = module.ceil_mode
-        return channels, conv_output_side(height, k, s, p, d, c), conv_output_side(width, k, s, p, d, c)
-    return channels, height, width  # ReLU, dropout, LRN keep the shape
-
-
-class _Ledger:
-    """Live bytes of named tensors and their running peak."""
-
-    def __init__(self) -> None:
-        self.live: dict[str, int] = {}
-        self.peak = 0
-        self.peak_at = ""
-
-    def alloc(self, name: str, nbytes: int, transient: int = 0) -> None:
-        self.live[name] = nbytes
-        now = sum(self.live.values()) + transient
-        if now > self.peak:
-            self.peak, self.peak_at = now, name
-
-    def free(self, name: str) -> None:
-        self.live.pop(name, None)
-
-
-def estimate_forward(model: FCN, height: int, width: int, precision: str = "fp32", batch: int = 1) -> MemoryEstimate:
-    """Estimate the memory of ``model(x)`` for ``x`` of shape ``[batch, 3, height, width]``.
+    Runs ``model.forward`` itself on fake tensors (no data, no real memory; the parameters are only
+    read for their shapes), on the parameters' device so that autocast applies as it would.
 
     Args:
-        precision: "fp32", or "bf16"/"fp16" for autocast (convolution outputs in 2 bytes; the first
-            convolution's input is cast, a transient copy).
+        model: any module mapping float32 ``[N, 3, H, W]`` to scores ``[N, C, H, W]`` (an FCN).
+        precision: "fp32", or "bf16"/"fp16" for autocast in that dtype.
+        normalization: start from uint8 pixels ``[N, H, W, 3]`` and count their normalisation, as the
+            predictor does; None starts from a float32 input.
+        channels_last: the input layout the predictor feeds (its model converted to match).
+        probabilities: also count the softmax and its float16 copy.
     Returns:
         MemoryEstimate; ``.total`` is what the tile planner budgets.
     """
-    if precision not in ACTIVATION_BYTES:
-        raise ValueError(f"precision must be one of {sorted(ACTIVATION_BYTES)}, got {precision!r}")
-    act = ACTIVATION_BYTES[precision] * batch
-    fp32 = 4 * batch
-    num_classes = model.config.num_classes
-    ledger = _Ledger()
-    # Normalising the tile takes one float32 copy of the pixels and, for BGR models, one flipped copy.
-    ledger.alloc("input", 3 * height * width * fp32, transient=3 * height * width * fp32)
-    taps = model.backbone.taps
-    shapes: dict[str, tuple[int, int, int]] = {}
-    c, h, w = 3, height, width
-    current, current_bytes = "input", fp32
-    for name, layer in model.backbone.named_children():
-        if isinstance(layer, (nn.ReLU, nn.Dropout)):
-            # In place (ReLU) or the identity in eval mode (dropout): the same tensor, renamed.
-            if current != "input":
-                ledger.live[name] = ledger.live.pop(current)
-                current = name
-            shapes[name] = (c, h, w)
-            continue
-        transient = 0
-        if isinstance(layer, nn.Conv2d):
-            # oneDNN reorders the weights into its blocked layout on every eager call.
-            transient = layer.weight.numel() * act // batch
-            if current_bytes != act:
-                transient += c * h * w * act  # autocast's low-precision copy of the float32 input
-        if isinstance(layer, nn.LocalResponseNorm):
-            transient = 3 * c * h * w * current_bytes  # square, padded square, pooled sum
-        c, h, w = layer_output_shape(layer, c, h, w)
-        out_bytes = act if isinstance(layer, nn.Conv2d) else current_bytes
-        ledger.alloc(name, c * h * w * out_bytes, transient)
-        if current != "input" and current not in taps:
-            ledger.free(current)
-        current, current_bytes = name, out_bytes
-        shapes[name] = (c, h, w)
-    _head(model, ledger, shapes, act, num_classes, height, width)
-    # After the forward only the input and the output remain; under autocast the caller's float32
-    # copy of the low-precision logits is one more output-sized tensor.
-    ledger.live = {"input": ledger.live["input"], "score": ledger.live["score"]}
-    if act != fp32:
-        ledger.alloc("logits", num_classes * height * width * fp32)
-    ledger.alloc("argmax", height * width * 8 * batch)  # the caller's int64 argmax of the logits
+    if precision not in AUTOCAST_DTYPES:
+        raise ValueError(f"precision must be one of {sorted(AUTOCAST_DTYPES)}, got {precision!r}")
+    from torch._subclasses.fake_tensor import FakeTensorMode  # meta storage behind a device autocast accepts
+
+    device = next(model.parameters()).device
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    casts = 0 if precision == "fp32" else sum(
-        m.weight.numel() * ACTIVATION_BYTES[precision] for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))
-    )
+    tracker = TensorMemoryTracker(workspace=onednn_workspace if device.type == "cpu" else None, exclude=_is_weight_cast)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    # Plain meta tensors would do for fp32, but autocast refuses the meta device; fake tensors report
+    # the parameters' device, so its real policy (which ops run in low precision, what it casts) applies.
+    with torch.inference_mode(), FakeTensorMode(allow_non_fake_inputs=True), _layer_labels(model, tracker):
+        # The decoded image is the caller's, held whatever the forward does: made outside the ledger.
+        pixels = None if normalization is None else torch.empty(batch, height, width, 3, dtype=torch.uint8, device=device)
+        with tracker:
+            tracker.where = "input"
+            if pixels is None:
+                x = torch.empty(batch, 3, height, width, device=device, memory_format=layout)
+            else:
+                x = normalize_pixels(pixels, normalization, channels_last)
+            logits = forward_logits(model, x, AUTOCAST_DTYPES[precision])
+            tracker.where = "logits"
+            del x
+            labels = class_indices(logits, 1)
+            if probabilities:
+                tracker.where = "probabilities"
+                probs = logits.softmax(1).half()
+                del probs
+            logits_bytes = _nbytes(logits)
+            del logits, labels
     return MemoryEstimate(
         height=height,
         width=width,
         batch=batch,
         precision=precision,
         weights=weights,
-        weight_casts=casts,
-        activations=ledger.peak,
-        peak_layer=ledger.peak_at,
-        logits=0 if act == fp32 else num_classes * height * width * fp32,
+        weight_casts=tracker.excluded_peak,
+        activations=tracker.peak,
+        peak_layer=tracker.peak_where,
+        logits=logits_bytes,
         workspace_factor=WORKSPACE_FACTOR[precision],
     )
 
 
-def _head(model: FCN, ledger: _Ledger, shapes, act: int, num_classes: int, height: int, width: int) -> None:
-    """Replay the head of ``FCN.forward``: its locals stay alive until it returns."""
-
-    def conv(name: str, layer: nn.Module, source: tuple[int, int, int]) -> tuple[int, int, int]:
-        shape = layer_output_shape(layer, *source)
-        ledger.alloc(name, shape[0] * shape[1] * shape[2] * act)
-        return shape
-
-    def scaled_skip(tap: str, layer: nn.Module, name: str) -> tuple[int, int, int]:
-        c, h, w = shapes[tap]
-        ledger.alloc(f"{tap}*scale", c * h * w * act)  # ``features[tap] * scale`` is a new tensor
-        shape = conv(name, layer, shapes[tap])
-        ledger.free(f"{tap}*scale")
-        return shape
-
-    def fuse(name: str, like: tuple[int, int, int]) -> tuple[int, int, int]:
-        ledger.alloc(name, like[0] * like[1] * like[2] * act)
-        return like
-
-    score = conv("score_fr", model.score_fr, shapes["drop7"])
-    arch = model.config.arch
-    if arch == "fcn32s":
-        conv("upscore", model.upscore, score)
-    else:
-        up2 = conv("upscore2", model.upscore2, score)
-        scaled_skip("pool4", model.score_pool4, "score_pool4")
-        fused4 = fuse("fuse_pool4", up2)
-        if arch == "fcn16s":
-            conv("upscore16", model.upscore16, fused4)
-        else:
-            up4 = conv("upscore_pool4", model.upscore_pool4, fused4)
-            scaled_skip("pool3", model.score_pool3, "score_pool3")
-            fused3 = fuse("fuse_pool3", up4)
-            conv("upscore8", model.upscore8, fused3)
-    ledger.alloc("score", num_classes * height * width * act)  # the cropped, contiguous output
-
-
-def bytes_per_pixel(model: FCN, precision: str = "fp32") -> float:
+def bytes_per_pixel(model: nn.Module, precision: str = "fp32", **kwargs) -> float:
     """Activation bytes per input pixel for large inputs (slope of the estimate between 1024^2 and 2048^2).
 
     Multiply by the pixel count and add the weights (and their casts) for a whole-image forward.
+    ``kwargs`` go to :func:`estimate_forward`.
     """
-    small = estimate_forward(model, 1024, 1024, precision)
-    large = estimate_forward(model, 2048, 2048, precision)
+    small = estimate_forward(model, 1024, 1024, precision, **kwargs)
+    large = estimate_forward(model, 2048, 2048, precision, **kwargs)
     return (large.activations - small.activations) / (2048**2 - 1024**2)

@@ -1,38 +1,46 @@
-"""Inference on images of any size: the fastest correct precision for the machine, and tiling in bounded memory.
+"""Inference on images of any size: the fastest correct precision and layout for the machine, tiles within a memory budget.
 
 :class:`Predictor` wraps a loaded FCN. On CUDA it runs float16 autocast; on a CPU with native bf16
 (AVX-512 BF16 or AMX) it runs bf16 autocast on channels_last tensors; elsewhere float32, channels_last
-where the CPU's kernels run it faster (AVX2-only CPUs). An image too large for the memory budget
-is cut into tiles whose origins sit on the net's 32-pixel output grid, each with a margin of at least
-the receptive field's context; only each tile's centre is kept, so tiled and whole-image predictions
-agree up to floating-point rounding (see ``docs/inference.md``).
+where the CPU's kernels run it faster (AVX2-only CPUs). An image whose forward would not fit the
+memory budget (:mod:`fcnseg.inference.memory`) is cut into tiles (:mod:`fcnseg.inference.tiling`);
+only each tile's centre is kept, so tiled and whole-image predictions agree up to floating-point
+rounding (see ``docs/inference.md``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
 
 import numpy as np
 import torch
 
 from fcnseg.data.normalization import Normalization
 from fcnseg.errors import ConfigError, FcnsegError
-from fcnseg.files import atomic_write, format_bytes
-from fcnseg.inference.memory import estimate_forward
+from fcnseg.files import atomic_open, format_bytes
+from fcnseg.inference.forward import class_indices, forward_logits, normalize_pixels
+from fcnseg.inference.memory import MemoryEstimate, estimate_forward
+from fcnseg.inference.tiling import (
+    OUTPUT_STRIDE,
+    Tile,
+    TilePlan,
+    check_margin,
+    context_margin,
+    largest_plan,
+    plan_tiles,
+    whole_image,
+)
 from fcnseg.models.batchnorm import fold_batch_norm
 from fcnseg.models.fcn import FCN
-from fcnseg.models.geometry import receptive_fields
-from fcnseg.precision import cpu_has_native_bf16, dtype_of, resolve_precision, select_device
+from fcnseg.precision import dtype_of, resolve_precision, select_device
 
 log = logging.getLogger(__name__)
 
 LAYOUTS = ("auto", "channels_last", "contiguous")
-OUTPUT_STRIDE = 32  # every trunk here pools five times by 2 (AlexNet: 4 * 2 * 2 * 2)
 DEFAULT_MAX_MEMORY = 2 * 1024**3  # bytes for weights + one tile's activations (the interpreter not included)
 
 
@@ -84,81 +92,6 @@ def check_predictable(model: FCN) -> None:
         )
 
 
-# --- tiling ---------------------------------------------------------------------------------------
-
-
-def context_margin(model: FCN) -> int:
-    """Pixels of context a tile needs on each side so that its kept centre matches the whole-image result.
-
-    Half the receptive field of fc7 (from the layers), plus one output stride for the bilinear
-    upsampling that mixes neighbouring score cells and one for the skip fusion, rounded up to a
-    multiple of the output stride so that tile origins stay on the net's grid.
-    """
-    rf = receptive_fields(model.backbone.named_children())[-1][1]
-    need = rf.size // 2 + 2 * rf.stride
-    return int(math.ceil(need / OUTPUT_STRIDE) * OUTPUT_STRIDE)
-
-
-@dataclass(frozen=True)
-class Tile:
-    """One tile: the input window ``[in_y0:in_y1, in_x0:in_x1]`` and the centre ``[y0:y1, x0:x1]`` kept from it."""
-
-    y0: int
-    y1: int
-    x0: int
-    x1: int
-    in_y0: int
-    in_y1: int
-    in_x0: int
-    in_x1: int
-
-
-@dataclass(frozen=True)
-class TilePlan:
-    """How an image is cut: ``tile`` x ``tile`` centres on a grid from the origin, each read with ``margin`` around it.
-
-    ``tile >= max(height, width)`` means one forward on the whole image.
-    """
-
-    height: int
-    width: int
-    tile: int
-    margin: int
-
-    @property
-    def whole(self) -> bool:
-        return self.tile >= self.height and self.tile >= self.width
-
-    @property
-    def num_tiles(self) -> int:
-        return math.ceil(self.height / self.tile) * math.ceil(self.width / self.tile)
-
-    def bands(self) -> Iterator[list[Tile]]:
-        """Rows of tiles, top to bottom; each row covers image rows ``[y0, y1)`` of its tiles."""
-        for y0 in range(0, self.height, self.tile):
-            y1 = min(y0 + self.tile, self.height)
-            row = []
-            for x0 in range(0, self.width, self.tile):
-                x1 = min(x0 + self.tile, self.width)
-                # Origins are multiples of the output stride: tile and margin both are.
-                row.append(
-                    Tile(
-                        y0, y1, x0, x1,
-                        max(0, y0 - self.margin), min(self.height, y1 + self.margin),
-                        max(0, x0 - self.margin), min(self.width, x1 + self.margin),
-                    )
-                )
-            yield row
-
-
-def plan_tiles(height: int, width: int, tile: int, margin: int) -> TilePlan:
-    """A plan with ``tile``-pixel centres (rounded down to a multiple of 32, at least 32)."""
-    if margin % OUTPUT_STRIDE:
-        raise ConfigError(f"tile margin must be a multiple of {OUTPUT_STRIDE} pixels, got {margin}")
-    tile = max(OUTPUT_STRIDE, tile // OUTPUT_STRIDE * OUTPUT_STRIDE)
-    return TilePlan(height, width, tile, margin)
-
-
 # --- results --------------------------------------------------------------------------------------
 
 
@@ -178,28 +111,29 @@ class Prediction:
     plan: TilePlan
     precision: str
 
-    def class_pixels(self, num_classes: int) -> np.ndarray:
-        """int64 ``[num_classes]`` pixel count of each predicted class."""
-        return np.bincount(self.labels.ravel(), minlength=num_classes)[:num_classes]
-
 
 class ProbabilityFile:
-    """A float16 ``[C, H, W]`` ``.npy`` file filled row band by row band, then renamed into place.
+    """A float16 ``[C, H, W]`` ``.npy`` file filled row band by row band, with seeks.
 
-    Keeps only one band of probabilities in memory: the file is written with seeks, one contiguous
-    run of rows per class and band.
+    Keeps only one band of probabilities in memory: one contiguous run of rows per class and band
+    is written into the file at its place. Open it with :meth:`create`, which writes through
+    :func:`fcnseg.files.atomic_open`: the file appears complete when the block ends, or not at all.
     """
 
-    def __init__(self, path: str | Path, num_classes: int, height: int, width: int):
-        self.path = Path(path)
+    def __init__(self, file: IO[bytes], num_classes: int, height: int, width: int):
+        self.file = file
         self.shape = (num_classes, height, width)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp.npy")
-        self.file = open(self.tmp, "wb")
         header = {"descr": np.dtype(np.float16).str, "fortran_order": False, "shape": self.shape}
-        np.lib.format.write_array_header_1_0(self.file, header)
-        self.offset = self.file.tell()
-        self.file.truncate(self.offset + num_classes * height * width * 2)
+        np.lib.format.write_array_header_1_0(file, header)
+        self.offset = file.tell()
+        file.truncate(self.offset + num_classes * height * width * 2)
+
+    @classmethod
+    @contextlib.contextmanager
+    def create(cls, path: str | Path, num_classes: int, height: int, width: int) -> Iterator["ProbabilityFile"]:
+        """``with ProbabilityFile.create(path, C, H, W) as f: f.write_band(...)``; renamed into place on success."""
+        with atomic_open(path, "wb") as file:
+            yield cls(file, num_classes, height, width)
 
     def write_band(self, y0: int, band: np.ndarray) -> None:
         """Write float16 ``[C, h, W]`` rows ``y0 .. y0 + h``."""
@@ -208,18 +142,13 @@ class ProbabilityFile:
             self.file.seek(self.offset + (k * h * w + y0 * w) * 2)
             self.file.write(np.ascontiguousarray(band[k], dtype=np.float16).tobytes())
 
-    def close(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        self.file.close()
-        self.tmp.unlink(missing_ok=True)
-
 
 # --- the predictor --------------------------------------------------------------------------------
+
+
+def _on_grid(n: int) -> int:
+    """``n`` rounded up to the output grid."""
+    return -(-n // OUTPUT_STRIDE) * OUTPUT_STRIDE
 
 
 class Predictor:
@@ -238,7 +167,7 @@ class Predictor:
         max_memory: bytes for weights plus one forward's activations; images whose estimate exceeds it
             are tiled (see :mod:`fcnseg.inference.memory`). ``None``: never tile.
         tile: force a tile size in pixels (rounded down to a multiple of 32); ``None`` = automatic.
-        margin: context pixels around each tile; ``None`` = :func:`context_margin`.
+        margin: context pixels around each tile; ``None`` = :func:`~fcnseg.inference.tiling.context_margin`.
     """
 
     def __init__(
@@ -270,9 +199,8 @@ class Predictor:
         self.net = torch.compile(self.model, dynamic=True) if compile else self.model
         self.max_memory = max_memory
         self.tile = tile
-        self.margin = context_margin(model) if margin is None else int(margin)
-        if self.margin % OUTPUT_STRIDE:
-            raise ConfigError(f"tile margin must be a multiple of {OUTPUT_STRIDE} pixels, got {self.margin}")
+        self.margin = check_margin(context_margin(model) if margin is None else int(margin))
+        self._estimates: dict[tuple[int, int, bool], MemoryEstimate] = {}
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs) -> "Predictor":
@@ -297,61 +225,61 @@ class Predictor:
             x = x.to(self.device, non_blocking=True)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            if self.autocast_dtype is not None:
-                with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-                    y = self.net(x)
-            else:
-                y = self.net(x)
-            return y.float()
+            return forward_logits(self.net, x, self.autocast_dtype)
 
     # -- planning --
 
-    def estimate(self, height: int, width: int):
-        """:class:`~fcnseg.inference.memory.MemoryEstimate` of one forward on a ``height x width`` input."""
-        return estimate_forward(self.model, height, width, self.precision)
+    def estimate(self, height: int, width: int, probabilities: bool = False) -> MemoryEstimate:
+        """:class:`~fcnseg.inference.memory.MemoryEstimate` of one tile's forward on a ``height x width`` input.
+
+        Counts what :meth:`predict` holds for a tile: its normalisation, the forward in this
+        predictor's precision and layout, the float32 logits and labels (and, with
+        ``probabilities``, their softmax). Estimates are kept, one per size.
+        """
+        key = (height, width, probabilities)
+        if key not in self._estimates:
+            if len(self._estimates) > 4096:  # a folder of many sizes: keep the memory of the cache bounded
+                self._estimates.clear()
+            self._estimates[key] = estimate_forward(
+                self.model, height, width, self.precision,
+                normalization=self.normalization, channels_last=self.channels_last, probabilities=probabilities,
+            )
+        return self._estimates[key]
 
     def plan(self, height: int, width: int, probability_band: bool = False) -> TilePlan:
         """Choose the tiling of a ``height x width`` image: whole if it fits ``max_memory``, else the largest tile that does.
 
         Args:
-            probability_band: also budget a float16 band of probabilities ``[C, tile, width]``.
+            probability_band: also budget the softmax and a float16 band of probabilities ``[C, tile, width]``.
         Raises:
             FcnsegError: not even a 32-pixel tile fits the budget.
         """
         if self.tile is not None:
             return plan_tiles(height, width, self.tile, self.margin)
-        side = max(height, width)
-        whole = TilePlan(height, width, int(math.ceil(side / OUTPUT_STRIDE) * OUTPUT_STRIDE), self.margin)
         if self.max_memory is None:
-            return whole
+            return whole_image(height, width, self.margin)
 
         # The decoded uint8 image and the label map are held for the whole image whatever the tiling.
         fixed = 3 * height * width + np.dtype(np.uint8 if self.num_classes <= 256 else np.int32).itemsize * height * width
 
-        def cost(tile: int) -> int:
-            h, w = min(height, tile + 2 * self.margin), min(width, tile + 2 * self.margin)
-            if tile >= height and tile >= width:
-                h, w = height, width
-            band = self.num_classes * min(tile, height) * width * 2 if probability_band else 0
-            return self.estimate(h, w).total + band + fixed
+        def cost(plan: TilePlan) -> int:
+            h, w = plan.input_size()
+            # Estimated on the 32-pixel grid: memory never shrinks as the input grows, and a folder of
+            # mixed sizes then shares a few estimates.
+            forward = self.estimate(_on_grid(h), _on_grid(w), probability_band).total
+            band = self.num_classes * min(plan.tile, height) * width * 2 if probability_band else 0
+            return forward + band + fixed
 
-        if cost(whole.tile) <= self.max_memory:
-            return whole
-        lo, hi = 0, whole.tile // OUTPUT_STRIDE  # in units of the stride; cost grows with the tile
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if cost(mid * OUTPUT_STRIDE) <= self.max_memory:
-                lo = mid
-            else:
-                hi = mid - 1
-        if lo == 0:
+        found = largest_plan(height, width, self.margin, cost, self.max_memory)
+        if found is None:
+            smallest = TilePlan(height, width, OUTPUT_STRIDE, self.margin)
             raise FcnsegError(
-                f"a {width}x{height} image needs {format_bytes(cost(OUTPUT_STRIDE))} even in {OUTPUT_STRIDE}-pixel tiles "
+                f"a {width}x{height} image needs {format_bytes(cost(smallest))} even in {OUTPUT_STRIDE}-pixel tiles "
                 f"with {self.margin}-pixel margins ({self.model.config.arch}/{self.model.config.backbone}, {self.precision}; "
                 f"the weights alone take {format_bytes(self.estimate(OUTPUT_STRIDE, OUTPUT_STRIDE).weights)}), "
                 f"more than the memory budget of {format_bytes(self.max_memory)}; raise --max-memory"
             )
-        return TilePlan(height, width, lo * OUTPUT_STRIDE, self.margin)
+        return found
 
     # -- prediction --
 
@@ -379,83 +307,52 @@ class Predictor:
             log.info("%dx%d image in %d tiles of %d+2x%d px to stay within the memory budget of %s "
                      "(whole it would need %s; a larger --max-memory means fewer, faster tiles)",
                      width, height, plan.num_tiles, plan.tile, plan.margin, format_bytes(self.max_memory or 0),
-                     format_bytes(self.estimate(height, width).total))
+                     format_bytes(self.estimate(_on_grid(height), _on_grid(width)).total))
         labels = np.empty((height, width), dtype=np.uint8 if self.num_classes <= 256 else np.int32)
         in_memory = np.empty((self.num_classes, height, width), dtype=np.float16) if probabilities else None
-        writer = ProbabilityFile(probabilities_path, self.num_classes, height, width) if probabilities_path else None
-        try:
+        with contextlib.ExitStack() as stack:
+            writer = None
+            if probabilities_path is not None:
+                writer = stack.enter_context(ProbabilityFile.create(probabilities_path, self.num_classes, height, width))
             for row in plan.bands():
                 band = None
                 if writer is not None:
                     band = np.empty((self.num_classes, row[0].y1 - row[0].y0, width), dtype=np.float16)
                 for t in row:
-                    x = normalize_tile(image[t.in_y0 : t.in_y1, t.in_x0 : t.in_x1], self.normalization, self.channels_last)
-                    logits = self.logits(x)[0]  # [C, h, w]
-                    del x
-                    core = logits[:, t.y0 - t.in_y0 : t.y1 - t.in_y0, t.x0 - t.in_x0 : t.x1 - t.in_x0]
-                    # max().indices follows argmax's first-maximum rule and runs several times faster on CPU
-                    labels[t.y0 : t.y1, t.x0 : t.x1] = core.max(0).indices.cpu().numpy()
-                    if in_memory is not None or band is not None:
-                        prob = core.softmax(0).half().cpu().numpy()
-                        if in_memory is not None:
-                            in_memory[:, t.y0 : t.y1, t.x0 : t.x1] = prob
-                        if band is not None:
-                            band[:, :, t.x0 : t.x1] = prob
-                    del logits, core
+                    self._predict_tile(image, t, labels, in_memory, band)
                 if writer is not None:
                     writer.write_band(row[0].y0, band)
-            if writer is not None:
-                writer.close()
-                writer = None
-        finally:
-            if writer is not None:
-                writer.abort()
         return Prediction(labels, in_memory, plan, self.precision)
+
+    def _predict_tile(self, image: np.ndarray, t: Tile, labels: np.ndarray, in_memory, band) -> None:
+        """Run one tile and write its kept centre into ``labels`` (and the probability arrays given)."""
+        x = normalize_tile(image[t.in_y0 : t.in_y1, t.in_x0 : t.in_x1], self.normalization, self.channels_last)
+        logits = self.logits(x)[0]  # [C, h, w]
+        del x
+        core = logits[:, t.y0 - t.in_y0 : t.y1 - t.in_y0, t.x0 - t.in_x0 : t.x1 - t.in_x0]
+        labels[t.y0 : t.y1, t.x0 : t.x1] = class_indices(core, 0).cpu().numpy()
+        if in_memory is not None or band is not None:
+            prob = core.softmax(0).half().cpu().numpy()
+            if in_memory is not None:
+                in_memory[:, t.y0 : t.y1, t.x0 : t.x1] = prob
+            if band is not None:
+                band[:, :, t.x0 : t.x1] = prob
 
 
 def normalize_tile(pixels: np.ndarray, normalization: Normalization, channels_last: bool = False) -> torch.Tensor:
     """RGB uint8 ``[h, w, 3]`` -> normalised float32 ``[1, 3, h, w]``, the same values as ``image_to_tensor``.
 
-    Works in place after one float copy (plus one for the BGR flip): ``image_to_tensor``'s
-    out-of-place arithmetic holds three or four float copies at once, which for a whole 24-megapixel
-    scan is more than the small net's activations. With ``channels_last`` the result keeps the
-    pixels' own HWC layout, which is channels_last already: no further copy before the forward.
+    See :func:`~fcnseg.inference.forward.normalize_pixels` (one float copy, in place after it).
     """
-    x = torch.from_numpy(np.array(pixels, dtype=np.float32)).permute(2, 0, 1)[None]  # HWC memory = channels_last
-    if normalization.bgr:
-        x = x.flip(1)  # keeps the channels_last layout
-    if not channels_last:
-        x = x.contiguous()
-    mean = torch.tensor(normalization.mean).view(1, 3, 1, 1)
-    std = torch.tensor(normalization.std).view(1, 3, 1, 1)
-    return x.mul_(normalization.value_scale).sub_(mean).div_(std)
-
-
-def class_areas(labels: np.ndarray, class_names: list[str]) -> dict:
-    """Per-class pixel counts and fractions of a label map: ``{"pixels": {name: n}, "fraction": {name: f}}``."""
-    counts = np.bincount(np.asarray(labels).ravel(), minlength=len(class_names))[: len(class_names)]
-    total = max(int(np.asarray(labels).size), 1)
-    return {
-        "pixels": {name: int(n) for name, n in zip(class_names, counts)},
-        "fraction": {name: float(n) / total for name, n in zip(class_names, counts)},
-    }
-
-
-def save_probabilities(probabilities: np.ndarray, path: str | Path) -> None:
-    """Write a float16 ``[C, H, W]`` array as ``.npy``, atomically."""
-    atomic_write(path, lambda tmp: np.save(tmp, probabilities.astype(np.float16, copy=False)))
+    return normalize_pixels(torch.from_numpy(pixels)[None], normalization, channels_last)
 
 
 __all__ = [
     "DEFAULT_MAX_MEMORY",
+    "LAYOUTS",
     "Prediction",
     "Predictor",
     "ProbabilityFile",
-    "Tile",
-    "TilePlan",
-    "class_areas",
-    "context_margin",
-    "cpu_has_native_bf16",
-    "plan_tiles",
-    "select_device",
+    "normalize_tile",
+    "select_layout",
 ]

@@ -1,14 +1,22 @@
-"""A run's training and validation sets, opened from its data settings and checked against its model."""
+"""A run's training and validation sets, opened from its data settings and checked against its model, and the class weights they imply."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
-from fcnseg.config import DataConfig, ModelConfig, RunConfig
+import numpy as np
+import torch
+
+from fcnseg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from fcnseg.data import build_dataset, check_class_count, detect_kind, train_transform
 from fcnseg.data.normalization import Normalization
+from fcnseg.data.classes import class_pixel_counts
 from fcnseg.errors import ConfigError
+from fcnseg.losses import median_frequency_weights
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -81,3 +89,44 @@ def build_training_data(config: RunConfig, normalization: Normalization | None) 
         raise ConfigError(f"the train split has {found} classes but the val split has {val_set.num_classes}")
     check_model_fits(train_set, config.model)
     return TrainingData(train_set, val_set, class_names)
+
+
+def class_frequencies(dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Labelled pixels of each class, and of the images each class appears in, over ``dataset`` (int64 ``[C]`` each).
+
+    Taken from the data set's scan, which counted them while reading every mask; a data set served
+    from memory (no scan) is counted here, once, from its label maps.
+    """
+    report = getattr(dataset, "report", None)
+    if report is not None and report.class_pixels is not None:
+        return report.class_pixels, report.image_pixels
+    num_classes = dataset.num_classes
+    class_pixels = np.zeros(num_classes, dtype=np.int64)
+    image_pixels = np.zeros(num_classes, dtype=np.int64)
+    for index in range(len(dataset)):
+        mask = dataset.load_raw(index).mask
+        counts = class_pixel_counts(mask[0] if mask.ndim == 3 else mask, num_classes)
+        class_pixels += counts
+        image_pixels += np.where(counts > 0, counts.sum(), 0)
+    return class_pixels, image_pixels
+
+
+def class_weights(config: TrainConfig, train_set, class_names: list[str]) -> torch.Tensor | None:
+    """The per-class loss weights ``train.class_weights`` asks for: None, median frequency balancing, or the list.
+
+    Raises:
+        ConfigError: a list whose length is not the number of classes.
+    """
+    setting = config.class_weights
+    if setting == "none":
+        return None
+    if setting == "auto":
+        class_pixels, image_pixels = class_frequencies(train_set)
+        weights = median_frequency_weights(class_pixels, image_pixels)
+        shown = ", ".join(f"{name} {w:.2f}" for name, w in zip(class_names, weights.tolist()))
+        log.info("class weights (median frequency balancing over %d training images): %s", len(train_set), shown)
+        return weights
+    if len(setting) != len(class_names):
+        raise ConfigError(f"train.class_weights has {len(setting)} values but the data set has {len(class_names)} "
+                          f"classes ({', '.join(class_names[:6])}{', ...' if len(class_names) > 6 else ''})")
+    return torch.tensor([float(w) for w in setting])

@@ -54,9 +54,9 @@ def train_step(
     its heads, weighted by ``config.head_weights`` (:func:`fcnseg.losses.per_head_loss`).
 
     The passes are averaged, as Caffe's ``iter_size`` does. Within a pass the gradient equals that of
-    one process seeing the whole global batch: each process's summed loss is divided by the labelled
-    pixels of all processes (``normalize_loss``; else not divided) and multiplied by the process
-    count, which DDP's gradient averaging then cancels.
+    one process seeing the whole global batch: ``loss_fn`` returns this process's share of the global
+    batch's loss (:mod:`fcnseg.losses`), multiplied here by the process count, which DDP's gradient
+    averaging then cancels.
 
     Raises:
         TrainingDiverged: the loss is NaN or infinite (the optimiser has not stepped).

@@ -29,6 +29,7 @@ from fcnseg.files import (
 )
 from fcnseg.metrics import format_table
 from fcnseg.training import figures
+from fcnseg.reports.classes import plot_class_iu, plot_class_iu_history
 from fcnseg.training.state import BEST, CHECKPOINTS, RunState
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,8 @@ class Reporter:
         log.info(f"validation at iteration {state.iteration}: mean IU {100 * record['mean_iu']:.2f}, pixel acc. "
                  f"{100 * record['pixel_accuracy']:.2f}, mean acc. {100 * record['mean_accuracy']:.2f}, "
                  f"f.w. IU {100 * record['frequency_weighted_iu']:.2f}{per_head}")
+        if record.get("warning"):
+            log.warning("validation at iteration %d: %s", state.iteration, record["warning"])
         if self.tensorboard:
             for key in METRIC_KEYS:
                 self.tensorboard.scalar(f"val/{key}", record[key], state.iteration)
@@ -156,6 +159,9 @@ class Reporter:
         if mean_iu > state.best_mean_iu:
             state.best_mean_iu = mean_iu
             save_best(self.checkpoints / BEST, {"metrics": {k: record[k] for k in METRIC_KEYS}})
+        plot_class_iu(record["per_class_iu"], self.class_names, self.out_dir / "per_class_iu.png",
+                      pixel_counts=record.get("class_pixels") or None, mean_iu=record["mean_iu"],
+                      title=f"validation at iteration {state.iteration}")
         if panels:
             path = self.out_dir / PANELS / f"iter_{state.iteration:07d}.png"
             figures.draw_panels(panels, palette, path, self.class_names)
@@ -172,6 +178,9 @@ class Reporter:
         c = self.config
         figures.plot_curves(state.losses, state.history, self.out_dir / "curves.png",
                             f"{c.model.arch} ({c.model.backbone}) on {c.data.dataset}")
+        if c.train.per_class_curves and state.history:
+            plot_class_iu_history(state.history, self.class_names, self.out_dir / "per_class_curves.png",
+                                  f"{c.model.arch} ({c.model.backbone}) on {c.data.dataset}")
 
     def log_start(self, train_images: int, val_images: int, world_size: int, device: torch.device, precision: str,
                   trainable: int) -> None:
@@ -186,9 +195,11 @@ class Reporter:
         )
         log.info(
             "%s lr %g (%s), momentum %g, weight decay %g, %d images per update (%d x %d passes x %d processes), "
-            "%s loss, %d trainable parameters, %d updates; outputs in %s",
+            "%s %s loss%s, %d trainable parameters, %d updates; outputs in %s",
             t.optimizer, t.lr, t.lr_policy, t.momentum, t.weight_decay, t.batch_size * t.iter_size * world_size,
-            t.batch_size, t.iter_size, world_size, "normalised" if t.normalize_loss else "summed", trainable,
+            t.batch_size, t.iter_size, world_size, "normalised" if t.normalize_loss else "summed", t.loss,
+            "" if t.class_weights == "none" else f" with class weights ({t.class_weights if isinstance(t.class_weights, str) else 'given'})",
+            trainable,
             t.max_iter, self.out_dir,
         )
 
@@ -203,6 +214,8 @@ class Reporter:
             heads = final.get("head_mean_iu", {})
             if heads:  # the table is the first head's; metrics.json has every head's in full
                 table += "\n\nmean IU per head: " + ", ".join(f"{name} {100 * miu:.2f}" for name, miu in heads.items())
+            if final.get("warning"):
+                table += f"\n\nwarning: {final['warning']}"
             atomic_write_text(table + "\n", self.out_dir / "metrics.txt")
             log.info("validation at iteration %d:\n%s", state.iteration, table)
         log.info("done: %d updates in %.0f s (%.1f images/s); outputs in %s", updates, seconds, speed, self.out_dir)

@@ -25,8 +25,9 @@ from fcnseg.data.normalization import Normalization
 from fcnseg.distributed import DistInfo
 from fcnseg.models.batchnorm import synchronise_batch_norm
 from fcnseg.precision import autocast_dtype, describe
-from fcnseg.training.datasets import TrainingData, build_training_data
+from fcnseg.training.datasets import TrainingData, build_training_data, class_weights
 from fcnseg.training.initialization import initialize_model, resolve_normalization
+from fcnseg.losses import Loss, build_loss
 from fcnseg.training.loop import TrainingDiverged, train_step
 from fcnseg.training.optim import build_optimizer
 from fcnseg.training.reporter import Reporter
@@ -89,10 +90,11 @@ class Trainer:
 
     def __init__(self, config: RunConfig, model: nn.Module, net: nn.Module, optimizer: torch.optim.Optimizer,
                  scaler: torch.amp.GradScaler, batches: Iterator, data: TrainingData, normalization: Normalization,
-                 state: RunState, reporter: Reporter, dist: DistInfo, amp_dtype: torch.dtype | None) -> None:
+                 state: RunState, reporter: Reporter, dist: DistInfo, amp_dtype: torch.dtype | None,
+                 loss_fn: Loss | None = None) -> None:
         self.config, self.model, self.net, self.optimizer, self.scaler = config, model, net, optimizer, scaler
         self.batches, self.data, self.state, self.reporter, self.dist = batches, data, state, reporter, dist
-        self.amp_dtype = amp_dtype
+        self.amp_dtype, self.loss_fn = amp_dtype, loss_fn
         t = config.train
         self.images_per_update = t.batch_size * t.iter_size * dist.world_size
         self.write_checkpoint = partial(save_checkpoint, model=model, config=config.model,
@@ -136,7 +138,7 @@ class Trainer:
         """One parameter update (:func:`fcnseg.training.loop.train_step`); returns its loss over all processes."""
         try:
             step = train_step(self.net, self.optimizer, self.scaler, self.batches, self.config.train,
-                              self.state.iteration, self.dist.device, self.amp_dtype)
+                              self.state.iteration, self.dist.device, self.amp_dtype, self.loss_fn)
         except TrainingDiverged as e:
             raise TrainingDiverged(e.loss, e.iteration, e.lr, self._divergence_advice(e.lr)) from None
         self.state.record(step.loss, step.lr)
@@ -226,10 +228,12 @@ def train(config: RunConfig, resume: str | Path | Resume | None = None, progress
         if resume is not None and not isinstance(resume, Resume):
             resume = read_resume(resume)
         initialized = initialize_model(config, resume.checkpoint if resume else None, resume.path if resume else "")
-        log.info("%s", initialized.description)
         normalization = resolve_normalization(config, initialized.normalization)
         data = build_training_data(config, normalization)
         normalization = data.train_set.normalization  # None above: the data set's own mean pixel
+        log.info("%s", initialized.description)  # after the data: a run that fails on them says only why
+        weights = class_weights(t, data.train_set, data.class_names)
+        loss_fn = build_loss(t.loss, class_weights=weights, normalize=t.normalize_loss, focal_gamma=t.focal_gamma)
 
         model, net = place_model(initialized.model, dist, t.channels_last)
         optimizer = build_optimizer(model, t)
@@ -247,7 +251,7 @@ def train(config: RunConfig, resume: str | Path | Resume | None = None, progress
         reporter.log_start(len(data.train_set), len(data.val_set), dist.world_size, dist.device, describe(amp_dtype),
                            sum(p.numel() for p in model.parameters() if p.requires_grad))
         trainer = Trainer(config, model, net, optimizer, scaler, training_batches(loader, sampler, state), data,
-                          normalization, state, reporter, dist, amp_dtype)
+                          normalization, state, reporter, dist, amp_dtype, loss_fn)
         return trainer.run(progress=progress)
     finally:
         if reporter is not None:

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from fcnseg.evaluation import evaluate
+from fcnseg.metrics import collapse_warning
 from fcnseg.precision import autocast, describe
 
 
@@ -35,6 +36,10 @@ def validation_record(result: dict, iteration: int, epoch: float, train_loss: fl
         "per_class_accuracy": result["per_class_accuracy"],
         "pixels": result["pixels"],
         **extra,
+        # ground-truth pixels of each class (the confusion matrix's row sums), for the per-class IU bars
+        "class_pixels": [int(sum(row)) for row in result.get("confusion") or []],
+        # set when the predictions collapsed to one class (fcnseg.metrics.collapse_warning), else None
+        "warning": collapse_warning(result, result.get("class_names")),
     }
 
 

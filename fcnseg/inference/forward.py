@@ -1,0 +1,51 @@
+"""One forward as inference runs it: RGB uint8 pixels -> normalised input -> (autocast) logits in float32 -> labels.
+
+The predictor runs these functions on real tensors and the memory model
+(:mod:`fcnseg.inference.memory`) runs the very same ones on shape-only tensors to count what they
+hold, so that the estimate follows whatever the forward does.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fcnseg.data.normalization import Normalization
+from fcnseg.precision import autocast
+
+
+def normalize_pixels(pixels: torch.Tensor, normalization: Normalization, channels_last: bool = False) -> torch.Tensor:
+    """RGB uint8 ``[N, H, W, 3]`` -> normalised float32 ``[N, 3, H, W]``, the same values as ``image_to_tensor``.
+
+    Works in place after one float copy (plus one for the BGR flip): ``image_to_tensor``'s
+    out-of-place arithmetic holds three or four float copies at once, which for a whole 24-megapixel
+    scan is more than the small net's activations. With ``channels_last`` the result keeps the
+    pixels' own HWC layout, which is channels_last already: no further copy before the forward.
+    """
+    x = pixels.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.channels_last)  # HWC memory = channels_last
+    if normalization.bgr:
+        x = x.flip(1)  # keeps the channels_last layout
+    if not channels_last:
+        x = x.contiguous()
+    mean = torch.tensor(normalization.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(normalization.std, device=x.device).view(1, 3, 1, 1)
+    return x.mul_(normalization.value_scale).sub_(mean).div_(std)
+
+
+def forward_logits(model: nn.Module, x: torch.Tensor, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Normalised float32 ``[N, 3, H, W]`` -> float32 logits ``[N, C, H, W]``, the forward under autocast when given a dtype.
+
+    The low-precision logits of autocast are cast to float32 after it ends (its cached weight casts
+    are freed by then), so that the argmax and the softmax see the same values in any precision.
+    """
+    with autocast(x.device, autocast_dtype):
+        y = model(x)
+    return y.float()
+
+
+def class_indices(scores: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """int64 index of the largest score along ``dim`` (argmax's first-maximum rule).
+
+    ``max().indices`` runs several times faster than ``argmax`` over the class axis on the CPU.
+    """
+    return scores.max(dim).indices
