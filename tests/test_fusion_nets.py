@@ -188,3 +188,27 @@ def test_a_classifier_trunk_fills_every_stream_and_the_widened_conv1():
     del trunk["backbone.conv3_2.weight"]
     with pytest.raises(CheckpointError, match=r"vgg\.pth: classifier weights lack 1 trunk layer"):
         transplant_trunk(late, trunk, "vgg.pth")
+
+
+def test_class_weights_are_refused_for_a_net_of_several_heads():
+    values = {"model": {"backbone": "small", "num_classes": 33, "heads": SIFTFLOW}, "train": {"class_weights": "auto"},
+              "data": {"dataset": "synthetic"}}
+    with pytest.raises(ConfigError, match="class_weights weighs the classes of one head"):
+        RunConfig.from_dict(values, "my.yaml")
+
+
+def test_a_checkpoint_written_before_streams_and_heads_loads_as_before(tmp_path):
+    from fcnseg.checkpoint import checkpoint_dict, load_model
+    from fcnseg.data.normalization import PAPER_BGR
+
+    model = _randomize(build_model(ModelConfig(arch="fcn8s", backbone="small", num_classes=3)))
+    old = checkpoint_dict(model, model.config, ["a", "b", "c"], PAPER_BGR)
+    for key in ("streams", "heads"):
+        del old["model_config"][key]
+    torch.save(old, tmp_path / "old.pt")
+    loaded = load_model(tmp_path / "old.pt")
+    assert loaded.config == model.config and loaded.head_class_names == {"semantic": ["a", "b", "c"]}
+    assert loaded.inputs is None
+    x = torch.randn(1, 3, 37, 41)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), model(x))
