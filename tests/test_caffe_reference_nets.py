@@ -58,7 +58,7 @@ MESSAGES = _messages()
 
 def _packed(array: np.ndarray) -> bytes:
     """BlobProto field 5 (data), wire type 2: the tag, the varint length, the little-endian floats."""
-    payload, n, length = array.astype("<f4").tobytes(), None, bytearray()
+    payload, length = array.astype("<f4").tobytes(), bytearray()
     n = len(payload)
     while True:
         byte, n = n & 0x7F, n >> 7

@@ -112,7 +112,7 @@ def _from_streams(model_config: ModelConfig, paths: dict[str, str]) -> Initializ
     streams = [name for name, _ in model.streams]
     if len(streams) < 2:
         raise ConfigError("train.init_streams_from starts the trunks of a late-fusion net (two model.streams); "
-                          f"this model has one stream; use train.init_from")
+                          "this model has one stream; use train.init_from")
     if sorted(paths) != sorted(streams):
         raise ConfigError(f"train.init_streams_from names the streams {sorted(paths)}; the model's are {streams}")
     normalization = None
