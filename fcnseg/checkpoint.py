@@ -19,7 +19,7 @@ from torch import nn
 
 from fcnseg.files import atomic_write
 from fcnseg.config import ModelConfig, from_dict
-from fcnseg.data.normalization import IMAGENET_RGB, PAPER_BGR, Normalization
+from fcnseg.data.normalization import IMAGENET_RGB, PAPER_BGR, InputSpec, Normalization, normalization_from_dict
 from fcnseg.errors import CheckpointError, ConfigError
 from fcnseg.models.fcn import FCN, build_model
 from fcnseg.models.surgery import transplant_trunk
@@ -38,10 +38,19 @@ class LoadedModel:
 
     model: FCN
     config: ModelConfig
-    class_names: list[str]
-    normalization: Normalization
+    class_names: list[str]  # the first head's
+    normalization: Normalization  # of the first input modality (NYUD depth alone: a LogDepthNormalization)
     source: str  # "fcnseg", "torchfcn", "caffe" or "fcnseg-state-dict"
     extra: dict[str, Any] = field(default_factory=dict)  # anything else the checkpoint carried
+    # head name -> class names, every head (a single-head net: {"semantic": class_names})
+    head_class_names: dict[str, list[str]] = field(default_factory=dict)
+    # the modalities and their normalisations of a net reading more than an RGB image (NYUD's), else None
+    inputs: InputSpec | None = None
+
+    def __post_init__(self) -> None:
+        given = {**self.head_class_names, self.config.output_heads()[0][0]: list(self.class_names)}
+        self.head_class_names = {name: list(given.get(name) or default_class_names(count))
+                                 for name, count in self.config.output_heads()}
 
 
 def default_class_names(num_classes: int) -> list[str]:
@@ -71,8 +80,15 @@ def checkpoint_dict(
     class_names: list[str],
     normalization: Normalization,
     extra: dict[str, Any] | None = None,
+    *,
+    head_class_names: dict[str, list[str]] | None = None,
+    inputs: InputSpec | None = None,
 ) -> dict[str, Any]:
-    """The dict our checkpoints hold; only tensors and plain Python values, so it loads with weights_only."""
+    """The dict our checkpoints hold; only tensors and plain Python values, so it loads with weights_only.
+
+    ``class_names`` are the first head's; ``head_class_names`` (every head's, for a net of several) and
+    ``inputs`` (NYUD's modalities and normalisations) are stored when given.
+    """
     model = getattr(model, "module", model)  # unwrap DDP
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
     if len(class_names) != config.num_classes:
@@ -85,6 +101,14 @@ def checkpoint_dict(
         "normalization": normalization.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
+    if head_class_names:
+        heads = config.output_heads()
+        found = [(name, len(head_class_names.get(name, ()))) for name, _ in heads]
+        if found != heads:
+            raise ConfigError(f"class names for the heads {found} of a model whose heads are {heads}")
+        ckpt["heads"] = {name: list(head_class_names[name]) for name, _ in heads}
+    if inputs is not None:
+        ckpt["inputs"] = inputs.to_dict()
     ckpt.update(extra or {})
     return ckpt
 
@@ -96,9 +120,13 @@ def save_checkpoint(
     class_names: list[str],
     normalization: Normalization,
     extra: dict[str, Any] | None = None,
+    *,
+    head_class_names: dict[str, list[str]] | None = None,
+    inputs: InputSpec | None = None,
 ) -> None:
     """Write a self-describing checkpoint atomically: ``load_model(path)`` needs nothing else."""
-    atomic_save(checkpoint_dict(model, config, class_names, normalization, extra), path)
+    atomic_save(checkpoint_dict(model, config, class_names, normalization, extra, head_class_names=head_class_names,
+                                inputs=inputs), path)
 
 
 # --- reading ---------------------------------------------------------------------------------------
@@ -199,8 +227,11 @@ def load_model(
         config = from_dict(ModelConfig, ckpt["model_config"], f"{path}: model_config")
         model = build_model(config)
         load_state_dict_strict(model, ckpt["state_dict"], str(path))
-        extra = {k: v for k, v in ckpt.items() if k not in ("state_dict", "model_config", "class_names", "normalization")}
-        loaded = LoadedModel(model, config, list(ckpt["class_names"]), Normalization.from_dict(ckpt["normalization"]), "fcnseg", extra)
+        own = ("state_dict", "model_config", "class_names", "normalization", "heads", "inputs")
+        extra = {k: v for k, v in ckpt.items() if k not in own}
+        inputs = InputSpec.from_dict(ckpt["inputs"]) if ckpt.get("inputs") else None
+        loaded = LoadedModel(model, config, list(ckpt["class_names"]), normalization_from_dict(ckpt["normalization"]),
+                             "fcnseg", extra, dict(ckpt.get("heads") or {}), inputs)
     elif isinstance(obj, dict) and "model_state_dict" in obj:
         # pytorch-fcn's trainer wrapper; its 'arch' is the class name (e.g. 'FCN8sAtOnce').
         wrapped_arch = TORCHFCN_ARCHES.get(str(obj.get("arch", "")))
@@ -219,6 +250,7 @@ def load_model(
         if len(class_names) != loaded.config.num_classes:
             raise CheckpointError(f"{path}: {len(class_names)} class names given for {loaded.config.num_classes} classes")
         loaded.class_names = list(class_names)
+        loaded.head_class_names[loaded.config.output_heads()[0][0]] = list(class_names)  # the first head's
     loaded.model.to(map_location).eval()
     return loaded
 
@@ -252,8 +284,10 @@ def _load_caffemodel(path: Path, map_location, arch, class_names) -> LoadedModel
         raise CheckpointError(f"{path}: holds an {config.arch} but arch {arch!r} was asked for")
     model = build_model(config)
     load_state_dict_strict(model, imported.state_dict, str(path))
-    names = class_names or default_class_names(config.num_classes)
-    return LoadedModel(model.to(map_location).eval(), config, list(names), imported.normalization, "caffe")
+    first = config.output_heads()[0][0]
+    names = class_names or imported.head_class_names.get(first) or default_class_names(config.num_classes)
+    return LoadedModel(model.to(map_location).eval(), config, list(names), imported.normalization, "caffe",
+                       head_class_names=dict(imported.head_class_names), inputs=imported.inputs)
 
 
 def read_classifier_trunk(path: str | Path) -> tuple[dict[str, torch.Tensor], Normalization]:

@@ -32,6 +32,28 @@ class ModelConfig:
     # Not in the paper: BatchNorm after every trunk convolution, for the small net trained from scratch.
     # VGG16 and AlexNet keep the reference layers, so that their ImageNet and FCN weight files load.
     batch_norm: bool = False
+    # The input's channel groups, [name, channels] each, one trunk per group. [] = one 3-channel "color"
+    # stream (every RGB net). One group of 4 is early fusion (nyud-fcn32s-color-d: B, G, R, log depth
+    # into a widened conv1_1); two groups are late fusion (nyud-fcn32s-color-hha: two trunks whose
+    # score_fr maps are averaged before the one upsampling; fcn32s only, as the reference).
+    streams: list = dataclasses.field(default_factory=list)
+    # The outputs, [name, num_classes] each, in the order of a mask's label maps. [] = one head of
+    # num_classes (every single-output net). Several heads share the trunk (SIFT Flow: semantic 33,
+    # geometric 3), the model then returns {name: logits}; num_classes must equal the first head's.
+    heads: list = dataclasses.field(default_factory=list)
+
+    def input_streams(self) -> list[tuple[str, int]]:
+        """``[(name, channels)]`` of the input's channel groups, the default filled in."""
+        return [(str(n), int(c)) for n, c in self.streams] or [(DEFAULT_STREAM, 3)]
+
+    def output_heads(self) -> list[tuple[str, int]]:
+        """``[(name, num_classes)]`` of the outputs, the default filled in."""
+        return [(str(n), int(c)) for n, c in self.heads] or [(DEFAULT_HEAD, self.num_classes)]
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of the model's input (all streams together)."""
+        return sum(c for _, c in self.input_streams())
 
     def validate(self, source: str = "model config") -> "ModelConfig":
         if self.arch not in ARCHES:
@@ -54,7 +76,41 @@ class ModelConfig:
             raise ConfigError(f"{source}: pad must be >= 0, got {self.pad}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"{source}: dropout must be in [0, 1), got {self.dropout}")
+        self.streams = _named_counts(self.streams, "streams", "channels", source)
+        self.heads = _named_counts(self.heads, "heads", "num_classes", source)
+        if self.heads and self.heads[0][1] != self.num_classes:
+            raise ConfigError(f"{source}: num_classes is {self.num_classes} but the first head {self.heads[0][0]!r} "
+                              f"has {self.heads[0][1]} classes; they must agree")
+        if len(self.input_streams()) > 1:
+            if self.arch != "fcn32s":
+                raise ConfigError(f"{source}: late fusion of {len(self.streams)} streams exists for arch 'fcn32s' only "
+                                  f"(nyud-fcn32s-color-hha fuses the streams' score_fr), got {self.arch!r}")
+            bad = [n for n, _ in self.streams if not n.isidentifier()]
+            if bad:
+                raise ConfigError(f"{source}: stream names of a late-fusion net name its layers (conv1_1color); "
+                                  f"expected identifiers, found {bad}")
         return self
+
+
+DEFAULT_STREAM = "color"  # the one stream of an RGB net (fcnseg.data.items: every data set's default)
+DEFAULT_HEAD = "semantic"  # the one head of a single-output net (fcnseg.data.items.SEMANTIC)
+
+
+def _named_counts(entries: Any, field: str, what: str, source: str) -> list[list]:
+    """``entries`` as ``[[name, count], ...]`` with unique names and counts >= 1, or a ConfigError naming ``source``."""
+    if not isinstance(entries, (list, tuple)):
+        raise ConfigError(f"{source}: {field} must be a list of [name, {what}] pairs, found {entries!r}")
+    out = []
+    for entry in entries:
+        ok = isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[0], str) and entry[0]
+        ok = ok and isinstance(entry[1], int) and not isinstance(entry[1], bool) and entry[1] >= 1
+        if not ok:
+            raise ConfigError(f"{source}: {field}: expected [name, {what} >= 1], found {entry!r}")
+        out.append([entry[0], int(entry[1])])
+    names = [n for n, _ in out]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: {field}: names must be unique, found {names}")
+    return out
 
 
 def from_dict(cls: type[T], values: dict[str, Any], source: str) -> T:
@@ -125,8 +181,10 @@ def load_file(path: str | Path) -> dict[str, Any]:
 
 # --- data and training settings ----------------------------------------------------------------------
 
-DATASETS = ("voc", "sbd", "folder", "synthetic", "auto")
-NORMALIZATIONS = ("auto", "paper_bgr", "imagenet_rgb")
+DATASETS = ("voc", "sbd", "folder", "synthetic", "nyud", "siftflow", "pascal_context", "auto")
+NORMALIZATIONS = ("auto", "paper_bgr", "imagenet_rgb", "nyud_bgr", "siftflow_bgr")
+# NYUD's inputs (fcnseg.data.nyud.MODALITY_OPTIONS): each alone, early fusion color+depth, late fusion color+hha
+MODALITIES = ("color", "hha", "depth", "color+depth", "color+hha")
 OPTIMIZERS = ("sgd", "adamw")
 LR_POLICIES = ("fixed", "poly", "step")
 LOSSES = ("cross_entropy", "focal", "dice", "lovasz")  # fcnseg.losses; two may be joined by '+'
@@ -139,17 +197,23 @@ class DataConfig:
     Defaults follow the paper (section 4.3): whole images, random mirroring only.
     """
 
-    dataset: str = "voc"  # voc | sbd | folder | synthetic | auto (guess from root)
+    dataset: str = "voc"  # voc | sbd | folder | synthetic | nyud | siftflow | pascal_context | auto (guess from root)
     root: str = ""  # data set folder, e.g. data/VOCdevkit/VOC2012; "" with dataset synthetic = generated in memory
     train_split: str = "train"
     val_split: str = "val"
     sbd_root: str = ""  # optional SBD folder, for VOC splits such as seg11valid
+    voc_root: str = ""  # PASCAL-Context: the VOC2010 images, when they are not under root
+    # NYUD's inputs: color | hha | depth | color+depth (4 channels, early fusion) | color+hha (two streams,
+    # late fusion); "" = color. Only for the nyud data set.
+    modalities: str = ""
     # Validation from another data set (the paper trains on SBD and validates on VOC seg11valid); "" = as above.
     val_dataset: str = ""
     val_root: str = ""
     # auto: the normalisation of the weights training starts from (classifier or checkpoint), else
-    # paper_bgr for VGG16/AlexNet and imagenet_rgb (unit variance) for the small net trained from scratch.
-    normalization: str = "auto"  # auto | paper_bgr | imagenet_rgb
+    # paper_bgr for VGG16/AlexNet and imagenet_rgb (unit variance) for the small net trained from scratch;
+    # NYUD and SIFT Flow subtract their own mean pixel (nyud_bgr, siftflow_bgr) unless the weights
+    # expect another scale than BGR 0..255 (the reference data layers).
+    normalization: str = "auto"  # auto | paper_bgr | imagenet_rgb | nyud_bgr | siftflow_bgr
     mirror: bool = True  # random left-right flips (paper section 4.3)
     scale_min: float = 1.0  # random rescaling range, factor; 1.0-1.0 = off (the paper does not rescale)
     scale_max: float = 1.0
@@ -175,6 +239,10 @@ class DataConfig:
         for name in ("crop_size", "num_workers", "val_max_images", "synthetic_size"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{source}: {name} must be >= 0, got {getattr(self, name)}")
+        if self.modalities and self.modalities not in MODALITIES:
+            raise ConfigError(f"{source}: modalities {self.modalities!r} is not one of {', '.join(MODALITIES)}")
+        if self.modalities and self.dataset not in ("nyud", "auto"):
+            raise ConfigError(f"{source}: modalities are NYUD's inputs; dataset {self.dataset!r} has one RGB input")
         if self.dataset != "synthetic" and not self.root:
             raise ConfigError(f"{source}: dataset {self.dataset!r} needs a root folder (data.root, or --data-root)")
         return self
@@ -228,6 +296,12 @@ class TrainConfig:
     channels_last: bool = False  # NHWC memory layout (faster convolutions on some CPUs and GPUs)
     init_from: str = ""  # checkpoint of a coarser FCN to start from (16s from 32s, 8s from 16s)
     classifier_weights: str = ""  # ImageNet VGG16 classifier to start from (net surgery, paper section 4)
+    # A late-fusion net's streams from single-stream checkpoints, {stream: checkpoint}: each trunk and
+    # score_fr from its own net (nyud-fcn32s-color-hha/solve.py starts from the color and the HHA FCN-32s).
+    init_streams_from: dict = dataclasses.field(default_factory=dict)
+    # A net with several heads trains on the sum of their losses, head i weighted by head_weights[i];
+    # [] = 1 each (siftflow-fcn*: two SoftmaxWithLoss layers of loss weight 1).
+    head_weights: list = dataclasses.field(default_factory=list)
 
     def validate(self, source: str = "train config") -> "TrainConfig":
         choices = {"optimizer": OPTIMIZERS, "lr_policy": LR_POLICIES, "precision": PRECISIONS}
@@ -259,6 +333,14 @@ class TrainConfig:
             raise ConfigError(f"{source}: focal_gamma must be >= 0, got {self.focal_gamma}")
         if self.init_from and self.classifier_weights:
             raise ConfigError(f"{source}: give init_from (an FCN checkpoint) or classifier_weights, not both")
+        if self.init_streams_from and (self.init_from or self.classifier_weights):
+            raise ConfigError(f"{source}: give init_streams_from, init_from or classifier_weights, one of them")
+        if not all(isinstance(k, str) and isinstance(v, str) and v for k, v in self.init_streams_from.items()):
+            raise ConfigError(f"{source}: init_streams_from maps stream names to checkpoint files, found "
+                              f"{self.init_streams_from!r}")
+        if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in self.head_weights):
+            raise ConfigError(f"{source}: head_weights must be numbers >= 0, one per head; found {self.head_weights!r}")
+        self.head_weights = [float(w) for w in self.head_weights]
         return self
 
 
@@ -320,12 +402,20 @@ class RunConfig:
         """Build from ``{"preset": ..., "model": {...}, "data": {...}, "train": {...}}`` (sections optional)."""
         values = upgrade_legacy_keys(values)
         check_run_dict(values, source)
-        return cls(
+        config = cls(
             preset=values.get("preset") or "",
             model=from_dict(ModelConfig, values.get("model", {}), f"{source}: model"),
             data=from_dict(DataConfig, values.get("data", {}), f"{source}: data"),
             train=from_dict(TrainConfig, values.get("train", {}), f"{source}: train"),
         )
+        heads = [name for name, _ in config.model.output_heads()]
+        if config.train.head_weights and len(config.train.head_weights) != len(heads):
+            raise ConfigError(f"{source}: train.head_weights has {len(config.train.head_weights)} weights but the "
+                              f"model has the {len(heads)} heads {heads}")
+        if len(heads) > 1 and config.train.class_weights != "none":
+            raise ConfigError(f"{source}: train.class_weights weighs the classes of one head; the model has the "
+                              f"heads {heads}: leave class_weights at none (head_weights weighs the heads)")
+        return config
 
 
 def upgrade_legacy_keys(values: Any) -> Any:

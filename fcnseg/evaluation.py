@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +14,14 @@ from tqdm import tqdm
 
 from fcnseg.data.base import require_folder
 from fcnseg.data.classes import IGNORE_INDEX, VOC_CLASSES, ClassInfo, read_class_file
+from fcnseg.data.items import single_head, split_targets
 from fcnseg.data.palette import read_mask_png, write_mask_png
 from fcnseg.errors import DataError
 from fcnseg.images import images_by_stem
 from fcnseg.distributed import all_gather_objects, all_reduce_sum, get_rank, get_world_size
 from fcnseg.metrics import ConfusionMatrix, image_scores
 from fcnseg.precision import autocast, autocast_dtype, describe
+from fcnseg.scoring import HeadScores
 
 logger = logging.getLogger(__name__)
 
@@ -89,24 +92,30 @@ def evaluate(
     save_predictions: str | Path | None = None,
     progress: bool = True,
     per_image: bool = False,
+    leave_out_absent: bool = False,
 ) -> dict:
-    """Run ``model`` over ``dataset`` one image at a time at full resolution and score it.
+    """Run ``model`` over ``dataset`` one image at a time at full resolution and score it, every head of it.
 
     Under ``torch.distributed`` each process takes every ``world_size``-th image and the confusion
     counts are summed over processes before the metrics are computed; only rank 0 shows progress.
 
     Args:
-        model: ``model(x float32 [1, 3, H, W]) -> logits [1, C, H, W]`` at input size.
-        dataset: yields ``(image float32 [3, H, W], mask int64 [H, W])`` and has ``class_names``,
-            ``num_classes`` and ``name(i)`` (every fcnseg data set does).
+        model: ``model(x float32 [1, C, H, W]) -> logits [1, classes, H, W]`` at input size, or
+            ``{head: logits}`` for a data set of several heads (``dataset.heads``; SIFT Flow's two).
+        dataset: yields ``(image float32 [C, H, W], mask int64 [H, W] or [K, H, W])`` and has ``class_names``,
+            ``num_classes``, ``heads`` and ``name(i)`` (every fcnseg data set does).
         device: where the model runs; the model is moved there and put in eval mode, then restored.
         precision: ``auto`` | ``fp32`` | ``bf16`` | ``fp16`` (see :mod:`fcnseg.precision`; auto: fp16 on
             CUDA, bf16 on a CPU with native bf16, fp32 otherwise).
         num_workers: DataLoader worker processes.
         limit: score only the first ``limit`` images.
-        save_predictions: folder for predicted label maps as palette PNGs named ``<item name>.png``.
+        save_predictions: folder for predicted label maps as palette PNGs named ``<item name>.png``
+            (several heads: ``<head>/<item name>.png``).
         progress: show a tqdm bar.
-        per_image: also score each image on its own counts (see :func:`fcnseg.metrics.image_scores`).
+        per_image: also score each image on its own counts (see :func:`fcnseg.metrics.image_scores`), on
+            the first head.
+        leave_out_absent: leave the classes without a ground-truth pixel out of the class means
+            (:meth:`fcnseg.scoring.HeadScores.compute`; SIFT Flow's test set lacks three).
     Returns:
         dict: the metrics of :meth:`fcnseg.metrics.ConfusionMatrix.compute`, plus ``class_names``,
         ``num_images`` (images scored, over all processes), ``skipped`` (one
@@ -115,9 +124,11 @@ def evaluate(
         ``images_per_second`` and ``precision`` (the concrete format it ran in). With ``per_image``, also
         ``per_image``: one dict per image (all processes', in data set order) with ``name``, ``index``
         and the keys of :func:`~fcnseg.metrics.image_scores`; a few numbers per image, never the label maps.
+        The metrics are the first head's; a data set of several heads adds ``heads``: ``{head: metrics}``
+        for every head, in order.
     """
     device = torch.device(device)
-    num_classes = dataset.num_classes
+    heads = list(getattr(dataset, "heads", None) or single_head(dataset.class_names))
     rank, world = get_rank(), get_world_size()
     indices = list(range(len(dataset) if limit is None else min(limit, len(dataset))))[rank::world]
     loader = torch.utils.data.DataLoader(
@@ -127,7 +138,8 @@ def evaluate(
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     palette = getattr(dataset, "palette", None)
-    matrix = ConfusionMatrix(num_classes, device=device)
+    scores = HeadScores(heads, device=device)
+    matrix = scores.matrices[heads[0].name]
     rows: list[dict] | None = [] if per_image else None
     was_training = model.training
     model.to(device).eval()
@@ -142,28 +154,33 @@ def evaluate(
                 continue
             image, mask = image.to(device), mask.to(device)
             with autocast(device, dtype):
-                logits = model(image[None])  # [1, C, H, W]
-            if logits.shape[1] != num_classes:
-                raise DataError(
-                    f"the model predicts {logits.shape[1]} classes but the data set has {num_classes} ({dataset!r})"
-                )
-            if logits.shape[-2:] != mask.shape:
-                raise ValueError(f"model output is {tuple(logits.shape[-2:])} for an input of {tuple(mask.shape)}")
-            prediction = logits.max(1).indices[0]  # [H, W]; max().indices is argmax, faster on CPU
-            if rows is None:
-                matrix.update(prediction, mask)
-            else:
-                rows.append(_score_image(matrix, prediction, mask, name=dataset.name(int(index)), index=int(index)))
-            if out_dir is not None:
-                write_mask_png(prediction.cpu().numpy(), out_dir / f"{dataset.name(int(index))}.png", palette)
+                logits = model(image[None])  # [1, C, H, W], or {head: [1, C_k, H, W]}
+            predictions = _head_predictions(logits, heads, dataset)
+            name = dataset.name(int(index))
+            for k, (head, prediction, truth) in enumerate(zip(heads, predictions, split_targets(mask, len(heads)))):
+                if prediction.shape != truth.shape:
+                    raise ValueError(f"model output is {tuple(prediction.shape)} for an input of {tuple(truth.shape)}")
+                if k == 0 and rows is not None:
+                    rows.append(_score_image(matrix, prediction, truth, name=name, index=int(index)))
+                else:
+                    scores.matrices[head.name].update(prediction, truth)
+                if out_dir is not None:
+                    folder = out_dir / head.name if len(heads) > 1 else out_dir
+                    folder.mkdir(exist_ok=True)
+                    write_mask_png(prediction.cpu().numpy(), folder / f"{name}.png", palette)
     finally:
         model.train(was_training)
     seconds = time.perf_counter() - start
-    matrix.all_reduce()
+    scores.all_reduce()
     scored = len(indices) - len(failed)
     num_images = all_reduce_sum(torch.tensor([scored], device=device))
     skipped = scan_skipped(dataset) + [entry for part in all_gather_objects(failed) for entry in part]
-    result = matrix.compute()
+    per_head = scores.compute(leave_out_absent=leave_out_absent)
+    result = dict(per_head[heads[0].name])
+    if len(heads) > 1:
+        result["heads"] = {
+            head.name: {**per_head[head.name], "class_names": list(head.class_names)} for head in heads
+        }
     result.update(
         class_names=list(dataset.class_names),
         num_images=int(num_images.item()),
@@ -176,6 +193,20 @@ def evaluate(
     if rows is not None:
         result["per_image"] = sorted((row for part in all_gather_objects(rows) for row in part), key=lambda r: r["index"])
     return result
+
+
+def _head_predictions(logits, heads: list, dataset) -> list[torch.Tensor]:
+    """One ``[H, W]`` prediction per head (argmax; ``max().indices``, faster on CPU), checked against the heads."""
+    by_head = logits if isinstance(logits, Mapping) else {heads[0].name: logits}
+    if list(by_head) != [h.name for h in heads]:
+        raise DataError(f"the model gives the outputs {list(by_head)} but the data set has the heads "
+                        f"{[h.name for h in heads]} ({dataset!r})")
+    for head in heads:
+        found = by_head[head.name].shape[1]
+        if found != head.num_classes:
+            which = f" for head {head.name!r}" if len(heads) > 1 else ""
+            raise DataError(f"the model predicts {found} classes{which} but the data set has {head.num_classes} ({dataset!r})")
+    return [by_head[head.name].max(1).indices[0] for head in heads]
 
 
 def _score_image(total: ConfusionMatrix, prediction: torch.Tensor, truth: torch.Tensor, **identity) -> dict:
@@ -324,9 +355,12 @@ def predict_items(
         for index in indices:
             image, _ = dataset[index]
             with autocast(device, dtype):
-                logits = model(image[None].to(device))  # [1, C, H, W]
+                logits = model(image[None].to(device))  # [1, C, H, W], or {head: ...}: the first head is shown
+            if isinstance(logits, Mapping):
+                logits = next(iter(logits.values()))
             raw = dataset.load_raw(index)
-            items.append({"index": index, "name": dataset.name(index), "image": raw.image, "mask": raw.mask,
+            mask = raw.mask if raw.mask.ndim == 2 else raw.mask[0]  # [K, H, W]: the first head's
+            items.append({"index": index, "name": dataset.name(index), "image": raw.image, "mask": mask,
                           "prediction": logits.max(1).indices[0].cpu().numpy().astype(np.int64)})
     finally:
         model.train(was_training)

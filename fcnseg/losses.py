@@ -9,6 +9,7 @@ normalises by are summed over processes with :func:`fcnseg.distributed.all_reduc
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Callable, Sequence
 
 import torch
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 
 from fcnseg import distributed as D
 from fcnseg.data.classes import IGNORE_INDEX
+from fcnseg.data.items import split_targets
 from fcnseg.config import LOSSES
 from fcnseg.errors import ConfigError
 
@@ -268,3 +270,30 @@ def build_loss(
     if len(terms) == 1:
         return terms[0]
     return lambda logits, mask: sum(term(logits, mask) for term in terms)
+
+
+def per_head_loss(loss: Loss, weights: Sequence[float] = ()) -> Loss:
+    """``loss`` over every head of a net with several: ``sum_k weights[k] * loss(logits[k], mask[:, k])``.
+
+    Args:
+        loss: a loss of one head, ``(logits [N,C,H,W], mask [N,H,W]) -> share`` (e.g. :func:`build_loss`'s).
+        weights: one per head, in head order; empty: 1 each (the reference siftflow-fcn* nets: two
+            SoftmaxWithLoss layers of loss weight 1, each normalised, or not, on its own).
+    Returns:
+        a loss that takes ``(logits, mask)``: a tensor and ``[N, H, W]`` go to ``loss`` unchanged; a dict
+        ``{head: [N, C_k, H, W]}`` (in head order, as multi-head nets return it) and ``[N, K, H, W]`` give
+        the weighted sum of each head's loss on its label map.
+    Raises:
+        ConfigError: (when called) ``weights`` is not empty and not one per head.
+    """
+    weights = list(weights)
+
+    def combined(logits, mask: torch.Tensor) -> torch.Tensor:
+        if not isinstance(logits, Mapping):
+            return loss(logits, mask)
+        if weights and len(weights) != len(logits):
+            raise ConfigError(f"train.head_weights has {len(weights)} weights for the {len(logits)} heads {list(logits)}")
+        targets = split_targets(mask, len(logits))
+        return sum(w * loss(x, t) for w, x, t in zip(weights or [1.0] * len(logits), logits.values(), targets))
+
+    return combined

@@ -39,7 +39,8 @@ def run(args) -> int:
     else:
         loaded = load_model(args.source, arch=args.arch, class_names=class_names)
     save_checkpoint(args.output, loaded.model, loaded.config, loaded.class_names, loaded.normalization,
-                    extra={"converted_from": str(args.source)})
+                    extra={"converted_from": str(args.source)}, head_class_names=loaded.head_class_names,
+                    inputs=loaded.inputs)
     log.info("%s -> %s: %s on %s, %d classes, %s input", args.source, args.output, loaded.config.arch,
              loaded.config.backbone, loaded.config.num_classes, loaded.normalization.name)
     return 0

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fcnseg.data import build_dataset, check_class_count
+from fcnseg.data import DATASET_KINDS, build_dataset, check_class_count, detect_kind
 from fcnseg.errors import ConfigError
 from fcnseg.evaluation import evaluate, format_skipped, score_folders
 from fcnseg.files import write_json
 from fcnseg.inference.runtime import RUNTIMES
 from fcnseg.precision import PRECISIONS, select_device
 from fcnseg.metrics import format_table
+from fcnseg.scoring import format_head_tables
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -23,9 +24,14 @@ def register(subparsers) -> None:
     p.add_argument("checkpoint", nargs="?", type=Path,
                    help="model: a checkpoint, or an fcnseg .onnx (fp32 or int8, run with ONNX Runtime)")
     p.add_argument("--data", type=Path, help="data set folder (omit with --kind synthetic for the in-memory set)")
-    p.add_argument("--kind", default="auto", choices=["auto", "voc", "sbd", "folder", "synthetic"], help="layout")
+    p.add_argument("--kind", default="auto", choices=["auto", *DATASET_KINDS], help="layout")
     p.add_argument("--split", default="val", help="split to score (default: val)")
     p.add_argument("--sbd-root", type=Path, help="SBD folder, for the VOC split seg11valid")
+    p.add_argument("--voc-root", type=Path, help="PASCAL-Context: the VOC2010 images, when not under --data")
+    p.add_argument("--modalities", choices=["color", "hha", "depth", "color+depth", "color+hha"],
+                   help="NYUD inputs (default: the ones the checkpoint was trained on)")
+    p.add_argument("--leave-out-absent", action="store_true",
+                   help="leave classes without a ground-truth pixel out of the class means (SIFT Flow's test set)")
     p.add_argument("--style", default="shapes", help="synthetic style when served from memory")
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU) | cpu | cuda | cuda:N")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -96,17 +102,39 @@ def load_subject(path: Path, runtime: str, device, precision: str) -> dict:
             "source_normalization": loaded.normalization}
 
 
-def _dataset(args: argparse.Namespace, normalization, num_classes: int):
-    extra = {"sbd_root": args.sbd_root} if args.sbd_root is not None else {}
+def _dataset(args: argparse.Namespace, subject: dict):
+    """The data set to score, read as the model was trained: its normalisation, and NYUD's modalities."""
+    loaded = subject["loaded"]
+    inputs = loaded.inputs if loaded is not None else None
+    kind = args.kind
+    if args.data is not None and kind in ("auto", "synthetic"):
+        kind = detect_kind(args.data)
+    if args.modalities and kind != "nyud":
+        raise ConfigError(f"--modalities is for NYUD; {args.data} holds a {kind} data set")
+    normalization, extra = subject["normalization"], {}
     if args.kind == "synthetic" and args.data is None:
         extra = {"style": args.style}
-    dataset = build_dataset(args.kind, args.data, args.split, normalization=normalization, **extra)
-    check_class_count(
-        dataset,
-        num_classes,
-        what=f"the number of classes {args.checkpoint} predicts",
-        fix=f"evaluate a checkpoint trained on the data set's {dataset.num_classes} classes",
-    )
+    elif kind == "nyud":
+        from fcnseg.data.nyud import nyud_options
+
+        extra = nyud_options(inputs) if inputs is not None else {}
+        # the colour normalisation (a caffemodel of colour alone has no input spec: its normalisation is it)
+        normalization = extra.pop("normalization", None if inputs is not None else normalization)
+        if args.modalities:
+            extra["modalities"] = args.modalities
+    elif kind == "voc" and args.sbd_root is not None:
+        extra = {"sbd_root": args.sbd_root}
+    elif kind == "pascal_context" and args.voc_root is not None:
+        extra = {"voc_root": args.voc_root}
+    dataset = build_dataset(kind if args.data is not None else args.kind, args.data, args.split,
+                            normalization=normalization, **extra)
+    if len(dataset.heads) == 1:
+        check_class_count(
+            dataset,
+            subject["num_classes"],
+            what=f"the number of classes {args.checkpoint} predicts",
+            fix=f"evaluate a checkpoint trained on the data set's {dataset.num_classes} classes",
+        )
     return dataset
 
 
@@ -125,6 +153,7 @@ def _score(args: argparse.Namespace, subject: dict, dataset, device, precision: 
         save_predictions=args.save_predictions,
         progress=not args.no_progress,
         per_image=per_image,
+        leave_out_absent=args.leave_out_absent,
     )
     if onnx:
         result["precision"] = subject["precision"]
@@ -168,7 +197,10 @@ def run(args: argparse.Namespace) -> int:
         if args.compare_precisions:
             return compare_precisions(args, device, tta)
         subject = load_subject(args.checkpoint, args.runtime, device, args.precision)
-        dataset = _dataset(args, subject["normalization"], subject["num_classes"])
+        dataset = _dataset(args, subject)
+        if tta and len(dataset.heads) > 1:
+            raise ConfigError(f"--tta averages one score map; {args.checkpoint} has the heads "
+                              f"{', '.join(h.name for h in dataset.heads)}")
         result = _score(args, subject, dataset, device, args.precision, tta, per_image=args.report is not None)
         result["checkpoint"] = str(args.checkpoint)
         result["split"] = args.split
@@ -180,7 +212,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"{source}: {scored_line(result, args.out)}")
     if result["skipped"]:
         print(format_skipped(result))
-    print(format_table(result, result["class_names"]))
+    if "heads" in result:
+        print(format_head_tables(result["heads"], dataset.heads))
+    else:
+        print(format_table(result, result["class_names"]))
     write_json(result, args.out)
     print(f"results written to {args.out}")
     if args.save_predictions is not None:
@@ -207,7 +242,7 @@ def compare_precisions(args: argparse.Namespace, device, tta) -> int:
     if args.report is not None or args.save_predictions is not None:
         raise ConfigError("--compare-precisions writes one table; drop --report and --save-predictions")
     subject = load_subject(args.checkpoint, "torch", device, "fp32")
-    dataset = _dataset(args, subject["normalization"], subject["num_classes"])
+    dataset = _dataset(args, subject)
     rows = []
     for precision in ("fp32", "bf16"):
         result = _score(args, subject, dataset, device, precision, tta)
@@ -225,7 +260,7 @@ def compare_precisions(args: argparse.Namespace, device, tta) -> int:
             if onnx_subject["precision"] != "int8":
                 raise ConfigError(f"{int8}: an {onnx_subject['precision']} ONNX file; --int8-model takes a quantized one "
                                   "('fcnseg quantize')")
-            onnx_dataset = _dataset(args, onnx_subject["normalization"], onnx_subject["num_classes"])
+            onnx_dataset = _dataset(args, onnx_subject)
             rows.append({"precision": "int8", "runtime": "onnxruntime", "result": _score(args, onnx_subject, onnx_dataset, device, "fp32", tta)})
     base = rows[0]["result"]["mean_iu"]
     print(f"{args.checkpoint} on {args.data or 'synthetic'} {args.split}: {scored_line(rows[0]['result'], args.out)}"

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from fcnseg.config import PRESETS, resolve_run_config
+from fcnseg.config import DATASETS, MODALITIES, NORMALIZATIONS, PRESETS, resolve_run_config
 from fcnseg.errors import ConfigError
 from fcnseg.precision import PRECISIONS
 
@@ -33,6 +33,11 @@ examples:
   fcnseg train --config configs/voc-fcn32s.yaml --classifier-weights vgg16.pth --out runs/32s
   fcnseg train --config configs/voc-fcn16s.yaml --init-from runs/32s/checkpoints/last.pt --out runs/16s
   fcnseg train --config configs/voc-fcn8s.yaml --init-from runs/16s/checkpoints/last.pt --out runs/8s
+
+  # the paper's other benchmarks (configs/): NYUDv2 colour + HHA late fusion, SIFT Flow's two heads
+  fcnseg train --config configs/nyud-fcn32s-color-hha.yaml --data-root data/nyud --out runs/nyud-color-hha \
+      --set 'train.init_streams_from={color: runs/nyud-color/checkpoints/last.pt, hha: runs/nyud-hha/checkpoints/last.pt}'
+  fcnseg train --config configs/siftflow-fcn32s.yaml --data-root data/sift-flow --classifier-weights vgg16.caffemodel
 
   # continue an interrupted run (its own config; flags may change e.g. --max-iter)
   fcnseg train --resume runs/32s
@@ -58,6 +63,8 @@ FLAG_KEYS = {
     "train_split": ("data", "train_split"),
     "val_split": ("data", "val_split"),
     "sbd_root": ("data", "sbd_root"),
+    "voc_root": ("data", "voc_root"),
+    "modalities": ("data", "modalities"),
     "normalization": ("data", "normalization"),
     "crop_size": ("data", "crop_size"),
     "workers": ("data", "num_workers"),
@@ -118,12 +125,16 @@ def register(subparsers) -> None:
                    help="BatchNorm after every trunk convolution (small backbone; on in the small-cpu preset)")
 
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=["voc", "sbd", "folder", "synthetic", "auto"])
+    g.add_argument("--dataset", choices=list(DATASETS))
     g.add_argument("--data-root", help="data set folder ('' with --dataset synthetic: generated in memory)")
     g.add_argument("--train-split")
     g.add_argument("--val-split")
     g.add_argument("--sbd-root", help="SBD folder, for the VOC split seg11valid")
-    g.add_argument("--normalization", choices=["auto", "paper_bgr", "imagenet_rgb"])
+    g.add_argument("--voc-root", help="PASCAL-Context: the VOC2010 images, when not under --data-root")
+    g.add_argument("--modalities", choices=list(MODALITIES),
+                   help="NYUD's inputs (color+depth: early fusion, 4 channels; color+hha: two streams, late fusion); "
+                   "set model.streams to match")
+    g.add_argument("--normalization", choices=list(NORMALIZATIONS))
     g.add_argument("--crop-size", type=int, help="random square training crops, pixels (0 = whole images)")
     g.add_argument("--workers", type=int, help="data loader processes per training process")
     g.add_argument("--style", choices=["shapes", "blobs"], help="synthetic data style")

@@ -127,6 +127,33 @@ class LogDepthNormalization:
 NYUD_LOG_DEPTH = LogDepthNormalization()
 
 
+def normalization_from_dict(d: dict) -> "Normalization | LogDepthNormalization":
+    """Either kind from its ``to_dict()``: a depth normalisation has ``min_depth``."""
+    if isinstance(d, dict) and "min_depth" in d:
+        return LogDepthNormalization.from_dict(d)
+    return Normalization.from_dict(d)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The inputs of a model that reads more than an RGB image: NYUD's modalities in channel order
+    (``color+hha``, ``color+depth``, ``hha``...) and how each is normalised; stored in checkpoints, so
+    that evaluation feeds the model what it was trained on."""
+
+    modalities: str
+    normalizations: dict  # modality -> Normalization | LogDepthNormalization
+
+    def to_dict(self) -> dict:
+        return {"modalities": self.modalities, "normalizations": {m: n.to_dict() for m, n in self.normalizations.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "InputSpec":
+        try:
+            return cls(str(d["modalities"]), {str(m): normalization_from_dict(n) for m, n in d["normalizations"].items()})
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ConfigError(f"inputs {d!r} are malformed: {e}") from e
+
+
 def get_normalization(name: str) -> Normalization:
     """Look up a preset by name (``paper_bgr`` or ``imagenet_rgb``)."""
     if name not in PRESETS:

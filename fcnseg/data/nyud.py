@@ -17,7 +17,14 @@ from PIL import Image
 from fcnseg.data.base import RawItem, SegmentationDataset, Transform, read_split_file
 from fcnseg.data.classes import IGNORE_INDEX, ClassInfo
 from fcnseg.data.items import InputStream
-from fcnseg.data.normalization import NYUD_BGR, NYUD_HHA, NYUD_LOG_DEPTH, LogDepthNormalization, Normalization
+from fcnseg.data.normalization import (
+    NYUD_BGR,
+    NYUD_HHA,
+    NYUD_LOG_DEPTH,
+    InputSpec,
+    LogDepthNormalization,
+    Normalization,
+)
 from fcnseg.data.scan import Sample
 from fcnseg.errors import DataError
 
@@ -192,6 +199,11 @@ class NYUDDataset(SegmentationDataset):
         return list(self._streams)
 
     @property
+    def input_spec(self) -> InputSpec:
+        """The modalities read and each one's normalisation (what a checkpoint stores to be fed alike)."""
+        return InputSpec(self.modalities, {m: self.input_normalizations[m] for m in self.modality_names})
+
+    @property
     def in_channels(self) -> int:
         """Channels of an item's image (3, 1, 4 or 6)."""
         return sum(s.channels for s in self._streams)
@@ -231,6 +243,12 @@ class NYUDDataset(SegmentationDataset):
 
     def __repr__(self) -> str:
         return f"{super().__repr__()[:-1]}, modalities={self.modalities!r})"
+
+
+def nyud_options(spec: InputSpec) -> dict:
+    """The :class:`NYUDDataset` keyword arguments that read the inputs ``spec`` describes (a checkpoint's)."""
+    keys = {"color": "normalization", "hha": "hha_normalization", "depth": "depth_normalization"}
+    return {"modalities": spec.modalities, **{keys[m]: n for m, n in spec.normalizations.items() if m in keys}}
 
 
 def nyud_split_names(root: Path, split: str) -> list[str]:

@@ -124,6 +124,9 @@ def export_onnx(
     Raises:
         FcnsegError: onnx or onnxscript is not installed.
     """
+    from fcnseg.inference.runtime import check_predictable
+
+    check_predictable(model)  # the exported graph takes one RGB image and gives one score map
     require_modules(EXPORT_MODULES, "ONNX export")
     path = Path(path)
     wrapped = NormalizedFCN(fold_batch_norm(model.eval()).float(), normalization).eval()  # BatchNorm merged into the convs

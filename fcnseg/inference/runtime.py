@@ -56,6 +56,31 @@ def _as_tensor(pixels) -> torch.Tensor:
     return torch.from_numpy(np.asarray(pixels)) if not isinstance(pixels, torch.Tensor) else pixels
 
 
+def check_predictable(model: FCN) -> None:
+    """Raise unless ``model`` reads one 3-channel image and gives one label map: what prediction on image
+    files draws. A NYUD net on HHA alone passes (an HHA PNG is a 3-channel image, normalised as trained).
+
+    Raises:
+        ConfigError: a net of other inputs (NYUD depth, colour + depth, colour + HHA) or of several heads
+            (SIFT Flow), naming what scores or runs it instead.
+    """
+    cfg = model.config
+    if cfg.in_channels != 3 or len(cfg.input_streams()) != 1:
+        streams = ", ".join(f"{name} ({channels} channels)" for name, channels in cfg.input_streams())
+        raise ConfigError(
+            f"this {cfg.arch} reads {streams}, not one RGB image; prediction reads image files. Run it on a NYUD "
+            "tree with 'fcnseg eval CHECKPOINT --data NYUD --save-predictions DIR' (label PNGs of every image), "
+            "or from Python: fcnseg.checkpoint.load_model(CHECKPOINT).model(x) on the data set's items"
+        )
+    if len(model.heads) > 1:
+        names = ", ".join(h.name for h in model.heads)
+        raise ConfigError(
+            f"this {cfg.arch} has the heads {names}; prediction writes one label map per image. Use "
+            "'fcnseg eval CHECKPOINT --data ROOT --save-predictions DIR' (a folder of label PNGs per head), or "
+            "from Python: fcnseg.checkpoint.load_model(CHECKPOINT).model(x) -> {head: logits}"
+        )
+
+
 class TorchNet:
     """An FCN run by PyTorch: ``net(pixels uint8 [N, H, W, 3]) -> float32 logits [N, C, H, W]`` (on the CPU).
 
@@ -76,6 +101,7 @@ class TorchNet:
         layout: str = "auto",
         compile: bool = False,
     ):
+        check_predictable(model)
         self.device = select_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.model = fold_batch_norm(model.eval()).to(self.device)

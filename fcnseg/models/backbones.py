@@ -14,6 +14,7 @@ from torch import nn
 # VGG16 "D" configuration: output channels of each conv, stage by stage (Simonyan & Zisserman, table 1).
 VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 # The reference names of VGG16's convolutions: conv1_1 ... conv5_3.
+VGG16_FC_CHANNELS = 4096  # fc6 and fc7
 VGG16_CONV_NAMES = tuple(f"conv{s}_{i}" for s, widths in enumerate(VGG16_STAGES, 1) for i in range(1, len(widths) + 1))
 # The small trunk keeps VGG's five stride-2 stages (output stride 32) with few, narrow convolutions,
 # so that it trains in minutes on two CPU cores.
@@ -25,7 +26,7 @@ SMALL_FC6_KERNEL = 7  # as VGG16: keeps the reference crop geometry valid for ev
 class Backbone(nn.Module):
     """A chain of named layers that returns the feature maps the FCN heads tap.
 
-    ``forward(x [N,3,H,W]) -> {"pool3": ..., "pool4": ..., "fc7": ...}`` (pool3/pool4 only where the
+    ``forward(x [N,C,H,W]) -> {"pool3": ..., "pool4": ..., "fc7": ...}`` (pool3/pool4 only where the
     trunk has them). Layers are attributes named as in the reference nets, so state-dict keys read
     ``backbone.conv1_1.weight``.
     """
@@ -45,6 +46,11 @@ class Backbone(nn.Module):
             if name in self.taps:
                 features[name] = x
         return features
+
+    @property
+    def first_conv(self) -> str:
+        """The name of the layer that reads the image (``conv1_1``, ``conv1``): the one widened for more channels."""
+        return next(name for name, layer in self.named_children() if isinstance(layer, nn.Conv2d))
 
     def layers_until(self, name: str) -> list[nn.Module]:
         """The layers from the input up to and including ``name`` (for coordinate maps)."""
@@ -82,14 +88,17 @@ def _fully_conv(layers, in_channels: int, fc_channels: int, fc6_kernel: int, dro
     layers["drop7"] = nn.Dropout(dropout)
 
 
-def vgg16(pad: int = 100, dropout: float = 0.5) -> Backbone:
-    """VGG16 as in the reference voc-fcn nets: 13 convs, ceil-mode pools, fc6 7x7x4096, fc7 1x1x4096."""
-    layers = _conv_stages(VGG16_STAGES, pad)
-    _fully_conv(layers, 512, 4096, 7, dropout)
-    return Backbone(layers, taps={"pool3": 256, "pool4": 512, "drop7": 4096})
+def vgg16(pad: int = 100, dropout: float = 0.5, in_channels: int = 3) -> Backbone:
+    """VGG16 as in the reference voc-fcn nets: 13 convs, ceil-mode pools, fc6 7x7x4096, fc7 1x1x4096.
+
+    ``in_channels`` other than 3 widens conv1_1 (nyud-fcn32s-color-d's 4-channel ``conv1_1_bgrd``).
+    """
+    layers = _conv_stages(VGG16_STAGES, pad, in_channels=in_channels)
+    _fully_conv(layers, VGG16_STAGES[-1][-1], VGG16_FC_CHANNELS, 7, dropout)
+    return Backbone(layers, taps={"pool3": VGG16_STAGES[2][-1], "pool4": VGG16_STAGES[3][-1], "drop7": VGG16_FC_CHANNELS})
 
 
-def small(pad: int = 100, dropout: float = 0.5, batch_norm: bool = False) -> Backbone:
+def small(pad: int = 100, dropout: float = 0.5, batch_norm: bool = False, in_channels: int = 3) -> Backbone:
     """A narrow VGG-style trunk with the same five pooling stages (output stride 32) for CPU training.
 
     With ``batch_norm`` every convolution is followed by BatchNorm (``bnS_I``; the convolution then has
@@ -97,15 +106,15 @@ def small(pad: int = 100, dropout: float = 0.5, batch_norm: bool = False) -> Bac
     is a per-channel affine map, so the net stays fully convolutional (tiles, patches and any input
     size give the same scores) and :func:`fcnseg.models.batchnorm.fold_batch_norm` merges it into the convs.
     """
-    layers = _conv_stages(SMALL_STAGES, pad, batch_norm=batch_norm)
+    layers = _conv_stages(SMALL_STAGES, pad, in_channels=in_channels, batch_norm=batch_norm)
     _fully_conv(layers, SMALL_STAGES[-1][-1], SMALL_FC_CHANNELS, SMALL_FC6_KERNEL, dropout)
     return Backbone(layers, taps={"pool3": SMALL_STAGES[2][-1], "pool4": SMALL_STAGES[3][-1], "drop7": SMALL_FC_CHANNELS})
 
 
-def alexnet(pad: int = 100, dropout: float = 0.5) -> Backbone:
+def alexnet(pad: int = 100, dropout: float = 0.5, in_channels: int = 3) -> Backbone:
     """FCN-AlexNet trunk (reference ``voc-fcn-alexnet``): grouped convs, LRN, 3x3/2 pools, fc6 6x6x4096."""
     layers: "OrderedDict[str, nn.Module]" = OrderedDict()
-    layers["conv1"] = nn.Conv2d(3, 96, 11, stride=4, padding=pad)
+    layers["conv1"] = nn.Conv2d(in_channels, 96, 11, stride=4, padding=pad)
     layers["relu1"] = nn.ReLU(inplace=True)
     layers["pool1"] = nn.MaxPool2d(3, stride=2, ceil_mode=True)
     layers["norm1"] = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
@@ -127,10 +136,11 @@ def alexnet(pad: int = 100, dropout: float = 0.5) -> Backbone:
 BUILDERS = {"vgg16": vgg16, "alexnet": alexnet, "small": small}
 
 
-def build_backbone(name: str, pad: int = 100, dropout: float = 0.5, batch_norm: bool = False) -> Backbone:
+def build_backbone(name: str, pad: int = 100, dropout: float = 0.5, batch_norm: bool = False,
+                   in_channels: int = 3) -> Backbone:
     if batch_norm:
-        return BUILDERS[name](pad=pad, dropout=dropout, batch_norm=True)
-    return BUILDERS[name](pad=pad, dropout=dropout)
+        return BUILDERS[name](pad=pad, dropout=dropout, batch_norm=True, in_channels=in_channels)
+    return BUILDERS[name](pad=pad, dropout=dropout, in_channels=in_channels)
 
 
 def init_from_scratch(backbone: Backbone) -> None:

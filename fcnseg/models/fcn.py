@@ -1,4 +1,8 @@
-"""FCN-32s, FCN-16s, FCN-8s and FCN-8s at-once on a trunk: layers, crop offsets and forward from the head table."""
+"""FCN-32s, FCN-16s, FCN-8s and FCN-8s at-once on a trunk: layers, crop offsets and forward from the head table.
+
+One net may read several input streams (late fusion: a trunk each, their scores averaged) and give
+several outputs (heads sharing one trunk); :func:`fcnseg.models.heads.net_heads` names their layers.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,12 @@ from fcnseg.config import ModelConfig
 from fcnseg.errors import ConfigError
 from fcnseg.models.backbones import Backbone, build_backbone, init_from_scratch
 from fcnseg.models.geometry import CoordMap, crop_offset
-from fcnseg.models.heads import ARCH_HEADS, DATA, Head
+from fcnseg.models.heads import DATA, Head, net_heads
 from fcnseg.models.upsample import upsampling_layer
+
+# The reference name of the first convolution of a single trunk reading a stream other than 3 channels
+# of colour: nyud-fcn32s-color-d/net.py calls its 4-channel conv1_1 "conv1_1_bgrd".
+FIRST_LAYER_NAMES = {"color+depth": "conv1_1_bgrd"}
 
 
 def _crop(x: torch.Tensor, offset: int, like: torch.Tensor) -> torch.Tensor:
@@ -20,33 +28,58 @@ def _crop(x: torch.Tensor, offset: int, like: torch.Tensor) -> torch.Tensor:
 
 
 class FCN(nn.Module):
-    """A fully convolutional network: ``forward(x float [N,3,H,W]) -> logits [N,num_classes,H,W]``.
+    """A fully convolutional network: ``forward(x float [N,C,H,W]) -> logits [N,num_classes,H,W]``.
 
     The heads (``self.heads``, from :data:`fcnseg.models.heads.ARCH_HEADS`) say which trunk stages are
     fused; layer names follow the reference nets (``score_fr``, ``score_pool4``, ``upscore2``...). The crop
     offsets (``self.offsets``) are computed from the layer geometry as Caffe's ``coord_map`` does; for
     VGG16 with pad 100 they are 19 (32s), 5/27 (16s) and 5/9/31 (8s).
+
+    ``C`` is ``config.in_channels`` (3 for RGB). A net of several heads (``config.heads``) returns
+    ``{head name: logits [N, classes, H, W]}`` in head order. One stream has the trunk ``backbone``;
+    several (late fusion) have ``backbones[stream]``, each reading its own channels of ``x``.
     """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         config.validate()
         self.config = config
-        self.backbone: Backbone = build_backbone(
-            config.backbone, pad=config.pad, dropout=config.dropout, batch_norm=config.batch_norm
-        )
-        self.heads: tuple[Head, ...] = ARCH_HEADS[config.arch]
+        self.streams: list[tuple[str, int]] = config.input_streams()
+        trunks = {
+            name: build_backbone(config.backbone, pad=config.pad, dropout=config.dropout,
+                                 batch_norm=config.batch_norm, in_channels=channels)
+            for name, channels in self.streams
+        }
+        if len(trunks) == 1:
+            self.backbone: Backbone = next(iter(trunks.values()))
+        else:
+            self.backbones = nn.ModuleDict(trunks)
+        self.head_classes: dict[str, int] = dict(config.output_heads())
+        self.heads: tuple[Head, ...] = net_heads(config.arch, list(self.head_classes), [n for n, _ in self.streams])
         for head in self.heads:
             self._add_head_layers(head)
         self.offsets = self._derive_offsets()
-        init_from_scratch(self.backbone)
+        for trunk in self.trunks().values():
+            init_from_scratch(trunk)
         self.zero_init_scores()
 
+    def trunks(self) -> dict[str, Backbone]:
+        """Stream name -> its trunk, in input channel order."""
+        if len(self.streams) == 1:
+            return {self.streams[0][0]: self.backbone}
+        return dict(self.backbones.items())
+
+    def trunk_prefix(self, stream: str) -> str:
+        """The state-dict prefix of a stream's trunk: ``backbone``, or ``backbones.<stream>`` under late fusion."""
+        return "backbone" if len(self.streams) == 1 else f"backbones.{stream}"
+
     def _add_head_layers(self, head: Head) -> None:
-        c, taps, learn = self.config.num_classes, self.backbone.taps, self.config.learn_upsampling
+        c, learn = self.head_classes[head.name], self.config.learn_upsampling
+        taps = next(iter(self.trunks().values())).taps
         # Score layers first, then upsamplings, coarse to fine: the state-dict and parameter order of the
         # reference nets, which optimiser states saved in checkpoints rely on.
-        self.add_module(head.score_fr, nn.Conv2d(taps[head.source], c, 1))
+        for name in head.stream_scores:
+            self.add_module(name, nn.Conv2d(taps[head.source], c, 1))
         for f in head.fusions:
             self.add_module(f.score, nn.Conv2d(taps[f.skip.tap], c, 1))
         for f in head.fusions:
@@ -66,14 +99,15 @@ class FCN(nn.Module):
     def coord_maps(self) -> dict[str, CoordMap]:
         """Map from input pixels to each scored, upsampled or fused map's pixels (Caffe's coord_map).
 
-        A fused map has the coordinates of the upsampled map it is added to (the crop aligns the skip).
+        A fused map has the coordinates of the upsampled map it is added to (the crop aligns the skip);
+        the streams' averaged ``score_fused`` those of their ``score_fr`` (the trunks are alike).
         """
-        trunk = self.backbone
+        trunk = next(iter(self.trunks().values()))
         maps = {}
         for head in self.heads:
-            running = maps[head.score_fr] = CoordMap.of_layers(
-                trunk.layers_until(head.source) + [getattr(self, head.score_fr)]
-            )
+            for name in head.stream_scores:
+                maps[name] = CoordMap.of_layers(trunk.layers_until(head.source) + [getattr(self, name)])
+            running = maps[head.coarse] = maps[head.stream_scores[0]]
             for f in head.fusions:
                 running = maps[f.upscore] = CoordMap.of_layers([getattr(self, f.upscore)], running)
                 maps[f.score] = CoordMap.of_layers(trunk.layers_until(f.skip.tap) + [getattr(self, f.score)])
@@ -91,25 +125,67 @@ class FCN(nn.Module):
         except ValueError as e:
             raise ConfigError(f"{self.config.arch} on {self.config.backbone} with pad {self.config.pad}: {e}") from e
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.backbone(x)
-        (head,) = self.heads  # every architecture has one head; a net with several will return one map each
-        return self._head_scores(head, features, x)
+    def reference_names(self) -> dict[str, str]:
+        """Module path -> the reference net's layer name, for every layer with learned weights, in forward order.
 
-    def _head_scores(self, head: Head, features: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        score = getattr(self, head.score_fr)(features[head.source])  # 1/32
+        ``backbone.conv1_1`` -> ``conv1_1`` (``conv1_1_bgrd`` for the 4-channel colour + depth trunk), under late
+        fusion ``backbones.color.conv1_1`` -> ``conv1_1color``; head layers have their reference names already.
+        """
+        names = {}
+        for stream, trunk in self.trunks().items():
+            prefix = self.trunk_prefix(stream)
+            for layer, module in trunk.named_children():
+                if not any(True for _ in module.parameters()) or isinstance(module, nn.BatchNorm2d):
+                    continue
+                if len(self.streams) > 1:
+                    names[f"{prefix}.{layer}"] = f"{layer}{stream}"
+                elif layer == trunk.first_conv and stream in FIRST_LAYER_NAMES:
+                    names[f"{prefix}.{layer}"] = FIRST_LAYER_NAMES[stream]
+                else:
+                    names[f"{prefix}.{layer}"] = layer
+        for head in self.heads:
+            for name in (*head.score_layers, *head.upsampling_layers):
+                names[name] = name
+        return names
+
+    def trunk_features(self, x: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
+        """Stream name -> its trunk's tapped feature maps, each trunk on its own channels of ``x``."""
+        if len(self.streams) == 1:
+            return {self.streams[0][0]: self.backbone(x)}
+        parts = x.split([c for _, c in self.streams], dim=1)
+        return {name: self.backbones[name](part) for (name, _), part in zip(self.streams, parts)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        features = self.trunk_features(x)
+        scores = {head.name: self._head_scores(head, features, x) for head in self.heads}
+        if len(scores) == 1:
+            return next(iter(scores.values()))
+        return scores
+
+    def _coarse(self, head: Head, features: dict[str, dict[str, torch.Tensor]]) -> torch.Tensor:
+        if not head.streams:
+            (trunk,) = features.values()
+            return getattr(self, head.score_fr)(trunk[head.source])  # 1/32
+        # score_fused: Eltwise SUM with coeff 1/K each (0.5, 0.5 in nyud-fcn32s-color-hha/net.py)
+        weight = 1.0 / len(head.streams)
+        scores = [getattr(self, name)(features[s][head.source]) for name, s in zip(head.stream_scores, head.streams)]
+        return sum(weight * score for score in scores)
+
+    def _head_scores(self, head: Head, features: dict[str, dict[str, torch.Tensor]], x: torch.Tensor) -> torch.Tensor:
+        score = self._coarse(head, features)  # 1/32
+        (trunk, *_) = features.values()
         for f in head.fusions:
             up = getattr(self, f.upscore)(score)  # 1/16, then 1/8
-            skip = features[f.skip.tap]
+            skip = trunk[f.skip.tap]
             if f.skip.scale is not None:
                 skip = skip * f.skip.scale
             score = up + _crop(getattr(self, f.score)(skip), self.offsets[f.crop], up)
         return _crop(getattr(self, head.upscore)(score), self.offsets[head.crop], x).contiguous()
 
     def coarse_scores(self, x: torch.Tensor) -> torch.Tensor:
-        """The 1/32 class score map ``score_fr`` before any upsampling ``[N, C, h, w]``."""
-        (head,) = self.heads
-        return getattr(self, head.score_fr)(self.backbone(x)[head.source])
+        """The 1/32 class score map of the first head, before any upsampling ``[N, C, h, w]`` (``score_fr``,
+        or the streams' ``score_fused``)."""
+        return self._coarse(self.heads[0], self.trunk_features(x))
 
 
 def build_model(config: ModelConfig) -> FCN:

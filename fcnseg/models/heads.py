@@ -7,9 +7,9 @@ importers and the explanations read it instead of branching per architecture.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Iterable
 
 DATA = "data"  # the input, as the reference nets name it: what the last crop aligns with
 
@@ -53,16 +53,33 @@ class Head:
 
     Every layer name carries ``suffix``, so that several heads can share a trunk (SIFT Flow's semantic and
     geometric scores: ``score_fr_sem``, ``score_fr_geo``); the reference single-output nets use none.
+    With ``streams`` (late fusion, nyud-fcn32s-color-hha) each stream's trunk has its own ``score_fr``
+    named after it (``score_frcolor``, ``score_frhha``), and their mean, ``score_fused``, is upsampled.
     """
 
     skips: tuple[Skip, ...] = ()
     source: str = "drop7"  # the trunk output score_fr scores
     source_stride: int = 32  # its output stride
     suffix: str = ""
+    name: str = "semantic"  # the output it gives (a data set's head: fcnseg.data.items.Head)
+    streams: tuple[str, ...] = ()  # late fusion: the trunks whose scores are averaged; () = one trunk
+
+    def __post_init__(self) -> None:
+        assert not (self.streams and self.skips), "late fusion averages score_fr maps; skips would need one trunk"
 
     @property
     def score_fr(self) -> str:
         return f"score_fr{self.suffix}"
+
+    @property
+    def stream_scores(self) -> tuple[str, ...]:
+        """The 1x1 score convolutions on the trunks' last features: ``score_fr``, or one per stream."""
+        return tuple(f"{self.score_fr}{s}" for s in self.streams) or (self.score_fr,)
+
+    @property
+    def coarse(self) -> str:
+        """The coarsest score map, that the skips refine: ``score_fr``, or the streams' ``score_fused``."""
+        return f"score_fused{self.suffix}" if self.streams else self.score_fr
 
     @cached_property
     def fusions(self) -> tuple[Fusion, ...]:
@@ -96,8 +113,8 @@ class Head:
 
     @property
     def score_layers(self) -> tuple[str, ...]:
-        """The 1x1 score convolutions (zero-initialised, with bias): score_fr, then one per skip."""
-        return (self.score_fr, *(f.score for f in self.fusions))
+        """The 1x1 score convolutions (zero-initialised, with bias): score_fr (one per stream), then one per skip."""
+        return (*self.stream_scores, *(f.score for f in self.fusions))
 
     @property
     def upsampling_layers(self) -> tuple[str, ...]:
@@ -128,22 +145,60 @@ ARCH_HEADS: dict[str, tuple[Head, ...]] = {
 }
 
 
+# The layer suffix of each head of a net with several (siftflow-fcn*/net.py: score_fr_sem, upscore_geo...);
+# a head not listed here takes "_<name>". A net with one head has no suffix.
+HEAD_SUFFIXES = {"semantic": "_sem", "geometric": "_geo"}
+
+
+def head_suffix(name: str) -> str:
+    return HEAD_SUFFIXES.get(name, f"_{name}")
+
+
+def head_name(suffix: str) -> str:
+    """The inverse of :func:`head_suffix`: ``_sem`` -> ``semantic``; ``""`` (one head) -> ``semantic``."""
+    names = {v: k for k, v in HEAD_SUFFIXES.items()}
+    return names.get(suffix, suffix.removeprefix("_") or "semantic")
+
+
+def arch_head(arch: str, name: str = "semantic", suffix: str = "", streams: Sequence[str] = ()) -> Head:
+    """The head of ``arch`` (its one entry of :data:`ARCH_HEADS`) for output ``name``, layer names ending in
+    ``suffix``, on the late-fused ``streams`` (none: one trunk)."""
+    (template,) = ARCH_HEADS[arch]
+    return replace(template, name=name, suffix=suffix, streams=tuple(streams))
+
+
+def net_heads(arch: str, head_names: Sequence[str], stream_names: Sequence[str] = ()) -> tuple[Head, ...]:
+    """The heads of an ``arch`` net with the outputs ``head_names`` on the input streams ``stream_names``.
+
+    One output keeps the reference single-output names (``score_fr``); several take :func:`head_suffix`
+    (``score_fr_sem``, ``score_fr_geo``). Two or more streams are late-fused (``score_frcolor``...).
+    """
+    streams = tuple(stream_names) if len(stream_names) > 1 else ()
+    if len(head_names) == 1:
+        return (arch_head(arch, head_names[0], "", streams),)
+    return tuple(arch_head(arch, n, head_suffix(n), streams) for n in head_names)
+
+
 def head_layer_names(arch: str) -> tuple[str, ...]:
     """Every learned head layer of ``arch`` in state-dict order: per head, its score convolutions, then upsamplings."""
     return tuple(n for h in ARCH_HEADS[arch] for n in (*h.score_layers, *h.upsampling_layers))
 
 
-def match_arch(layer_names: Iterable[str]) -> str | None:
+def match_arch(layer_names: Iterable[str], suffix: str = "", streams: Sequence[str] = ()) -> str | None:
     """The architecture whose head layers best match ``layer_names`` (a weights file's layers), or None.
 
-    Counts each architecture's head layers (score, upsampling and reference Scale layers) among the names;
-    the most wins, the first of :data:`ARCH_HEADS` on a tie. So learned weights alone read as ``fcn8s``:
-    ``fcn8s-atonce`` has the same learned layers and differs only by its Scale constants.
+    Counts each architecture's head layers (score, upsampling and reference Scale layers), named with
+    ``suffix`` and on the late-fused ``streams`` (see :func:`arch_head`), among the names; the most wins,
+    the first of :data:`ARCH_HEADS` on a tie. So learned weights alone read as ``fcn8s``: ``fcn8s-atonce``
+    has the same learned layers and differs only by its Scale constants.
     """
     names = set(layer_names)
     best, best_count = None, 0
-    for arch, heads in ARCH_HEADS.items():
-        count = len(names & set(head_layer_names(arch)).union(*(h.scale_layers for h in heads)))
+    for arch, (template,) in ARCH_HEADS.items():
+        if streams and template.skips:
+            continue  # late fusion exists for the skip-less head only
+        head = arch_head(arch, suffix=suffix, streams=streams)
+        count = len(names & {*head.score_layers, *head.upsampling_layers, *head.scale_layers})
         if count > best_count:
             best, best_count = arch, count
     return best

@@ -99,21 +99,46 @@ def linear_to_conv_weight(weight: torch.Tensor, in_shape: tuple[int, int, int]) 
 # --- transplanting ---------------------------------------------------------------------------------
 
 
+def widen_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """An RGB first-layer weight ``[out, 3, k, k]`` for ``in_channels`` input channels, as
+    nyud-fcn32s-color-d/solve.py does for its 4-channel ``conv1_1_bgrd``: the three colour filters kept,
+    each further channel (depth) the mean of the three. Fewer than 3 channels (depth alone) take the mean.
+
+    Returns ``weight`` itself when it already has ``in_channels`` channels.
+    """
+    if weight.shape[1] == in_channels:
+        return weight
+    mean = weight.mean(dim=1, keepdim=True)  # [out, 1, k, k]
+    if in_channels < weight.shape[1]:
+        return mean.expand(-1, in_channels, -1, -1).clone()
+    extra = mean.expand(-1, in_channels - weight.shape[1], -1, -1)
+    return torch.cat([weight, extra], dim=1)  # [out, in_channels, k, k]
+
+
 def transplant_trunk(model: nn.Module, trunk: dict[str, torch.Tensor], source: str) -> None:
-    """Copy trunk weights (``backbone.*``) into ``model``, checking every shape (the paper's net surgery)."""
+    """Copy trunk weights (``backbone.*``) into every trunk of ``model``, checking every shape (the paper's
+    net surgery). A trunk reading other than 3 channels gets its first convolution widened by
+    :func:`widen_first_conv`; a late-fusion net's trunks (``backbones.<stream>.*``) each get a copy."""
     own = model.state_dict()
-    wanted = [k for k in own if k.startswith("backbone.")]
-    missing = [k for k in wanted if k not in trunk]
-    if missing:
-        raise CheckpointError(f"{source}: classifier weights lack {len(missing)} trunk layer(s), e.g. {missing[:3]}")
-    for k in wanted:
-        if tuple(trunk[k].shape) != tuple(own[k].shape):
-            raise CheckpointError(
-                f"{source}: {k} has shape {list(trunk[k].shape)} but the model expects {list(own[k].shape)}"
-            )
-    with torch.no_grad():
+    for stream, backbone in model.trunks().items():
+        prefix = model.trunk_prefix(stream)
+        first = f"{prefix}.{backbone.first_conv}.weight"
+        wanted = [k for k in own if k.startswith(f"{prefix}.")]
+        renamed = {k: f"backbone.{k.removeprefix(prefix + '.')}" for k in wanted}
+        missing = [renamed[k] for k in wanted if renamed[k] not in trunk]
+        if missing:
+            raise CheckpointError(f"{source}: classifier weights lack {len(missing)} trunk layer(s), e.g. {missing[:3]}")
+        weights = {k: trunk[renamed[k]] for k in wanted}
+        if weights[first].dim() == 4 and weights[first].shape[1] == 3:
+            weights[first] = widen_first_conv(weights[first], own[first].shape[1])
         for k in wanted:
-            own[k].copy_(trunk[k])
+            if tuple(weights[k].shape) != tuple(own[k].shape):
+                raise CheckpointError(
+                    f"{source}: {renamed[k]} has shape {list(weights[k].shape)} but the model expects {list(own[k].shape)}"
+                )
+        with torch.no_grad():
+            for k in wanted:
+                own[k].copy_(weights[k])
 
 
 def transplant(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> list[str]:

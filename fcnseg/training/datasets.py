@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fcnseg.config import DataConfig, RunConfig, TrainConfig
-from fcnseg.data import build_dataset, check_class_count, train_transform
+from fcnseg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from fcnseg.data import build_dataset, check_class_count, detect_kind, train_transform
 from fcnseg.data.normalization import Normalization
 from fcnseg.data.classes import class_pixel_counts
 from fcnseg.errors import ConfigError
@@ -26,22 +26,56 @@ class TrainingData:
     class_names: list[str]
 
 
-def _open(data: DataConfig, kind: str, root: str, split: str, normalization: Normalization, transform, count: int):
+def _open(data: DataConfig, kind: str, root: str, split: str, normalization: Normalization | None, transform,
+          count: int):
     kwargs: dict[str, Any] = {}
     if kind == "synthetic" and not root:
         kwargs = {"num_images": count, "seed": data.synthetic_seed, "style": data.synthetic_style,
                   "size": (data.synthetic_size, data.synthetic_size) if data.synthetic_size else None}
-    elif data.sbd_root and kind in ("voc", "auto"):
-        kwargs = {"sbd_root": data.sbd_root}
+    else:
+        kind = detect_kind(root) if kind in ("auto", "synthetic") else kind
+        if data.sbd_root and kind == "voc":
+            kwargs = {"sbd_root": data.sbd_root}
+        elif data.voc_root and kind == "pascal_context":
+            kwargs = {"voc_root": data.voc_root}
+        if data.modalities:
+            if kind != "nyud":
+                raise ConfigError(f"data.modalities {data.modalities!r} is for NYUD, but {root} holds a {kind} data set")
+            kwargs = {"modalities": data.modalities}
     return build_dataset(kind, root or None, split, normalization=normalization, transform=transform, **kwargs)
 
 
-def build_training_data(config: RunConfig, normalization: Normalization) -> TrainingData:
-    """Open both splits (scanning their files) and check their classes against ``model.num_classes``.
+def check_model_fits(dataset, model: ModelConfig) -> None:
+    """Raise unless the model's heads and input streams are the data set's (``dataset.heads``, ``streams``).
+
+    One head is checked by its class count (:func:`fcnseg.data.check_class_count`, which names the class file);
+    several by name and count. One input stream by its channels, several (late fusion) by name and channels.
 
     Raises:
+        ConfigError: naming the setting to write (``model.heads``, ``model.streams``) and the data set's values.
+    """
+    heads = [[h.name, h.num_classes] for h in dataset.heads]
+    if len(heads) == 1 and not model.heads:
+        check_class_count(dataset, model.num_classes, what="model.num_classes")
+    elif [list(h) for h in model.output_heads()] != heads:
+        raise ConfigError(f"model.heads is {[list(h) for h in model.output_heads()]} but the data set's heads are "
+                          f"{heads}; set model.heads: {heads} (and model.num_classes: {heads[0][1]})")
+    streams = [[s.name, s.channels] for s in dataset.streams]
+    ours = [list(s) for s in model.input_streams()]
+    fits = ours[0][1] == streams[0][1] if len(streams) == len(ours) == 1 else ours == streams
+    if not fits:
+        raise ConfigError(f"the model reads the input streams {ours} but the data set gives {streams}; "
+                          f"set model.streams: {streams}")
+
+
+def build_training_data(config: RunConfig, normalization: Normalization | None) -> TrainingData:
+    """Open both splits (scanning their files) and check their heads and inputs against the model's.
+
+    Args:
+        normalization: the colour normalisation; None: the data set's own (NYUD's, SIFT Flow's mean pixel).
+    Raises:
         DataError: a root, split or file is missing or unreadable (from :func:`fcnseg.data.build_dataset`).
-        ConfigError: the splits disagree on the classes, or the model has another number of them.
+        ConfigError: the splits disagree on the classes, or the model has other heads or inputs.
     """
     d = config.data
     scale = (d.scale_min, d.scale_max) if (d.scale_min, d.scale_max) != (1.0, 1.0) else None
@@ -53,7 +87,7 @@ def build_training_data(config: RunConfig, normalization: Normalization) -> Trai
     found = train_set.num_classes
     if val_set.num_classes != found:
         raise ConfigError(f"the train split has {found} classes but the val split has {val_set.num_classes}")
-    check_class_count(train_set, config.model.num_classes, what="model.num_classes")
+    check_model_fits(train_set, config.model)
     return TrainingData(train_set, val_set, class_names)
 
 

@@ -1,4 +1,5 @@
-"""Where a run's weights start: from scratch, an ImageNet VGG16 classifier, a coarser FCN, or the checkpoint it resumes.
+"""Where a run's weights start: from scratch, an ImageNet VGG16 classifier, a coarser FCN, single-stream FCNs
+(one per stream of a late-fusion net), or the checkpoint it resumes.
 
 Each start says which input normalisation its weights imply; :func:`resolve_normalization` turns
 that and ``data.normalization`` into the one the run feeds.
@@ -13,11 +14,12 @@ from typing import Any
 from torch import nn
 
 from fcnseg.checkpoint import load_checkpoint, read_classifier_trunk
-from fcnseg.config import ModelConfig, RunConfig, from_dict
-from fcnseg.data import get_normalization
-from fcnseg.data.normalization import IMAGENET_RGB, PAPER_BGR, Normalization
-from fcnseg.errors import CheckpointError, ConfigError
+from fcnseg.config import DataConfig, ModelConfig, RunConfig, from_dict
+from fcnseg.data import detect_kind, get_normalization
+from fcnseg.data.normalization import IMAGENET_RGB, PAPER_BGR, Normalization, normalization_from_dict
+from fcnseg.errors import CheckpointError, ConfigError, DataError
 from fcnseg.models import build_model
+from fcnseg.models.heads import net_heads
 from fcnseg.models.surgery import transplant, transplant_trunk
 
 
@@ -36,8 +38,10 @@ def initialize_model(
     """Build ``config.model`` and load its starting weights.
 
     Args:
-        config: the run settings; ``train.classifier_weights`` (net surgery, paper section 4) or
-            ``train.init_from`` (staged training, section 4.2) choose the start, else scratch.
+        config: the run settings; ``train.classifier_weights`` (net surgery, paper section 4; every trunk
+            of the net gets the classifier's, conv1_1 widened for more channels), ``train.init_from``
+            (staged training, section 4.2) or ``train.init_streams_from`` (late fusion from single-stream
+            nets, nyud-fcn32s-color-hha) choose the start, else scratch.
         resume_checkpoint: a ``last.pt`` already read (:func:`fcnseg.training.state.read_resume`);
             its weights win over every other start, and its model must be the one ``config`` asks for.
         resume_source: the file it came from, for messages.
@@ -53,6 +57,8 @@ def initialize_model(
         return _from_classifier(model_config, t.classifier_weights)
     if t.init_from:
         return _from_coarser(model_config, t.init_from)
+    if t.init_streams_from:
+        return _from_streams(model_config, t.init_streams_from)
     return InitializedModel(build_model(model_config), None, "weights initialised from scratch")
 
 
@@ -65,7 +71,7 @@ def _resumed(model_config: ModelConfig, checkpoint: dict[str, Any], source: str 
         )
     model = build_model(model_config)
     model.load_state_dict(checkpoint["state_dict"])
-    return InitializedModel(model, Normalization.from_dict(checkpoint["normalization"]), f"weights from {source}")
+    return InitializedModel(model, normalization_from_dict(checkpoint["normalization"]), f"weights from {source}")
 
 
 def _from_classifier(model_config: ModelConfig, path: str) -> InitializedModel:
@@ -96,14 +102,77 @@ def _from_coarser(model_config: ModelConfig, path: str) -> InitializedModel:
         )
     description = (f"initialised {len(copied)} tensors from {path} (a {checkpoint['model_config'].get('arch')}); "
                    f"new layers keep their zero/bilinear init: {', '.join(new) or 'none'}")
-    return InitializedModel(model, Normalization.from_dict(checkpoint["normalization"]), description)
+    return InitializedModel(model, normalization_from_dict(checkpoint["normalization"]), description)
 
 
-def resolve_normalization(config: RunConfig, weights_normalization: Normalization | None) -> Normalization:
-    """``auto``: the weights' own normalisation, else paper BGR for VGG16/AlexNet, ImageNet RGB for the small net."""
+def _from_streams(model_config: ModelConfig, paths: dict[str, str]) -> InitializedModel:
+    """Each trunk of a late-fusion net, and its ``score_fr``, from a single-stream checkpoint of the stream
+    (nyud-fcn32s-color-hha/solve.py: ``surgery.transplant(net, color_net, suffix='color')``, then 'hha')."""
+    model = build_model(model_config)
+    streams = [name for name, _ in model.streams]
+    if len(streams) < 2:
+        raise ConfigError("train.init_streams_from starts the trunks of a late-fusion net (two model.streams); "
+                          "this model has one stream; use train.init_from")
+    if sorted(paths) != sorted(streams):
+        raise ConfigError(f"train.init_streams_from names the streams {sorted(paths)}; the model's are {streams}")
+    normalization = None
+    for index, stream in enumerate(streams):
+        path = paths[stream]
+        checkpoint = load_checkpoint(path)
+        theirs = from_dict(ModelConfig, checkpoint["model_config"], f"{path}: model_config")
+        if len(theirs.input_streams()) != 1:
+            raise CheckpointError(f"{path}: a net of the streams {theirs.input_streams()}; each stream starts from a "
+                                  "single-stream net")
+        their_heads = {h.name: h for h in net_heads(theirs.arch, [n for n, _ in theirs.output_heads()])}
+        renamed = {f"{model.trunk_prefix(stream)}.{k.removeprefix('backbone.')}": v
+                   for k, v in checkpoint["state_dict"].items() if k.startswith("backbone.")}
+        for head in model.heads:
+            if head.name not in their_heads:
+                raise CheckpointError(f"{path}: has no head {head.name!r} (its heads: {list(their_heads)})")
+            for part in ("weight", "bias"):
+                renamed[f"{head.stream_scores[index]}.{part}"] = checkpoint["state_dict"][f"{their_heads[head.name].score_fr}.{part}"]
+        copied = set(transplant(model, renamed))
+        left = sorted(set(renamed) - copied)
+        wanted = [k for k in model.state_dict() if k.startswith(f"{model.trunk_prefix(stream)}.")]
+        left += [k for k in wanted if k not in renamed]
+        if left:
+            raise CheckpointError(f"{path}: does not fit the {stream} stream of this {model_config.backbone} net "
+                                  f"(batch_norm {model_config.batch_norm}); missing or differently shaped: "
+                                  f"{', '.join(left[:4])}{' ...' if len(left) > 4 else ''}")
+        if normalization is None:
+            normalization = normalization_from_dict(checkpoint["normalization"])
+    described = ", ".join(f"{s} from {paths[s]}" for s in streams)
+    return InitializedModel(model, normalization, f"streams initialised from single-stream nets: {described}")
+
+
+# Data sets whose reference data layer subtracts its own mean pixel (nyud_layers.py, siftflow_layers.py).
+OWN_MEAN_KINDS = ("nyud", "siftflow")
+
+
+def _data_kind(data: DataConfig) -> str:
+    if data.dataset in ("auto", "synthetic") and data.root:
+        try:
+            return detect_kind(data.root)
+        except DataError:
+            return data.dataset  # opening the data set reports the folder
+    return data.dataset
+
+
+def resolve_normalization(config: RunConfig, weights_normalization: Normalization | None) -> Normalization | None:
+    """``auto``: the weights' own normalisation, else paper BGR for VGG16/AlexNet, ImageNet RGB for the small net.
+
+    NYUD and SIFT Flow keep their own mean pixel (returns None: the data set's default), as the reference
+    trains on them from the Caffe VGG16, unless the weights expect another scale than BGR 0..255.
+    """
     name = config.data.normalization
     if name != "auto":
         return get_normalization(name)
+    if _data_kind(config.data) in OWN_MEAN_KINDS and (
+        not isinstance(weights_normalization, Normalization)  # none, or a depth map's
+        or (weights_normalization.bgr and weights_normalization.value_scale == 1.0
+                                          and weights_normalization.std == (1.0, 1.0, 1.0))
+    ):
+        return None
     if weights_normalization is not None:
         return weights_normalization
     return IMAGENET_RGB if config.model.backbone == "small" else PAPER_BGR

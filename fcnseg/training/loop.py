@@ -13,7 +13,7 @@ from torch import nn
 from fcnseg import distributed as D
 from fcnseg.config import TrainConfig
 from fcnseg.errors import FcnsegError
-from fcnseg.losses import Loss, build_loss
+from fcnseg.losses import Loss, build_loss, per_head_loss
 from fcnseg.precision import autocast
 from fcnseg.training.optim import set_learning_rate
 
@@ -50,6 +50,8 @@ def train_step(
     the paper's pixel-wise cross-entropy over the labelled pixels, 255 ignored, normalised or summed as
     ``config.normalize_loss`` says; see :func:`fcnseg.losses.build_loss`), accumulates gradients
     (GradScaler for fp16), clips their norm to ``config.grad_clip`` (0: no clipping) and steps the optimiser.
+    A net of several heads (a dict of logits, masks ``[N, K, H, W]``) trains on the sum of ``loss_fn`` over
+    its heads, weighted by ``config.head_weights`` (:func:`fcnseg.losses.per_head_loss`).
 
     The passes are averaged, as Caffe's ``iter_size`` does. Within a pass the gradient equals that of
     one process seeing the whole global batch: ``loss_fn`` returns this process's share of the global
@@ -60,7 +62,7 @@ def train_step(
         TrainingDiverged: the loss is NaN or infinite (the optimiser has not stepped).
     """
     world = D.get_world_size()
-    loss_fn = loss_fn or build_loss("cross_entropy", normalize=config.normalize_loss)
+    loss_fn = per_head_loss(loss_fn or build_loss("cross_entropy", normalize=config.normalize_loss), config.head_weights)
     lr = set_learning_rate(optimizer, config, iteration)
     optimizer.zero_grad(set_to_none=True)
     net.train()

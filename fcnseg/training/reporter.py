@@ -143,14 +143,18 @@ class Reporter:
         if not self.enabled:
             return
         state.history.append(record)
+        heads = record.get("head_mean_iu", {})
+        per_head = "".join(f", {name} mean IU {100 * miu:.2f}" for name, miu in heads.items())
         log.info(f"validation at iteration {state.iteration}: mean IU {100 * record['mean_iu']:.2f}, pixel acc. "
                  f"{100 * record['pixel_accuracy']:.2f}, mean acc. {100 * record['mean_accuracy']:.2f}, "
-                 f"f.w. IU {100 * record['frequency_weighted_iu']:.2f}")
+                 f"f.w. IU {100 * record['frequency_weighted_iu']:.2f}{per_head}")
         if record.get("warning"):
             log.warning("validation at iteration %d: %s", state.iteration, record["warning"])
         if self.tensorboard:
             for key in METRIC_KEYS:
                 self.tensorboard.scalar(f"val/{key}", record[key], state.iteration)
+            for name, miu in heads.items():
+                self.tensorboard.scalar(f"val/mean_iu_{name}", miu, state.iteration)
         mean_iu = record["mean_iu"] if math.isfinite(record["mean_iu"]) else -math.inf
         if mean_iu > state.best_mean_iu:
             state.best_mean_iu = mean_iu
@@ -207,6 +211,9 @@ class Reporter:
             self.write_reports(state)
         else:
             table = format_table(final, self.class_names)
+            heads = final.get("head_mean_iu", {})
+            if heads:  # the table is the first head's; metrics.json has every head's in full
+                table += "\n\nmean IU per head: " + ", ".join(f"{name} {100 * miu:.2f}" for name, miu in heads.items())
             if final.get("warning"):
                 table += f"\n\nwarning: {final['warning']}"
             atomic_write_text(table + "\n", self.out_dir / "metrics.txt")
@@ -229,12 +236,15 @@ class _HeldRecords(logging.Handler):
 
 
 def write_validation_history(history: list[dict], out_dir: str | Path, class_names: list[str]) -> None:
-    """``metrics.csv`` (one row per validation: iteration, train loss, lr, the four metrics, per-class IU)
-    and ``metrics.json`` (the same records in full, plus the best one)."""
+    """``metrics.csv`` (one row per validation: iteration, train loss, lr, the four metrics, per-class IU; a
+    net of several heads adds each head's mean IU, ``mean_iu_<head>``) and ``metrics.json`` (the same
+    records in full, plus the best one: by the first head's mean IU)."""
     out_dir = Path(out_dir)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["iteration", "epoch", "train_loss", "lr", *METRIC_KEYS, *(f"iu_{name}" for name in class_names)])
+    heads = list(history[0].get("head_mean_iu", {})) if history else []
+    writer.writerow(["iteration", "epoch", "train_loss", "lr", *METRIC_KEYS, *(f"mean_iu_{h}" for h in heads),
+                     *(f"iu_{name}" for name in class_names)])
     for record in history:
         per_class = record.get("per_class_iu") or [None] * len(class_names)
         writer.writerow(
@@ -244,6 +254,7 @@ def write_validation_history(history: list[dict], out_dir: str | Path, class_nam
                 _fmt(record.get("train_loss")),
                 _fmt(record.get("lr")),
                 *(_fmt(record.get(k)) for k in METRIC_KEYS),
+                *(_fmt(record.get("head_mean_iu", {}).get(h)) for h in heads),
                 *(_fmt(v) for v in per_class),
             ]
         )

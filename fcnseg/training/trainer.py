@@ -98,7 +98,9 @@ class Trainer:
         t = config.train
         self.images_per_update = t.batch_size * t.iter_size * dist.world_size
         self.write_checkpoint = partial(save_checkpoint, model=model, config=config.model,
-                                        class_names=data.class_names, normalization=normalization)
+                                        class_names=data.class_names, normalization=normalization,
+                                        head_class_names={h.name: list(h.class_names) for h in data.train_set.heads},
+                                        inputs=getattr(data.train_set, "input_spec", None))
 
     def run(self, progress: bool = True) -> TrainResult:
         """Train to ``train.max_iter`` updates, validating every ``val_every`` and checkpointing every ``checkpoint_every``."""
@@ -228,6 +230,7 @@ def train(config: RunConfig, resume: str | Path | Resume | None = None, progress
         initialized = initialize_model(config, resume.checkpoint if resume else None, resume.path if resume else "")
         normalization = resolve_normalization(config, initialized.normalization)
         data = build_training_data(config, normalization)
+        normalization = data.train_set.normalization  # None above: the data set's own mean pixel
         log.info("%s", initialized.description)  # after the data: a run that fails on them says only why
         weights = class_weights(t, data.train_set, data.class_names)
         loss_fn = build_loss(t.loss, class_weights=weights, normalize=t.normalize_loss, focal_gamma=t.focal_gamma)

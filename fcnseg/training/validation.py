@@ -11,12 +11,21 @@ from fcnseg.precision import autocast, describe
 
 
 def validate(model: nn.Module, val_set, device: torch.device, amp_dtype: torch.dtype | None, limit: int = 0) -> dict:
-    """The four metrics on ``val_set`` (its first ``limit`` images; 0: all); each process scores a shard and counts are summed."""
+    """The four metrics on ``val_set`` (its first ``limit`` images; 0: all); each process scores a shard and counts are summed.
+
+    Every head is scored (:func:`fcnseg.evaluation.evaluate`): the metrics are the first head's, ``heads`` holds each.
+    """
     return evaluate(model, val_set, device=device, precision=describe(amp_dtype), limit=limit or None, progress=False)
 
 
 def validation_record(result: dict, iteration: int, epoch: float, train_loss: float, lr: float) -> dict:
-    """What metrics.csv/json keep of one validation: when, the training loss since the last one, and the metrics."""
+    """What metrics.csv/json keep of one validation: when, the training loss since the last one, and the metrics
+    (the first head's; a net of several heads adds ``head_mean_iu``, each head's mean IU, and ``heads``, all
+    of each head's metrics but its confusion matrix)."""
+    extra = {}
+    if "heads" in result:
+        extra["head_mean_iu"] = {name: r["mean_iu"] for name, r in result["heads"].items()}
+        extra["heads"] = {name: {k: v for k, v in r.items() if k != "confusion"} for name, r in result["heads"].items()}
     return {
         "iteration": iteration,
         "epoch": epoch,
@@ -26,6 +35,7 @@ def validation_record(result: dict, iteration: int, epoch: float, train_loss: fl
         "per_class_iu": result["per_class_iu"],
         "per_class_accuracy": result["per_class_accuracy"],
         "pixels": result["pixels"],
+        **extra,
         # ground-truth pixels of each class (the confusion matrix's row sums), for the per-class IU bars
         "class_pixels": [int(sum(row)) for row in result.get("confusion") or []],
         # set when the predictions collapsed to one class (fcnseg.metrics.collapse_warning), else None
@@ -46,8 +56,11 @@ def panel_items(model: nn.Module, val_set, count: int, device: torch.device, amp
         image, _ = val_set[index]
         with autocast(device, amp_dtype):
             logits = model(image[None].to(device))
+        if isinstance(logits, dict):  # several heads: the panels show the first
+            logits = next(iter(logits.values()))
         raw = val_set.load_raw(index)
-        items.append({"name": val_set.name(index), "image": raw.image, "mask": raw.mask,
+        mask = raw.mask if raw.mask.ndim == 2 else raw.mask[0]
+        items.append({"name": val_set.name(index), "image": raw.image, "mask": mask,
                       "prediction": logits.argmax(1)[0].cpu().numpy()})
     model.train(was_training)
     return items

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from fcnseg.config import ModelConfig
-from fcnseg.data.normalization import Normalization
+from fcnseg.data.normalization import InputSpec, Normalization
 
 
 @dataclass
@@ -21,7 +21,9 @@ class ImportedWeights:
         backbone: ``"vgg16"``, ``"alexnet"`` or ``"small"``.
         num_classes: classes scored (1000 for an ImageNet classifier).
         config: the FCN the weights fill, or None for a classifier (trunk and fc8 only).
-        normalization: the input the weights were trained on.
+        normalization: the input the weights were trained on (its first modality's, for several).
+        inputs: the modalities and their normalisations of a net that reads more than an RGB image, else None.
+        head_class_names: head name -> class names, where the net's data set is known (else empty).
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -29,6 +31,8 @@ class ImportedWeights:
     num_classes: int
     config: ModelConfig | None
     normalization: Normalization
+    inputs: InputSpec | None = None
+    head_class_names: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def arch(self) -> str | None:
