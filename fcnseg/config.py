@@ -15,6 +15,7 @@ T = TypeVar("T")
 
 ARCHES = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")
 BACKBONES = ("vgg16", "alexnet", "small")
+PADDINGS = ("paper", "same")  # fcnseg.models.backbones.PADDINGS says what each builds
 
 
 @dataclass
@@ -24,7 +25,11 @@ class ModelConfig:
     arch: str = "fcn8s"  # fcn32s | fcn16s | fcn8s | fcn8s-atonce
     backbone: str = "vgg16"  # vgg16 | alexnet | small
     num_classes: int = 21  # PASCAL VOC: 20 classes + background
-    pad: int = 100  # zero padding of the first convolution, pixels (reference nets: 100)
+    pad: int = 100  # zero padding of the first convolution, pixels (reference nets: 100); padding "paper" only
+    # paper: the reference geometry (conv1_1 padded by ``pad``, fc6 unpadded). same: every convolution padded
+    # by half its kernel, no large pad (a 128-px crop is a 128-px forward, not 328); the crops follow from
+    # the layers either way. Deviation: "same" is not the paper's; the small-cpu preset uses it.
+    padding: str = "paper"  # paper | same
     # The reference nets fix every deconvolution to bilinear interpolation (lr_mult 0);
     # the paper (section 4.2) also reports learning the 2x ones. Either is a flag away.
     learn_upsampling: bool = False
@@ -52,6 +57,13 @@ class ModelConfig:
             raise ConfigError(f"{source}: num_classes must be >= 1, got {self.num_classes}")
         if self.pad < 0:
             raise ConfigError(f"{source}: pad must be >= 0, got {self.pad}")
+        if self.padding not in PADDINGS:
+            raise ConfigError(f"{source}: padding {self.padding!r} is not one of {', '.join(PADDINGS)}")
+        if self.padding == "same" and self.pad != ModelConfig.pad:
+            raise ConfigError(
+                f"{source}: pad {self.pad} is conv1_1's padding under padding 'paper'; with padding 'same' every "
+                f"convolution pads by half its kernel, so leave pad at {ModelConfig.pad} or set padding: paper"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"{source}: dropout must be in [0, 1), got {self.dropout}")
         return self
@@ -263,7 +275,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # all-background answer on the outline-classed synthetic shapes. Fixed bilinear upsampling: learning
     # it under AdamW only drifted it.
     "small-cpu": {
-        "model": {"backbone": "small", "pad": 100, "dropout": 0.1, "learn_upsampling": False, "batch_norm": True},
+        "model": {"backbone": "small", "padding": "same", "dropout": 0.1, "learn_upsampling": False, "batch_norm": True},
         "train": {
             "optimizer": "adamw", "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4, "bias_lr_mult": 1.0,
             "bias_decay_mult": 0.0, "normalize_loss": True, "batch_size": 8, "iter_size": 1, "lr_policy": "poly",
@@ -302,10 +314,23 @@ class RunConfig:
         )
 
 
+# The model fields every run config stored whole (config.yaml, a checkpoint's run_config) had before
+# ``padding`` existed: such a model section was built with the paper geometry, whatever its preset says now.
+_MODEL_FIELDS_BEFORE_PADDING = frozenset({"arch", "backbone", "num_classes", "pad", "learn_upsampling", "dropout",
+                                          "batch_norm"})
+
+
 def upgrade_legacy_keys(values: Any) -> Any:
     """Settings written by earlier versions, in today's words: ``train.amp`` (auto | fast | off | bf16 | fp16)
-    becomes ``train.precision`` (off -> fp32, fast -> auto). Returns a new dict; other values unchanged."""
-    if not isinstance(values, dict) or not isinstance(values.get("train"), dict) or "amp" not in values["train"]:
+    becomes ``train.precision`` (off -> fp32, fast -> auto); a stored model section without ``padding``
+    gets ``padding: paper``, the geometry it was built with (the small-cpu preset now says "same").
+    Returns a new dict; other values unchanged."""
+    if not isinstance(values, dict):
+        return values
+    model = values.get("model")
+    if isinstance(model, dict) and "padding" not in model and _MODEL_FIELDS_BEFORE_PADDING <= set(model):
+        values = {**values, "model": {**model, "padding": "paper"}}
+    if not isinstance(values.get("train"), dict) or "amp" not in values["train"]:
         return values
     train = dict(values["train"])
     amp = train.pop("amp")

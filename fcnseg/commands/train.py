@@ -50,6 +50,7 @@ FLAG_KEYS = {
     "backbone": ("model", "backbone"),
     "num_classes": ("model", "num_classes"),
     "pad": ("model", "pad"),
+    "padding": ("model", "padding"),
     "dropout": ("model", "dropout"),
     "learn_upsampling": ("model", "learn_upsampling"),
     "batch_norm": ("model", "batch_norm"),
@@ -110,7 +111,10 @@ def register(subparsers) -> None:
     g.add_argument("--arch", choices=["fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce"])
     g.add_argument("--backbone", choices=["vgg16", "alexnet", "small"])
     g.add_argument("--num-classes", type=int, help="classes including background (VOC: 21; synthetic: 6)")
-    g.add_argument("--pad", type=int, help="padding of conv1_1, pixels (reference nets: 100)")
+    g.add_argument("--pad", type=int, help="padding of conv1_1, pixels (reference nets: 100; --padding paper only)")
+    g.add_argument("--padding", choices=["paper", "same"],
+                   help="paper: conv1_1 padded by --pad, fc6 unpadded (the reference nets; default); same: every "
+                   "convolution keeps sizes, a crop is computed at its own size (the small-cpu preset)")
     g.add_argument("--dropout", type=float)
     g.add_argument("--learn-upsampling", action=argparse.BooleanOptionalAction, default=None,
                    help="learn the 2x upsampling layers instead of fixing them to bilinear")
