@@ -40,7 +40,10 @@ class SeededItems(Dataset):
 
     def __getitem__(self, key: int):
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + key) % (2**63 - 1))
+            # The CPU generator only (the transforms draw from it): torch.manual_seed would also re-seed
+            # every GPU's generator, which fork_rng(devices=[]) does not restore, and it formats a stack
+            # trace per call for the lazy device seeding (a millisecond an item).
+            torch.default_generator.manual_seed((self.seed * 1_000_003 + key) % (2**63 - 1))
             return self.dataset[key % len(self.dataset)]
 
 
