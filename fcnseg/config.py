@@ -210,7 +210,11 @@ class TrainConfig:
     normalize_loss: bool = True
     batch_size: int = 1  # images per forward pass per process
     iter_size: int = 20  # forward/backward passes accumulated per update (global batch = batch_size * iter_size * processes)
-    max_iter: int = 100000  # parameter updates
+    max_iter: int = 100000  # parameter updates (unused with a time_budget)
+    # Train for this much time instead of max_iter updates: "300s", "5m", "1.5h" ("" = off). The poly schedule
+    # then runs over time (lr factor from time spent / budget); the time is that of the updates and their
+    # data, not of validations and checkpoints; a resumed run continues the remaining budget.
+    time_budget: str = ""
     lr_policy: str = "fixed"  # fixed | poly | step
     lr_power: float = 0.9  # poly: lr * (1 - iter / max_iter) ** power
     lr_step: int = 0  # step: multiply the lr by lr_gamma every lr_step updates
@@ -248,7 +252,35 @@ class TrainConfig:
             raise ConfigError(f"{source}: lr_policy 'step' needs lr_step >= 1")
         if self.init_from and self.classifier_weights:
             raise ConfigError(f"{source}: give init_from (an FCN checkpoint) or classifier_weights, not both")
+        parse_duration(self.time_budget, f"{source}: time_budget")
         return self
+
+    @property
+    def time_budget_seconds(self) -> float | None:
+        """The time budget in seconds, or None when the run counts updates (``max_iter``)."""
+        return parse_duration(self.time_budget, "train.time_budget")
+
+
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str, where: str = "duration") -> float | None:
+    """``"90s"``, ``"5m"``, ``"1.5h"`` (or a bare number of seconds) -> seconds; ``""`` -> None.
+
+    Raises:
+        ConfigError: not a positive number with one of the units s, m, h (naming ``where``).
+    """
+    text = text.strip().lower()
+    if not text:
+        return None
+    number, unit = (text[:-1], text[-1]) if text[-1] in _DURATION_UNITS else (text, "s")
+    try:
+        seconds = float(number) * _DURATION_UNITS[unit]
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise ConfigError(f"{where}: expected a positive duration such as 90s, 5m or 1.5h, found {text!r}")
+    return seconds
 
 
 # Named recipes. A preset fills settings below the config file and the flags, section by section.

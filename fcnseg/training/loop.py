@@ -41,10 +41,12 @@ def train_step(
     iteration: int,
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
+    progress: float | None = None,
 ) -> Step:
     """One update of ``net`` over ``config.iter_size`` batches ``(images [N,3,H,W], masks int64 [N,H,W])``.
 
-    Sets the learning rate of update ``iteration`` (0-based; :func:`fcnseg.training.optim.set_learning_rate`),
+    Sets the learning rate of update ``iteration`` (0-based; on a time budget, with ``progress`` the fraction
+    of it spent: :func:`fcnseg.training.optim.set_learning_rate`),
     runs each pass's forward under autocast in ``amp_dtype`` (None: float32), takes the pixel-wise
     cross-entropy over the labelled pixels (255 ignored), accumulates gradients (GradScaler for
     fp16), clips their norm to ``config.grad_clip`` (0: no clipping) and steps the optimiser.
@@ -58,7 +60,7 @@ def train_step(
         TrainingDiverged: the loss is NaN or infinite (the optimiser has not stepped).
     """
     world = D.get_world_size()
-    lr = set_learning_rate(optimizer, config, iteration)
+    lr = set_learning_rate(optimizer, config, iteration, progress)
     optimizer.zero_grad(set_to_none=True)
     net.train()
     logged = torch.zeros((), dtype=torch.float64, device=device)
