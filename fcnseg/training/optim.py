@@ -48,9 +48,13 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     decoupled for AdamW.
     """
     groups = parameter_groups(model, config)
+    # One fused kernel over all parameters instead of a loop of small ops per tensor: the same arithmetic
+    # (AdamW agrees to 1e-7 after ten steps), and on one CPU core the small net's AdamW step takes 10 ms
+    # instead of 73 (SGD: 3 instead of 7), which at a 128-pixel crop was a third of its update.
+    fused = all(p.device.type in ("cpu", "cuda") for group in groups for p in group["params"])
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.momentum, 0.999))
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, fused=fused)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.momentum, 0.999), fused=fused)
 
 
 def lr_factor(config: TrainConfig, iteration: int, progress: float | None = None) -> float:
