@@ -14,6 +14,14 @@ from fcnseg.data.transforms import Normalize
 from fcnseg.training.sampling import SeededItems
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def synthetic(size=None, count=6):
     return SyntheticDataset("train", count, seed=3, style="blobs", size=size, normalization=IMAGENET_RGB)
 
@@ -142,3 +150,21 @@ def test_uint8_scaling_keeps_labels_exact_on_uint8_masks():
     assert i8.dtype == torch.uint8 and m8.dtype == torch.uint8
     assert torch.equal(m8.long(), m64)
     np.testing.assert_array_equal(np.unique(m8.numpy()), np.unique(mask.numpy()))
+
+
+def test_a_run_with_a_persistent_worker_takes_the_updates_of_an_in_process_run(tmp_path):
+    from fcnseg.config import resolve_run_config
+    from fcnseg.training.trainer import train
+
+    def run(workers):
+        return train(resolve_run_config(overrides={
+            "model": {"arch": "fcn32s", "backbone": "small", "num_classes": 6, "padding": "same"},
+            "data": {"dataset": "synthetic", "root": "", "synthetic_train_images": 4, "synthetic_val_images": 1,
+                     "synthetic_size": 36, "crop_size": 32, "scale_min": 0.8, "scale_max": 1.2,
+                     "num_workers": workers, "normalization": "imagenet_rgb"},
+            "train": {"out_dir": str(tmp_path / f"w{workers}"), "optimizer": "adamw", "lr": 1e-3, "batch_size": 2,
+                      "max_iter": 5, "val_every": 0, "checkpoint_every": 0, "num_panels": 0, "precision": "fp32",
+                      "deterministic": True, "seed": 2},
+        }), progress=False).losses
+
+    assert run(1) == run(0)  # five updates of two: two and a half epochs through the same worker

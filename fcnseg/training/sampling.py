@@ -84,7 +84,9 @@ def training_loader(
         drop_last=sampler.num_samples >= config.batch_size,
         pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(config.seed),  # keeps the global RNG (dropout) untouched
-        persistent_workers=False,
+        # Workers that live through the run: starting them again every epoch cost more than the epoch's
+        # decoding on a small cached set. The sampler still runs here, so the data order is unchanged.
+        persistent_workers=num_workers > 0,
     )
     if sampler.num_samples < config.batch_size:
         log.warning("each process sees %d training images per epoch, fewer than batch_size %d",
