@@ -6,9 +6,10 @@ their outline only: colour and texture give nothing away), evaluates each best c
 validation images and prints one table. ``--variants`` adds the same runs with settings changed,
 for a side-by-side comparison (each run is independent; they share nothing but the machine).
 
-    python benchmarks/preset_transfer.py                                   # the preset, ~8 min on 2 cores
+    python benchmarks/preset_transfer.py                                   # the preset, 2 x 4 min of training
     python benchmarks/preset_transfer.py --variants no-bn                  # and the preset without BatchNorm
-    python benchmarks/preset_transfer.py --iters 2000 --styles shapes      # a longer budget
+    python benchmarks/preset_transfer.py --time-budget 10m --styles shapes # a longer budget
+    python benchmarks/preset_transfer.py --iters 2000                      # a fixed number of updates
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import logging
 import time
 from pathlib import Path
 
-from fcnseg.demo import DEMO_MAX_ITER, DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES, run_demo
+from fcnseg.demo import DEMO_TIME_BUDGET, DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES, run_demo
 
 VARIANTS = {
     "preset": {},
@@ -32,7 +33,8 @@ def main() -> None:
     p.add_argument("--styles", nargs="+", default=["blobs", "shapes"], choices=["blobs", "shapes"])
     p.add_argument("--variants", nargs="*", default=[], choices=[v for v in VARIANTS if v != "preset"],
                    help="also run the preset with these changes")
-    p.add_argument("--iters", type=int, default=DEMO_MAX_ITER, help=f"updates per run (the demo's: {DEMO_MAX_ITER})")
+    p.add_argument("--time-budget", default=DEMO_TIME_BUDGET, help=f"training time per run (the demo's: {DEMO_TIME_BUDGET})")
+    p.add_argument("--iters", type=int, help="a fixed number of updates per run instead of the time budget")
     p.add_argument("--out", type=Path, default=Path("runs/preset-transfer"))
     p.add_argument("--data", type=Path, default=Path("data"), help="synthetic sets are written to DATA/synthetic-STYLE")
     args = p.parse_args()
@@ -47,6 +49,7 @@ def main() -> None:
                 data_dir=args.data / f"synthetic-{style}",
                 style=style,
                 max_iter=args.iters,
+                time_budget=args.time_budget,
                 num_train=DEMO_TRAIN_IMAGES,
                 num_val=DEMO_VAL_IMAGES,
                 progress=False,
@@ -56,7 +59,7 @@ def main() -> None:
             objects = [v for v in m["per_class_iu"][1:] if v is not None]
             rows.append({
                 "style": style, "tuned on": "yes" if style == "blobs" else "no", "variant": variant,
-                "updates": args.iters, "minutes": (time.perf_counter() - started) / 60,
+                "updates": result.train.iteration, "minutes": (time.perf_counter() - started) / 60,
                 "mean IU": 100 * m["mean_iu"], "pixel acc.": 100 * m["pixel_accuracy"],
                 "background IU": 100 * m["per_class_iu"][0],
                 "object IU min-max": f"{100 * min(objects):.1f}-{100 * max(objects):.1f}",

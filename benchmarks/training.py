@@ -9,6 +9,7 @@ are to fp32 eager of the same run.
     python benchmarks/training.py                     # small net and VGG16
     python benchmarks/training.py --models small      # skip VGG16 (minutes per mode on 2 cores)
     python benchmarks/training.py --no-ddp --rounds 2
+    python benchmarks/training.py --models small --size 128 --batch 8 --padding same --no-ddp   # the small-cpu preset
 
 On a CPU without native bf16 (no AMX / AVX512-BF16) the bf16 modes are emulated, hundreds of times
 slower than fp32, and are skipped unless --bf16 asks for them.
@@ -35,11 +36,12 @@ from fcnseg.training.optim import build_optimizer
 MODES = ("fp32", "channels_last", "bf16", "bf16+channels_last")
 
 
-def make_step(backbone: str, batch: int, size: int, mode: str, seed: int = 0):
+def make_step(backbone: str, batch: int, size: int, mode: str, seed: int = 0, padding: str = "paper"):
     """A closure that runs one training update (the step `fcnseg train` takes); returns (step, model)."""
     torch.manual_seed(seed)
     # The small net as the small-cpu preset trains it (BatchNorm trunk); VGG16 as the paper's.
-    model = build_model(ModelConfig(arch="fcn8s", backbone=backbone, num_classes=21, batch_norm=backbone == "small"))
+    model = build_model(ModelConfig(arch="fcn8s", backbone=backbone, num_classes=21, batch_norm=backbone == "small",
+                                    padding=padding))
     recipe = TrainConfig(lr=1e-4 if backbone == "vgg16" else 1e-3, batch_size=batch, iter_size=1,
                          channels_last="channels_last" in mode)
     optimizer = build_optimizer(model, recipe)
@@ -73,14 +75,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank: int, world: int, port: int, backbone: str, batch: int, size: int, warmup: int, steps: int, queue):
+def _ddp_worker(rank: int, world: int, port: int, backbone: str, batch: int, size: int, warmup: int, steps: int, queue,
+                padding: str = "paper"):
     import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        step, model = make_step(backbone, batch, size, "fp32", seed=0)
+        step, model = make_step(backbone, batch, size, "fp32", seed=0, padding=padding)
         synchronise_batch_norm(model)  # as fcnseg train does under torchrun
         ddp = torch.nn.parallel.DistributedDataParallel(model)
         seconds = time_steps(lambda: step(ddp), warmup, steps)
@@ -92,11 +95,11 @@ def _ddp_worker(rank: int, world: int, port: int, backbone: str, batch: int, siz
         dist.destroy_process_group()
 
 
-def ddp_seconds(world: int, backbone: str, batch: int, size: int, warmup: int, steps: int) -> float:
+def ddp_seconds(world: int, backbone: str, batch: int, size: int, warmup: int, steps: int, padding: str = "paper") -> float:
     """Seconds per update with ``world`` gloo processes, each ``batch`` images (global batch world*batch)."""
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()
-    mp.spawn(_ddp_worker, args=(world, _free_port(), backbone, batch, size, warmup, steps, queue), nprocs=world)
+    mp.spawn(_ddp_worker, args=(world, _free_port(), backbone, batch, size, warmup, steps, queue, padding), nprocs=world)
     return queue.get()
 
 
@@ -109,13 +112,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed updates per round")
     parser.add_argument("--no-ddp", action="store_true", help="skip the 1 vs 2 process comparison")
     parser.add_argument("--bf16", action="store_true", help="time the bf16 modes even where bf16 is emulated")
+    parser.add_argument("--padding", choices=["paper", "same"], default="paper",
+                        help="the trunk's geometry: paper (conv1_1 pad 100) or same (the small-cpu preset's)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
     modes = [m for m in MODES if args.bf16 or cpu_has_native_bf16() or not m.startswith("bf16")]
     if len(modes) < len(MODES):
         print("this CPU has no native bf16 (AMX / AVX512-BF16): bf16 modes skipped (--bf16 to time them anyway)")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cores} cores, "
-          f"input {args.size}x{args.size}, global batch {args.batch}; best of {args.rounds} rounds x {args.steps} updates\n")
+          f"input {args.size}x{args.size}, padding {args.padding}, global batch {args.batch}; best of {args.rounds} rounds "
+          f"x {args.steps} updates; load average {'/'.join(f'{v:.1f}' for v in os.getloadavg())}\n")
     rows = []
     for backbone in [m.strip() for m in args.models.split(",") if m.strip()]:
         best = {mode: float("inf") for mode in modes}
@@ -123,12 +132,13 @@ def main() -> None:
         warmup = 1 if backbone == "vgg16" else 2
         for _ in range(args.rounds):
             for mode in modes:  # one model at a time: four VGG16s with optimiser state would not fit in memory
-                step, _ = make_step(backbone, args.batch, args.size, mode)
+                step, _ = make_step(backbone, args.batch, args.size, mode, padding=args.padding)
                 best[mode] = min(best[mode], time_steps(step, warmup, args.steps))
                 del step
             if not args.no_ddp and args.batch % 2 == 0:
                 ddp_best[1] = min(ddp_best[1], best["fp32"])  # one process, all cores, the whole batch
-                ddp_best[2] = min(ddp_best[2], ddp_seconds(2, backbone, args.batch // 2, args.size, warmup, args.steps))
+                ddp_best[2] = min(ddp_best[2], ddp_seconds(2, backbone, args.batch // 2, args.size, warmup, args.steps,
+                                                            args.padding))
         for mode in modes:
             rows.append((backbone, mode, args.batch / best[mode], best["fp32"] / best[mode]))
         if ddp_best[2] < float("inf"):

@@ -15,6 +15,7 @@ T = TypeVar("T")
 
 ARCHES = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")
 BACKBONES = ("vgg16", "alexnet", "small")
+PADDINGS = ("paper", "same")  # fcnseg.models.backbones.PADDINGS says what each builds
 
 
 @dataclass
@@ -24,7 +25,11 @@ class ModelConfig:
     arch: str = "fcn8s"  # fcn32s | fcn16s | fcn8s | fcn8s-atonce
     backbone: str = "vgg16"  # vgg16 | alexnet | small
     num_classes: int = 21  # PASCAL VOC: 20 classes + background
-    pad: int = 100  # zero padding of the first convolution, pixels (reference nets: 100)
+    pad: int = 100  # zero padding of the first convolution, pixels (reference nets: 100); padding "paper" only
+    # paper: the reference geometry (conv1_1 padded by ``pad``, fc6 unpadded). same: every convolution padded
+    # by half its kernel, no large pad (a 128-px crop is a 128-px forward, not 328); the crops follow from
+    # the layers either way. Deviation: "same" is not the paper's; the small-cpu preset uses it.
+    padding: str = "paper"  # paper | same
     # The reference nets fix every deconvolution to bilinear interpolation (lr_mult 0);
     # the paper (section 4.2) also reports learning the 2x ones. Either is a flag away.
     learn_upsampling: bool = False
@@ -74,6 +79,13 @@ class ModelConfig:
             raise ConfigError(f"{source}: num_classes must be >= 1, got {self.num_classes}")
         if self.pad < 0:
             raise ConfigError(f"{source}: pad must be >= 0, got {self.pad}")
+        if self.padding not in PADDINGS:
+            raise ConfigError(f"{source}: padding {self.padding!r} is not one of {', '.join(PADDINGS)}")
+        if self.padding == "same" and self.pad != ModelConfig.pad:
+            raise ConfigError(
+                f"{source}: pad {self.pad} is conv1_1's padding under padding 'paper'; with padding 'same' every "
+                f"convolution pads by half its kernel, so leave pad at {ModelConfig.pad} or set padding: paper"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"{source}: dropout must be in [0, 1), got {self.dropout}")
         self.streams = _named_counts(self.streams, "streams", "channels", source)
@@ -219,6 +231,9 @@ class DataConfig:
     scale_max: float = 1.0
     crop_size: int = 0  # random square crop, pixels; 0 = whole images (the paper found cropping did not help)
     num_workers: int = 2  # DataLoader worker processes per training process
+    # Decoded training images (and masks) held in memory as uint8, up to this many MiB (4 bytes a pixel;
+    # VOC's 1464 train images take ~1.1 GB); the rest are decoded on each use. 0 = none. Changes no value.
+    cache_mb: int = 1024
     val_max_images: int = 0  # validate on the first N images only; 0 = all
     # The built-in synthetic set (fcnseg.data.synthetic) when dataset is synthetic and root is "":
     synthetic_style: str = "shapes"  # shapes | blobs
@@ -236,7 +251,7 @@ class DataConfig:
             raise ConfigError(f"{source}: normalization {self.normalization!r} is not one of {', '.join(NORMALIZATIONS)}")
         if not 0 < self.scale_min <= self.scale_max:
             raise ConfigError(f"{source}: need 0 < scale_min <= scale_max, got {self.scale_min} and {self.scale_max}")
-        for name in ("crop_size", "num_workers", "val_max_images", "synthetic_size"):
+        for name in ("crop_size", "num_workers", "cache_mb", "val_max_images", "synthetic_size"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{source}: {name} must be >= 0, got {getattr(self, name)}")
         if self.modalities and self.modalities not in MODALITIES:
@@ -276,7 +291,11 @@ class TrainConfig:
     focal_gamma: float = 2.0  # focal loss: (1 - p)^gamma; 0 is cross-entropy
     batch_size: int = 1  # images per forward pass per process
     iter_size: int = 20  # forward/backward passes accumulated per update (global batch = batch_size * iter_size * processes)
-    max_iter: int = 100000  # parameter updates
+    max_iter: int = 100000  # parameter updates (unused with a time_budget)
+    # Train for this much time instead of max_iter updates: "300s", "5m", "1.5h" ("" = off). The poly schedule
+    # then runs over time (lr factor from time spent / budget); the time is that of the updates and their
+    # data, not of validations and checkpoints; a resumed run continues the remaining budget.
+    time_budget: str = ""
     lr_policy: str = "fixed"  # fixed | poly | step
     lr_power: float = 0.9  # poly: lr * (1 - iter / max_iter) ** power
     lr_step: int = 0  # step: multiply the lr by lr_gamma every lr_step updates
@@ -341,7 +360,35 @@ class TrainConfig:
         if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in self.head_weights):
             raise ConfigError(f"{source}: head_weights must be numbers >= 0, one per head; found {self.head_weights!r}")
         self.head_weights = [float(w) for w in self.head_weights]
+        parse_duration(self.time_budget, f"{source}: time_budget")
         return self
+
+    @property
+    def time_budget_seconds(self) -> float | None:
+        """The time budget in seconds, or None when the run counts updates (``max_iter``)."""
+        return parse_duration(self.time_budget, "train.time_budget")
+
+
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str, where: str = "duration") -> float | None:
+    """``"90s"``, ``"5m"``, ``"1.5h"`` (or a bare number of seconds) -> seconds; ``""`` -> None.
+
+    Raises:
+        ConfigError: not a positive number with one of the units s, m, h (naming ``where``).
+    """
+    text = text.strip().lower()
+    if not text:
+        return None
+    number, unit = (text[:-1], text[-1]) if text[-1] in _DURATION_UNITS else (text, "s")
+    try:
+        seconds = float(number) * _DURATION_UNITS[unit]
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise ConfigError(f"{where}: expected a positive duration such as 90s, 5m or 1.5h, found {text!r}")
+    return seconds
 
 
 # Named recipes. A preset fills settings below the config file and the flags, section by section.
@@ -371,7 +418,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # all-background answer on the outline-classed synthetic shapes. Fixed bilinear upsampling: learning
     # it under AdamW only drifted it.
     "small-cpu": {
-        "model": {"backbone": "small", "pad": 100, "dropout": 0.1, "learn_upsampling": False, "batch_norm": True},
+        "model": {"backbone": "small", "padding": "same", "dropout": 0.1, "learn_upsampling": False, "batch_norm": True},
         "train": {
             "optimizer": "adamw", "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4, "bias_lr_mult": 1.0,
             "bias_decay_mult": 0.0, "normalize_loss": True, "batch_size": 8, "iter_size": 1, "lr_policy": "poly",
@@ -418,10 +465,23 @@ class RunConfig:
         return config
 
 
+# The model fields every run config stored whole (config.yaml, a checkpoint's run_config) had before
+# ``padding`` existed: such a model section was built with the paper geometry, whatever its preset says now.
+_MODEL_FIELDS_BEFORE_PADDING = frozenset({"arch", "backbone", "num_classes", "pad", "learn_upsampling", "dropout",
+                                          "batch_norm"})
+
+
 def upgrade_legacy_keys(values: Any) -> Any:
     """Settings written by earlier versions, in today's words: ``train.amp`` (auto | fast | off | bf16 | fp16)
-    becomes ``train.precision`` (off -> fp32, fast -> auto). Returns a new dict; other values unchanged."""
-    if not isinstance(values, dict) or not isinstance(values.get("train"), dict) or "amp" not in values["train"]:
+    becomes ``train.precision`` (off -> fp32, fast -> auto); a stored model section without ``padding``
+    gets ``padding: paper``, the geometry it was built with (the small-cpu preset now says "same").
+    Returns a new dict; other values unchanged."""
+    if not isinstance(values, dict):
+        return values
+    model = values.get("model")
+    if isinstance(model, dict) and "padding" not in model and _MODEL_FIELDS_BEFORE_PADDING <= set(model):
+        values = {**values, "model": {**model, "padding": "paper"}}
+    if not isinstance(values.get("train"), dict) or "amp" not in values["train"]:
         return values
     train = dict(values["train"])
     amp = train.pop("amp")

@@ -50,6 +50,17 @@ def test_models_command_lists_every_architecture(capsys):
     assert 134e6 < vgg8s["parameters"] < 135e6
 
 
+def test_same_padding_computes_a_128_crop_at_its_own_size(capsys):
+    config = ModelConfig(arch="fcn8s", backbone="small", num_classes=6, padding="same")
+    same = complexity(config, (128, 128))
+    assert abs(same.gflops - hand_counted_gflops(build_model(config).eval(), torch.zeros(1, 3, 128, 128))) < 1e-3
+    assert main(["models", "--size", "128", "--num-classes", "6", "--padding", "same", "--json"]) == 0
+    rows = {(r["backbone"], r["arch"]): r for r in json.loads(capsys.readouterr().out)}
+    assert rows[("small", "fcn8s")]["offsets"] == {"score_pool4c": -1, "score_pool3c": -1, "score": 4}
+    paper = complexity(ModelConfig(arch="fcn8s", backbone="small", num_classes=6), (128, 128))
+    assert paper.gflops > 5 * same.gflops  # the paper's pad 100 makes a 128-px crop a 328-px forward
+
+
 def test_convert_writes_a_checkpoint_that_loads_alone(tmp_path):
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch="fcn16s", backbone="small", num_classes=3))

@@ -6,13 +6,13 @@ import argparse
 from pathlib import Path
 
 from fcnseg.precision import PRECISIONS
-from fcnseg.demo import DEMO_MAX_ITER, DEMO_OUT, DEMO_STYLE, DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES
+from fcnseg.demo import DEMO_OUT, DEMO_STYLE, DEMO_TIME_BUDGET, DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "demo",
-        help="train and evaluate a small FCN-8s on built-in synthetic data (a few minutes on a CPU)",
+        help="train and evaluate a small FCN-8s on built-in synthetic data (four minutes of training on a CPU)",
         description="Writes a synthetic data set, trains the small FCN-8s with the small-cpu preset, evaluates "
         "its best checkpoint and leaves the metrics table, the loss/mean IU curves and "
         "image | ground truth | prediction panels in --out.",
@@ -21,7 +21,9 @@ def register(subparsers) -> None:
     p.add_argument("--data", type=Path, help="where the synthetic set is written (default data/synthetic-STYLE)")
     p.add_argument("--style", choices=["shapes", "blobs"], default=DEMO_STYLE,
                    help=f"synthetic data style (default {DEMO_STYLE}, the one the small-cpu preset was tuned on)")
-    p.add_argument("--max-iter", type=int, default=DEMO_MAX_ITER, help=f"updates (default {DEMO_MAX_ITER})")
+    p.add_argument("--time-budget", default=DEMO_TIME_BUDGET, metavar="DURATION",
+                   help=f"training time, e.g. 90s, 4m, 1h (default {DEMO_TIME_BUDGET}); validations not counted")
+    p.add_argument("--max-iter", type=int, help="a fixed number of updates instead of the time budget")
     p.add_argument("--train-images", type=int, default=DEMO_TRAIN_IMAGES, help="synthetic training images")
     p.add_argument("--val-images", type=int, default=DEMO_VAL_IMAGES, help="synthetic validation images")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -44,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
             data_dir=args.data,
             style=args.style,
             max_iter=args.max_iter,
+            time_budget=args.time_budget,
             num_train=args.train_images,
             num_val=args.val_images,
             precision=args.precision,

@@ -42,6 +42,9 @@ examples:
   # continue an interrupted run (its own config; flags may change e.g. --max-iter)
   fcnseg train --resume runs/32s
 
+  # the small net for 5 minutes of training, whatever the machine (the lr schedule follows the clock)
+  fcnseg train --preset small-cpu --dataset auto --data-root data/my-set --num-classes 4 --time-budget 5m
+
   # any setting without its own flag
   fcnseg train --config my.yaml --set train.bias_lr_mult=1 --set data.scale_max=1.5
 
@@ -55,6 +58,7 @@ FLAG_KEYS = {
     "backbone": ("model", "backbone"),
     "num_classes": ("model", "num_classes"),
     "pad": ("model", "pad"),
+    "padding": ("model", "padding"),
     "dropout": ("model", "dropout"),
     "learn_upsampling": ("model", "learn_upsampling"),
     "batch_norm": ("model", "batch_norm"),
@@ -77,6 +81,7 @@ FLAG_KEYS = {
     "batch_size": ("train", "batch_size"),
     "iter_size": ("train", "iter_size"),
     "max_iter": ("train", "max_iter"),
+    "time_budget": ("train", "time_budget"),
     "lr_policy": ("train", "lr_policy"),
     "val_every": ("train", "val_every"),
     "checkpoint_every": ("train", "checkpoint_every"),
@@ -117,7 +122,10 @@ def register(subparsers) -> None:
     g.add_argument("--arch", choices=["fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce"])
     g.add_argument("--backbone", choices=["vgg16", "alexnet", "small"])
     g.add_argument("--num-classes", type=int, help="classes including background (VOC: 21; synthetic: 6)")
-    g.add_argument("--pad", type=int, help="padding of conv1_1, pixels (reference nets: 100)")
+    g.add_argument("--pad", type=int, help="padding of conv1_1, pixels (reference nets: 100; --padding paper only)")
+    g.add_argument("--padding", choices=["paper", "same"],
+                   help="paper: conv1_1 padded by --pad, fc6 unpadded (the reference nets; default); same: every "
+                   "convolution keeps sizes, a crop is computed at its own size (the small-cpu preset)")
     g.add_argument("--dropout", type=float)
     g.add_argument("--learn-upsampling", action=argparse.BooleanOptionalAction, default=None,
                    help="learn the 2x upsampling layers instead of fixing them to bilinear")
@@ -147,6 +155,9 @@ def register(subparsers) -> None:
     g.add_argument("--batch-size", type=int, help="images per pass per process")
     g.add_argument("--iter-size", type=int, help="passes accumulated per update")
     g.add_argument("--max-iter", type=int, help="number of updates")
+    g.add_argument("--time-budget", metavar="DURATION",
+                   help="train for this long instead of --max-iter updates, e.g. 90s, 5m, 1.5h; the poly schedule "
+                   "runs over the time (validations and checkpoints not counted); '' turns it off")
     g.add_argument("--lr-policy", choices=["fixed", "poly", "step"])
     g.add_argument("--val-every", type=int, help="validate every N updates (0: only at the end)")
     g.add_argument("--checkpoint-every", type=int, help="write checkpoints/last.pt every N updates")

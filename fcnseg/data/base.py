@@ -213,11 +213,16 @@ class SegmentationDataset(torch.utils.data.Dataset):
             image, mask = self.transform(image, mask)
         return image, mask
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def load_usable_raw(self, index: int) -> RawItem:
+        """Item ``index`` as stored, or, if its files went bad after the scan, the next readable one (logged).
+
+        Raises:
+            DataError: ``MAX_SUBSTITUTIONS`` items in a row cannot be read.
+        """
         for attempt in range(MAX_SUBSTITUTIONS):
             current = (index + attempt) % len(self.samples)
             try:
-                raw = self.load_raw(current)
+                return self.load_raw(current)
             except Exception as e:  # a file went bad after the scan: log it and serve the next item
                 logger.warning(
                     "item %s (%s) cannot be loaded (%s: %s); substituting the next item",
@@ -226,11 +231,12 @@ class SegmentationDataset(torch.utils.data.Dataset):
                     type(e).__name__,
                     e,
                 )
-                continue
-            return self._to_tensors(raw)
         raise DataError(
             f"{self.kind} data set at {self.root}: items {index}..{index + MAX_SUBSTITUTIONS - 1} all failed to load"
         )
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._to_tensors(self.load_usable_raw(index))
 
     def __repr__(self) -> str:
         return (

@@ -47,7 +47,11 @@ class Normalization:
 
     def image_to_tensor(self, image: np.ndarray) -> torch.Tensor:
         """RGB uint8 ``[H, W, 3]`` array -> normalised float32 tensor ``[3, H, W]``."""
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+        return self.normalize(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        """RGB ``[3, H, W]`` tensor of 0..255 values (uint8, e.g. a training crop) -> normalised float32 ``[3, H, W]``."""
+        x = image.float()
         if self.bgr:
             x = x.flip(0)
         mean = torch.tensor(self.mean).view(3, 1, 1)

@@ -1,10 +1,12 @@
-"""Training augmentations on normalised tensors: random mirror, random scale, random crop with the mask padded by ignore.
+"""Training augmentations: random mirror, random scale, random crop with the mask padded by ignore, and the normalisation.
 
-Every transform maps ``(image float32 [C, H, W], mask int64 [H, W])`` to the same pair (or a mask
-``[K, H, W]``, one map per head, all moved alike), so it runs after
-the data set has normalised the image (:mod:`fcnseg.data.normalization`). Padding the image with 0 there
-means padding with the mean pixel, as the reference Caffe crop does; padded mask pixels get 255 and
-are neither trained on nor scored. Each transform describes itself with ``to_dict()`` for the run record.
+Every transform maps ``(image [C, H, W], mask int64 [H, W])`` to the same pair (or a mask ``[K, H, W]``,
+one map per head, all moved alike). The image is either already normalised (float32: padding it with 0
+means padding with the mean pixel, as the reference Caffe crop does), or still the stored RGB uint8
+(the training pipeline: mirror, scale and crop on a quarter of the bytes, then :class:`Normalize` on the
+crop alone, which also adds the mean-pixel padding a uint8 crop leaves out). Padded mask pixels get 255
+and are neither trained on nor scored. The random draws are the same for both, in the same order. Each
+transform describes itself with ``to_dict()`` for the run record.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from fcnseg.data.classes import IGNORE_INDEX
+from fcnseg.data.normalization import Normalization
 from fcnseg.errors import ConfigError
 
 Pair = tuple[torch.Tensor, torch.Tensor]
@@ -74,10 +77,12 @@ class RandomScale:
         size = (max(1, round(h * scale)), max(1, round(w * scale)))
         if size == (h, w):
             return image, mask
+        # a uint8 image is interpolated in uint8 (values rounded), several times faster than in float
         image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
         # nearest keeps labels (and 255) exact; interpolating class indices would invent classes
-        maps = mask.reshape(1, -1, h, w).float()  # [1, K, H, W], K = 1 for a single head
-        mask = F.interpolate(maps, size=size, mode="nearest")[0].long().reshape(*mask.shape[:-2], *size)
+        maps = mask.reshape(1, -1, h, w)  # [1, K, H, W], K = 1 for a single head
+        maps = maps if maps.dtype == torch.uint8 else maps.float()
+        mask = F.interpolate(maps, size=size, mode="nearest")[0].to(mask.dtype).reshape(*mask.shape[:-2], *size)
         return image, mask
 
     def to_dict(self) -> dict:
@@ -90,6 +95,9 @@ class RandomScale:
 class RandomCrop:
     """Crop a random ``size = (height, width)`` window; smaller inputs are first padded bottom/right
     with 0 (the mean pixel after normalisation) and the mask with ``ignore_index``.
+
+    A uint8 image is not normalised yet, so it has no mean-pixel value to pad with: it is cut to the
+    window's part inside the image and :class:`Normalize` pads it to the mask's size.
     """
 
     def __init__(
@@ -106,7 +114,8 @@ class RandomCrop:
         h, w = mask.shape[-2:]
         pad_h, pad_w = max(0, ch - h), max(0, cw - w)
         if pad_h or pad_w:
-            image = F.pad(image, (0, pad_w, 0, pad_h), value=0.0)
+            if image.dtype != torch.uint8:
+                image = F.pad(image, (0, pad_w, 0, pad_h), value=0.0)
             mask = F.pad(mask, (0, pad_w, 0, pad_h), value=self.ignore_index)
             h, w = h + pad_h, w + pad_w
         top = int(torch.randint(0, h - ch + 1, (), generator=self.generator))
@@ -120,16 +129,42 @@ class RandomCrop:
         return f"RandomCrop({self.size})"
 
 
+class Normalize:
+    """RGB uint8 ``[3, h, w]`` -> the normalised float32 ``[3, H, W]`` of the mask's size ``H >= h, W >= w``,
+    padded bottom/right with 0 (the mean pixel; see :class:`RandomCrop`); the mask int64. The last step of the
+    uint8 pipeline: only the crop is converted to float."""
+
+    def __init__(self, normalization: Normalization) -> None:
+        self.normalization = normalization
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+        if image.dtype != torch.uint8:
+            raise TypeError(f"Normalize expects the stored uint8 image, got {image.dtype}")
+        x = self.normalization.normalize(image)
+        h, w = mask.shape[-2:]
+        if x.shape[-2:] != (h, w):
+            x = F.pad(x, (0, w - x.shape[-1], 0, h - x.shape[-2]), value=0.0)
+        return x, mask.long()
+
+    def to_dict(self) -> dict:
+        return {"name": "normalize", "normalization": self.normalization.name}
+
+    def __repr__(self) -> str:
+        return f"Normalize({self.normalization.name!r})"
+
+
 def train_transform(
     mirror: bool = True,
     scale_range: tuple[float, float] | None = None,
     crop_size: int | tuple[int, int] | None = None,
     ignore_index: int = IGNORE_INDEX,
+    normalization: Normalization | None = None,
 ) -> Compose:
     """The usual training pipeline: mirror, then optionally scale, then optionally crop.
 
     The paper trains on whole images with mirroring only (section 4.3; random cropping "did not help");
-    ``scale_range`` and ``crop_size`` are the common later additions, off by default.
+    ``scale_range`` and ``crop_size`` are the common later additions, off by default. With
+    ``normalization`` the pipeline takes the stored uint8 image and ends with :class:`Normalize`.
     """
     transforms: list = []
     if mirror:
@@ -138,4 +173,6 @@ def train_transform(
         transforms.append(RandomScale(*scale_range))
     if crop_size is not None:
         transforms.append(RandomCrop(crop_size, ignore_index))
+    if normalization is not None:
+        transforms.append(Normalize(normalization))
     return Compose(transforms)

@@ -131,7 +131,8 @@ def upsampling_view(trained: TrainedModels, image: np.ndarray, mask: np.ndarray 
         # The same geometry as FCN-32s: 64-wide bilinear kernel at stride 32, then the derived crop.
         up = upsampling_layer(coarse.shape[1], 32)
         offset = build_model(ModelConfig(arch="fcn32s", backbone=coarse_model.config.backbone,
-                                         num_classes=coarse.shape[1], pad=coarse_model.config.pad)).offsets["score"]
+                                         num_classes=coarse.shape[1], pad=coarse_model.config.pad,
+                                         padding=coarse_model.config.padding)).offsets["score"]
         h, w = image.shape[:2]
         bilinear = up(coarse)[0, :, offset : offset + h, offset : offset + w]
     labels = mask if mask is not None else outputs[list(outputs)[-1]].argmax(0).numpy()

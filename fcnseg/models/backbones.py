@@ -2,6 +2,8 @@
 
 Each trunk is a chain of named layers with the reference names (``conv1_1`` ... ``fc7``); its fully
 connected layers are already convolutions (fc6 a 7x7 conv for VGG16), as after the paper's surgery.
+``padding`` picks the geometry: ``"paper"`` (conv1_1 padded by ``pad``, fc6 unpadded, as the reference
+nets) or ``"same"`` (every convolution padded to keep sizes; see :data:`PADDINGS`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ VGG16_CONV_NAMES = tuple(f"conv{s}_{i}" for s, widths in enumerate(VGG16_STAGES,
 SMALL_STAGES = ((16,), (32,), (64, 64), (96, 96), (128, 128))
 SMALL_FC_CHANNELS = 256
 SMALL_FC6_KERNEL = 7  # as VGG16: keeps the reference crop geometry valid for every input size
+# "paper": the reference nets' geometry, conv1_1 padded by ``pad`` (100) so that the unpadded fc6 and
+# the crops fit any input. Deviation, "same": every convolution padded by half its kernel and no large pad, so a
+# 128-pixel input is a 128-pixel forward instead of a 328-pixel one (the crops still follow from the layers).
+PADDINGS = ("paper", "same")
 
 
 class Backbone(nn.Module):
@@ -62,13 +68,15 @@ class Backbone(nn.Module):
         raise KeyError(name)
 
 
-def _conv_stages(stages, pad: int, in_channels: int = 3, batch_norm: bool = False) -> "OrderedDict[str, nn.Module]":
+def _conv_stages(
+    stages, pad: int, in_channels: int = 3, batch_norm: bool = False, same: bool = False
+) -> "OrderedDict[str, nn.Module]":
     layers: "OrderedDict[str, nn.Module]" = OrderedDict()
     channels = in_channels
     for stage, widths in enumerate(stages, start=1):
         for i, width in enumerate(widths, start=1):
             # conv1_1 carries the large padding that lets any input size through (paper section 4.1, ref nets).
-            padding = pad if (stage, i) == (1, 1) else 1
+            padding = pad if (stage, i) == (1, 1) and not same else 1
             layers[f"conv{stage}_{i}"] = nn.Conv2d(channels, width, 3, padding=padding, bias=not batch_norm)
             if batch_norm:
                 layers[f"bn{stage}_{i}"] = nn.BatchNorm2d(width)
@@ -79,8 +87,10 @@ def _conv_stages(stages, pad: int, in_channels: int = 3, batch_norm: bool = Fals
     return layers
 
 
-def _fully_conv(layers, in_channels: int, fc_channels: int, fc6_kernel: int, dropout: float) -> None:
-    layers["fc6"] = nn.Conv2d(in_channels, fc_channels, fc6_kernel)
+def _fully_conv(layers, in_channels: int, fc_channels: int, fc6_kernel: int, dropout: float, same: bool = False) -> None:
+    # Deviation ("same"): fc6 padded by half its kernel (7x7 pad 3), so that it keeps the 1/32 map's size
+    # where the reference's unpadded fc6 needs conv1_1's pad 100 to see any input at all.
+    layers["fc6"] = nn.Conv2d(in_channels, fc_channels, fc6_kernel, padding=fc6_kernel // 2 if same else 0)
     layers["relu6"] = nn.ReLU(inplace=True)
     layers["drop6"] = nn.Dropout(dropout)
     layers["fc7"] = nn.Conv2d(fc_channels, fc_channels, 1)
@@ -88,39 +98,53 @@ def _fully_conv(layers, in_channels: int, fc_channels: int, fc6_kernel: int, dro
     layers["drop7"] = nn.Dropout(dropout)
 
 
-def vgg16(pad: int = 100, dropout: float = 0.5, in_channels: int = 3) -> Backbone:
+def vgg16(pad: int = 100, dropout: float = 0.5, in_channels: int = 3, padding: str = "paper") -> Backbone:
     """VGG16 as in the reference voc-fcn nets: 13 convs, ceil-mode pools, fc6 7x7x4096, fc7 1x1x4096.
 
     ``in_channels`` other than 3 widens conv1_1 (nyud-fcn32s-color-d's 4-channel ``conv1_1_bgrd``).
+    ``padding="same"`` (not the paper's): conv1_1 padded by 1 and fc6 by 3; the weights are the same shapes.
     """
-    layers = _conv_stages(VGG16_STAGES, pad, in_channels=in_channels)
-    _fully_conv(layers, VGG16_STAGES[-1][-1], VGG16_FC_CHANNELS, 7, dropout)
+    same = _is_same(padding)
+    layers = _conv_stages(VGG16_STAGES, pad, in_channels=in_channels, same=same)
+    _fully_conv(layers, VGG16_STAGES[-1][-1], VGG16_FC_CHANNELS, 7, dropout, same=same)
     return Backbone(layers, taps={"pool3": VGG16_STAGES[2][-1], "pool4": VGG16_STAGES[3][-1], "drop7": VGG16_FC_CHANNELS})
 
 
-def small(pad: int = 100, dropout: float = 0.5, batch_norm: bool = False, in_channels: int = 3) -> Backbone:
+def small(pad: int = 100, dropout: float = 0.5, batch_norm: bool = False, in_channels: int = 3,
+          padding: str = "paper") -> Backbone:
     """A narrow VGG-style trunk with the same five pooling stages (output stride 32) for CPU training.
 
     With ``batch_norm`` every convolution is followed by BatchNorm (``bnS_I``; the convolution then has
     no bias). Not in the paper: it lets the net learn from scratch in minutes. In eval mode a BatchNorm
     is a per-channel affine map, so the net stays fully convolutional (tiles, patches and any input
     size give the same scores) and :func:`fcnseg.models.batchnorm.fold_batch_norm` merges it into the convs.
+    ``padding="same"`` pads every convolution by half its kernel (the small-cpu preset): nothing is
+    computed on the paper's 100 pixels of zero padding.
     """
-    layers = _conv_stages(SMALL_STAGES, pad, in_channels=in_channels, batch_norm=batch_norm)
-    _fully_conv(layers, SMALL_STAGES[-1][-1], SMALL_FC_CHANNELS, SMALL_FC6_KERNEL, dropout)
+    same = _is_same(padding)
+    layers = _conv_stages(SMALL_STAGES, pad, in_channels=in_channels, batch_norm=batch_norm, same=same)
+    _fully_conv(layers, SMALL_STAGES[-1][-1], SMALL_FC_CHANNELS, SMALL_FC6_KERNEL, dropout, same=same)
     return Backbone(layers, taps={"pool3": SMALL_STAGES[2][-1], "pool4": SMALL_STAGES[3][-1], "drop7": SMALL_FC_CHANNELS})
 
 
-def alexnet(pad: int = 100, dropout: float = 0.5, in_channels: int = 3) -> Backbone:
-    """FCN-AlexNet trunk (reference ``voc-fcn-alexnet``): grouped convs, LRN, 3x3/2 pools, fc6 6x6x4096."""
+def alexnet(pad: int = 100, dropout: float = 0.5, in_channels: int = 3, padding: str = "paper") -> Backbone:
+    """FCN-AlexNet trunk (reference ``voc-fcn-alexnet``): grouped convs, LRN, 3x3/2 pools, fc6 6x6x4096.
+
+    ``padding="same"`` (not the paper's): conv1 padded by 5, the 3x3 pools by 1 and fc6 by 3, so that
+    every input size passes without the large pad; the weights are the same shapes.
+    """
+    same = _is_same(padding)
+    # Deviation ("same"): the reference pools are unpadded, and without conv1's pad 100 they would
+    # reject inputs under 29 pixels; padded by 1 they halve any size (rounding up).
+    pool_pad = 1 if same else 0
     layers: "OrderedDict[str, nn.Module]" = OrderedDict()
-    layers["conv1"] = nn.Conv2d(in_channels, 96, 11, stride=4, padding=pad)
+    layers["conv1"] = nn.Conv2d(in_channels, 96, 11, stride=4, padding=5 if same else pad)
     layers["relu1"] = nn.ReLU(inplace=True)
-    layers["pool1"] = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+    layers["pool1"] = nn.MaxPool2d(3, stride=2, padding=pool_pad, ceil_mode=True)
     layers["norm1"] = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
     layers["conv2"] = nn.Conv2d(96, 256, 5, padding=2, groups=2)
     layers["relu2"] = nn.ReLU(inplace=True)
-    layers["pool2"] = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+    layers["pool2"] = nn.MaxPool2d(3, stride=2, padding=pool_pad, ceil_mode=True)
     layers["norm2"] = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
     layers["conv3"] = nn.Conv2d(256, 384, 3, padding=1)
     layers["relu3"] = nn.ReLU(inplace=True)
@@ -128,19 +152,26 @@ def alexnet(pad: int = 100, dropout: float = 0.5, in_channels: int = 3) -> Backb
     layers["relu4"] = nn.ReLU(inplace=True)
     layers["conv5"] = nn.Conv2d(384, 256, 3, padding=1, groups=2)
     layers["relu5"] = nn.ReLU(inplace=True)
-    layers["pool5"] = nn.MaxPool2d(3, stride=2, ceil_mode=True)
-    _fully_conv(layers, 256, 4096, 6, dropout)
+    layers["pool5"] = nn.MaxPool2d(3, stride=2, padding=pool_pad, ceil_mode=True)
+    # fc6 is 6x6: pad 3 (not 2) so that a 1/32 map of one pixel still gives one (its scores shift by half
+    # a 1/32 pixel, which the derived crop of 47 undoes).
+    _fully_conv(layers, 256, 4096, 6, dropout, same=same)
     return Backbone(layers, taps={"drop7": 4096})
 
 
 BUILDERS = {"vgg16": vgg16, "alexnet": alexnet, "small": small}
 
 
+def _is_same(padding: str) -> bool:
+    assert padding in PADDINGS, padding
+    return padding == "same"
+
+
 def build_backbone(name: str, pad: int = 100, dropout: float = 0.5, batch_norm: bool = False,
-                   in_channels: int = 3) -> Backbone:
+                   in_channels: int = 3, padding: str = "paper") -> Backbone:
     if batch_norm:
-        return BUILDERS[name](pad=pad, dropout=dropout, batch_norm=True, in_channels=in_channels)
-    return BUILDERS[name](pad=pad, dropout=dropout, in_channels=in_channels)
+        return BUILDERS[name](pad=pad, dropout=dropout, batch_norm=True, in_channels=in_channels, padding=padding)
+    return BUILDERS[name](pad=pad, dropout=dropout, in_channels=in_channels, padding=padding)
 
 
 def init_from_scratch(backbone: Backbone) -> None:

@@ -48,8 +48,11 @@ def complexity(config: ModelConfig, input_size: tuple[int, int] = (500, 500)) ->
                       tuple(input_size), dict(model.offsets))
 
 
-def complexity_table(input_size: tuple[int, int] = (500, 500), num_classes: int = 21) -> list[Complexity]:
-    return [complexity(ModelConfig(arch=a, backbone=b, num_classes=num_classes), input_size) for b, a in ARCHITECTURES]
+def complexity_table(
+    input_size: tuple[int, int] = (500, 500), num_classes: int = 21, padding: str = "paper"
+) -> list[Complexity]:
+    return [complexity(ModelConfig(arch=a, backbone=b, num_classes=num_classes, padding=padding), input_size)
+            for b, a in ARCHITECTURES]
 
 
 def format_complexity_table(rows: list[Complexity]) -> str:

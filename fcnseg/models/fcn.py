@@ -27,13 +27,23 @@ def _crop(x: torch.Tensor, offset: int, like: torch.Tensor) -> torch.Tensor:
     return x[:, :, offset : offset + h, offset : offset + w]
 
 
+def _fuse(up: torch.Tensor, skip: torch.Tensor, offset: int) -> torch.Tensor:
+    """``up`` plus the ``skip`` scores aligned to it: the skip cut at ``offset`` (the reference Crop), or for a
+    negative offset ``up`` cut at ``-offset`` to the skip (the "same"-padded trunks, whose skips are the smaller)."""
+    if offset >= 0:
+        return up + _crop(skip, offset, up)
+    return _crop(up, -offset, skip) + skip
+
+
 class FCN(nn.Module):
     """A fully convolutional network: ``forward(x float [N,C,H,W]) -> logits [N,num_classes,H,W]``.
 
     The heads (``self.heads``, from :data:`fcnseg.models.heads.ARCH_HEADS`) say which trunk stages are
     fused; layer names follow the reference nets (``score_fr``, ``score_pool4``, ``upscore2``...). The crop
     offsets (``self.offsets``) are computed from the layer geometry as Caffe's ``coord_map`` does; for
-    VGG16 with pad 100 they are 19 (32s), 5/27 (16s) and 5/9/31 (8s).
+    VGG16 with pad 100 they are 19 (32s), 5/27 (16s) and 5/9/31 (8s). With ``padding: same`` a skip's
+    map is the smaller one: its offset is negative (-1), and the upsampled map is cut to the skip instead;
+    the final crops are 16 (32s), 8 (16s) and 4 (8s).
 
     ``C`` is ``config.in_channels`` (3 for RGB). A net of several heads (``config.heads``) returns
     ``{head name: logits [N, classes, H, W]}`` in head order. One stream has the trunk ``backbone``;
@@ -47,7 +57,7 @@ class FCN(nn.Module):
         self.streams: list[tuple[str, int]] = config.input_streams()
         trunks = {
             name: build_backbone(config.backbone, pad=config.pad, dropout=config.dropout,
-                                 batch_norm=config.batch_norm, in_channels=channels)
+                                 batch_norm=config.batch_norm, in_channels=channels, padding=config.padding)
             for name, channels in self.streams
         }
         if len(trunks) == 1:
@@ -99,8 +109,9 @@ class FCN(nn.Module):
     def coord_maps(self) -> dict[str, CoordMap]:
         """Map from input pixels to each scored, upsampled or fused map's pixels (Caffe's coord_map).
 
-        A fused map has the coordinates of the upsampled map it is added to (the crop aligns the skip);
-        the streams' averaged ``score_fused`` those of their ``score_fr`` (the trunks are alike).
+        A fused map has the coordinates of the map that is not cut: the upsampled one (the reference nets,
+        whose crop cuts the skip), or the skip where that is the smaller ("same" padding); the streams'
+        averaged ``score_fused`` those of their ``score_fr`` (the trunks are alike).
         """
         trunk = next(iter(self.trunks().values()))
         maps = {}
@@ -109,21 +120,26 @@ class FCN(nn.Module):
                 maps[name] = CoordMap.of_layers(trunk.layers_until(head.source) + [getattr(self, name)])
             running = maps[head.coarse] = maps[head.stream_scores[0]]
             for f in head.fusions:
-                running = maps[f.upscore] = CoordMap.of_layers([getattr(self, f.upscore)], running)
-                maps[f.score] = CoordMap.of_layers(trunk.layers_until(f.skip.tap) + [getattr(self, f.score)])
+                up = maps[f.upscore] = CoordMap.of_layers([getattr(self, f.upscore)], running)
+                skip = maps[f.score] = CoordMap.of_layers(trunk.layers_until(f.skip.tap) + [getattr(self, f.score)])
+                # cutting a map at offset o lowers its shift by o: the sum has the smaller shift of the two
+                running = min(up, skip, key=lambda m: m.shift)
             maps[head.upscore] = CoordMap.of_layers([getattr(self, head.upscore)], running)
         return maps
 
     def _derive_offsets(self) -> dict[str, int]:
+        """Crop name -> offset; a skip's may be negative (the upsampled map is then the one cut), the last may not."""
         maps = {**self.coord_maps(), DATA: CoordMap()}
         try:
             return {
-                crop.name: crop_offset(maps[crop.bigger], maps[crop.reference], crop.name)
+                crop.name: crop_offset(maps[crop.bigger], maps[crop.reference], crop.name,
+                                       signed=crop.reference != DATA)
                 for head in self.heads
                 for crop in head.crops
             }
         except ValueError as e:
-            raise ConfigError(f"{self.config.arch} on {self.config.backbone} with pad {self.config.pad}: {e}") from e
+            geometry = f"pad {self.config.pad}" if self.config.padding == "paper" else "padding 'same'"
+            raise ConfigError(f"{self.config.arch} on {self.config.backbone} with {geometry}: {e}") from e
 
     def reference_names(self) -> dict[str, str]:
         """Module path -> the reference net's layer name, for every layer with learned weights, in forward order.
@@ -179,7 +195,7 @@ class FCN(nn.Module):
             skip = trunk[f.skip.tap]
             if f.skip.scale is not None:
                 skip = skip * f.skip.scale
-            score = up + _crop(getattr(self, f.score)(skip), self.offsets[f.crop], up)
+            score = _fuse(up, getattr(self, f.score)(skip), self.offsets[f.crop])
         return _crop(getattr(self, head.upscore)(score), self.offsets[head.crop], x).contiguous()
 
     def coarse_scores(self, x: torch.Tensor) -> torch.Tensor:

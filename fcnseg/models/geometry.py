@@ -68,17 +68,21 @@ class CoordMap:
         return cmap
 
 
-def crop_offset(bigger: CoordMap, reference: CoordMap, what: str = "crop") -> int:
+def crop_offset(bigger: CoordMap, reference: CoordMap, what: str = "crop", signed: bool = False) -> int:
     """Offset at which to crop the map with coordinates ``bigger`` so that it aligns with ``reference``.
 
     Both maps are from the network input; they must have the same scale (Caffe's crop asserts the same).
+    A negative offset ``-o`` means ``reference`` is the one that extends further: it is cut at ``o`` instead;
+    only ``signed`` callers, which can cut either map, accept it.
     """
     if abs(bigger.scale - reference.scale) > 1e-9:
         raise ValueError(f"{what}: maps of different scales {bigger.scale} and {reference.scale} cannot be aligned")
     # Reference pixel 0 sits at input x = -reference.shift / scale, i.e. at bigger.shift - reference.shift.
     offset = bigger.shift - reference.shift
-    if offset < -1e-9:
+    if offset < -1e-9 and not signed:
         raise ValueError(f"{what}: negative offset {offset}; increase the first layer's padding")
+    if abs(offset - round(offset)) > 1e-6:
+        raise ValueError(f"{what}: the maps are {offset} pixels apart, not a whole number; they cannot be aligned")
     return int(round(offset))
 
 

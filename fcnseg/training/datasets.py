@@ -11,6 +11,7 @@ import torch
 
 from fcnseg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from fcnseg.data import build_dataset, check_class_count, detect_kind, train_transform
+from fcnseg.data.cache import CachedItems, serves_rgb
 from fcnseg.data.normalization import Normalization
 from fcnseg.data.classes import class_pixel_counts
 from fcnseg.errors import ConfigError
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainingData:
-    train_set: Any  # augmented: mirror, scale and crop as data.* says
+    train_set: Any  # augmented: mirror, scale and crop as data.* says (a CachedItems for RGB sets)
     val_set: Any  # whole images, no augmentation
     class_names: list[str]
 
@@ -79,8 +80,16 @@ def build_training_data(config: RunConfig, normalization: Normalization | None) 
     """
     d = config.data
     scale = (d.scale_min, d.scale_max) if (d.scale_min, d.scale_max) != (1.0, 1.0) else None
-    transform = train_transform(mirror=d.mirror, scale_range=scale, crop_size=d.crop_size or None)
-    train_set = _open(d, d.dataset, d.root, d.train_split, normalization, transform, d.synthetic_train_images)
+    augment = {"mirror": d.mirror, "scale_range": scale, "crop_size": d.crop_size or None}
+    train_set = _open(d, d.dataset, d.root, d.train_split, normalization, None, d.synthetic_train_images)
+    if serves_rgb(train_set):
+        # mirror, scale and crop the stored uint8 picture, then normalise the crop (fcnseg.data.cache)
+        # normalised as the data set would (its own normalisation where the run gives none: SIFT Flow's mean)
+        train_set = CachedItems(train_set, train_transform(**augment, normalization=train_set.normalization),
+                                d.cache_mb << 20)
+        train_set.fill()
+    else:
+        train_set.transform = train_transform(**augment)
     val_kind, val_root = (d.val_dataset, d.val_root) if d.val_dataset else (d.dataset, d.root)
     val_set = _open(d, val_kind, val_root, d.val_split, normalization, None, d.synthetic_val_images)
     class_names = list(train_set.class_names)

@@ -42,10 +42,12 @@ def train_step(
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
     loss_fn: Loss | None = None,
+    progress: float | None = None,
 ) -> Step:
     """One update of ``net`` over ``config.iter_size`` batches ``(images [N,3,H,W], masks int64 [N,H,W])``.
 
-    Sets the learning rate of update ``iteration`` (0-based; :func:`fcnseg.training.optim.set_learning_rate`),
+    Sets the learning rate of update ``iteration`` (0-based; on a time budget, with ``progress`` the fraction
+    of it spent: :func:`fcnseg.training.optim.set_learning_rate`),
     runs each pass's forward under autocast in ``amp_dtype`` (None: float32), takes ``loss_fn`` (default:
     the paper's pixel-wise cross-entropy over the labelled pixels, 255 ignored, normalised or summed as
     ``config.normalize_loss`` says; see :func:`fcnseg.losses.build_loss`), accumulates gradients
@@ -63,7 +65,7 @@ def train_step(
     """
     world = D.get_world_size()
     loss_fn = per_head_loss(loss_fn or build_loss("cross_entropy", normalize=config.normalize_loss), config.head_weights)
-    lr = set_learning_rate(optimizer, config, iteration)
+    lr = set_learning_rate(optimizer, config, iteration, progress)
     optimizer.zero_grad(set_to_none=True)
     net.train()
     logged = torch.zeros((), dtype=torch.float64, device=device)

@@ -48,19 +48,25 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     decoupled for AdamW.
     """
     groups = parameter_groups(model, config)
+    # One fused kernel over all parameters instead of a loop of small ops per tensor: the same arithmetic
+    # (AdamW agrees to 1e-7 after ten steps), and on one CPU core the small net's AdamW step takes 10 ms
+    # instead of 73 (SGD: 3 instead of 7), which at a 128-pixel crop was a third of its update.
+    fused = all(p.device.type in ("cpu", "cuda") for group in groups for p in group["params"])
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.momentum, 0.999))
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, fused=fused)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.momentum, 0.999), fused=fused)
 
 
-def lr_factor(config: TrainConfig, iteration: int) -> float:
+def lr_factor(config: TrainConfig, iteration: int, progress: float | None = None) -> float:
     """Multiplier of the base learning rate for update number ``iteration`` (0-based).
 
-    fixed: 1; poly: ``(1 - iteration / max_iter) ** lr_power``; step: ``lr_gamma ** (iteration // lr_step)``;
+    fixed: 1; poly: ``(1 - iteration / max_iter) ** lr_power``, or ``(1 - progress) ** lr_power`` when the
+    run is on a time budget (``progress``: the fraction of it spent); step: ``lr_gamma ** (iteration // lr_step)``;
     all times a linear warm-up ``(iteration + 1) / warmup_iter`` over the first ``warmup_iter`` updates.
     """
     if config.lr_policy == "poly":
-        factor = max(0.0, 1.0 - iteration / config.max_iter) ** config.lr_power
+        done = iteration / config.max_iter if progress is None else progress
+        factor = max(0.0, 1.0 - done) ** config.lr_power
     elif config.lr_policy == "step":
         factor = config.lr_gamma ** (iteration // config.lr_step)
     else:
@@ -70,9 +76,12 @@ def lr_factor(config: TrainConfig, iteration: int) -> float:
     return factor
 
 
-def set_learning_rate(optimizer: torch.optim.Optimizer, config: TrainConfig, iteration: int) -> float:
-    """Apply the schedule for ``iteration`` to every group (base lr x group multiplier); returns the base lr."""
-    lr = config.lr * lr_factor(config, iteration)
+def set_learning_rate(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, iteration: int, progress: float | None = None
+) -> float:
+    """Apply the schedule for ``iteration`` (and ``progress``, see :func:`lr_factor`) to every group
+    (base lr x group multiplier); returns the base lr."""
+    lr = config.lr * lr_factor(config, iteration, progress)
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_mult", 1.0)
     return lr

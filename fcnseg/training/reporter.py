@@ -103,8 +103,9 @@ class Reporter:
 
     # -- during the run --
 
-    def open_progress(self, total: int, initial: int, show: bool = True) -> None:
-        """Start timing the updates from ``initial`` on, with a progress bar up to ``total`` if ``show`` (rank 0)."""
+    def open_progress(self, total: int | None, initial: int, show: bool = True) -> None:
+        """Start timing the updates from ``initial`` on, with a progress bar up to ``total`` (None: a count) if
+        ``show`` (rank 0)."""
         self._mark = (time.perf_counter(), initial)
         if self.enabled and show:
             from tqdm import tqdm
@@ -129,8 +130,11 @@ class Reporter:
         speed = (state.iteration - self._mark[1]) * images_per_update / max(now - self._mark[0], 1e-9)
         recent = float(np.mean(state.losses[-self.config.train.log_every :]))
         self._mark = (now, state.iteration)
-        log.info("iteration %d/%d  loss %.4g  lr %.3g  %.1f images/s", state.iteration, self.config.train.max_iter,
-                 recent, state.lrs[-1], speed)
+        t = self.config.train
+        budget = t.time_budget_seconds
+        goal = f"{state.train_seconds / 60:.1f}/{budget / 60:.1f} min" if budget else f"/{t.max_iter}"
+        log.info("iteration %d%s  loss %.4g  lr %.3g  %.1f images/s", state.iteration,
+                 f" ({goal})" if budget else goal, recent, state.lrs[-1], speed)
         if self.tensorboard:
             self.tensorboard.scalar("train/loss", recent, state.iteration)
             self.tensorboard.scalar("train/lr", state.lrs[-1], state.iteration)
@@ -195,12 +199,12 @@ class Reporter:
         )
         log.info(
             "%s lr %g (%s), momentum %g, weight decay %g, %d images per update (%d x %d passes x %d processes), "
-            "%s %s loss%s, %d trainable parameters, %d updates; outputs in %s",
+            "%s %s loss%s, %d trainable parameters, %s; outputs in %s",
             t.optimizer, t.lr, t.lr_policy, t.momentum, t.weight_decay, t.batch_size * t.iter_size * world_size,
             t.batch_size, t.iter_size, world_size, "normalised" if t.normalize_loss else "summed", t.loss,
             "" if t.class_weights == "none" else f" with class weights ({t.class_weights if isinstance(t.class_weights, str) else 'given'})",
             trainable,
-            t.max_iter, self.out_dir,
+            f"{t.time_budget} of training" if t.time_budget else f"{t.max_iter} updates", self.out_dir,
         )
 
     def finish(self, state: RunState, final: dict | None, updates: int, seconds: float, speed: float) -> None:

@@ -40,7 +40,10 @@ class SeededItems(Dataset):
 
     def __getitem__(self, key: int):
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + key) % (2**63 - 1))
+            # The CPU generator only (the transforms draw from it): torch.manual_seed would also re-seed
+            # every GPU's generator, which fork_rng(devices=[]) does not restore, and it formats a stack
+            # trace per call for the lazy device seeding (a millisecond an item).
+            torch.default_generator.manual_seed((self.seed * 1_000_003 + key) % (2**63 - 1))
             return self.dataset[key % len(self.dataset)]
 
 
@@ -81,7 +84,9 @@ def training_loader(
         drop_last=sampler.num_samples >= config.batch_size,
         pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(config.seed),  # keeps the global RNG (dropout) untouched
-        persistent_workers=False,
+        # Workers that live through the run: starting them again every epoch cost more than the epoch's
+        # decoding on a small cached set. The sampler still runs here, so the data order is unchanged.
+        persistent_workers=num_workers > 0,
     )
     if sampler.num_samples < config.batch_size:
         log.warning("each process sees %d training images per epoch, fewer than batch_size %d",

@@ -1,6 +1,6 @@
 """What a checkpoint stores about a run beyond its model, and how a resumed run gets it back.
 
-The run state is the position (update, epoch, batch in epoch), the optimiser and gradient scaler,
+The run state is the position (update, epoch, batch in epoch, training time spent), the optimiser and gradient scaler,
 every process's random states, the losses and learning rates of all updates, the validations so
 far, the best mean IU, and where the current validation window began.
 """
@@ -38,6 +38,7 @@ class RunState:
     history: list[dict] = field(default_factory=list)  # one record per validation (rank 0)
     best_mean_iu: float = -math.inf
     validated_at: int = 0  # the update of the last validation: its window of losses starts after it
+    train_seconds: float = 0.0  # time spent in updates (with their data), what a train.time_budget counts
     last_checkpoint_iteration: int | None = None  # of checkpoints/last.pt; not stored, known on resume
 
     def record(self, loss: float, lr: float) -> None:
@@ -113,6 +114,7 @@ def train_state_dict(
         "history": state.history,
         "best_mean_iu": state.best_mean_iu,
         "validated_at": state.validated_at,
+        "train_seconds": state.train_seconds,
     }
 
 
@@ -139,6 +141,7 @@ def restore_run_state(
         best_mean_iu=float(saved["best_mean_iu"]),
         # checkpoints written before validated_at was stored: the last validation on record
         validated_at=int(saved.get("validated_at", history[-1]["iteration"] if history else 0)),
+        train_seconds=float(saved.get("train_seconds", 0.0)),  # 0 for checkpoints written before it was stored
     )
     state.last_checkpoint_iteration = state.iteration
     if int(saved["world_size"]) == world_size:

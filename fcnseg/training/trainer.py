@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -86,15 +86,17 @@ class Trainer:
         reporter: the run folder's outputs (started).
         dist: this process's rank, process count and device.
         amp_dtype: the autocast dtype, None for float32.
+        clock: seconds, for ``train.time_budget`` (tests pass a fake one).
     """
 
     def __init__(self, config: RunConfig, model: nn.Module, net: nn.Module, optimizer: torch.optim.Optimizer,
                  scaler: torch.amp.GradScaler, batches: Iterator, data: TrainingData, normalization: Normalization,
                  state: RunState, reporter: Reporter, dist: DistInfo, amp_dtype: torch.dtype | None,
-                 loss_fn: Loss | None = None) -> None:
+                 loss_fn: Loss | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
         self.config, self.model, self.net, self.optimizer, self.scaler = config, model, net, optimizer, scaler
         self.batches, self.data, self.state, self.reporter, self.dist = batches, data, state, reporter, dist
-        self.amp_dtype, self.loss_fn = amp_dtype, loss_fn
+        self.amp_dtype, self.loss_fn, self.clock = amp_dtype, loss_fn, clock
+        self.budget = config.train.time_budget_seconds
         t = config.train
         self.images_per_update = t.batch_size * t.iter_size * dist.world_size
         self.write_checkpoint = partial(save_checkpoint, model=model, config=config.model,
@@ -102,16 +104,23 @@ class Trainer:
                                         head_class_names={h.name: list(h.class_names) for h in data.train_set.heads},
                                         inputs=getattr(data.train_set, "input_spec", None))
 
+    def done(self) -> bool:
+        """Whether the run has its ``max_iter`` updates, or has spent its ``time_budget``."""
+        if self.budget is not None:
+            return self.state.train_seconds >= self.budget
+        return self.state.iteration >= self.config.train.max_iter
+
     def run(self, progress: bool = True) -> TrainResult:
-        """Train to ``train.max_iter`` updates, validating every ``val_every`` and checkpointing every ``checkpoint_every``."""
+        """Train to ``train.max_iter`` updates (or for ``train.time_budget``), validating every ``val_every``
+        and checkpointing every ``checkpoint_every`` updates, and both at the end."""
         t, state = self.config.train, self.state
         start_iteration = state.iteration
-        self.reporter.open_progress(t.max_iter, state.iteration, show=progress)
+        self.reporter.open_progress(None if self.budget else t.max_iter, state.iteration, show=progress)
         started = time.perf_counter()
         try:
-            while state.iteration < t.max_iter:
+            while not self.done():
                 self.step()
-                done = state.iteration >= t.max_iter
+                done = self.done()
                 self.reporter.update(state, self.images_per_update, state.iteration % t.log_every == 0 or done)
                 if (t.val_every and state.iteration % t.val_every == 0) or done:
                     self.validate()
@@ -136,11 +145,20 @@ class Trainer:
 
     def step(self) -> float:
         """One parameter update (:func:`fcnseg.training.loop.train_step`); returns its loss over all processes."""
+        # On a time budget the schedule runs over the training time spent: the processes' mean, the same
+        # on each, so that all take the same learning rate and stop after the same update.
+        progress = None if self.budget is None else min(1.0, self.state.train_seconds / self.budget)
+        began = self.clock()
         try:
             step = train_step(self.net, self.optimizer, self.scaler, self.batches, self.config.train,
-                              self.state.iteration, self.dist.device, self.amp_dtype, self.loss_fn)
+                              self.state.iteration, self.dist.device, self.amp_dtype, self.loss_fn, progress=progress)
         except TrainingDiverged as e:
             raise TrainingDiverged(e.loss, e.iteration, e.lr, self._divergence_advice(e.lr)) from None
+        seconds = self.clock() - began
+        if self.budget is not None and self.dist.world_size > 1:
+            total = D.all_reduce_sum(torch.tensor(seconds, dtype=torch.float64, device=self.dist.device))
+            seconds = total.item() / self.dist.world_size
+        self.state.train_seconds += seconds
         self.state.record(step.loss, step.lr)
         return step.loss
 
@@ -197,7 +215,8 @@ def place_model(model: nn.Module, dist: DistInfo, channels_last: bool = False) -
     return model, nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
-def train(config: RunConfig, resume: str | Path | Resume | None = None, progress: bool = True) -> TrainResult:
+def train(config: RunConfig, resume: str | Path | Resume | None = None, progress: bool = True,
+          clock: Callable[[], float] = time.perf_counter) -> TrainResult:
     """Train an FCN as ``config`` says; under torchrun, every process calls this.
 
     Everything a user can get wrong (the checkpoint to resume, the starting weights, the data and
@@ -210,6 +229,7 @@ def train(config: RunConfig, resume: str | Path | Resume | None = None, progress
             schedule, data order, RNG), or a :class:`fcnseg.training.state.Resume` already read
             (it is released once restored). The outputs go to ``config.train.out_dir`` all the same.
         progress: show a progress bar (rank 0).
+        clock: what ``train.time_budget`` is measured with (seconds).
     Returns:
         TrainResult (losses, validation history, checkpoint paths). Writes into ``config.train.out_dir``:
         ``config.yaml``, ``train.log``, ``losses.csv``, ``metrics.csv``/``.json``, ``metrics.txt``,
@@ -251,7 +271,7 @@ def train(config: RunConfig, resume: str | Path | Resume | None = None, progress
         reporter.log_start(len(data.train_set), len(data.val_set), dist.world_size, dist.device, describe(amp_dtype),
                            sum(p.numel() for p in model.parameters() if p.requires_grad))
         trainer = Trainer(config, model, net, optimizer, scaler, training_batches(loader, sampler, state), data,
-                          normalization, state, reporter, dist, amp_dtype, loss_fn)
+                          normalization, state, reporter, dist, amp_dtype, loss_fn, clock)
         return trainer.run(progress=progress)
     finally:
         if reporter is not None:
