@@ -84,7 +84,7 @@ def test_make_synthetic_command(tmp_path, capsys):
 
 
 def test_unknown_style_lists_the_styles():
-    with pytest.raises(DataError, match="expected one of \\['shapes', 'blobs'\\]"):
+    with pytest.raises(DataError, match="expected one of \\['shapes', 'blobs', 'thin'\\]"):
         SyntheticDataset(style="stars")
 
 
@@ -97,3 +97,16 @@ def test_style_is_recognised_from_a_models_class_names():
     assert style_of_classes(shapes[::-1]) is None  # label order matters
     assert style_of_classes(shapes[:5]) is None
     assert style_of_classes(["background", "aeroplane"]) is None
+
+
+def test_the_thin_style_is_mostly_background_with_a_rare_class_and_keeps_thin_objects_labelled():
+    items = [generate_sample(0, "train", i, "thin") for i in range(60)]
+    counts = sum(np.bincount(it.mask[it.mask != 255].ravel(), minlength=6) for it in items)
+    share = counts / counts.sum()
+    assert 0.90 <= share[0] <= 0.97  # objects cover a few per cent, as in real scenes of small things
+    assert 0 < share[5] < 0.01  # wires: the rare class
+    assert all(share[c] > share[5] for c in range(1, 5))
+    # the rim lies beside an object, not on it: most object pixels keep their class (a 2-px bar would be all rim)
+    drawn = [it.mask for it in items]
+    kept = sum(((m >= 1) & (m <= 5)).sum() for m in drawn)
+    assert kept / sum((m != 0).sum() for m in drawn) > 0.4

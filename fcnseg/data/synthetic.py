@@ -1,9 +1,11 @@
 """Built-in synthetic data set: seeded scenes of textured objects on textured backgrounds, on disk (VOC layout) or in memory.
 
-Two styles share the VOC-like conventions (background = 0, a 255 ignore rim around every object):
-``shapes``, where the class is the outline (disc, square, triangle, cross, ring), and ``blobs``, where
-irregular blobs are classed by their texture (stripes, checks, dots, rings, waves). Colours are drawn
-per instance from the same distribution as the background's, so colour alone never gives the class away.
+Three styles share the VOC-like conventions (background = 0, a 255 ignore rim around every object):
+``shapes``, where the class is the outline (disc, square, triangle, cross, ring), ``blobs``, where
+irregular blobs are classed by their texture (stripes, checks, dots, rings, waves), and ``thin``: many
+small and thin objects (bars, dots, rings, crosses, and rare curved wires) covering a few per cent of
+the pixels, with wires under 1% (the imbalance of real scenes: background ~94%). Colours are drawn
+per instance from the same distribution for every class, so colour alone never gives the class away.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from fcnseg.errors import DataError
 STYLE_CLASSES = {
     "shapes": ("background", "disc", "square", "triangle", "cross", "ring"),
     "blobs": ("background", "stripes", "checks", "dots", "rings", "waves"),
+    "thin": ("background", "bar", "dot", "ring", "cross", "wire"),
 }
 STYLES = tuple(STYLE_CLASSES)
 MIN_SIDE, MAX_SIDE = 97, 251  # image height and width are drawn from [MIN_SIDE, MAX_SIDE) independently
@@ -54,7 +57,8 @@ def generate_sample(
     Args:
         size: ``(height, width)``; default drawn from ``[97, 251)`` per side.
     Returns:
-        RawItem with RGB uint8 ``[H, W, 3]`` image and int64 ``[H, W]`` mask (0..5, 255 rim).
+        RawItem with RGB uint8 ``[H, W, 3]`` image and int64 ``[H, W]`` mask (0..5, 255 rim; in ``thin``
+        the rim lies on the background side of each object, whose own pixels all keep their class).
     """
     style = _check_style(style)
     rng = np.random.default_rng([seed, STYLES.index(style), _split_code(split), index])
@@ -64,9 +68,18 @@ def generate_sample(
         h, w = size
     if style == "shapes":
         image, mask = _shapes_scene(rng, h, w)
-    else:
+    elif style == "blobs":
         image, mask = _blobs_scene(rng, h, w)
+    else:
+        image, mask = _thin_scene(rng, h, w)
     rim = ndimage.maximum_filter(mask, size=RIM) != ndimage.minimum_filter(mask, size=RIM)
+    if style == "thin":
+        # a 2-pixel bar would be all rim: the band is drawn on the background side, and between objects
+        # only where two classes touch
+        objects = mask > 0
+        highest = ndimage.maximum_filter(np.where(objects, mask, 0), size=RIM)
+        lowest = ndimage.minimum_filter(np.where(objects, mask, 255), size=RIM)
+        rim = (rim & ~objects) | (objects & ((highest != mask) | (lowest != mask)))
     mask = mask.astype(np.int64)
     mask[rim] = IGNORE_INDEX
     return RawItem(f"{split}_{index:05d}", np.clip(image, 0, 255).round().astype(np.uint8), mask)
@@ -367,4 +380,58 @@ def _blobs_scene(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, 
         noise = rng.normal(0, rng.uniform(3, 10), size=(pattern.shape[0], 3))
         image[region] = c1 * (1 - pattern) + c2 * pattern + noise
         mask[region] = cls
+    return image, mask
+
+
+# The thin style: object classes are drawn with these odds; wires are rare (under 1% of the pixels).
+THIN_CLASS_ODDS = (0.0, 0.27, 0.26, 0.2, 0.21, 0.06)
+
+
+def _thin_mask(rng: np.random.Generator, cls: int, h: int, w: int) -> np.ndarray:
+    """A small or thin object of class ``cls`` (1 bar, 2 dot, 3 ring, 4 cross, 5 wire), bool ``[H, W]``."""
+    canvas = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(canvas)
+    cx, cy = rng.uniform(0.05 * w, 0.95 * w), rng.uniform(0.05 * h, 0.95 * h)
+    width = int(rng.integers(2, 5))
+    if cls == 1:  # a straight bar, 2-4 px wide, 12-40 px long
+        length, angle = rng.uniform(12, 40), rng.uniform(0, math.pi)
+        dx, dy = 0.5 * length * math.cos(angle), 0.5 * length * math.sin(angle)
+        draw.line([(cx - dx, cy - dy), (cx + dx, cy + dy)], fill=1, width=width)
+    elif cls == 2:  # a filled dot, radius 2-5
+        r = rng.uniform(2, 5.5)
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=1)
+    elif cls == 3:  # a ring, radius 5-10, 2-3 px thick
+        r = rng.uniform(5, 10)
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=1, width=min(width, 3))
+    elif cls == 4:  # a plus, arms 4-8 px, 2-3 px thick
+        a = rng.uniform(4, 8)
+        thick = min(width, 3)
+        draw.line([(cx - a, cy), (cx + a, cy)], fill=1, width=thick)
+        draw.line([(cx, cy - a), (cx, cy + a)], fill=1, width=thick)
+    else:  # a wire: a smooth curve 1-2 px wide, 30-70 px long
+        length, angle = rng.uniform(30, 70), rng.uniform(0, 2 * math.pi)
+        bend, phase = rng.uniform(0.3, 1.0), rng.uniform(0, 2 * math.pi)
+        t = np.linspace(0, 1, 24)
+        heading = angle + bend * np.sin(2 * math.pi * t + phase)
+        steps = length / (len(t) - 1)
+        xs = cx + np.concatenate([[0], np.cumsum(steps * np.cos(heading[:-1]))])
+        ys = cy + np.concatenate([[0], np.cumsum(steps * np.sin(heading[:-1]))])
+        draw.line(list(zip(xs.tolist(), ys.tolist())), fill=1, width=int(rng.integers(1, 3)), joint="curve")
+    return np.asarray(canvas) > 0
+
+
+def _thin_scene(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    image = _background(rng, h, w, structured=True)
+    mask = np.zeros((h, w), dtype=np.uint8)
+    count = max(2, int(round(h * w / 1200 * rng.uniform(0.6, 1.4))))  # ~25 objects in a 175x175 scene
+    for cls in rng.choice(len(THIN_CLASS_ODDS), size=count, p=THIN_CLASS_ODDS):
+        region = _thin_mask(rng, int(cls), h, w)
+        if not region.any():
+            continue
+        # contrasting with the local background (whatever the class), so that a thin object is visible
+        ys, xs = np.nonzero(region)
+        local = image[ys, xs].mean(axis=0)
+        colour = np.clip(255 - local + rng.normal(0, 40, size=3), 0, 255)
+        image[region] = colour + rng.normal(0, rng.uniform(3, 10), size=(ys.size, 3))
+        mask[region] = int(cls)
     return image, mask
