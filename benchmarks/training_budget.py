@@ -9,11 +9,11 @@ and optimiser, so the rows differ by the settings only. "class_weights auto" is 
 median frequency balancing. The preset was tuned on "blobs"; "shapes" is the held-out check; "thin"
 (small, thin objects on ~94% background, wires under 1% of the pixels) is the imbalanced one: its
 rows show the rare class's IU, with and without class weights, and the mean IU of answering
-background everywhere. Prints the CPU's flags, the instruction set PyTorch and oneDNN use, and the
+background everywhere; "rare" (blobs whose waves cover under 1% of the pixels) is the set for class weights. Prints the CPU's flags, the instruction set PyTorch and oneDNN use, and the
 load average around every row: on a shared machine the images/s (and so the updates a budget buys)
 fall with the load.
 
-    python benchmarks/training_budget.py                  # 6 rows x 5 minutes
+    python benchmarks/training_budget.py                  # 8 rows x 5 minutes
     python benchmarks/training_budget.py --minutes 2 --rows blobs:today
     # an AVX2-only CPU's kernels on a newer one (no native bf16, so fp32):
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/training_budget.py
@@ -46,7 +46,7 @@ OLD_PRESET = {
 }
 VARIANTS = {"today": {}, "old (pad 100)": OLD_PRESET, "class_weights auto": {"train": {"class_weights": "auto"}}}
 DEFAULT_ROWS = ["blobs:today", "blobs:old (pad 100)", "shapes:today", "shapes:old (pad 100)", "thin:today",
-                "thin:class_weights auto"]
+                "thin:class_weights auto", "rare:today", "rare:class_weights auto"]
 
 
 def cpu_flags() -> str:
@@ -84,7 +84,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=5.0, help="training time of every row (default 5)")
     p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, metavar="STYLE:SETTINGS",
-                   help=f"rows to train, style (blobs, shapes, thin) and settings ({', '.join(VARIANTS)})")
+                   help=f"rows to train, style (blobs, shapes, thin, rare) and settings ({', '.join(VARIANTS)})")
     p.add_argument("--precision", default="auto", help="auto: bf16 where the CPU has it natively, else fp32")
     p.add_argument("--out", type=Path, default=Path("runs/training-budget"))
     p.add_argument("--data", type=Path, default=Path("data"), help="synthetic sets are written to DATA/synthetic-STYLE")
@@ -95,8 +95,8 @@ def main() -> None:
     plan = []
     for row in args.rows:
         style, _, variant = row.partition(":")
-        if style not in ("blobs", "shapes", "thin") or variant not in VARIANTS:
-            p.error(f"row {row!r}: expected STYLE:SETTINGS with a style of blobs, shapes, thin and settings of "
+        if style not in ("blobs", "shapes", "thin", "rare") or variant not in VARIANTS:
+            p.error(f"row {row!r}: expected STYLE:SETTINGS with a style of blobs, shapes, thin, rare and settings of "
                     f"{', '.join(VARIANTS)}")
         plan.append((style, variant))
     threads = torch.get_num_threads()

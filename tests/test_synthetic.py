@@ -84,7 +84,7 @@ def test_make_synthetic_command(tmp_path, capsys):
 
 
 def test_unknown_style_lists_the_styles():
-    with pytest.raises(DataError, match="expected one of \\['shapes', 'blobs', 'thin'\\]"):
+    with pytest.raises(DataError, match="expected one of \\['shapes', 'blobs', 'thin', 'rare'\\]"):
         SyntheticDataset(style="stars")
 
 
@@ -110,3 +110,12 @@ def test_the_thin_style_is_mostly_background_with_a_rare_class_and_keeps_thin_ob
     drawn = [it.mask for it in items]
     kept = sum(((m >= 1) & (m <= 5)).sum() for m in drawn)
     assert kept / sum((m != 0).sum() for m in drawn) > 0.4
+
+
+def test_the_rare_style_is_blobs_with_one_class_under_one_percent_of_the_pixels():
+    items = [generate_sample(0, "train", i, "rare") for i in range(150)]
+    counts = sum(np.bincount(it.mask[it.mask != 255].ravel(), minlength=6) for it in items)
+    share = counts / counts.sum()
+    assert 0 < share[5] < 0.01
+    assert all(share[c] > 4 * share[5] for c in range(1, 5))
+    assert SyntheticDataset("val", 1, style="rare").class_names[1:5] == ["stripes", "checks", "dots", "rings"]

@@ -145,7 +145,7 @@ def register(subparsers) -> None:
     g.add_argument("--normalization", choices=list(NORMALIZATIONS))
     g.add_argument("--crop-size", type=int, help="random square training crops, pixels (0 = whole images)")
     g.add_argument("--workers", type=int, help="data loader processes per training process")
-    g.add_argument("--style", choices=["shapes", "blobs", "thin"], help="synthetic data style")
+    g.add_argument("--style", choices=["shapes", "blobs", "thin", "rare"], help="synthetic data style")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--optimizer", choices=["sgd", "adamw"])

@@ -4,7 +4,8 @@ Three styles share the VOC-like conventions (background = 0, a 255 ignore rim ar
 ``shapes``, where the class is the outline (disc, square, triangle, cross, ring), ``blobs``, where
 irregular blobs are classed by their texture (stripes, checks, dots, rings, waves), and ``thin``: many
 small and thin objects (bars, dots, rings, crosses, and rare curved wires) covering a few per cent of
-the pixels, with wires under 1% (the imbalance of real scenes: background ~94%). Colours are drawn
+the pixels, with wires under 1% (the imbalance of real scenes: background ~94%); and ``rare``, blobs
+whose fifth class (waves) is drawn so seldom that it covers under 1% of the pixels. Colours are drawn
 per instance from the same distribution for every class, so colour alone never gives the class away.
 """
 
@@ -31,7 +32,10 @@ STYLE_CLASSES = {
     "shapes": ("background", "disc", "square", "triangle", "cross", "ring"),
     "blobs": ("background", "stripes", "checks", "dots", "rings", "waves"),
     "thin": ("background", "bar", "dot", "ring", "cross", "wire"),
+    # blobs with one rare class: waves drawn with 2% odds (under 1% of the pixels), the others evenly
+    "rare": ("background", "stripes", "checks", "dots", "rings", "rare waves"),
 }
+RARE_CLASS_ODDS = (0.0, 0.245, 0.245, 0.245, 0.245, 0.02)
 STYLES = tuple(STYLE_CLASSES)
 MIN_SIDE, MAX_SIDE = 97, 251  # image height and width are drawn from [MIN_SIDE, MAX_SIDE) independently
 RIM = 3  # ignore-rim window (pixels): VOC-like band of 255 where a 3x3 window sees two labels
@@ -68,8 +72,8 @@ def generate_sample(
         h, w = size
     if style == "shapes":
         image, mask = _shapes_scene(rng, h, w)
-    elif style == "blobs":
-        image, mask = _blobs_scene(rng, h, w)
+    elif style in ("blobs", "rare"):
+        image, mask = _blobs_scene(rng, h, w, RARE_CLASS_ODDS if style == "rare" else None)
     else:
         image, mask = _thin_scene(rng, h, w)
     rim = ndimage.maximum_filter(mask, size=RIM) != ndimage.minimum_filter(mask, size=RIM)
@@ -366,11 +370,12 @@ def _blob_mask(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, fl
     return np.hypot(xx - cx, yy - cy) < radius, cx, cy
 
 
-def _blobs_scene(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+def _blobs_scene(rng: np.random.Generator, h: int, w: int, odds=None) -> tuple[np.ndarray, np.ndarray]:
+    """Blobs classed by texture; ``odds`` (per class, background's 0) draws the classes unevenly."""
     image = _background(rng, h, w, structured=False)
     mask = np.zeros((h, w), dtype=np.uint8)
     for _ in range(int(rng.integers(1, 5))):
-        cls = int(rng.integers(1, 6))
+        cls = int(rng.integers(1, 6)) if odds is None else int(rng.choice(len(odds), p=odds))
         region, cx, cy = _blob_mask(rng, h, w)
         c1 = _colour(rng)
         c2 = _colour(rng)
