@@ -1,10 +1,13 @@
-"""Training throughput (images/s) on the CPU: fp32 eager vs channels_last vs bf16 autocast, and 1 vs 2 DDP processes.
+"""Training throughput (images/s) on the CPU: fp32 eager vs channels_last vs torch.compile vs bf16 autocast, 1 vs 2 DDP processes.
 
 Times full training updates (fcnseg.training.loop.train_step, the step `fcnseg train` takes:
 forward, pixel-wise loss normalised over all processes, backward, SGD step) of the small FCN-8s and
 of VGG16 FCN-8s on random 320x320 inputs, so data loading is left out. Modes are interleaved over
 several rounds and the best round is kept, so that a busy machine skews every mode alike; ratios
-are to fp32 eager of the same run.
+are to fp32 eager of the same run. The "compile" mode wraps the model in ``torch.compile`` (inductor,
+fixed shapes); its first update, which compiles, is printed apart, since inside a minutes-long time
+budget the compile is paid once per run. It runs in a child process: where inductor's generated code
+crashes the interpreter (seen with PyTorch 2.13 on AVX-512 CPUs) the row says so and the others stand.
 
     python benchmarks/training.py                     # small net and VGG16
     python benchmarks/training.py --models small      # skip VGG16 (minutes per mode on 2 cores)
@@ -33,7 +36,7 @@ from fcnseg.precision import cpu_has_native_bf16
 from fcnseg.training.loop import train_step
 from fcnseg.training.optim import build_optimizer
 
-MODES = ("fp32", "channels_last", "bf16", "bf16+channels_last")
+MODES = ("fp32", "channels_last", "compile", "bf16", "bf16+channels_last")
 
 
 def make_step(backbone: str, batch: int, size: int, mode: str, seed: int = 0, padding: str = "paper"):
@@ -54,19 +57,50 @@ def make_step(backbone: str, batch: int, size: int, mode: str, seed: int = 0, pa
     batches = itertools.repeat((images, masks))
     cpu = torch.device("cpu")
 
-    def step(net=model):
+    compiled = torch.compile(model) if mode == "compile" else model
+
+    def step(net=compiled):
         train_step(net, optimizer, scaler, batches, recipe, 0, cpu, amp_dtype)
 
     return step, model
 
 
-def time_steps(step, warmup: int, steps: int) -> float:
-    for _ in range(warmup):
+def time_steps(step, warmup: int, steps: int, first: list | None = None) -> float:
+    """Seconds per update after ``warmup`` updates; the first update's seconds are appended to ``first``."""
+    for i in range(warmup):
+        start = time.perf_counter()
         step()
+        if i == 0 and first is not None:
+            first.append(time.perf_counter() - start)
     start = time.perf_counter()
     for _ in range(steps):
         step()
     return (time.perf_counter() - start) / steps
+
+
+def _isolated_worker(queue, backbone: str, batch: int, size: int, mode: str, padding: str, warmup: int, steps: int,
+                     threads: int) -> None:
+    torch.set_num_threads(threads)
+    step, _ = make_step(backbone, batch, size, mode, padding=padding)
+    first: list = []
+    queue.put((time_steps(step, warmup, steps, first), first[0] if first else 0.0))
+
+
+def isolated_seconds(backbone: str, batch: int, size: int, mode: str, padding: str, warmup: int, steps: int,
+                     first: list) -> float:
+    """time_steps in a spawned process; inf (and a message) if the process dies."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.SimpleQueue()
+    child = ctx.Process(target=_isolated_worker, args=(queue, backbone, batch, size, mode, padding, warmup, steps,
+                                                        torch.get_num_threads()))
+    child.start()
+    child.join()
+    if child.exitcode != 0 or queue.empty():
+        print(f"{backbone} {mode}: the process died (exit code {child.exitcode})")
+        return float("inf")
+    seconds, first_seconds = queue.get()
+    first.append(first_seconds)
+    return seconds
 
 
 def _free_port() -> int:
@@ -128,24 +162,34 @@ def main() -> None:
     rows = []
     for backbone in [m.strip() for m in args.models.split(",") if m.strip()]:
         best = {mode: float("inf") for mode in modes}
+        first = {mode: [] for mode in modes}
         ddp_best = {1: float("inf"), 2: float("inf")}
         warmup = 1 if backbone == "vgg16" else 2
         for _ in range(args.rounds):
             for mode in modes:  # one model at a time: four VGG16s with optimiser state would not fit in memory
-                step, _ = make_step(backbone, args.batch, args.size, mode, padding=args.padding)
-                best[mode] = min(best[mode], time_steps(step, warmup, args.steps))
-                del step
+                if mode == "compile":
+                    seconds = isolated_seconds(backbone, args.batch, args.size, mode, args.padding, warmup, args.steps,
+                                               first[mode])
+                else:
+                    step, _ = make_step(backbone, args.batch, args.size, mode, padding=args.padding)
+                    seconds = time_steps(step, warmup, args.steps, first[mode])
+                    del step
+                best[mode] = min(best[mode], seconds)
             if not args.no_ddp and args.batch % 2 == 0:
                 ddp_best[1] = min(ddp_best[1], best["fp32"])  # one process, all cores, the whole batch
                 ddp_best[2] = min(ddp_best[2], ddp_seconds(2, backbone, args.batch // 2, args.size, warmup, args.steps,
                                                             args.padding))
         for mode in modes:
-            rows.append((backbone, mode, args.batch / best[mode], best["fp32"] / best[mode]))
+            if best[mode] == float("inf"):
+                rows.append((backbone, mode + " (crashed)", 0.0, 0.0, None))
+                continue
+            rows.append((backbone, mode, args.batch / best[mode], best["fp32"] / best[mode], max(first[mode])))
         if ddp_best[2] < float("inf"):
-            rows.append((backbone, "DDP 2 proc (fp32)", args.batch / ddp_best[2], ddp_best[1] / ddp_best[2]))
-    print(f"{'model':<8} {'mode':<20} {'images/s':>9} {'vs fp32':>8}")
-    for backbone, mode, speed, ratio in rows:
-        print(f"{backbone:<8} {mode:<20} {speed:>9.2f} {ratio:>7.2f}x")
+            rows.append((backbone, "DDP 2 proc (fp32)", args.batch / ddp_best[2], ddp_best[1] / ddp_best[2], None))
+    print(f"{'model':<8} {'mode':<20} {'images/s':>9} {'vs fp32':>8} {'first update s':>15}")
+    for backbone, mode, speed, ratio, first_seconds in rows:
+        shown = "" if first_seconds is None else f"{first_seconds:.1f}"
+        print(f"{backbone:<8} {mode:<20} {speed:>9.2f} {ratio:>7.2f}x {shown:>15}")
 
 
 if __name__ == "__main__":

@@ -312,7 +312,9 @@ class TrainConfig:
     device: str = "auto"  # auto (cuda if present) | cpu | cuda | cuda:N
     # auto: fp16 autocast on CUDA, bf16 on CPUs with native bf16, else fp32 (fcnseg.precision) | fp32 | bf16 | fp16
     precision: str = "auto"
-    channels_last: bool = False  # NHWC memory layout (faster convolutions on some CPUs and GPUs)
+    # NHWC memory layout: true | false | auto (where it was measured faster: CUDA autocast, AVX-512 CPUs;
+    # fcnseg.training.loop.uses_channels_last)
+    channels_last: Any = dataclasses.field(default="auto", metadata={"types": (bool, str)})
     init_from: str = ""  # checkpoint of a coarser FCN to start from (16s from 32s, 8s from 16s)
     classifier_weights: str = ""  # ImageNet VGG16 classifier to start from (net surgery, paper section 4)
     # A late-fusion net's streams from single-stream checkpoints, {stream: checkpoint}: each trunk and
@@ -348,6 +350,8 @@ class TrainConfig:
             isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights
         ):
             raise ConfigError(f"{source}: class_weights must be non-negative numbers, one per class; found {weights!r}")
+        if isinstance(self.channels_last, str) and self.channels_last != "auto":
+            raise ConfigError(f"{source}: channels_last {self.channels_last!r} is not true, false or auto")
         if self.focal_gamma < 0:
             raise ConfigError(f"{source}: focal_gamma must be >= 0, got {self.focal_gamma}")
         if self.init_from and self.classifier_weights:

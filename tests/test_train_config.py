@@ -54,6 +54,14 @@ def test_bad_values_are_config_errors(tmp_path):
         resolve_run_config(overrides={"data": {"dataset": "voc"}})
     with pytest.raises(ConfigError, match="unknown preset"):
         resolve_run_config(overrides={"preset": "fast"})
+    with pytest.raises(ConfigError, match="channels_last 'yes' is not true, false or auto"):
+        resolve_run_config(overrides={"data": {"dataset": "synthetic"}, "train": {"channels_last": "yes"}})
+
+
+@pytest.mark.parametrize("value", ["auto", True, False])
+def test_channels_last_takes_a_switch_or_auto(value):
+    config = resolve_run_config(overrides={"data": {"dataset": "synthetic"}, "train": {"channels_last": value}})
+    assert config.train.channels_last == value
 
 
 def test_cli_flags_become_overrides_and_win(tmp_path):

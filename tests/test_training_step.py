@@ -121,3 +121,38 @@ def test_staged_training_takes_the_shared_step(monkeypatch):
     assert calls == [0, 1] * 3  # two updates per stage, 32s then 16s then 8s
     assert trained.steps == {"fcn32s": 2, "fcn16s": 2, "fcn8s": 2}
     assert all(math.isfinite(v) for v in trained.final_loss.values())
+
+
+@pytest.mark.parametrize(("setting", "device", "amp", "capability", "expected"), [
+    (True, "cpu", None, "AVX2", True),
+    (False, "cpu", None, "AVX512", False),
+    ("auto", "cpu", None, "AVX512", True),
+    ("auto", "cpu", torch.bfloat16, "AVX512", True),
+    ("auto", "cpu", None, "AVX2", False),
+    ("auto", "cpu", None, "DEFAULT", False),
+    ("auto", "cuda", torch.float16, "AVX2", True),
+    ("auto", "cuda", None, "AVX512", False),
+])
+def test_channels_last_auto_follows_the_measured_hardware_rule(monkeypatch, setting, device, amp, capability, expected):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert loop.uses_channels_last(setting, torch.device(device), amp) is expected
+
+
+def test_a_channels_last_step_trains_as_the_contiguous_one(monkeypatch):
+    # The NHWC layout changes kernels, not the arithmetic: the same loss and the same weights after the step.
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    items = batches()
+    results = []
+    for setting in (False, "auto"):
+        model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1))
+        torch.manual_seed(3)
+        model[0].reset_parameters()
+        model[3].reset_parameters()
+        if setting == "auto":
+            model.to(memory_format=torch.channels_last)
+        config = TrainConfig(lr=0.1, iter_size=2, lr_policy="fixed", channels_last=setting)
+        step = train_step(model, sgd(model, 0.1), no_scaler(), iter(items), config, 0, CPU)
+        results.append((step.loss, torch.cat([p.detach().flatten() for p in model.parameters()])))
+    (loss_plain, weights_plain), (loss_nhwc, weights_nhwc) = results
+    assert loss_nhwc == pytest.approx(loss_plain, rel=1e-5)
+    torch.testing.assert_close(weights_nhwc, weights_plain, rtol=1e-4, atol=1e-5)

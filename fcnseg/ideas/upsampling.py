@@ -58,7 +58,7 @@ def train_staged(budget_seconds: float = 45.0, seed: int = 0, max_steps: int = 4
     masks = torch.stack([m for _, m in items])
     batches = _random_batches(images, masks, torch.Generator().manual_seed(seed))
     recipe = TrainConfig(optimizer="adamw", lr=LEARNING_RATE, weight_decay=0.0, bias_lr_mult=1.0, lr_policy="fixed",
-                         batch_size=BATCH_SIZE, iter_size=1, max_iter=max_steps)
+                         batch_size=BATCH_SIZE, iter_size=1, max_iter=max_steps, channels_last=False)
     device = torch.device("cpu")
     amp_dtype = autocast_dtype("auto", device)  # bf16 where the CPU has it natively; emulated bf16 would crawl
     models: dict[str, FCN] = {}

@@ -26,6 +26,21 @@ class TrainingDiverged(FcnsegError):
         super().__init__(f"the training loss became {loss} at iteration {iteration} (lr {lr:g}){advice}")
 
 
+def uses_channels_last(setting: bool | str, device: torch.device, amp_dtype: torch.dtype | None) -> bool:
+    """Whether training runs in NHWC: ``train.channels_last`` true/false, or "auto" resolved for the hardware.
+
+    auto: on CUDA under autocast (tensor-core convolutions want NHWC) and on CPUs whose oneDNN kernels are
+    AVX-512 (measured there with benchmarks/training.py: the small same-padded net 1.43x in fp32 and 1.22x
+    under bf16, VGG16 FCN-8s 1.06x); off elsewhere: on AVX2-only CPUs it slowed VGG16's backward to 0.63x
+    and left the small net within noise (docs/training.md gives the tables).
+    """
+    if setting != "auto":
+        return bool(setting)
+    if device.type == "cuda":
+        return amp_dtype is not None
+    return device.type == "cpu" and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
 @dataclass
 class Step:
     loss: float  # the loss of this update over all processes and passes (what the run logs)
@@ -52,7 +67,8 @@ def train_step(
     the paper's pixel-wise cross-entropy over the labelled pixels, 255 ignored, normalised or summed as
     ``config.normalize_loss`` says; see :func:`fcnseg.losses.build_loss`), accumulates gradients
     (GradScaler for fp16), clips their norm to ``config.grad_clip`` (0: no clipping) and steps the optimiser.
-    A net of several heads (a dict of logits, masks ``[N, K, H, W]``) trains on the sum of ``loss_fn`` over
+    Images go NHWC where :func:`uses_channels_last` says so for ``config.channels_last`` (the model is
+    placed to match by the trainer). A net of several heads (a dict of logits, masks ``[N, K, H, W]``) trains on the sum of ``loss_fn`` over
     its heads, weighted by ``config.head_weights`` (:func:`fcnseg.losses.per_head_loss`).
 
     The passes are averaged, as Caffe's ``iter_size`` does. Within a pass the gradient equals that of
@@ -66,13 +82,14 @@ def train_step(
     world = D.get_world_size()
     loss_fn = per_head_loss(loss_fn or build_loss("cross_entropy", normalize=config.normalize_loss), config.head_weights)
     lr = set_learning_rate(optimizer, config, iteration, progress)
+    channels_last = uses_channels_last(config.channels_last, device, amp_dtype)
     optimizer.zero_grad(set_to_none=True)
     net.train()
     logged = torch.zeros((), dtype=torch.float64, device=device)
     for micro in range(config.iter_size):
         images, masks = next(batches)
         images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
-        if config.channels_last:
+        if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         last = micro == config.iter_size - 1
         # DDP reduces gradients on the last pass only; the earlier ones accumulate locally

@@ -28,7 +28,7 @@ from fcnseg.precision import autocast_dtype, describe
 from fcnseg.training.datasets import TrainingData, build_training_data, class_weights
 from fcnseg.training.initialization import initialize_model, resolve_normalization
 from fcnseg.losses import Loss, build_loss
-from fcnseg.training.loop import TrainingDiverged, train_step
+from fcnseg.training.loop import TrainingDiverged, train_step, uses_channels_last
 from fcnseg.training.optim import build_optimizer
 from fcnseg.training.reporter import Reporter
 from fcnseg.training.sampling import (
@@ -255,9 +255,9 @@ def train(config: RunConfig, resume: str | Path | Resume | None = None, progress
         weights = class_weights(t, data.train_set, data.class_names)
         loss_fn = build_loss(t.loss, class_weights=weights, normalize=t.normalize_loss, focal_gamma=t.focal_gamma)
 
-        model, net = place_model(initialized.model, dist, t.channels_last)
-        optimizer = build_optimizer(model, t)
         amp_dtype = autocast_dtype(t.precision, dist.device)
+        model, net = place_model(initialized.model, dist, uses_channels_last(t.channels_last, dist.device, amp_dtype))
+        optimizer = build_optimizer(model, t)
         scaler = torch.amp.GradScaler(dist.device.type, enabled=amp_dtype == torch.float16)
         loader, sampler = training_loader(data.train_set, t, config.data.num_workers, dist.world_size, dist.rank,
                                           pin_memory=dist.device.type == "cuda")
