@@ -86,6 +86,7 @@ def main() -> None:
     p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, metavar="STYLE:SETTINGS",
                    help=f"rows to train, style (blobs, shapes, thin, rare) and settings ({', '.join(VARIANTS)})")
     p.add_argument("--precision", default="auto", help="auto: bf16 where the CPU has it natively, else fp32")
+    p.add_argument("--seed", type=int, default=0, help="train.seed of every row (the data stay the same): run-to-run spread")
     p.add_argument("--out", type=Path, default=Path("runs/training-budget"))
     p.add_argument("--data", type=Path, default=Path("data"), help="synthetic sets are written to DATA/synthetic-STYLE")
     args = p.parse_args()
@@ -100,17 +101,20 @@ def main() -> None:
                     f"{', '.join(VARIANTS)}")
         plan.append((style, variant))
     threads = torch.get_num_threads()
-    print(f"{cpu_flags()}; {kernels()}; precision {precision}; {threads} threads; {args.minutes:g} min of training "
+    print(f"{cpu_flags()}; {kernels()}; precision {precision}; {threads} threads; train.seed {args.seed}; {args.minutes:g} min of training "
           f"per row; load average (1/5/15 min) at the start {load()}", flush=True)
     rows = []
     for style, variant in plan:
         before = load()
         started = time.perf_counter()
         data_dir = args.data / f"synthetic-{style}"
+        extra = {section: dict(values) for section, values in VARIANTS[variant].items()}
+        if args.seed:
+            extra.setdefault("train", {})["seed"] = args.seed
         result = run_demo(
-            out_dir=args.out / f"{style}-{variant.split()[0]}", data_dir=data_dir,
+            out_dir=args.out / f"{style}-{variant.split()[0]}{f'-seed{args.seed}' if args.seed else ''}", data_dir=data_dir,
             style=style, num_train=DEMO_TRAIN_IMAGES, num_val=DEMO_VAL_IMAGES, precision=args.precision,
-            progress=False, extra=VARIANTS[variant], time_budget=f"{args.minutes * 60:g}s",
+            progress=False, extra=extra, time_budget=f"{args.minutes * 60:g}s",
         )
         m, t = result.metrics, result.train
         shares = class_shares(data_dir)
