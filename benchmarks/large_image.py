@@ -2,7 +2,8 @@
 
 Writes a 6000x4000 JPEG (synthetic scenes tiled), runs the CLI on it in a subprocess for several
 settings, and prints the tile plan, wall time and peak RSS of that subprocess
-(``getrusage(RUSAGE_CHILDREN).ru_maxrss``) next to the memory model's budget. Then prints what a VGG16
+(``getrusage(RUSAGE_CHILDREN).ru_maxrss``) next to the memory model's budget; the same through ONNX
+Runtime, on the model's fp32 export and its int8 quantization (``--no-onnx`` skips them). Then prints what a VGG16
 FCN-8s would need, whole and tiled (``--vgg`` also runs it).
 
     python benchmarks/large_image.py [--checkpoint runs/demo/checkpoints/best.pt] [--vgg]
@@ -55,10 +56,33 @@ def run_child(argv: list[str]) -> tuple[float, int]:
     return seconds, int(words[words.index("MAXRSS") + 1]) * 1024  # ru_maxrss is in KiB on Linux
 
 
+def onnx_rows(checkpoint: Path, loaded, image: Path, tmp: Path) -> None:
+    """Rows for ONNX Runtime: ``fcnseg predict`` on the fp32 export and on its int8 quantization, under 2GiB."""
+    from fcnseg.inference.export import export_onnx
+    from fcnseg.inference.quantization import quantize
+
+    fp32 = export_onnx(loaded.model, loaded.normalization, tmp / "model.onnx", loaded.class_names)
+    calib = tmp / "calib"
+    calib.mkdir()
+    for i in range(8):
+        Image.fromarray(generate_sample(0, "train", i).image).save(calib / f"calib_{i}.png")
+    int8 = quantize(checkpoint, tmp / "model-int8.onnx", calib, check_images=0).path
+    for label, path in (("ORT fp32", fp32), ("ORT int8", int8)):
+        predictor = Predictor.from_checkpoint(path, max_memory=parse_bytes("2GiB"))
+        plan = predictor.plan(HEIGHT, WIDTH)
+        plan_text = "whole image" if plan.whole else f"{plan.num_tiles} tiles of {plan.tile}+2x{plan.margin}"
+        argv = [sys.executable, "-m", "fcnseg", "predict", str(path), str(image), "-o", str(tmp / f"out-{label}"),
+                "--max-memory", "2GiB", "--workers", "0", "--no-progress"]
+        seconds, peak = run_child(argv)
+        print(f"| small {loaded.config.arch} | {label} | 2GiB | no | {plan_text} | {seconds:.0f} s | {format_bytes(peak)} |",
+              flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", type=Path, help="small-model checkpoint (default: the demo's; else random weights)")
     parser.add_argument("--vgg", action="store_true", help="also run a VGG16 FCN-8s (random weights) on the image")
+    parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime fp32 and int8 rows")
     args = parser.parse_args()
     fast = resolve_precision("auto", __import__("torch").device("cpu"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,6 +122,9 @@ def main() -> None:
             seconds, peak = run_child(argv)
             print(f"| small {loaded.config.arch} | {precision} | {budget} | {'float16 .npy' if probs else 'no'} "
                   f"| {plan_text} | {seconds:.0f} s | {format_bytes(peak)} |", flush=True)
+
+        if not args.no_onnx:
+            onnx_rows(checkpoint, loaded, image, tmp)
 
         vgg = build_model(ModelConfig(arch="fcn8s", backbone="vgg16", num_classes=21))
         print("\nVGG16 FCN-8s (21 classes) on the same image, from the memory model:")

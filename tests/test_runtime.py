@@ -78,6 +78,17 @@ def test_onnx_memory_model_grows_with_the_image_and_plans_tiles(models):
     assert Predictor(net=net, max_memory=need.total + 4 * LARGE[0] * LARGE[1]).plan(*LARGE).whole
 
 
+def test_onnx_arena_is_off_under_a_memory_budget_and_on_without_one(models, large_image):
+    # The arena keeps freed buffers per shape: under a budget, tiles of several shapes would outgrow the plan.
+    budgeted = Predictor.from_checkpoint(models["int8"], max_memory=2 * 1024**3)
+    default = Predictor.from_checkpoint(models["int8"])  # the default budget holds too
+    unbounded = Predictor.from_checkpoint(models["int8"], max_memory=None)
+    assert not budgeted.runtime.onnx.net.memory_arena and not default.runtime.onnx.net.memory_arena
+    assert unbounded.runtime.onnx.net.memory_arena
+    # the same labels either way
+    assert np.array_equal(budgeted.predict(large_image).labels, unbounded.predict(large_image).labels)
+
+
 def test_auto_runtime_follows_the_model_file(tmp_path):
     assert select_runtime("auto", "m.onnx", CPU, "auto")[0] == "onnxruntime"
     assert select_runtime("auto", "m.pt", CPU, "auto")[0] == "torch"

@@ -281,7 +281,9 @@ def bytes_per_pixel(model: nn.Module, precision: str = "fp32", **kwargs) -> floa
 # pools, graph) plus 1.18-1.22x its initialiser bytes (prepacked convolution weights): a line through
 # the small net's 101/90 MiB and VGG16's 719/238 MiB (fp32/int8). One forward's RSS rise over the
 # float32 tensor peak of the same net's forward (the graph ONNX Runtime runs, counted on the meta
-# device) was 0.99-1.79 in fp32 and 1.13-1.98 in int8 (its dequantized copies).
+# device) was 0.99-1.79 in fp32 and 1.13-1.98 in int8 (its dequantized copies); with the session's CPU arena
+# off, as it is under a budget, 1.34-1.41 for the "same"-padded small net at 2000-3072 px. With the arena on,
+# tiles of several shapes grow it past these terms (2.3-3.3 GiB under a 2 GiB plan), hence off.
 ORT_SESSION_BYTES = 96 * 1024**2
 ORT_WEIGHT_FACTOR = {"fp32": 1.25, "int8": 1.25}
 ORT_ACTIVATION_FACTOR = {"fp32": 1.9, "int8": 2.0}

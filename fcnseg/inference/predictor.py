@@ -201,8 +201,10 @@ class Predictor:
         """Load a model file and wrap it: a checkpoint (anything :func:`fcnseg.checkpoint.load_model` reads),
         run by PyTorch, or an fcnseg ``.onnx`` (fp32 or int8), run by ONNX Runtime (see
         :func:`~fcnseg.inference.runtime.select_runtime`; the choice and its reason are logged)."""
+        # Under a memory budget ONNX Runtime's arena is off: tiles of several shapes would grow it past the plan.
+        budget = kwargs.get("max_memory", DEFAULT_MAX_MEMORY) is not None
         net, class_names, palette, why = load_net(path, runtime=runtime, device=device, precision=precision,
-                                                  layout=layout, compile=compile)
+                                                  layout=layout, compile=compile, memory_arena=not budget)
         log.info("%s: runtime %s (%s)", path, net.runtime, why)
         predictor = cls(net=net, class_names=class_names, **kwargs)
         predictor.palette = palette

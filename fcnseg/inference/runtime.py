@@ -166,8 +166,8 @@ class OrtNet:
         self.weight_bytes = info.weight_bytes
 
     @classmethod
-    def from_file(cls, path: str | Path, threads: int | None = None) -> "OrtNet":
-        return cls(load_onnx_model(path, threads))
+    def from_file(cls, path: str | Path, threads: int | None = None, memory_arena: bool = True) -> "OrtNet":
+        return cls(load_onnx_model(path, threads, memory_arena))
 
     def __call__(self, pixels) -> torch.Tensor:
         x = np.asarray(pixels.numpy() if isinstance(pixels, torch.Tensor) else pixels)
@@ -225,14 +225,17 @@ def load_net(
     precision: str = "auto",
     layout: str = "auto",
     compile: bool = False,
+    memory_arena: bool = True,
 ):
-    """The net for a model file: a :class:`TorchNet` for a checkpoint, an :class:`OrtNet` for an ``.onnx``.
+    """The net for a model file: a :class:`TorchNet` for a checkpoint, an :class:`OrtNet` for an ``.onnx``
+    (``memory_arena``: ONNX Runtime's CPU arena, off where a memory budget must hold; see
+    :class:`fcnseg.inference.onnx_model.OnnxNet`).
 
     Returns ``(net, class_names, palette or None, why)`` where ``why`` says why that runtime was chosen.
     """
     chosen, why = select_runtime(runtime, model_path, select_device(device), precision)
     if chosen == "onnxruntime":
-        net = OrtNet.from_file(model_path)
+        net = OrtNet.from_file(model_path, memory_arena=memory_arena)
         return net, net.onnx.class_names, net.onnx.info.palette, why
     from fcnseg.checkpoint import load_model
 

@@ -67,9 +67,10 @@ def train_step(
     the paper's pixel-wise cross-entropy over the labelled pixels, 255 ignored, normalised or summed as
     ``config.normalize_loss`` says; see :func:`fcnseg.losses.build_loss`), accumulates gradients
     (GradScaler for fp16), clips their norm to ``config.grad_clip`` (0: no clipping) and steps the optimiser.
-    Images go NHWC where :func:`uses_channels_last` says so for ``config.channels_last`` (the model is
-    placed to match by the trainer). A net of several heads (a dict of logits, masks ``[N, K, H, W]``) trains on the sum of ``loss_fn`` over
-    its heads, weighted by ``config.head_weights`` (:func:`fcnseg.losses.per_head_loss`).
+    Images go NHWC where :func:`uses_channels_last` says so for ``config.channels_last`` (the trainer
+    places the model to match). A net of several heads (a dict of logits, masks ``[N, K, H, W]``) trains
+    on the sum of ``loss_fn`` over its heads, weighted by ``config.head_weights``
+    (:func:`fcnseg.losses.per_head_loss`).
 
     The passes are averaged, as Caffe's ``iter_size`` does. Within a pass the gradient equals that of
     one process seeing the whole global batch: ``loss_fn`` returns this process's share of the global

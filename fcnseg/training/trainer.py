@@ -256,7 +256,8 @@ def train(config: RunConfig, resume: str | Path | Resume | None = None, progress
         loss_fn = build_loss(t.loss, class_weights=weights, normalize=t.normalize_loss, focal_gamma=t.focal_gamma)
 
         amp_dtype = autocast_dtype(t.precision, dist.device)
-        model, net = place_model(initialized.model, dist, uses_channels_last(t.channels_last, dist.device, amp_dtype))
+        channels_last = uses_channels_last(t.channels_last, dist.device, amp_dtype)
+        model, net = place_model(initialized.model, dist, channels_last)
         optimizer = build_optimizer(model, t)
         scaler = torch.amp.GradScaler(dist.device.type, enabled=amp_dtype == torch.float16)
         loader, sampler = training_loader(data.train_set, t, config.data.num_workers, dist.world_size, dist.rank,
@@ -268,7 +269,8 @@ def train(config: RunConfig, resume: str | Path | Resume | None = None, progress
             resume.release()
 
         reporter.start(config, data.class_names)
-        reporter.log_start(len(data.train_set), len(data.val_set), dist.world_size, dist.device, describe(amp_dtype),
+        layout = ", channels_last" if channels_last else ""
+        reporter.log_start(len(data.train_set), len(data.val_set), dist.world_size, dist.device, describe(amp_dtype) + layout,
                            sum(p.numel() for p in model.parameters() if p.requires_grad))
         trainer = Trainer(config, model, net, optimizer, scaler, training_batches(loader, sampler, state), data,
                           normalization, state, reporter, dist, amp_dtype, loss_fn, clock)
