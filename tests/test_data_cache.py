@@ -14,12 +14,7 @@ from fcnseg.data.transforms import Normalize
 from fcnseg.training.sampling import SeededItems
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def synthetic(size=None, count=6):

@@ -3,18 +3,12 @@
 import json
 
 import pytest
-import torch
 
 from fcnseg.cli import main
 from fcnseg.demo import ensure_synthetic
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_demo_leaves_table_curves_and_panels(tmp_path, capsys):

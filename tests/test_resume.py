@@ -16,12 +16,7 @@ from fcnseg.files import TEMP_GLOB
 from fcnseg.training.trainer import Trainer, train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def settings(out_dir, **train_overrides):

@@ -15,13 +15,7 @@ from fcnseg.training.optim import build_optimizer, lr_factor, parameter_groups
 from fcnseg.training.trainer import TrainingDiverged, train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions gain nothing from a second thread, and on a busy machine it costs a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny(tmp_path, name="run", **train_overrides):

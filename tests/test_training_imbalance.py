@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from fcnseg.config import resolve_run_config
@@ -14,12 +13,7 @@ from fcnseg.training.datasets import class_frequencies, class_weights
 from fcnseg.training.trainer import train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def write_tree(root, masks):

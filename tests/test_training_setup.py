@@ -1,7 +1,6 @@
 """A run that fails on its settings, weights or data says so in one line and leaves no run folder behind."""
 
 import pytest
-import torch
 
 from fcnseg.cli import main
 from fcnseg.config import resolve_run_config
@@ -10,12 +9,7 @@ from fcnseg.errors import CheckpointError, ConfigError, DataError
 from fcnseg.training.trainer import train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny(out_dir, data=None, **train_overrides):

@@ -1,7 +1,6 @@
 """train.time_budget: the poly schedule over training time, a stop at the budget, and a resume that spends the rest."""
 
 import pytest
-import torch
 
 from fcnseg.checkpoint import load_checkpoint
 from fcnseg.config import TrainConfig, parse_duration, resolve_run_config
@@ -10,12 +9,7 @@ from fcnseg.training.optim import lr_factor
 from fcnseg.training.trainer import Trainer, train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 class FakeClock:
