@@ -13,49 +13,9 @@ import torch
 import torch.nn.functional as F
 
 pytest.importorskip("google.protobuf")
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory  # noqa: E402
-
+from caffe_proto import caffe_messages, packed_floats  # noqa: E402
 from fcnseg.checkpoint import load_model  # noqa: E402
 
-FD = descriptor_pb2.FieldDescriptorProto
-
-
-def caffe_messages():
-    fdp = descriptor_pb2.FileDescriptorProto(name="e2e.proto", package="e2e", syntax="proto2")
-
-    def message(name, fields):
-        m = fdp.message_type.add(name=name)
-        for fname, number, label, ftype, type_name in fields:
-            f = m.field.add(name=fname, number=number, label=label, type=ftype)
-            if type_name:
-                f.type_name = f".e2e.{type_name}"
-            if label == FD.LABEL_REPEATED and ftype in (FD.TYPE_FLOAT, FD.TYPE_INT64):
-                f.options.packed = True
-
-    message("BlobShape", [("dim", 1, FD.LABEL_REPEATED, FD.TYPE_INT64, None)])
-    message("BlobProto", [("data", 5, FD.LABEL_REPEATED, FD.TYPE_FLOAT, None),
-                          ("shape", 7, FD.LABEL_OPTIONAL, FD.TYPE_MESSAGE, "BlobShape")])
-    message("LayerParameter", [("name", 1, FD.LABEL_OPTIONAL, FD.TYPE_STRING, None),
-                               ("type", 2, FD.LABEL_OPTIONAL, FD.TYPE_STRING, None),
-                               ("blobs", 7, FD.LABEL_REPEATED, FD.TYPE_MESSAGE, "BlobProto")])
-    message("NetParameter", [("name", 1, FD.LABEL_OPTIONAL, FD.TYPE_STRING, None),
-                             ("layer", 100, FD.LABEL_REPEATED, FD.TYPE_MESSAGE, "LayerParameter")])
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    return {n: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"e2e.{n}"))
-            for n in ("BlobProto", "NetParameter")}
-
-
-def packed_floats(array: np.ndarray) -> bytes:
-    """Field 5 (data), wire type 2, as protobuf packs a repeated float."""
-    payload = array.astype("<f4").tobytes()
-    n, length = len(payload), bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        length.append(byte | (0x80 if n else 0))
-        if not n:
-            break
-    return bytes([0x2A]) + bytes(length) + payload
 
 
 ALEXNET = [  # name, type, weight shape (Caffe layout), per voc-fcn-alexnet/net.py
@@ -90,7 +50,7 @@ def caffe_alexnet_forward(w: dict, x: torch.Tensor) -> torch.Tensor:
 
 
 def test_full_size_fcn_alexnet_caffemodel_runs_as_caffe_defines_it(tmp_path, monkeypatch):
-    messages = caffe_messages()
+    messages = caffe_messages("e2e")
     rng = np.random.default_rng(0)
     net = messages["NetParameter"](name="voc-fcn-alexnet")
     net.layer.add(name="data", type="Python")

@@ -13,9 +13,8 @@ import torch
 import torch.nn.functional as F
 
 pytest.importorskip("google.protobuf")
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory  # noqa: E402
-
 import fcnseg.models.backbones as backbones  # noqa: E402
+from caffe_proto import caffe_messages, packed_floats  # noqa: E402
 from fcnseg.checkpoint import load_model, save_checkpoint  # noqa: E402
 from fcnseg.cli import main  # noqa: E402
 from fcnseg.data.nyud import NYUD_CLASSES  # noqa: E402
@@ -23,48 +22,12 @@ from fcnseg.data.siftflow import SIFTFLOW_GEOMETRIC_CLASSES, SIFTFLOW_SEMANTIC_C
 from fcnseg.errors import ConfigError  # noqa: E402
 from fcnseg.inference.predictor import Predictor  # noqa: E402
 
-FD = descriptor_pb2.FieldDescriptorProto
 STAGES = ((2, 2), (3, 3), (4, 4, 4), (4, 4, 4), (5, 5, 5))  # narrow VGG16: the same 13 convolutions
 FC = 6
 CROPS = {"fcn32s": {"score": 19}, "fcn16s": {"pool4": 5, "score": 27}, "fcn8s": {"pool4": 5, "pool3": 9, "score": 31}}
 
 
-def _messages():
-    fdp = descriptor_pb2.FileDescriptorProto(name="ref.proto", package="ref", syntax="proto2")
-
-    def message(name, fields):
-        m = fdp.message_type.add(name=name)
-        for fname, number, label, ftype, type_name in fields:
-            f = m.field.add(name=fname, number=number, label=label, type=ftype)
-            if type_name:
-                f.type_name = f".ref.{type_name}"
-            if label == FD.LABEL_REPEATED and ftype in (FD.TYPE_FLOAT, FD.TYPE_INT64):
-                f.options.packed = True
-
-    message("BlobShape", [("dim", 1, FD.LABEL_REPEATED, FD.TYPE_INT64, None)])
-    message("BlobProto", [("data", 5, FD.LABEL_REPEATED, FD.TYPE_FLOAT, None),
-                          ("shape", 7, FD.LABEL_OPTIONAL, FD.TYPE_MESSAGE, "BlobShape")])
-    message("LayerParameter", [("name", 1, FD.LABEL_OPTIONAL, FD.TYPE_STRING, None),
-                               ("type", 2, FD.LABEL_OPTIONAL, FD.TYPE_STRING, None),
-                               ("blobs", 7, FD.LABEL_REPEATED, FD.TYPE_MESSAGE, "BlobProto")])
-    message("NetParameter", [("layer", 100, FD.LABEL_REPEATED, FD.TYPE_MESSAGE, "LayerParameter")])
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    return {n: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"ref.{n}")) for n in ("BlobProto", "NetParameter")}
-
-
-MESSAGES = _messages()
-
-
-def _packed(array: np.ndarray) -> bytes:
-    """BlobProto field 5 (data), wire type 2: the tag, the varint length, the little-endian floats."""
-    payload, length = array.astype("<f4").tobytes(), bytearray()
-    n = len(payload)
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        length.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes([0x2A]) + bytes(length) + payload
+MESSAGES = caffe_messages("ref")
 
 
 class RefNet:
@@ -84,7 +47,7 @@ class RefNet:
             array = (self.rng.standard_normal(shape) * scale).astype(np.float32)
             blob = MESSAGES["BlobProto"]()
             blob.shape.dim.extend(array.shape)
-            blob.MergeFromString(_packed(array))
+            blob.MergeFromString(packed_floats(array))
             layer.blobs.append(blob)
             arrays.append(torch.from_numpy(array))
         self.weights[name] = arrays
