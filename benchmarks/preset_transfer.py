@@ -20,6 +20,8 @@ import logging
 import time
 from pathlib import Path
 
+from tables import markdown_table  # benchmarks/tables.py
+
 from fcnseg.demo import DEMO_TIME_BUDGET, DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES, run_demo
 
 VARIANTS = {
@@ -64,21 +66,12 @@ def main() -> None:
                 "background IU": 100 * m["per_class_iu"][0],
                 "object IU min-max": f"{100 * min(objects):.1f}-{100 * max(objects):.1f}",
             })
-            print(_table(rows[-1:], header=len(rows) == 1), flush=True)
+            print(markdown_table(rows[-1:], header=len(rows) == 1), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     print()
-    print(_table(rows))
+    print(markdown_table(rows))
 
-
-def _table(rows: list[dict], header: bool = True) -> str:
-    keys = list(rows[0])
-    lines = []
-    if header:
-        lines.append(" | ".join(keys))
-    for row in rows:
-        lines.append(" | ".join(f"{row[k]:.1f}" if isinstance(row[k], float) else str(row[k]) for k in keys))
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tables import markdown_table  # benchmarks/tables.py
+
 from fcnseg.demo import DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES, run_demo
 from fcnseg.precision import autocast_dtype, describe, select_device
 
@@ -129,22 +131,12 @@ def main() -> None:
             "all-background mIU": 100 * shares[0] / len(shares),
             "minutes (all)": (time.perf_counter() - started) / 60, "load before/after": f"{before} / {load()}",
         })
-        print(_table(rows[-1:], header=len(rows) == 1), flush=True)
+        print(markdown_table(rows[-1:], header=len(rows) == 1), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     print()
-    print(_table(rows))
+    print(markdown_table(rows))
 
-
-def _table(rows: list[dict], header: bool = True) -> str:
-    keys = list(rows[0])
-    lines = []
-    if header:
-        lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    for row in rows:
-        cells = [f"{row[k]:.1f}" if isinstance(row[k], float) else str(row[k]) for k in keys]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":
