@@ -236,7 +236,7 @@ class DataConfig:
     cache_mb: int = 1024
     val_max_images: int = 0  # validate on the first N images only; 0 = all
     # The built-in synthetic set (fcnseg.data.synthetic) when dataset is synthetic and root is "":
-    synthetic_style: str = "shapes"  # shapes | blobs
+    synthetic_style: str = "shapes"  # shapes | blobs | thin | rare (fcnseg.data.synthetic.STYLES)
     synthetic_train_images: int = 160
     synthetic_val_images: int = 40
     synthetic_seed: int = 0

@@ -119,3 +119,15 @@ def test_the_rare_style_is_blobs_with_one_class_under_one_percent_of_the_pixels(
     assert 0 < share[5] < 0.01
     assert all(share[c] > 4 * share[5] for c in range(1, 5))
     assert SyntheticDataset("val", 1, style="rare").class_names[1:5] == ["stripes", "checks", "dots", "rings"]
+
+
+def test_train_command_offers_every_synthetic_style():
+    # `fcnseg train` writes the styles out (to stay free of torch at parse time): they must not drift.
+    import argparse
+
+    from fcnseg.commands import train as train_command
+
+    subparsers = argparse.ArgumentParser().add_subparsers()
+    train_command.register(subparsers)
+    (style,) = [a for a in subparsers.choices["train"]._actions if "--style" in a.option_strings]
+    assert tuple(style.choices) == STYLES

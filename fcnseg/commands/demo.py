@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from fcnseg.precision import PRECISIONS
+from fcnseg.data.synthetic import STYLES
 from fcnseg.demo import DEMO_OUT, DEMO_STYLE, DEMO_TIME_BUDGET, DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES
 
 
@@ -19,7 +20,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--out", type=Path, default=Path(DEMO_OUT), help=f"output folder (default {DEMO_OUT})")
     p.add_argument("--data", type=Path, help="where the synthetic set is written (default data/synthetic-STYLE)")
-    p.add_argument("--style", choices=["shapes", "blobs", "thin", "rare"], default=DEMO_STYLE,
+    p.add_argument("--style", choices=STYLES, default=DEMO_STYLE,
                    help=f"synthetic data style (default {DEMO_STYLE}, the one the small-cpu preset was tuned on)")
     p.add_argument("--time-budget", default=DEMO_TIME_BUDGET, metavar="DURATION",
                    help=f"training time, e.g. 90s, 4m, 1h (default {DEMO_TIME_BUDGET}); validations not counted")

@@ -27,7 +27,7 @@ def register(subparsers) -> None:
         "--style",
         choices=STYLES + LAYOUT_STYLES,
         default="shapes",
-        help="scene style (VOC layout: shapes, blobs, thin, rare) or data set layout (nyud, siftflow, pascal_context); default: shapes",
+        help=f"scene style (VOC layout: {', '.join(STYLES)}) or data set layout ({', '.join(LAYOUT_STYLES)}); default: shapes",
     )
     p.add_argument(
         "--format", dest="image_format", choices=["jpg", "png"], default="jpg",

@@ -145,6 +145,7 @@ def register(subparsers) -> None:
     g.add_argument("--normalization", choices=list(NORMALIZATIONS))
     g.add_argument("--crop-size", type=int, help="random square training crops, pixels (0 = whole images)")
     g.add_argument("--workers", type=int, help="data loader processes per training process")
+    # fcnseg.data.synthetic.STYLES, written out: importing it would load torch for `fcnseg train --help`
     g.add_argument("--style", choices=["shapes", "blobs", "thin", "rare"], help="synthetic data style")
 
     g = p.add_argument_group("optimisation")

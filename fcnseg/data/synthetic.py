@@ -1,8 +1,8 @@
 """Built-in synthetic data set: seeded scenes of textured objects on textured backgrounds, on disk (VOC layout) or in memory.
 
-Three styles share the VOC-like conventions (background = 0, a 255 ignore rim around every object):
+Four styles share the VOC-like conventions (background = 0, a 255 ignore rim around every object):
 ``shapes``, where the class is the outline (disc, square, triangle, cross, ring), ``blobs``, where
-irregular blobs are classed by their texture (stripes, checks, dots, rings, waves), and ``thin``: many
+irregular blobs are classed by their texture (stripes, checks, dots, rings, waves), ``thin``: many
 small and thin objects (bars, dots, rings, crosses, and rare curved wires) covering a few per cent of
 the pixels, with wires under 1% (the imbalance of real scenes: background ~94%); and ``rare``, blobs
 whose fifth class (waves) is drawn so seldom that it covers under 1% of the pixels. Colours are drawn
