@@ -9,8 +9,8 @@ and optimiser, so the rows differ by the settings only. "class_weights auto" is 
 median frequency balancing. The preset was tuned on "blobs"; "shapes" is the held-out check; "thin"
 (small, thin objects on ~94% background, wires under 1% of the pixels) is the imbalanced one: its
 rows show the rare class's IU, with and without class weights, and the mean IU of answering
-background everywhere; "rare" (blobs whose waves cover under 1% of the pixels) is the set for class weights. Prints the CPU's flags, the instruction set PyTorch and oneDNN use, and the
-load average around every row: on a shared machine the images/s (and so the updates a budget buys)
+background everywhere; "rare" (blobs whose waves cover under 1% of the pixels) is the set for class
+weights. Prints the CPU's flags, the instruction set PyTorch and oneDNN use, and the load average around every row: on a shared machine the images/s (and so the updates a budget buys)
 fall with the load.
 
     python benchmarks/training_budget.py                  # 8 rows x 5 minutes
@@ -34,6 +34,7 @@ import torch
 
 from tables import markdown_table  # benchmarks/tables.py
 
+from fcnseg.data.synthetic import STYLES
 from fcnseg.demo import DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES, run_demo
 from fcnseg.precision import autocast_dtype, describe, select_device
 
@@ -64,8 +65,6 @@ def cpu_flags() -> str:
 
 def kernels() -> str:
     """The instruction set PyTorch's kernels and oneDNN are allowed (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA)."""
-    import torch
-
     return f"PyTorch kernels {torch.backends.cpu.get_cpu_capability()}, oneDNN {os.environ.get('ONEDNN_MAX_CPU_ISA', 'all')}"
 
 
@@ -86,7 +85,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=5.0, help="training time of every row (default 5)")
     p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, metavar="STYLE:SETTINGS",
-                   help=f"rows to train, style (blobs, shapes, thin, rare) and settings ({', '.join(VARIANTS)})")
+                   help=f"rows to train, style ({', '.join(STYLES)}) and settings ({', '.join(VARIANTS)})")
     p.add_argument("--precision", default="auto", help="auto: bf16 where the CPU has it natively, else fp32")
     p.add_argument("--seed", type=int, default=0, help="train.seed of every row (the data stay the same): run-to-run spread")
     p.add_argument("--out", type=Path, default=Path("runs/training-budget"))
@@ -98,8 +97,8 @@ def main() -> None:
     plan = []
     for row in args.rows:
         style, _, variant = row.partition(":")
-        if style not in ("blobs", "shapes", "thin", "rare") or variant not in VARIANTS:
-            p.error(f"row {row!r}: expected STYLE:SETTINGS with a style of blobs, shapes, thin, rare and settings of "
+        if style not in STYLES or variant not in VARIANTS:
+            p.error(f"row {row!r}: expected STYLE:SETTINGS with a style of {', '.join(STYLES)} and settings of "
                     f"{', '.join(VARIANTS)}")
         plan.append((style, variant))
     threads = torch.get_num_threads()
