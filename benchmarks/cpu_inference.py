@@ -49,7 +49,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fcnseg.checkpoint import load_model  # noqa: E402
+from fcnseg.weights.checkpoint import load_model  # noqa: E402
 from fcnseg.data.synthetic import generate_sample, style_of_classes  # noqa: E402
 from fcnseg.ideas.costs import time_interleaved  # noqa: E402
 from fcnseg.inference.export import export_onnx  # noqa: E402

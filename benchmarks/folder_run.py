@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fcnseg.checkpoint import save_checkpoint
+from fcnseg.weights.checkpoint import save_checkpoint
 from fcnseg.config import ModelConfig
 from fcnseg.data.normalization import IMAGENET_RGB
 from fcnseg.data.synthetic import generate_sample

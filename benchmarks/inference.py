@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fcnseg.checkpoint import load_model
+from fcnseg.weights.checkpoint import load_model
 from fcnseg.config import ModelConfig
 from fcnseg.data.normalization import PAPER_BGR
 from fcnseg.data.synthetic import generate_sample
@@ -115,7 +115,7 @@ def train_vgg_heads(path: Path, steps: int, size: int = 224, batch: int = 2) -> 
     (with the bilinear upsampling fixed, as in the paper) to the data gives a net whose argmax follows
     the scenes, which is what the agreement measurement needs.
     """
-    from fcnseg.checkpoint import save_checkpoint
+    from fcnseg.weights.checkpoint import save_checkpoint
     from fcnseg.data.synthetic import SyntheticDataset
 
     torch.manual_seed(0)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fcnseg.checkpoint import load_model, save_checkpoint
+from fcnseg.weights.checkpoint import load_model, save_checkpoint
 from fcnseg.config import ModelConfig
 from fcnseg.data.normalization import PAPER_BGR
 from fcnseg.data.synthetic import generate_sample

@@ -40,7 +40,7 @@ def small_checkpoint(path: Path) -> Path:
     """A 6-class small FCN-8s with seeded random score layers (so that the answers hold several classes)."""
     import torch
 
-    from fcnseg.checkpoint import save_checkpoint
+    from fcnseg.weights.checkpoint import save_checkpoint
     from fcnseg.config import ModelConfig
     from fcnseg.data.normalization import IMAGENET_RGB
     from fcnseg.models.fcn import build_model

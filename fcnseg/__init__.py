@@ -22,8 +22,8 @@ _EXPORTS = {
     "FCN": "fcnseg.models.fcn", "build_model": "fcnseg.models.fcn", "VGG16Classifier": "fcnseg.models.backbones",
     "convolutionalize": "fcnseg.models.surgery",
     # weights in and out
-    "LoadedModel": "fcnseg.checkpoint", "load_model": "fcnseg.checkpoint", "load_checkpoint": "fcnseg.checkpoint",
-    "save_checkpoint": "fcnseg.checkpoint", "fcn_from_classifier": "fcnseg.checkpoint",
+    "LoadedModel": "fcnseg.weights.checkpoint", "load_model": "fcnseg.weights.checkpoint", "load_checkpoint": "fcnseg.weights.checkpoint",
+    "save_checkpoint": "fcnseg.weights.checkpoint", "fcn_from_classifier": "fcnseg.weights.checkpoint",
     # data
     "build_dataset": "fcnseg.data", "make_synthetic": "fcnseg.data", "Normalization": "fcnseg.data.normalization",
     "PAPER_BGR": "fcnseg.data.normalization", "IMAGENET_RGB": "fcnseg.data.normalization",

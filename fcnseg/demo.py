@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from fcnseg.checkpoint import load_model
+from fcnseg.weights.checkpoint import load_model
 from fcnseg.config import RunConfig, resolve_run_config
 from fcnseg.data import build_dataset, make_synthetic
 from fcnseg.evaluation import evaluate

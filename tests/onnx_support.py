@@ -11,7 +11,7 @@ import json
 import torch
 from PIL import Image
 
-from fcnseg.checkpoint import load_model, save_checkpoint
+from fcnseg.weights.checkpoint import load_model, save_checkpoint
 from fcnseg.config import ModelConfig
 from fcnseg.data.normalization import IMAGENET_RGB
 from fcnseg.data.synthetic import generate_sample, synthetic_classes

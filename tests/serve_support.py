@@ -17,7 +17,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from fcnseg.checkpoint import save_checkpoint
+from fcnseg.weights.checkpoint import save_checkpoint
 from fcnseg.config import ModelConfig
 from fcnseg.data.normalization import IMAGENET_RGB
 from fcnseg.models.fcn import build_model

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 pytest.importorskip("google.protobuf")
 from caffe_proto import caffe_messages, packed_floats  # noqa: E402
-from fcnseg.checkpoint import load_model  # noqa: E402
+from fcnseg.weights.checkpoint import load_model  # noqa: E402
 
 
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 pytest.importorskip("google.protobuf")
 import fcnseg.models.backbones as backbones  # noqa: E402
 from caffe_proto import caffe_messages, packed_floats  # noqa: E402
-from fcnseg.checkpoint import load_model, save_checkpoint  # noqa: E402
+from fcnseg.weights.checkpoint import load_model, save_checkpoint  # noqa: E402
 from fcnseg.cli import main  # noqa: E402
 from fcnseg.data.nyud import NYUD_CLASSES  # noqa: E402
 from fcnseg.data.siftflow import SIFTFLOW_GEOMETRIC_CLASSES, SIFTFLOW_SEMANTIC_CLASSES  # noqa: E402

@@ -8,8 +8,8 @@ import re
 import pytest
 import torch
 
-import fcnseg.checkpoint as checkpoint
-from fcnseg.checkpoint import atomic_save, load_checkpoint, load_model, save_checkpoint
+import fcnseg.weights.checkpoint as checkpoint
+from fcnseg.weights.checkpoint import atomic_save, load_checkpoint, load_model, save_checkpoint
 from fcnseg.config import ModelConfig
 from fcnseg.data.normalization import IMAGENET_RGB, PAPER_BGR
 from fcnseg.errors import CheckpointError

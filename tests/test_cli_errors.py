@@ -73,7 +73,7 @@ def test_check_data_on_a_file_prints_one_line_saying_it_is_not_a_folder(a_file, 
 
 @pytest.fixture
 def small_checkpoint(tmp_path):
-    from fcnseg.checkpoint import save_checkpoint
+    from fcnseg.weights.checkpoint import save_checkpoint
     from fcnseg.data import PAPER_BGR, SyntheticDataset
     from fcnseg.models import ModelConfig, build_model
 

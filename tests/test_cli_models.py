@@ -5,7 +5,7 @@ import json
 import torch
 from torch import nn
 
-from fcnseg.checkpoint import load_model
+from fcnseg.weights.checkpoint import load_model
 from fcnseg.cli import main
 from fcnseg.config import ModelConfig
 from fcnseg.models import build_model

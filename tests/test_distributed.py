@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from fcnseg import distributed as D
-from fcnseg.checkpoint import load_checkpoint
+from fcnseg.weights.checkpoint import load_checkpoint
 from fcnseg.config import resolve_run_config
 from fcnseg.models import build_model
 from fcnseg.training.sampling import EpochSampler

@@ -259,7 +259,8 @@ def test_pick_extremes_splits_a_small_set_so_no_image_is_shown_twice():
 
 
 def tiny_checkpoint(tmp_path, num_val=4):
-    from fcnseg import checkpoint, models
+    from fcnseg import models
+    from fcnseg.weights import checkpoint
     from fcnseg.data import PAPER_BGR
 
     make_synthetic(tmp_path / "data", num_train=0, num_val=num_val, seed=3, size=(48, 56))
@@ -303,7 +304,7 @@ def test_eval_report_end_to_end_on_a_tiny_model_and_four_synthetic_images(tmp_pa
     assert "per_image" not in saved  # thousands of rows belong in the CSV, not the summary
     assert json.loads((report / "metrics.json").read_text())["mean_iu"] == pytest.approx(saved["mean_iu"])
     # the CSV against the definitions, on the checkpoint's own predictions
-    from fcnseg.checkpoint import load_model
+    from fcnseg.weights.checkpoint import load_model
     from fcnseg.data import VOCDataset
 
     loaded = load_model(model)

@@ -153,7 +153,7 @@ def test_eval_command_scores_folders_prints_the_table_and_writes_json(tmp_path, 
 
 
 def test_eval_command_on_a_checkpoint_writes_metrics_and_predictions(tmp_path, capsys):
-    checkpoint = pytest.importorskip("fcnseg.checkpoint")
+    checkpoint = pytest.importorskip("fcnseg.weights.checkpoint")
     models = pytest.importorskip("fcnseg.models")
     from fcnseg.data import PAPER_BGR
 
@@ -173,7 +173,7 @@ def test_eval_command_on_a_checkpoint_writes_metrics_and_predictions(tmp_path, c
 
 
 def test_eval_of_a_checkpoint_on_a_voc_tree_with_assumed_classes_names_the_missing_class_file(tmp_path, capsys):
-    checkpoint = pytest.importorskip("fcnseg.checkpoint")
+    checkpoint = pytest.importorskip("fcnseg.weights.checkpoint")
     models = pytest.importorskip("fcnseg.models")
     from fcnseg.data import PAPER_BGR
 
@@ -234,7 +234,7 @@ def test_an_item_that_fails_to_load_during_evaluation_is_skipped_and_recorded_no
 
 
 def test_eval_command_says_how_many_were_scored_and_skipped_and_lists_the_skipped_files(tmp_path, capsys):
-    checkpoint = pytest.importorskip("fcnseg.checkpoint")
+    checkpoint = pytest.importorskip("fcnseg.weights.checkpoint")
     models = pytest.importorskip("fcnseg.models")
     from fcnseg.data import PAPER_BGR
 

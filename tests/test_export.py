@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fcnseg.checkpoint import save_checkpoint
+from fcnseg.weights.checkpoint import save_checkpoint
 from fcnseg.cli import main
 from fcnseg.config import ModelConfig
 from fcnseg.data.normalization import PAPER_BGR

@@ -176,7 +176,7 @@ def test_pad_with_same_padding_is_a_config_error_naming_both():
 
 
 def test_a_checkpoint_of_the_old_small_net_without_the_padding_field_loads_as_it_was(tmp_path):
-    from fcnseg.checkpoint import load_model, save_checkpoint
+    from fcnseg.weights.checkpoint import load_model, save_checkpoint
     from fcnseg.data.normalization import IMAGENET_RGB
 
     torch.manual_seed(0)

@@ -198,7 +198,7 @@ def test_class_weights_are_refused_for_a_net_of_several_heads():
 
 
 def test_a_checkpoint_written_before_streams_and_heads_loads_as_before(tmp_path):
-    from fcnseg.checkpoint import checkpoint_dict, load_model
+    from fcnseg.weights.checkpoint import checkpoint_dict, load_model
     from fcnseg.data.normalization import PAPER_BGR
 
     model = _randomize(build_model(ModelConfig(arch="fcn8s", backbone="small", num_classes=3)))

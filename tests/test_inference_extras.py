@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from fcnseg.checkpoint import save_checkpoint
+from fcnseg.weights.checkpoint import save_checkpoint
 from fcnseg.cli import main
 from fcnseg.config import ModelConfig
 from fcnseg.data.normalization import PAPER_BGR

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fcnseg.checkpoint import save_checkpoint
+from fcnseg.weights.checkpoint import save_checkpoint
 from fcnseg.config import ModelConfig
 from fcnseg.data.normalization import PAPER_BGR
 from fcnseg.models import build_model

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fcnseg.checkpoint import save_checkpoint
+from fcnseg.weights.checkpoint import save_checkpoint
 from fcnseg.cli import main
 from fcnseg.config import ModelConfig
 from fcnseg.data.normalization import PAPER_BGR

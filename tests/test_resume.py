@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from fcnseg.checkpoint import load_checkpoint
+from fcnseg.weights.checkpoint import load_checkpoint
 from fcnseg.config import resolve_run_config
 from fcnseg.files import TEMP_GLOB
 from fcnseg.training.trainer import Trainer, train
@@ -75,7 +75,7 @@ def test_resume_through_the_cli_uses_the_stored_settings(tmp_path):
 KILL_SCRIPT = textwrap.dedent(
     """
     import sys, time, torch
-    import fcnseg.checkpoint
+    import fcnseg.weights.checkpoint
     from fcnseg.config import resolve_run_config
     from fcnseg.training.trainer import train
     torch.set_num_threads(1)

@@ -26,7 +26,7 @@ pytest.importorskip("python_multipart", reason="fcnseg serve needs the serve ext
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from fcnseg.checkpoint import load_model  # noqa: E402
+from fcnseg.weights.checkpoint import load_model  # noqa: E402
 from fcnseg.data.palette import voc_palette  # noqa: E402
 from fcnseg.images import read_image  # noqa: E402
 from fcnseg.inference.predictor import Predictor  # noqa: E402

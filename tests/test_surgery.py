@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fcnseg.checkpoint import fcn_from_classifier, load_model
+from fcnseg.weights.checkpoint import fcn_from_classifier, load_model
 from fcnseg.config import ModelConfig
 from fcnseg.models import VGG16Classifier, build_backbone, build_model
 from fcnseg.models.surgery import convolutionalize, transplant

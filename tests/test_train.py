@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from fcnseg.checkpoint import load_checkpoint, load_model
+from fcnseg.weights.checkpoint import load_checkpoint, load_model
 from fcnseg.cli import main
 from fcnseg.config import ModelConfig, TrainConfig, resolve_run_config
 from fcnseg.errors import CheckpointError

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fcnseg.checkpoint import load_model, save_checkpoint
+from fcnseg.weights.checkpoint import load_model, save_checkpoint
 from fcnseg.cli import main
 from fcnseg.config import MODALITIES, ModelConfig, TrainConfig, resolve_run_config
 from fcnseg.data.normalization import PAPER_BGR

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from fcnseg.checkpoint import FORMAT, FORMAT_VERSION, save_checkpoint
+from fcnseg.weights.checkpoint import FORMAT, FORMAT_VERSION, save_checkpoint
 from fcnseg.config import ModelConfig, resolve_run_config
 from fcnseg.data.normalization import IMAGENET_RGB, PAPER_BGR
 from fcnseg.errors import CheckpointError, ConfigError

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fcnseg.checkpoint import load_checkpoint
+from fcnseg.weights.checkpoint import load_checkpoint
 from fcnseg.cli import main
 from fcnseg.config import resolve_run_config
 from fcnseg.training.trainer import Trainer, train

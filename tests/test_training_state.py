@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fcnseg.checkpoint import save_checkpoint
+from fcnseg.weights.checkpoint import save_checkpoint
 from fcnseg.config import ModelConfig
 from fcnseg.data.normalization import IMAGENET_RGB
 from fcnseg.errors import CheckpointError, ConfigError

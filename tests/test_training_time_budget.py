@@ -2,7 +2,7 @@
 
 import pytest
 
-from fcnseg.checkpoint import load_checkpoint
+from fcnseg.weights.checkpoint import load_checkpoint
 from fcnseg.config import TrainConfig, parse_duration, resolve_run_config
 from fcnseg.errors import ConfigError
 from fcnseg.training.optim import lr_factor

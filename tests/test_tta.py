@@ -125,7 +125,7 @@ def test_tta_model_for_evaluation_averages_probabilities():
 
 
 def test_predict_and_eval_take_tta(tmp_path, capsys):
-    from fcnseg.checkpoint import save_checkpoint
+    from fcnseg.weights.checkpoint import save_checkpoint
 
     model = build_model(ModelConfig(arch="fcn8s", backbone="small", num_classes=6))
     save_checkpoint(tmp_path / "m.pt", model, model.config, [f"c{i}" for i in range(6)], IMAGENET_RGB)

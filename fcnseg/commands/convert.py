@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from fcnseg.checkpoint import fcn_from_classifier, load_model, save_checkpoint
+from fcnseg.weights.checkpoint import fcn_from_classifier, load_model, save_checkpoint
 from fcnseg.config import ARCHES
 from fcnseg.data.classes import read_class_file
 

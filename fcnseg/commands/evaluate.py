@@ -69,7 +69,7 @@ def register(subparsers) -> None:
 
 def load_model(path: Path, device: str):
     """The checkpoint loader (a seam tests can replace)."""
-    from fcnseg.checkpoint import load_model as load
+    from fcnseg.weights.checkpoint import load_model as load
 
     return load(path, map_location=device)
 

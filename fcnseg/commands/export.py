@@ -23,7 +23,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fcnseg.checkpoint import load_model
+    from fcnseg.weights.checkpoint import load_model
     from fcnseg.inference.export import CHECK_MODULES, EXPORT_MODULES, check_onnx, export, require_modules
 
     # Before any work: a missing extra is one line naming every missing module, not a traceback mid-export.

@@ -95,7 +95,7 @@ def _random_batches(images: torch.Tensor, masks: torch.Tensor, generator: torch.
 
 def load_models(paths: list[str]) -> TrainedModels:
     """Models from our checkpoints (or pytorch-fcn / Caffe files), keyed by their arch."""
-    from fcnseg.checkpoint import load_model
+    from fcnseg.weights.checkpoint import load_model
 
     models: dict[str, FCN] = {}
     first = None

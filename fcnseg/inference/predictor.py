@@ -198,7 +198,7 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, runtime: str = "auto", device: str = "auto", precision: str = "auto",
                         layout: str = "auto", compile: bool = False, **kwargs) -> "Predictor":
-        """Load a model file and wrap it: a checkpoint (anything :func:`fcnseg.checkpoint.load_model` reads),
+        """Load a model file and wrap it: a checkpoint (anything :func:`fcnseg.weights.checkpoint.load_model` reads),
         run by PyTorch, or an fcnseg ``.onnx`` (fp32 or int8), run by ONNX Runtime (see
         :func:`~fcnseg.inference.runtime.select_runtime`; the choice and its reason are logged)."""
         # Under a memory budget ONNX Runtime's arena is off: tiles of several shapes would grow it past the plan.

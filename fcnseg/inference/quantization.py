@@ -326,7 +326,7 @@ def quantize(
     check_images: int = DEFAULT_CHECK_IMAGES,
     calibration_cache: str | Path | None = None,
 ) -> QuantizeReport:
-    """Quantize a checkpoint (anything :func:`fcnseg.checkpoint.load_model` reads) or an fp32 fcnseg ``.onnx``.
+    """Quantize a checkpoint (anything :func:`fcnseg.weights.checkpoint.load_model` reads) or an fp32 fcnseg ``.onnx``.
 
     A checkpoint is exported first (:func:`fcnseg.inference.export.export_onnx`). Calibration reads the
     first ``num_calib`` readable images under ``calib_dir``; unreadable ones are reported in
@@ -373,7 +373,7 @@ def _with_quantization(metadata: dict[str, str], method: str, keep: tuple[str, .
 
 def _export(checkpoint: str | Path, path: Path) -> dict[str, str]:
     """Export ``checkpoint`` to fp32 ONNX at ``path``; its metadata, with the checkpoint's palette if it has one."""
-    from fcnseg.checkpoint import load_model
+    from fcnseg.weights.checkpoint import load_model
     from fcnseg.inference.export import export_onnx
 
     loaded = load_model(checkpoint)

@@ -70,14 +70,14 @@ def check_predictable(model: FCN) -> None:
         raise ConfigError(
             f"this {cfg.arch} reads {streams}, not one RGB image; prediction reads image files. Run it on a NYUD "
             "tree with 'fcnseg eval CHECKPOINT --data NYUD --save-predictions DIR' (label PNGs of every image), "
-            "or from Python: fcnseg.checkpoint.load_model(CHECKPOINT).model(x) on the data set's items"
+            "or from Python: fcnseg.weights.checkpoint.load_model(CHECKPOINT).model(x) on the data set's items"
         )
     if len(model.heads) > 1:
         names = ", ".join(h.name for h in model.heads)
         raise ConfigError(
             f"this {cfg.arch} has the heads {names}; prediction writes one label map per image. Use "
             "'fcnseg eval CHECKPOINT --data ROOT --save-predictions DIR' (a folder of label PNGs per head), or "
-            "from Python: fcnseg.checkpoint.load_model(CHECKPOINT).model(x) -> {head: logits}"
+            "from Python: fcnseg.weights.checkpoint.load_model(CHECKPOINT).model(x) -> {head: logits}"
         )
 
 
@@ -237,7 +237,7 @@ def load_net(
     if chosen == "onnxruntime":
         net = OrtNet.from_file(model_path, memory_arena=memory_arena)
         return net, net.onnx.class_names, net.onnx.info.palette, why
-    from fcnseg.checkpoint import load_model
+    from fcnseg.weights.checkpoint import load_model
 
     loaded = load_model(model_path)
     net = TorchNet(loaded.model, loaded.normalization, device=device, precision=precision, layout=layout, compile=compile)

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from fcnseg.checkpoint import load_checkpoint, read_classifier_trunk
+from fcnseg.weights.checkpoint import load_checkpoint, read_classifier_trunk
 from fcnseg.config import DataConfig, ModelConfig, RunConfig, from_dict
 from fcnseg.data import detect_kind, get_normalization
 from fcnseg.data.normalization import IMAGENET_RGB, PAPER_BGR, Normalization, normalization_from_dict

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from fcnseg.checkpoint import load_checkpoint
+from fcnseg.weights.checkpoint import load_checkpoint
 from fcnseg.errors import CheckpointError, ConfigError
 from fcnseg.training.sampling import seed_everything, set_rng_state
 

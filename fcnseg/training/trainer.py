@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from fcnseg import distributed as D
-from fcnseg.checkpoint import save_checkpoint
+from fcnseg.weights.checkpoint import save_checkpoint
 from fcnseg.config import RunConfig
 from fcnseg.data.normalization import Normalization
 from fcnseg.distributed import DistInfo
