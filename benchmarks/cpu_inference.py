@@ -16,7 +16,7 @@ int8 (``--keep-variants``). Prints markdown tables naming the CPU.
   runs it (eager, NCHW, fp32, BatchNorm unfolded).
 * predictor: ``fcnseg.inference.predictor.Predictor`` with precision and layout "auto".
 * ort fp32 / ort int8: the export of ``fcnseg.inference.export`` and its ``fcnseg quantize``
-  (``fcnseg.inference.quantization``), run through ``fcnseg.inference.onnx_model.OnnxNet``.
+  (``fcnseg.inference.quantization``), run through ``fcnseg.weights.onnx_format.OnnxNet``.
 
 Weights: the demo's small FCN-8s (``fcnseg demo`` writes runs/demo/checkpoints/best.pt; without it the
 small net is trained here for ``--small-steps`` updates) and a VGG16 FCN-8s whose score layers are
@@ -53,7 +53,7 @@ from fcnseg.weights.checkpoint import load_model  # noqa: E402
 from fcnseg.data.synthetic import generate_sample, style_of_classes  # noqa: E402
 from fcnseg.ideas.costs import time_interleaved  # noqa: E402
 from fcnseg.inference.export import export_onnx  # noqa: E402
-from fcnseg.inference.onnx_model import OnnxNet, available_cores  # noqa: E402
+from fcnseg.weights.onnx_format import OnnxNet, available_cores  # noqa: E402
 from fcnseg.inference.predictor import Predictor  # noqa: E402
 from fcnseg.inference.runtime import OrtNet  # noqa: E402
 from fcnseg.inference.quantization import DEFAULT_KEEP_FP32, parse_keep_fp32, quantize, to_input  # noqa: E402
@@ -260,7 +260,7 @@ def bench_model(label: str, checkpoint: Path, args, tmp: Path, data_dir: Path | 
     print(f"{label}: {checkpoint}; plain vs fcnseg module max |diff| {diff:.2e}; Predictor: {predictor.describe()}", flush=True)
 
     start = time.perf_counter()
-    fp32_path = export_onnx(loaded.model, loaded.normalization, tmp / f"{label}-fp32.onnx", loaded.class_names)
+    fp32_path = export_onnx(loaded, tmp / f"{label}-fp32.onnx")
     export_s = time.perf_counter() - start
     if data_dir is not None:
         calib, scenes = data_set_scenes(data_dir, tmp / f"calib-{label}", args.calib_images)

@@ -61,7 +61,7 @@ def onnx_rows(checkpoint: Path, loaded, image: Path, tmp: Path) -> None:
     from fcnseg.inference.export import export_onnx
     from fcnseg.inference.quantization import quantize
 
-    fp32 = export_onnx(loaded.model, loaded.normalization, tmp / "model.onnx", loaded.class_names)
+    fp32 = export_onnx(loaded, tmp / "model.onnx")
     calib = tmp / "calib"
     calib.mkdir()
     for i in range(8):

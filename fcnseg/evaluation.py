@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 import math
 import time
@@ -80,33 +82,122 @@ class _Indexed(torch.utils.data.Dataset):
         return index, image, mask
 
 
+class _Subject:
+    """What :func:`evaluate` runs: a model handle, fed as it expects, or a bare module run as given."""
+
+    def __init__(self, model, dataset, device, precision, layout, tta, check: dict | None):
+        from fcnseg.weights.handle import LoadedModel
+
+        self.handle = model if isinstance(model, LoadedModel) else None
+        if self.handle is not None:
+            if check is not None:
+                self.handle.check_data(dataset, **check)
+            if device is not None or precision is not None or self.handle.plan is None:
+                if self.handle.onnx_info is None:
+                    self.handle.prepare(device or "auto", precision or "auto", layout)
+                else:
+                    self.handle.prepare()
+            self.dataset = fed_as(dataset, self.handle)
+            self.module = self.handle.model
+            self.device = self.handle.plan.device
+            self.dtype = None  # the handle's forward runs its own autocast
+            self.precision = self.handle.precision
+            forward = self.handle
+        else:
+            self.dataset = dataset
+            self.module = model
+            self.device = torch.device(device or "cpu")
+            self.dtype = autocast_dtype(precision or "auto", self.device)
+            self.precision = describe(self.dtype)
+            forward = model
+        if tta:
+            from fcnseg.inference.tta import TTAModel
+
+            forward = TTAModel(forward, tuple(tta))
+        self.forward = forward
+
+    def __call__(self, x: torch.Tensor):
+        with autocast(self.device, self.dtype):
+            return self.forward(x)
+
+    @contextlib.contextmanager
+    def eval_mode(self):
+        """The torch module in eval mode on the device while scoring, its training flag restored after."""
+        module = self.module
+        if module is None:
+            yield
+            return
+        was_training = module.training
+        module.to(self.device).eval()
+        try:
+            yield
+        finally:
+            module.train(was_training)
+
+
+def fed_as(dataset, handle):
+    """``dataset`` as ``handle`` must be fed: a shallow copy normalising each input modality as the model
+    expects (the data set's own default may differ), logged where it changes anything; the caller's object
+    is left as it was."""
+    wanted = handle.feed_normalization
+    if handle.inputs is not None and hasattr(dataset, "input_normalizations"):
+        normalizations = dict(handle.inputs.normalizations)
+        if handle.inputs.modalities != getattr(dataset, "modalities", handle.inputs.modalities):
+            raise DataError(f"{handle.path or 'the model'} reads {handle.inputs.modalities} but the data set "
+                            f"{dataset!r} gives {dataset.modalities}; build it with modalities={handle.inputs.modalities!r}")
+        if all(dataset.input_normalizations.get(m) == n for m, n in normalizations.items()):
+            return dataset
+        fed = copy.copy(dataset)
+        fed.input_normalizations = {**dataset.input_normalizations, **normalizations}
+        fed.normalization = normalizations[next(iter(normalizations))]
+        logger.info("inputs normalised as %s expects: %s", handle.path or "the model",
+                    ", ".join(f"{m} {n.name}" for m, n in normalizations.items()))
+        return fed
+    current = getattr(dataset, "normalization", None)
+    if current is None or current == wanted:
+        return dataset
+    fed = copy.copy(dataset)
+    fed.normalization = wanted
+    logger.info("images normalised as %s expects: %s (the data set's own: %s)", handle.path or "the model",
+                wanted.name, current.name)
+    return fed
+
+
 @torch.inference_mode()
 def evaluate(
-    model: torch.nn.Module,
+    model,
     dataset,
     *,
-    device: torch.device | str = "cpu",
-    precision: str = "auto",
+    device: torch.device | str | None = None,
+    precision: str | None = None,
+    layout: str = "auto",
     num_workers: int = 0,
     limit: int | None = None,
     save_predictions: str | Path | None = None,
     progress: bool = True,
     per_image: bool = False,
     leave_out_absent: bool = False,
+    tta: tuple = (),
+    class_map: dict[str, str] | None = None,
+    ignore_class_names: bool = False,
 ) -> dict:
-    """Run ``model`` over ``dataset`` one image at a time at full resolution and score it, every head of it.
+    """Run a model over ``dataset`` one image at a time at full resolution and score it, every head of it.
 
     Under ``torch.distributed`` each process takes every ``world_size``-th image and the confusion
     counts are summed over processes before the metrics are computed; only rank 0 shows progress.
 
     Args:
-        model: ``model(x float32 [1, C, H, W]) -> logits [1, classes, H, W]`` at input size, or
-            ``{head: logits}`` for a data set of several heads (``dataset.heads``; SIFT Flow's two).
+        model: the model handle (:func:`fcnseg.load_model`'s result, any file kind): its class names are
+            checked against the data set's by name (``class_map``, ``ignore_class_names``: see
+            :func:`fcnseg.data.class_match.match_classes`), and the images are normalised as it expects,
+            whatever the data set's own default. Or a bare module ``model(x float32 [1, C, H, W]) -> logits
+            [1, classes, H, W]`` (``{head: logits}`` for several heads) fed the data set's items as they are.
         dataset: yields ``(image float32 [C, H, W], mask int64 [H, W] or [K, H, W])`` and has ``class_names``,
             ``num_classes``, ``heads`` and ``name(i)`` (every fcnseg data set does).
-        device: where the model runs; the model is moved there and put in eval mode, then restored.
-        precision: ``auto`` | ``fp32`` | ``bf16`` | ``fp16`` (see :mod:`fcnseg.precision`; auto: fp16 on
-            CUDA, bf16 on a CPU with native bf16, fp32 otherwise).
+        device, precision, layout: how a handle runs (its plan, :meth:`~fcnseg.weights.handle.LoadedModel.prepare`;
+            None: the plan it has, else auto); a bare module runs on ``device`` (default CPU) in ``precision``
+            (``auto`` | ``fp32`` | ``bf16`` | ``fp16``, :mod:`fcnseg.precision`).
+        tta: test-time variants (:func:`fcnseg.inference.tta.parse_tta`), their softmax averaged.
         num_workers: DataLoader worker processes.
         limit: score only the first ``limit`` images.
         save_predictions: folder for predicted label maps as palette PNGs named ``<item name>.png``
@@ -127,7 +218,9 @@ def evaluate(
         The metrics are the first head's; a data set of several heads adds ``heads``: ``{head: metrics}``
         for every head, in order.
     """
-    device = torch.device(device)
+    check = {"class_map": class_map, "ignore_class_names": ignore_class_names}
+    subject = _Subject(model, dataset, device, precision, layout, tta, check)
+    dataset, device = subject.dataset, subject.device
     heads = list(getattr(dataset, "heads", None) or single_head(dataset.class_names))
     rank, world = get_rank(), get_world_size()
     indices = list(range(len(dataset) if limit is None else min(limit, len(dataset))))[rank::world]
@@ -141,20 +234,16 @@ def evaluate(
     scores = HeadScores(heads, device=device)
     matrix = scores.matrices[heads[0].name]
     rows: list[dict] | None = [] if per_image else None
-    was_training = model.training
-    model.to(device).eval()
-    dtype = autocast_dtype(precision, device)
     failed: list[dict[str, str]] = []
     start = time.perf_counter()
-    try:
+    with subject.eval_mode():
         for index, image, mask in tqdm(loader, desc="eval", unit="img", disable=not progress or rank != 0):
             if image is None:
                 logger.warning("not scored: %s: %s", mask["path"], mask["message"])
                 failed.append(mask)
                 continue
             image, mask = image.to(device), mask.to(device)
-            with autocast(device, dtype):
-                logits = model(image[None])  # [1, C, H, W], or {head: [1, C_k, H, W]}
+            logits = subject(image[None])  # [1, C, H, W], or {head: [1, C_k, H, W]}
             predictions = _head_predictions(logits, heads, dataset)
             name = dataset.name(int(index))
             for k, (head, prediction, truth) in enumerate(zip(heads, predictions, split_targets(mask, len(heads)))):
@@ -168,8 +257,6 @@ def evaluate(
                     folder = out_dir / head.name if len(heads) > 1 else out_dir
                     folder.mkdir(exist_ok=True)
                     write_mask_png(prediction.cpu().numpy(), folder / f"{name}.png", palette)
-    finally:
-        model.train(was_training)
     seconds = time.perf_counter() - start
     scores.all_reduce()
     scored = len(indices) - len(failed)
@@ -188,8 +275,10 @@ def evaluate(
         num_skipped=len(skipped),
         seconds=seconds,
         images_per_second=scored / seconds if seconds > 0 else math.nan,
-        precision=describe(dtype),
+        precision=subject.precision,
     )
+    if subject.handle is not None:
+        result.update(runtime=subject.handle.runtime, normalization=subject.handle.normalization.to_dict())
     if rows is not None:
         result["per_image"] = sorted((row for part in all_gather_objects(rows) for row in part), key=lambda r: r["index"])
     return result
@@ -327,12 +416,13 @@ def score_folders(
 
 @torch.inference_mode()
 def predict_items(
-    model: torch.nn.Module,
+    model,
     dataset,
     indices: list[int],
     *,
-    device: torch.device | str = "cpu",
-    precision: str = "auto",
+    device: torch.device | str | None = None,
+    precision: str | None = None,
+    tta: tuple = (),
 ) -> list[dict]:
     """Predict a few chosen items again, as :func:`evaluate` predicted them, for pictures of them.
 
@@ -340,28 +430,23 @@ def predict_items(
     asks for those only.
 
     Args:
-        model, dataset, device, precision: as for :func:`evaluate`.
+        model, dataset, device, precision, tta: as for :func:`evaluate` (a handle's classes were checked there).
         indices: data set indices, e.g. the ``index`` of :func:`evaluate`'s ``per_image`` rows.
     Returns:
         one dict per index, in order: ``index``, ``name``, ``image`` (RGB uint8 ``[H, W, 3]`` as stored),
         ``mask`` (int64 ``[H, W]``, 255 = ignore) and ``prediction`` (int64 ``[H, W]``).
     """
-    device = torch.device(device)
-    dtype = autocast_dtype(precision, device)
-    was_training = model.training
-    model.to(device).eval()
+    subject = _Subject(model, dataset, device, precision, "auto", tta, check=None)
+    dataset = subject.dataset
     items = []
-    try:
+    with subject.eval_mode():
         for index in indices:
             image, _ = dataset[index]
-            with autocast(device, dtype):
-                logits = model(image[None].to(device))  # [1, C, H, W], or {head: ...}: the first head is shown
+            logits = subject(image[None].to(subject.device))  # [1, C, H, W], or {head: ...}: the first head is shown
             if isinstance(logits, Mapping):
                 logits = next(iter(logits.values()))
             raw = dataset.load_raw(index)
             mask = raw.mask if raw.mask.ndim == 2 else raw.mask[0]  # [K, H, W]: the first head's
             items.append({"index": index, "name": dataset.name(index), "image": raw.image, "mask": mask,
                           "prediction": logits.max(1).indices[0].cpu().numpy().astype(np.int64)})
-    finally:
-        model.train(was_training)
     return items

@@ -14,6 +14,7 @@ The choice is made on the machine that runs, at run time, never fixed per machin
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 import logging
 from typing import TYPE_CHECKING
 
@@ -112,3 +113,44 @@ def describe(dtype: "torch.dtype | None") -> str:
     import torch
 
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+
+
+LAYOUTS = ("auto", "channels_last", "contiguous")
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    """How a model runs here: device, concrete precision, autocast dtype and memory layout, and why."""
+
+    device: "torch.device"
+    precision: str
+    autocast_dtype: "torch.dtype | None"
+    layout: str
+    cpu: str
+    why: str
+
+    @property
+    def channels_last(self) -> bool:
+        return self.layout == "channels_last"
+
+    def describe(self) -> str:
+        return f"{self.device}, {self.precision}, {self.layout}"
+
+
+def resolve_execution(device="auto", precision: str = "auto", layout: str = "auto", *, purpose: str = "inference",
+                      local_rank: int = 0) -> ExecutionPlan:
+    """The one plan for ``device``, ``precision`` and ``layout`` on this machine."""
+    import torch
+
+    dev = device if isinstance(device, torch.device) else select_device(str(device), local_rank)
+    concrete = resolve_precision(precision, dev)
+    if layout not in LAYOUTS:
+        raise ConfigError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
+    if layout == "auto":
+        if concrete != "fp32":
+            layout = "channels_last"
+        elif dev.type != "cpu":
+            layout = "contiguous"
+        else:
+            layout = "contiguous" if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else "channels_last"
+    return ExecutionPlan(dev, concrete, dtype_of(concrete), layout, dev.type, "placeholder")

@@ -56,7 +56,7 @@ def small_models(tmp_path_factory) -> dict:
         folder.mkdir(exist_ok=True)
         model = train_small()
         save_checkpoint(paths["checkpoint"], model, model.config, CLASSES, IMAGENET_RGB)
-        export_onnx(model, IMAGENET_RGB, paths["fp32"], CLASSES)
+        export_onnx(load_model(paths["checkpoint"]), paths["fp32"])
         paths["calib"].mkdir(exist_ok=True)
         for i in range(8):  # sizes as they come: odd and even, none equal to the test scenes'
             image = generate_sample(2, "train", i, STYLE, size=(60 + 7 * i, 90 - 5 * i)).image

@@ -14,9 +14,15 @@ from fcnseg.config import ModelConfig
 from fcnseg.data.normalization import PAPER_BGR
 from fcnseg.errors import ConfigError
 from fcnseg.inference.export import export
+from fcnseg.weights.handle import LoadedModel
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
+
+
+def handle(model, class_names):
+    """The model handle of an in-memory net (what load_model gives for a checkpoint)."""
+    return LoadedModel(model, model.config, class_names, PAPER_BGR, "memory")
 
 
 def scoring_model(arch: str = "fcn8s"):
@@ -50,7 +56,7 @@ def test_cli_exports_onnx_and_reports_agreement_on_several_sizes(exported, capsy
 def test_onnx_runtime_alone_matches_pytorch_on_unseen_sizes(exported):
     folder, model = exported
     if not (folder / "m.onnx").exists():
-        export(model, PAPER_BGR, folder / "m.onnx", ["bg", "a", "b", "c"])
+        export(handle(model, ["bg", "a", "b", "c"]), folder / "m.onnx")
     session = ort.InferenceSession(str(folder / "m.onnx"), providers=["CPUExecutionProvider"])
     dims = session.get_inputs()[0].shape
     assert isinstance(dims[0], str) and isinstance(dims[2], str) and isinstance(dims[3], str)
@@ -72,7 +78,7 @@ def test_onnx_runtime_alone_matches_pytorch_on_unseen_sizes(exported):
 
 def test_unknown_export_suffix_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="expected .onnx"):
-        export(scoring_model(), PAPER_BGR, tmp_path / "m.pt2")
+        export(handle(scoring_model(), ["bg", "a", "b", "c"]), tmp_path / "m.pt2")
 
 
 def test_batch_norm_net_exports_folded_and_matches_the_unfolded_pytorch_model(tmp_path):
@@ -87,7 +93,7 @@ def test_batch_norm_net_exports_folded_and_matches_the_unfolded_pytorch_model(tm
             m.weight.data.uniform_(0.5, 1.5)
     torch.nn.init.normal_(model.score_pool3.weight, std=0.05)
     model.eval()
-    export(model, PAPER_BGR, tmp_path / "bn.onnx", ["bg", "a", "b"])
+    export(handle(model, ["bg", "a", "b"]), tmp_path / "bn.onnx")
     graph = onnx.load(str(tmp_path / "bn.onnx")).graph
     assert not [n for n in graph.node if n.op_type == "BatchNormalization"]  # merged into the convolutions
     session = ort.InferenceSession(str(tmp_path / "bn.onnx"), providers=["CPUExecutionProvider"])

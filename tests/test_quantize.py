@@ -18,7 +18,8 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from fcnseg.inference.export import NormalizedFCN  # noqa: E402
-from fcnseg.inference.onnx_model import OnnxNet, load_onnx_model, parse_metadata, read_info  # noqa: E402
+from fcnseg.weights.checkpoint import load_model  # noqa: E402
+from fcnseg.weights.onnx_format import OnnxNet, parse_metadata, read_info  # noqa: E402
 from fcnseg.inference.quantization import (  # noqa: E402
     calibration_reader,
     float_nodes,
@@ -132,7 +133,7 @@ def test_quantize_skips_and_names_unreadable_calibration_files(models, tmp_path,
     (calib / "sub" / "notes.png").write_text("not an image")
 
     # The checkpoint path exports first; reuse the module's export (export_onnx has its own tests).
-    def copy_export(model, normalization, path, class_names=None, **kwargs):
+    def copy_export(model, path, **kwargs):
         shutil.copy(models["fp32"], path)
         return path
 
@@ -182,7 +183,7 @@ def rewrite_metadata(source, target, change):
 def test_broken_metadata_of_a_quantized_file_names_the_file_and_the_key(models, tmp_path, change, key, words):
     path = rewrite_metadata(models["int8"], tmp_path / "broken.onnx", change)
     with pytest.raises(CheckpointError) as caught:
-        load_onnx_model(path)
+        load_model(path)
     message = str(caught.value)
     assert str(path) in message and f"'{key}'" in message and words in message
 
@@ -198,7 +199,7 @@ def test_a_file_that_is_not_onnx_is_named(tmp_path):
     path = tmp_path / "model.onnx"
     path.write_bytes(b"\x00garbage" * 10)
     with pytest.raises(CheckpointError, match="model.onnx: not a readable ONNX file"):
-        load_onnx_model(path)
+        load_model(path)
 
 
 def test_onnx_runtime_fp32_logits_match_torch_on_whole_images(models):

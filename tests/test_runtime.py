@@ -83,8 +83,8 @@ def test_onnx_arena_is_off_under_a_memory_budget_and_on_without_one(models, larg
     budgeted = Predictor.from_checkpoint(models["int8"], max_memory=2 * 1024**3)
     default = Predictor.from_checkpoint(models["int8"])  # the default budget holds too
     unbounded = Predictor.from_checkpoint(models["int8"], max_memory=None)
-    assert not budgeted.runtime.onnx.net.memory_arena and not default.runtime.onnx.net.memory_arena
-    assert unbounded.runtime.onnx.net.memory_arena
+    assert not budgeted.runtime.onnx.memory_arena and not default.runtime.onnx.memory_arena
+    assert unbounded.runtime.onnx.memory_arena
     # the same labels either way
     assert np.array_equal(budgeted.predict(large_image).labels, unbounded.predict(large_image).labels)
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fcnseg.data import DATASET_KINDS, build_dataset, check_class_count, detect_kind
+import logging
+
+from fcnseg.data import DATASET_KINDS
 from fcnseg.errors import ConfigError
 from fcnseg.evaluation import evaluate, format_skipped, score_folders
 from fcnseg.files import write_json
@@ -13,6 +15,8 @@ from fcnseg.inference.runtime import RUNTIMES
 from fcnseg.precision import PRECISIONS, select_device
 from fcnseg.metrics import format_table
 from fcnseg.scoring import format_head_tables
+
+log = logging.getLogger("fcnseg.evaluation")
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -54,6 +58,10 @@ def register(subparsers) -> None:
     p.add_argument("--gt-dir", type=Path, help="ground-truth label PNGs, e.g. VOC SegmentationClass/")
     p.add_argument("--class-file", type=Path, help="class names for --pred-dir scoring (default: the 21 VOC classes)")
     p.add_argument("--num-classes", type=int, help="number of classes for --pred-dir scoring without a class file")
+    p.add_argument("--class-map", type=Path, metavar="FILE",
+                   help="read the data set's class names in the model's: one 'data name -> model name' per line")
+    p.add_argument("--ignore-class-names", action="store_true",
+                   help="compare class counts only, not names (at your risk: a different order scores wrongly)")
     p.add_argument("--allow-missing", action="store_true", help="score only ground truths that have a prediction")
     p.add_argument("--out", type=Path, default=Path("eval.json"), help="JSON results (default: eval.json)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -67,13 +75,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def load_model(path: Path, device: str):
-    """The checkpoint loader (a seam tests can replace)."""
-    from fcnseg.weights.checkpoint import load_model as load
-
-    return load(path, map_location=device)
-
-
 def scored_line(result: dict, out: Path) -> str:
     """``14 images scored, 2 skipped (listed below and in eval.json)``, or ``14 images scored``."""
     n = result["num_images"]
@@ -83,83 +84,27 @@ def scored_line(result: dict, out: Path) -> str:
     return line
 
 
-def load_subject(path: Path, runtime: str, device, precision: str) -> dict:
-    """What evaluation runs: ``model`` (a torch module), the ``normalization`` its data set needs, and for the
-    JSON the ``runtime``, ``precision`` and ``num_classes``; a checkpoint also gives ``loaded``."""
+def _model_and_data(args: argparse.Namespace):
+    """The model handle, prepared as the flags say, and the data set opened as it reads it."""
+    from fcnseg.evaluation_data import dataset_for_model
     from fcnseg.inference.runtime import select_runtime
+    from fcnseg.weights.checkpoint import load_model
 
-    chosen, why = select_runtime(runtime, path, device, precision)
-    if chosen == "onnxruntime":
-        from fcnseg.inference.onnx_model import RAW_PIXELS, OnnxModule, load_onnx_model
-
-        onnx_model = load_onnx_model(path)
-        return {"model": OnnxModule(onnx_model.net), "normalization": RAW_PIXELS, "runtime": chosen, "why": why,
-                "precision": onnx_model.precision, "num_classes": onnx_model.num_classes, "loaded": None,
-                "source_normalization": onnx_model.normalization}
-    loaded = load_model(path, device)
-    return {"model": loaded.model, "normalization": loaded.normalization, "runtime": chosen, "why": why,
-            "precision": None, "num_classes": loaded.config.num_classes, "loaded": loaded,
-            "source_normalization": loaded.normalization}
+    chosen, why = select_runtime(args.runtime, args.checkpoint, select_device(args.device), args.precision)
+    log.info("%s: runtime %s (%s)", args.checkpoint, chosen, why)
+    model = load_model(args.checkpoint)
+    if model.onnx_info is None:
+        model.prepare(args.device, args.precision)
+    dataset = dataset_for_model(model, args.data, kind=args.kind, split=args.split, sbd_root=args.sbd_root,
+                                voc_root=args.voc_root, modalities=args.modalities, style=args.style)
+    return model, dataset
 
 
-def _dataset(args: argparse.Namespace, subject: dict):
-    """The data set to score, read as the model was trained: its normalisation, and NYUD's modalities."""
-    loaded = subject["loaded"]
-    inputs = loaded.inputs if loaded is not None else None
-    kind = args.kind
-    if args.data is not None and kind in ("auto", "synthetic"):
-        kind = detect_kind(args.data)
-    if args.modalities and kind != "nyud":
-        raise ConfigError(f"--modalities is for NYUD; {args.data} holds a {kind} data set")
-    normalization, extra = subject["normalization"], {}
-    if args.kind == "synthetic" and args.data is None:
-        extra = {"style": args.style}
-    elif kind == "nyud":
-        from fcnseg.data.nyud import nyud_options
+def _class_options(args: argparse.Namespace) -> dict:
+    from fcnseg.data.class_match import read_class_map
 
-        extra = nyud_options(inputs) if inputs is not None else {}
-        # the colour normalisation (a caffemodel of colour alone has no input spec: its normalisation is it)
-        normalization = extra.pop("normalization", None if inputs is not None else normalization)
-        if args.modalities:
-            extra["modalities"] = args.modalities
-    elif kind == "voc" and args.sbd_root is not None:
-        extra = {"sbd_root": args.sbd_root}
-    elif kind == "pascal_context" and args.voc_root is not None:
-        extra = {"voc_root": args.voc_root}
-    dataset = build_dataset(kind if args.data is not None else args.kind, args.data, args.split,
-                            normalization=normalization, **extra)
-    if len(dataset.heads) == 1:
-        check_class_count(
-            dataset,
-            subject["num_classes"],
-            what=f"the number of classes {args.checkpoint} predicts",
-            fix=f"evaluate a checkpoint trained on the data set's {dataset.num_classes} classes",
-        )
-    return dataset
-
-
-def _score(args: argparse.Namespace, subject: dict, dataset, device, precision: str, tta, per_image: bool = False) -> dict:
-    from fcnseg.inference.tta import TTAModel
-
-    model = TTAModel(subject["model"], tta) if tta else subject["model"]
-    onnx = subject["runtime"] == "onnxruntime"
-    result = evaluate(
-        model,
-        dataset,
-        device="cpu" if onnx else device,
-        precision="fp32" if onnx else precision,
-        num_workers=args.workers,
-        limit=args.limit,
-        save_predictions=args.save_predictions,
-        progress=not args.no_progress,
-        per_image=per_image,
-        leave_out_absent=args.leave_out_absent,
-    )
-    if onnx:
-        result["precision"] = subject["precision"]
-    result["runtime"] = subject["runtime"]
-    result["tta"] = [str(v) for v in tta]
-    return result
+    return {"class_map": read_class_map(args.class_map) if args.class_map is not None else None,
+            "ignore_class_names": args.ignore_class_names}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -192,22 +137,21 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--data ROOT is needed to evaluate a checkpoint (or --kind synthetic)")
         from fcnseg.inference.tta import parse_tta
 
-        device = select_device(args.device)
         tta = parse_tta(args.tta)
         if args.compare_precisions:
-            return compare_precisions(args, device, tta)
-        subject = load_subject(args.checkpoint, args.runtime, device, args.precision)
-        dataset = _dataset(args, subject)
+            return compare_precisions(args, tta)
+        subject, dataset = _model_and_data(args)
         if tta and len(dataset.heads) > 1:
             raise ConfigError(f"--tta averages one score map; {args.checkpoint} has the heads "
                               f"{', '.join(h.name for h in dataset.heads)}")
-        result = _score(args, subject, dataset, device, args.precision, tta, per_image=args.report is not None)
-        result["checkpoint"] = str(args.checkpoint)
-        result["split"] = args.split
-        result["normalization"] = subject["source_normalization"].to_dict()
+        result = evaluate(subject, dataset, tta=tta, num_workers=args.workers, limit=args.limit,
+                          save_predictions=args.save_predictions, progress=not args.no_progress,
+                          per_image=args.report is not None, leave_out_absent=args.leave_out_absent,
+                          **_class_options(args))
+        result.update(checkpoint=str(args.checkpoint), split=args.split, tta=[str(v) for v in tta])
         source = f"{args.checkpoint} on {args.data or 'synthetic'} {args.split}"
-        if subject["runtime"] == "onnxruntime" or tta:
-            source += f" ({subject['runtime']}, {result['precision']}{', TTA ' + args.tta if tta else ''})"
+        if subject.runtime == "onnxruntime" or tta:
+            source += f" ({subject.runtime}, {result['precision']}{', TTA ' + args.tta if tta else ''})"
     rows = result.pop("per_image", None)
     print(f"{source}: {scored_line(result, args.out)}")
     if result["skipped"]:
@@ -226,57 +170,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-PRECISION_METRICS = (("mean_iu", "mean IU"), ("pixel_accuracy", "pixel acc."), ("mean_accuracy", "mean acc."),
-                     ("frequency_weighted_iu", "f.w. IU"))
+def compare_precisions(args: argparse.Namespace, tta) -> int:
+    """fp32, bf16 (PyTorch, where the CPU runs it natively) and int8 (ONNX Runtime) scores of one checkpoint, one table."""
+    from fcnseg.precision_comparison import compare_precisions as compare, format_comparison
+    from fcnseg.weights.checkpoint import load_model
 
-
-def compare_precisions(args: argparse.Namespace, device, tta) -> int:
-    """fp32, bf16 (PyTorch) and int8 (ONNX Runtime) scores of one checkpoint on one set, in one table and eval.json."""
-    import tempfile
-
-    from fcnseg.inference.onnx_model import is_onnx_file
-
-    if is_onnx_file(args.checkpoint):
-        raise ConfigError(f"{args.checkpoint}: --compare-precisions scores a checkpoint in fp32, bf16 and int8; give "
-                          "the checkpoint (and its int8 .onnx with --int8-model, or --calib DIR to make one)")
     if args.report is not None or args.save_predictions is not None:
         raise ConfigError("--compare-precisions writes one table; drop --report and --save-predictions")
-    subject = load_subject(args.checkpoint, "torch", device, "fp32")
-    dataset = _dataset(args, subject)
-    rows = []
-    for precision in ("fp32", "bf16"):
-        result = _score(args, subject, dataset, device, precision, tta)
-        rows.append({"precision": precision, "runtime": "torch", "result": result})
-    with tempfile.TemporaryDirectory(prefix="fcnseg-int8-") as tmp:
-        int8 = args.int8_model
-        if int8 is None and args.calib is not None:
-            from fcnseg.inference.quantization import quantize
-
-            report = quantize(args.checkpoint, Path(tmp) / "int8.onnx", args.calib, check_images=0)
-            print(report.summary())
-            int8 = report.path
-        if int8 is not None:
-            onnx_subject = load_subject(int8, "onnxruntime", device, "auto")
-            if onnx_subject["precision"] != "int8":
-                raise ConfigError(f"{int8}: an {onnx_subject['precision']} ONNX file; --int8-model takes a quantized one "
-                                  "('fcnseg quantize')")
-            onnx_dataset = _dataset(args, onnx_subject)
-            rows.append({"precision": "int8", "runtime": "onnxruntime", "result": _score(args, onnx_subject, onnx_dataset, device, "fp32", tta)})
-    base = rows[0]["result"]["mean_iu"]
-    print(f"{args.checkpoint} on {args.data or 'synthetic'} {args.split}: {scored_line(rows[0]['result'], args.out)}"
+    model, dataset = _model_and_data(args)
+    int8 = load_model(args.int8_model) if args.int8_model is not None else None
+    comparison = compare(model, dataset, int8=int8, calib_dir=args.calib, tta=tta, num_workers=args.workers,
+                         limit=args.limit, progress=not args.no_progress, leave_out_absent=args.leave_out_absent,
+                         **_class_options(args))
+    rows = comparison["rows"]
+    print(f"{args.checkpoint} on {args.data or 'synthetic'} {args.split}: {scored_line(rows[0], args.out)}"
           f"{', TTA ' + args.tta if tta else ''}")
-    print(f"{'precision':<10} {'runtime':<12} " + " ".join(f"{label:>10}" for _, label in PRECISION_METRICS)
-          + f" {'vs fp32':>8} {'images/s':>9}")
-    for row in rows:
-        r = row["result"]
-        print(f"{row['precision']:<10} {row['runtime']:<12} " + " ".join(f"{100 * r[key]:>10.2f}" for key, _ in PRECISION_METRICS)
-              + f" {100 * (r['mean_iu'] - base):>+8.2f} {r['images_per_second']:>9.2f}")
-    if len(rows) < 3:
-        print("int8: not measured; give --int8-model FILE (from 'fcnseg quantize') or --calib DIR")
-    summary = {
-        "checkpoint": str(args.checkpoint), "split": args.split, "tta": [str(v) for v in tta],
-        "precisions": [{"precision": row["precision"], "runtime": row["runtime"], **row["result"]} for row in rows],
-    }
+    print(format_comparison(comparison))
+    summary = {"checkpoint": str(args.checkpoint), "split": args.split, "tta": [str(v) for v in tta],
+               "precisions": rows, "notes": comparison["notes"]}
     write_json(summary, args.out)
     print(f"results written to {args.out}")
     return 0
@@ -291,17 +202,13 @@ def _write_report(args: argparse.Namespace, result: dict, rows: list[dict], sour
     from fcnseg.reports.evaluation_report import folder_items, write_report
 
     if dataset is not None:
-        from fcnseg.inference.tta import TTAModel, parse_tta
+        from fcnseg.inference.tta import parse_tta
 
         palette = dataset.palette
-        onnx = subject["runtime"] == "onnxruntime"
-        device = "cpu" if onnx else next(subject["model"].parameters()).device
         tta = parse_tta(args.tta)
-        model = TTAModel(subject["model"], tta) if tta else subject["model"]
 
         def load_items(chosen):
-            indices = [r["index"] for r in chosen]
-            return predict_items(model, dataset, indices, device=device, precision="fp32" if onnx else args.precision)
+            return predict_items(subject, dataset, [r["index"] for r in chosen], tta=tta)
     else:
         classes = read_class_file(args.class_file) if args.class_file is not None else None
         palette = palette_for(classes)

@@ -30,12 +30,12 @@ def run(args: argparse.Namespace) -> int:
     needed = EXPORT_MODULES if args.no_check else EXPORT_MODULES + CHECK_MODULES
     require_modules(needed, "ONNX export" if args.no_check else "ONNX export and its check")
     loaded = load_model(args.checkpoint)
-    path = export(loaded.model, loaded.normalization, args.output, loaded.class_names)
+    path = export(loaded, args.output)
     cfg = loaded.config
     print(f"wrote {path} ({cfg.arch}, {cfg.backbone}, {cfg.num_classes} classes; input 'image' RGB float32 0..255 [N,3,H,W])")
     if args.no_check:
         return 0
-    rows = check_onnx(loaded.model, loaded.normalization, path)
+    rows = check_onnx(loaded, path)
     print(f"{'input shape':<20} {'max |onnx - torch|':>20} {'argmax agreement':>18}")
     for row in rows:
         print(f"{str(list(row.shape)):<20} {row.max_abs_diff:>20.3g} {row.argmax_agreement:>17.4%}")

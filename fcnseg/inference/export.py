@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -23,11 +22,11 @@ from fcnseg.errors import ConfigError, FcnsegError
 from fcnseg.files import atomic_write
 from fcnseg.models.batchnorm import fold_batch_norm
 from fcnseg.models.fcn import FCN
+from fcnseg.weights.handle import LoadedModel
+from fcnseg.weights.onnx_format import INPUT_NAME, OUTPUT_NAME, metadata
 
 log = logging.getLogger(__name__)
 
-INPUT_NAME = "image"  # float32 [N, 3, H, W], RGB, 0..255
-OUTPUT_NAME = "logits"  # float32 [N, C, H, W]
 OPSET = 18
 # What the export needs (the torch.export-based exporter builds its graph with onnxscript) and what its check needs.
 EXPORT_MODULES = ("onnx", "onnxscript")
@@ -96,40 +95,34 @@ class CheckRow:
     argmax_agreement: float  # fraction of pixels whose argmax class matches
 
 
-def metadata(model: FCN, normalization: Normalization, class_names: list[str]) -> dict[str, str]:
-    """What the ONNX file records about itself (``metadata_props``)."""
-    cfg = model.config
-    return {
-        "fcnseg.arch": cfg.arch,
-        "fcnseg.backbone": cfg.backbone,
-        "fcnseg.num_classes": str(cfg.num_classes),
-        "fcnseg.class_names": json.dumps(list(class_names)),
-        "fcnseg.input": "image: float32 [N, 3, H, W], RGB, 0..255 (normalisation is inside the graph)",
-        "fcnseg.normalization": json.dumps(normalization.to_dict()),
-    }
+def export_onnx(model: LoadedModel, path: str | Path, *, example_size: tuple[int, int] = (64, 96)) -> Path:
+    """Write a model handle (:func:`fcnseg.load_model`'s result) as ONNX with dynamic batch, height and width.
 
+    The graph takes RGB float32 pixels ``image [N, 3, H, W]`` in 0..255, applies the model's normalisation
+    itself and gives float32 ``logits [N, C, H, W]``; the file records the model's architecture, class names,
+    normalisation and palette (``fcnseg.*`` metadata), so ``fcnseg.load_model(path)`` reads it back as a
+    handle. Uses the ``torch.export``-based exporter (``dynamo=True``); the crops, whose sizes come from the
+    input, stay symbolic. The file is written atomically.
 
-def export_onnx(
-    model: FCN,
-    normalization: Normalization,
-    path: str | Path,
-    class_names: list[str] | None = None,
-    example_size: tuple[int, int] = (64, 96),
-) -> Path:
-    """Write ``model`` (with its normalisation) as ONNX with dynamic batch, height and width.
-
-    Uses the ``torch.export``-based exporter (``dynamo=True``); the crops, whose sizes come from the
-    input, stay symbolic. The file is written atomically. Returns the path written.
-
+    Args:
+        model: the handle of a torch model (a checkpoint), reading one RGB image and giving one label map.
+        path: the ``.onnx`` file to write.
+        example_size: height and width of the example input the graph is traced on.
+    Returns:
+        the path written.
     Raises:
-        FcnsegError: onnx or onnxscript is not installed.
+        FcnsegError: onnx or onnxscript is not installed. ConfigError: the model is an ONNX file already, or
+            reads more than one RGB image, or has several heads.
     """
     from fcnseg.inference.runtime import check_predictable
 
+    if model.model is None:
+        raise ConfigError(f"{model.path}: already an ONNX file; export takes a checkpoint")
     check_predictable(model)  # the exported graph takes one RGB image and gives one score map
     require_modules(EXPORT_MODULES, "ONNX export")
     path = Path(path)
-    wrapped = NormalizedFCN(fold_batch_norm(model.eval()).float(), normalization).eval()  # BatchNorm merged into the convs
+    net = model.model
+    wrapped = NormalizedFCN(fold_batch_norm(net.eval()).float(), model.normalization).eval()  # BatchNorm merged into the convs
     example = torch.rand(1, 3, *example_size) * 255
     batch, height, width = torch.export.Dim("batch"), torch.export.Dim("height"), torch.export.Dim("width")
     with warnings.catch_warnings(), _quiet_loggers("onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch._dynamo"):
@@ -144,16 +137,14 @@ def export_onnx(
             opset_version=OPSET,
             verbose=False,
         )
-    names = class_names or [f"class_{i}" for i in range(model.config.num_classes)]
-    program.model.metadata_props.update(metadata(model, normalization, names))
+    program.model.metadata_props.update(metadata(model.config, model.normalization, model.class_names, model.palette))
     # Models under 2 GB (all here: VGG16 is 0.5 GB) are one file, so the temp file can be renamed whole.
     atomic_write(path, lambda tmp: program.save(tmp))
     return path
 
 
 def check_onnx(
-    model: FCN,
-    normalization: Normalization,
+    model: LoadedModel,
     path: str | Path,
     shapes: tuple[tuple[int, ...], ...] = CHECK_SHAPES,
     seed: int = 0,
@@ -167,7 +158,7 @@ def check_onnx(
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    wrapped = NormalizedFCN(model.eval().float(), normalization).eval()
+    wrapped = NormalizedFCN(model.model.eval().float(), model.normalization).eval()
     generator = torch.Generator().manual_seed(seed)
     rows = []
     for shape in shapes:
@@ -187,7 +178,7 @@ def check_onnx(
     return rows
 
 
-def export(model: FCN, normalization: Normalization, path: str | Path, class_names: list[str] | None = None) -> Path:
+def export(model: LoadedModel, path: str | Path) -> Path:
     """Export by suffix; only ``.onnx`` for now.
 
     A strict ``torch.export`` program (``.pt2``) is not offered: the ceil-mode pools make its shape
@@ -197,5 +188,5 @@ def export(model: FCN, normalization: Normalization, path: str | Path, class_nam
     """
     suffix = Path(path).suffix.lower()
     if suffix == ".onnx":
-        return export_onnx(model, normalization, path, class_names)
+        return export_onnx(model, path)
     raise ConfigError(f"{path}: unknown export format {suffix!r}; expected .onnx")

@@ -28,7 +28,7 @@ from fcnseg.files import atomic_open, format_bytes
 from fcnseg.inference import tta as tta_variants
 from fcnseg.inference.forward import class_indices, normalize_pixels
 from fcnseg.inference.memory import MemoryEstimate
-from fcnseg.inference.runtime import LAYOUTS, OrtNet, TorchNet, load_net, select_layout
+from fcnseg.inference.runtime import LAYOUTS, OrtNet, TorchNet, runtime_for, select_layout, select_runtime
 from fcnseg.inference.tiling import (
     OUTPUT_STRIDE,
     Tile,
@@ -39,6 +39,7 @@ from fcnseg.inference.tiling import (
     whole_image,
 )
 from fcnseg.models.fcn import FCN
+from fcnseg.weights.handle import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +112,12 @@ class Predictor:
     """Run an FCN on RGB images of any size, in the fastest correct way the machine allows.
 
     Args:
-        model: an :class:`~fcnseg.models.fcn.FCN` (put in eval mode here), run by PyTorch; or None with ``net``.
-        normalization: how RGB uint8 pixels become the model's input (with ``model``).
-        class_names: one name per class.
+        model: the model handle (:func:`fcnseg.load_model`'s :class:`~fcnseg.weights.handle.LoadedModel`: a
+            checkpoint run by PyTorch, or an ``.onnx`` file run by ONNX Runtime), which brings its normalisation,
+            class names and palette; or a bare :class:`~fcnseg.models.fcn.FCN` with ``normalization`` and
+            ``class_names``; or None with ``net``.
+        normalization: how RGB uint8 pixels become a bare FCN's input.
+        class_names: a bare FCN's class names.
         net: instead of ``model``, any runtime of :mod:`fcnseg.inference.runtime` (``net(pixels uint8
             [N, H, W, 3]) -> float32 logits [N, C, H, W]``, with ``estimate`` and ``margin``), e.g. an
             :class:`~fcnseg.inference.runtime.OrtNet`.
@@ -133,7 +137,7 @@ class Predictor:
 
     def __init__(
         self,
-        model: FCN | None = None,
+        model: LoadedModel | FCN | None = None,
         normalization: Normalization | None = None,
         class_names: list[str] | None = None,
         *,
@@ -149,14 +153,23 @@ class Predictor:
     ):
         if (model is None) == (net is None):
             raise ValueError("give a model (run by PyTorch) or a net, not both")
-        if net is None:
+        if isinstance(model, FCN):
             if normalization is None:
-                raise ValueError("a model needs its normalization")
-            net = TorchNet(model, normalization, device=device, precision=precision, layout=layout, compile=compile)
+                raise ValueError("a bare FCN needs its normalization (a model handle from load_model() brings its own)")
+            model = LoadedModel(model, model.config, list(class_names or []), normalization, "memory")
+        if model is not None:
+            if model.onnx_info is None:
+                model.prepare(device, precision, layout)
+            # Under a memory budget ONNX Runtime's arena is off: tiles of several shapes would grow it past the plan.
+            net = runtime_for(model, compile=compile, memory_arena=max_memory is None)
+            class_names = model.class_names
+        self.handle = getattr(net, "handle", None)
         self.runtime = net
         self.normalization = net.normalization
         self.num_classes = net.num_classes
         self.class_names = list(class_names) if class_names else [f"class_{i}" for i in range(self.num_classes)]
+        if self.handle is not None:
+            self.palette = self.handle.palette
         self.max_memory = max_memory
         self.tile = tile
         self.margin = check_margin(net.margin if margin is None else int(margin))
@@ -198,19 +211,17 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, runtime: str = "auto", device: str = "auto", precision: str = "auto",
                         layout: str = "auto", compile: bool = False, **kwargs) -> "Predictor":
-        """Load a model file and wrap it: a checkpoint (anything :func:`fcnseg.weights.checkpoint.load_model` reads),
-        run by PyTorch, or an fcnseg ``.onnx`` (fp32 or int8), run by ONNX Runtime (see
-        :func:`~fcnseg.inference.runtime.select_runtime`; the choice and its reason are logged)."""
-        # Under a memory budget ONNX Runtime's arena is off: tiles of several shapes would grow it past the plan.
-        budget = kwargs.get("max_memory", DEFAULT_MAX_MEMORY) is not None
-        net, class_names, palette, why = load_net(path, runtime=runtime, device=device, precision=precision,
-                                                  layout=layout, compile=compile, memory_arena=not budget)
-        log.info("%s: runtime %s (%s)", path, net.runtime, why)
-        predictor = cls(net=net, class_names=class_names, **kwargs)
-        predictor.palette = palette
-        return predictor
+        """Load a model file (anything :func:`fcnseg.load_model` reads: a checkpoint, run by PyTorch, or an
+        fcnseg ``.onnx``, fp32 or int8, run by ONNX Runtime) and wrap it; the runtime's choice and its reason
+        are logged (:func:`~fcnseg.inference.runtime.select_runtime`)."""
+        from fcnseg.precision import select_device
+        from fcnseg.weights.checkpoint import load_model
 
-    palette = None  # class colours uint8 [C, 3] when the model file records them
+        chosen, why = select_runtime(runtime, path, select_device(device), precision)
+        log.info("%s: runtime %s (%s)", path, chosen, why)
+        return cls(load_model(path), device=device, precision=precision, layout=layout, compile=compile, **kwargs)
+
+    palette = None  # uint8 [256, 3] class colours: the model's (its file's, else VOC's)
 
     def describe(self) -> str:
         text = self.runtime.describe()

@@ -20,7 +20,8 @@ import numpy as np
 from fcnseg.errors import ConfigError, DataError, FcnsegError
 from fcnseg.files import atomic_write
 from fcnseg.images import DEFAULT_MAX_PIXELS, list_images, read_image
-from fcnseg.inference.onnx_model import INPUT_NAME, OnnxNet, is_onnx_file, load_proto, read_info
+from fcnseg.weights.handle import LoadedModel
+from fcnseg.weights.onnx_format import INPUT_NAME, OnnxNet, is_onnx_file, load_proto, read_info
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +315,7 @@ def agreement(fp32_path: str | Path, int8_path: str | Path, images: list[np.ndar
 
 
 def quantize(
-    model_path: str | Path,
+    model: LoadedModel | str | Path,
     out_path: str | Path,
     calib_dir: str | Path,
     *,
@@ -326,7 +327,7 @@ def quantize(
     check_images: int = DEFAULT_CHECK_IMAGES,
     calibration_cache: str | Path | None = None,
 ) -> QuantizeReport:
-    """Quantize a checkpoint (anything :func:`fcnseg.weights.checkpoint.load_model` reads) or an fp32 fcnseg ``.onnx``.
+    """Quantize a model handle (or a file :func:`fcnseg.load_model` reads): a checkpoint or an fp32 fcnseg ``.onnx``.
 
     A checkpoint is exported first (:func:`fcnseg.inference.export.export_onnx`). Calibration reads the
     first ``num_calib`` readable images under ``calib_dir``; unreadable ones are reported in
@@ -334,6 +335,9 @@ def quantize(
     agreement with fp32 is measured on that many calibration images. ``calibration_cache``: see
     :func:`quantize_onnx` (the images are still read, for the report and the check).
     """
+    from fcnseg.weights.checkpoint import load_model
+
+    handle = model if isinstance(model, LoadedModel) else load_model(model)
     out_path = Path(out_path)
     if not is_onnx_file(out_path):
         raise ConfigError(f"{out_path}: the quantized model is an ONNX file; name it with the .onnx suffix")
@@ -343,12 +347,16 @@ def quantize(
     log.info("calibrating on %d image(s) from %s (%d unreadable skipped)",
              len(calibration.images), calib_dir, len(calibration.skipped))
     with tempfile.TemporaryDirectory(prefix="fcnseg-export-") as tmp:
-        if is_onnx_file(model_path):
-            fp32_path = Path(model_path)
-            metadata = read_info(fp32_path).metadata
+        if handle.onnx_info is not None:
+            if handle.precision != "fp32":
+                raise ConfigError(f"{handle.path}: already {handle.precision}; quantize a checkpoint or an fp32 .onnx")
+            fp32_path = handle.path
+            metadata = dict(handle.onnx_info.metadata)
         else:
-            fp32_path = Path(tmp) / "fp32.onnx"
-            metadata = _export(model_path, fp32_path)
+            from fcnseg.inference.export import export_onnx
+
+            fp32_path = export_onnx(handle, Path(tmp) / "fp32.onnx")
+            metadata = read_info(fp32_path).metadata
         metadata = _with_quantization(metadata, method, keep_fp32, reduce_range, len(calibration.images))
         kept = quantize_onnx(fp32_path, out_path, calibration.images, method=method, keep_fp32=keep_fp32,
                              reduce_range=reduce_range, metadata=metadata, calibration_cache=calibration_cache)
@@ -369,20 +377,6 @@ def _with_quantization(metadata: dict[str, str], method: str, keep: tuple[str, .
         "activations": "uint8", "calibration": method, "calibration_images": num_images, "float_layers": list(keep),
     })
     return out
-
-
-def _export(checkpoint: str | Path, path: Path) -> dict[str, str]:
-    """Export ``checkpoint`` to fp32 ONNX at ``path``; its metadata, with the checkpoint's palette if it has one."""
-    from fcnseg.weights.checkpoint import load_model
-    from fcnseg.inference.export import export_onnx
-
-    loaded = load_model(checkpoint)
-    export_onnx(loaded.model, loaded.normalization, path, loaded.class_names)
-    metadata = read_info(path).metadata
-    palette = loaded.extra.get("palette")
-    if palette is not None and "fcnseg.palette" not in metadata:
-        metadata["fcnseg.palette"] = json.dumps(np.asarray(palette).astype(int).tolist())
-    return metadata
 
 
 __all__ = [

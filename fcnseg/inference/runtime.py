@@ -16,47 +16,31 @@ import numpy as np
 import torch
 
 from fcnseg.config import ModelConfig
-from fcnseg.data.normalization import Normalization
 from fcnseg.errors import ConfigError
 from fcnseg.inference.forward import forward_logits, normalize_pixels
 from fcnseg.inference.memory import MemoryEstimate, estimate_forward, estimate_onnx
-from fcnseg.inference.onnx_model import OnnxModel, is_onnx_file, load_onnx_model
 from fcnseg.inference.tiling import context_margin
 from fcnseg.models.batchnorm import fold_batch_norm
-from fcnseg.models.fcn import FCN, build_model
-from fcnseg.precision import dtype_of, resolve_precision, select_device
+from fcnseg.models.fcn import build_model
+from fcnseg.precision import LAYOUTS, resolve_execution
+from fcnseg.weights.handle import LoadedModel
+from fcnseg.weights.onnx_format import is_onnx_file
 
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "torch", "onnxruntime")
-LAYOUTS = ("auto", "channels_last", "contiguous")
 
 
 def select_layout(device: torch.device, precision: str, layout: str = "auto") -> str:
-    """Resolve ``layout`` ("auto", "channels_last", "contiguous") for a resolved ``precision`` on ``device``.
-
-    auto: channels_last for autocast (oneDNN's bf16 and cuDNN's fp16 convolutions want NHWC; in NCHW
-    every layer pays a reorder). In float32 on the CPU it depends on oneDNN's kernels for the CPU:
-    on AVX2-only CPUs channels_last runs the small net 1.2-1.7x and VGG16 1.04-1.1x faster, with AVX-512
-    it is no faster (the transposed convolutions lose), so the plain layout is kept there
-    (docs/inference.md gives the measurements).
-    """
-    if layout not in LAYOUTS:
-        raise ConfigError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
-    if layout != "auto":
-        return layout
-    if precision != "fp32":
-        return "channels_last"
-    if device.type != "cpu":
-        return "contiguous"
-    return "contiguous" if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else "channels_last"
+    """The layout :func:`fcnseg.precision.resolve_execution` gives for ``precision`` on ``device``."""
+    return resolve_execution(device, precision, layout).layout
 
 
 def _as_tensor(pixels) -> torch.Tensor:
     return torch.from_numpy(np.asarray(pixels)) if not isinstance(pixels, torch.Tensor) else pixels
 
 
-def check_predictable(model: FCN) -> None:
+def check_predictable(model) -> None:
     """Raise unless ``model`` reads one 3-channel image and gives one label map: what prediction on image
     files draws. A NYUD net on HHA alone passes (an HHA PNG is a 3-channel image, normalised as trained).
 
@@ -65,6 +49,7 @@ def check_predictable(model: FCN) -> None:
             (SIFT Flow), naming what scores or runs it instead.
     """
     cfg = model.config
+    heads = cfg.output_heads()
     if cfg.in_channels != 3 or len(cfg.input_streams()) != 1:
         streams = ", ".join(f"{name} ({channels} channels)" for name, channels in cfg.input_streams())
         raise ConfigError(
@@ -72,8 +57,8 @@ def check_predictable(model: FCN) -> None:
             "tree with 'fcnseg eval CHECKPOINT --data NYUD --save-predictions DIR' (label PNGs of every image), "
             "or from Python: fcnseg.weights.checkpoint.load_model(CHECKPOINT).model(x) on the data set's items"
         )
-    if len(model.heads) > 1:
-        names = ", ".join(h.name for h in model.heads)
+    if len(heads) > 1:
+        names = ", ".join(name for name, _ in heads)
         raise ConfigError(
             f"this {cfg.arch} has the heads {names}; prediction writes one label map per image. Use "
             "'fcnseg eval CHECKPOINT --data ROOT --save-predictions DIR' (a folder of label PNGs per head), or "
@@ -82,34 +67,28 @@ def check_predictable(model: FCN) -> None:
 
 
 class TorchNet:
-    """An FCN run by PyTorch: ``net(pixels uint8 [N, H, W, 3]) -> float32 logits [N, C, H, W]`` (on the CPU).
+    """A model handle's torch module run by PyTorch: ``net(pixels uint8 [N, H, W, 3]) -> float32 logits [N, C, H, W]``.
 
-    BatchNorm (the small net's) is merged into the convolutions; the model is moved to ``device``
-    and, where :func:`select_layout` says so, to channels_last; the forward runs under inference mode
-    and, for bf16/fp16, autocast.
+    BatchNorm (the small net's) is merged into the convolutions; the module runs on the device, in the
+    precision and the layout of the handle's plan (:meth:`~fcnseg.weights.handle.LoadedModel.prepare`),
+    under inference mode.
     """
 
     runtime = "torch"
 
-    def __init__(
-        self,
-        model: FCN,
-        normalization: Normalization,
-        *,
-        device: str = "auto",
-        precision: str = "auto",
-        layout: str = "auto",
-        compile: bool = False,
-    ):
-        check_predictable(model)
-        self.device = select_device(device)
-        self.precision = resolve_precision(precision, self.device)
-        self.model = fold_batch_norm(model.eval()).to(self.device)
-        self.config: ModelConfig = model.config
-        self.num_classes = model.config.num_classes
-        self.normalization = normalization
-        self.autocast_dtype = dtype_of(self.precision)
-        self.channels_last = select_layout(self.device, self.precision, layout) == "channels_last"
+    def __init__(self, handle: LoadedModel, *, compile: bool = False):
+        check_predictable(handle)
+        plan = handle.plan if handle.plan is not None else handle.prepare().plan
+        self.handle = handle
+        self.plan = plan
+        self.device = plan.device
+        self.precision = plan.precision
+        self.model = fold_batch_norm(handle.model.eval()).to(self.device)
+        self.config: ModelConfig = handle.config
+        self.num_classes = handle.num_classes
+        self.normalization = handle.normalization
+        self.autocast_dtype = plan.autocast_dtype
+        self.channels_last = plan.channels_last
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.net = torch.compile(self.model, dynamic=True) if compile else self.model
@@ -142,7 +121,8 @@ class TorchNet:
 
 
 class OrtNet:
-    """An fcnseg ``.onnx`` file run by ONNX Runtime: ``net(pixels uint8 [N, H, W, 3]) -> float32 logits [N, C, H, W]``.
+    """A model handle of an fcnseg ``.onnx`` file run by ONNX Runtime: ``net(pixels uint8 [N, H, W, 3]) -> float32
+    logits [N, C, H, W]``.
 
     The normalisation is inside the graph. The geometry (context margin) and the memory model come
     from the architecture the file records, built on the meta device (no weights allocated).
@@ -150,16 +130,18 @@ class OrtNet:
 
     runtime = "onnxruntime"
 
-    def __init__(self, model: OnnxModel):
-        self.onnx = model
-        info = model.info
+    def __init__(self, handle: LoadedModel, memory_arena: bool = True):
+        check_predictable(handle)
+        self.handle = handle
+        self.onnx = handle.session(memory_arena)
+        info = handle.onnx_info
         self.device = torch.device("cpu")
         self.precision = info.precision
         self.num_classes = info.num_classes
         self.normalization = info.normalization
         self.channels_last = False
         self.autocast_dtype = None
-        self.config = ModelConfig(arch=info.arch, backbone=info.backbone, num_classes=info.num_classes)
+        self.config = handle.config
         with torch.device("meta"):
             self.skeleton = build_model(self.config).eval()  # shapes only: for the margin and the memory model
         self.margin = context_margin(self.skeleton)
@@ -167,18 +149,34 @@ class OrtNet:
 
     @classmethod
     def from_file(cls, path: str | Path, threads: int | None = None, memory_arena: bool = True) -> "OrtNet":
-        return cls(load_onnx_model(path, threads, memory_arena))
+        """The runtime of an fcnseg ``.onnx`` file (``threads``: ONNX Runtime's intra-op threads, default all cores)."""
+        from fcnseg.weights.checkpoint import load_model
+        from fcnseg.weights.onnx_format import OnnxNet
+
+        handle = load_model(path)
+        if threads is not None:
+            handle._sessions[memory_arena] = OnnxNet(path, threads, memory_arena)
+        return cls(handle, memory_arena=memory_arena)
 
     def __call__(self, pixels) -> torch.Tensor:
         x = np.asarray(pixels.numpy() if isinstance(pixels, torch.Tensor) else pixels)
-        return self.onnx.net(np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32))
+        return self.onnx(np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32))
 
     def estimate(self, height: int, width: int, probabilities: bool = False) -> MemoryEstimate:
         """The memory model of one ONNX Runtime forward (:func:`fcnseg.inference.memory.estimate_onnx`)."""
         return estimate_onnx(self.skeleton, height, width, self.precision, self.weight_bytes, probabilities=probabilities)
 
     def describe(self) -> str:
-        return self.onnx.describe()
+        info = self.handle.onnx_info
+        return (f"{info.arch} ({info.backbone}, {self.num_classes} classes), ONNX Runtime {self.precision}, "
+                f"{self.onnx.threads} threads")
+
+
+def runtime_for(handle: LoadedModel, *, compile: bool = False, memory_arena: bool = True):
+    """The runtime that runs ``handle``: :class:`OrtNet` for an ONNX file, else :class:`TorchNet`."""
+    if handle.onnx_info is not None:
+        return OrtNet(handle, memory_arena=memory_arena)
+    return TorchNet(handle, compile=compile)
 
 
 def select_runtime(runtime: str, model_path: str | Path, device: torch.device, precision: str) -> tuple[str, str]:
@@ -217,31 +215,4 @@ def select_runtime(runtime: str, model_path: str | Path, device: torch.device, p
     return "torch", "a checkpoint runs with PyTorch"
 
 
-def load_net(
-    model_path: str | Path,
-    *,
-    runtime: str = "auto",
-    device: str = "auto",
-    precision: str = "auto",
-    layout: str = "auto",
-    compile: bool = False,
-    memory_arena: bool = True,
-):
-    """The net for a model file: a :class:`TorchNet` for a checkpoint, an :class:`OrtNet` for an ``.onnx``
-    (``memory_arena``: ONNX Runtime's CPU arena, off where a memory budget must hold; see
-    :class:`fcnseg.inference.onnx_model.OnnxNet`).
-
-    Returns ``(net, class_names, palette or None, why)`` where ``why`` says why that runtime was chosen.
-    """
-    chosen, why = select_runtime(runtime, model_path, select_device(device), precision)
-    if chosen == "onnxruntime":
-        net = OrtNet.from_file(model_path, memory_arena=memory_arena)
-        return net, net.onnx.class_names, net.onnx.info.palette, why
-    from fcnseg.weights.checkpoint import load_model
-
-    loaded = load_model(model_path)
-    net = TorchNet(loaded.model, loaded.normalization, device=device, precision=precision, layout=layout, compile=compile)
-    return net, loaded.class_names, None, why
-
-
-__all__ = ["LAYOUTS", "RUNTIMES", "OrtNet", "TorchNet", "load_net", "select_layout", "select_runtime"]
+__all__ = ["LAYOUTS", "RUNTIMES", "OrtNet", "TorchNet", "check_predictable", "runtime_for", "select_layout", "select_runtime"]

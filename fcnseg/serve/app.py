@@ -164,10 +164,12 @@ def create_app(
         queue_size: admitted requests that may wait for a worker; beyond, 503.
         max_upload_bytes: the largest request body taken (413 beyond, enforced while reading).
         max_pixels: the largest image taken, in pixels (413 beyond; ``None``: no limit).
-        palette: uint8 ``[256, 3]`` class colours (default VOC's).
+        palette: uint8 ``[256, 3]`` class colours (default: the model's, ``predictor.palette``).
     """
     if predictor.num_classes > 256:
         raise ConfigError(f"{model_name}: {predictor.num_classes} classes do not fit a palette PNG (at most 256)")
+    if palette is None:
+        palette = getattr(predictor, "palette", None)
     palette = voc_palette(256) if palette is None else palette
     queue = WorkQueue(workers, queue_size)
     model_info = describe_model(predictor, model_name, palette)

@@ -11,7 +11,6 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 
 from fcnseg import distributed as D
-from fcnseg.weights.checkpoint import save_checkpoint
+from fcnseg.weights.handle import LoadedModel
 from fcnseg.config import RunConfig
 from fcnseg.data.normalization import Normalization
 from fcnseg.distributed import DistInfo
@@ -99,10 +98,13 @@ class Trainer:
         self.budget = config.train.time_budget_seconds
         t = config.train
         self.images_per_update = t.batch_size * t.iter_size * dist.world_size
-        self.write_checkpoint = partial(save_checkpoint, model=model, config=config.model,
-                                        class_names=data.class_names, normalization=normalization,
-                                        head_class_names={h.name: list(h.class_names) for h in data.train_set.heads},
-                                        inputs=getattr(data.train_set, "input_spec", None))
+        # The model's contract, as every other command takes it: validation runs it, checkpoints save it.
+        self.handle = LoadedModel(model, config.model, data.class_names, normalization, "training",
+                                  head_class_names={h.name: list(h.class_names) for h in data.train_set.heads},
+                                  inputs=getattr(data.train_set, "input_spec", None), palette=data.val_set.palette)
+
+    def write_checkpoint(self, path: Path, extra: dict) -> None:
+        self.handle.save(path, extra)
 
     def done(self) -> bool:
         """Whether the run has its ``max_iter`` updates, or has spent its ``time_budget``."""
@@ -172,7 +174,7 @@ class Trainer:
     def validate(self) -> None:
         """Score the val split (every process), then record and report it (rank 0)."""
         state, t = self.state, self.config.train
-        result = validate(self.model, self.data.val_set, self.dist.device, self.amp_dtype, self.config.data.val_max_images)
+        result = validate(self.handle, self.data.val_set, self.dist.device, self.amp_dtype, self.config.data.val_max_images)
         pending = state.pending_losses()
         train_loss = float(np.mean(pending)) if pending else math.nan
         state.validated_at = state.iteration
@@ -180,7 +182,7 @@ class Trainer:
             return
         epoch = state.iteration * self.images_per_update / max(1, len(self.data.train_set))
         record = validation_record(result, state.iteration, epoch, train_loss, state.lrs[-1] if state.lrs else t.lr)
-        panels = panel_items(self.model, self.data.val_set, t.num_panels, self.dist.device, self.amp_dtype)
+        panels = panel_items(self.handle, self.data.val_set, t.num_panels, self.dist.device, self.amp_dtype)
         self.reporter.validation(record, state, panels, self.data.val_set.palette, self.save_best)
 
     def _checkpoint_extra(self) -> dict:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from fcnseg.evaluation import evaluate
+from fcnseg.evaluation import evaluate, predict_items
 from fcnseg.metrics import collapse_warning
-from fcnseg.precision import autocast, describe
+from fcnseg.precision import describe
+from fcnseg.weights.handle import LoadedModel
 
 
-def validate(model: nn.Module, val_set, device: torch.device, amp_dtype: torch.dtype | None, limit: int = 0) -> dict:
+def validate(model: LoadedModel, val_set, device: torch.device, amp_dtype: torch.dtype | None, limit: int = 0) -> dict:
     """The four metrics on ``val_set`` (its first ``limit`` images; 0: all); each process scores a shard and counts are summed.
 
-    Every head is scored (:func:`fcnseg.evaluation.evaluate`): the metrics are the first head's, ``heads`` holds each.
+    ``model`` is the handle of the net being trained. Every head is scored (:func:`fcnseg.evaluation.evaluate`):
+    the metrics are the first head's, ``heads`` holds each.
     """
     return evaluate(model, val_set, device=device, precision=describe(amp_dtype), limit=limit or None, progress=False)
 
@@ -43,24 +44,11 @@ def validation_record(result: dict, iteration: int, epoch: float, train_loss: fl
     }
 
 
-@torch.no_grad()
-def panel_items(model: nn.Module, val_set, count: int, device: torch.device, amp_dtype: torch.dtype | None) -> list[dict]:
+def panel_items(model: LoadedModel, val_set, count: int, device: torch.device, amp_dtype: torch.dtype | None) -> list[dict]:
     """Predictions for the first ``count`` validation images, as :func:`fcnseg.training.figures.draw_panels` takes them.
 
-    Each item: ``name``, ``image`` (RGB uint8 ``[H, W, 3]``), ``mask`` and ``prediction`` (int ``[H, W]``).
+    Each item: ``name``, ``image`` (RGB uint8 ``[H, W, 3]``), ``mask`` and ``prediction`` (int ``[H, W]``), the
+    first head's (:func:`fcnseg.evaluation.predict_items`).
     """
-    was_training = model.training
-    model.eval()
-    items = []
-    for index in range(min(count, len(val_set))):
-        image, _ = val_set[index]
-        with autocast(device, amp_dtype):
-            logits = model(image[None].to(device))
-        if isinstance(logits, dict):  # several heads: the panels show the first
-            logits = next(iter(logits.values()))
-        raw = val_set.load_raw(index)
-        mask = raw.mask if raw.mask.ndim == 2 else raw.mask[0]
-        items.append({"name": val_set.name(index), "image": raw.image, "mask": mask,
-                      "prediction": logits.argmax(1)[0].cpu().numpy()})
-    model.train(was_training)
-    return items
+    return predict_items(model, val_set, list(range(min(count, len(val_set)))), device=device,
+                         precision=describe(amp_dtype))

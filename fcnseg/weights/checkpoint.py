@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import pickle
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -23,6 +24,8 @@ from fcnseg.data.normalization import IMAGENET_RGB, PAPER_BGR, InputSpec, Normal
 from fcnseg.errors import CheckpointError, ConfigError
 from fcnseg.models.fcn import FCN, build_model
 from fcnseg.models.surgery import transplant_trunk
+from fcnseg.weights.handle import LoadedModel, default_class_names
+from fcnseg.weights.onnx_format import is_onnx_file
 from fcnseg.weights.imported import ImportedWeights
 from fcnseg.weights.pytorch_fcn import TORCHFCN_ARCHES, config_from_state_dict, torchfcn_to_fcnseg
 from fcnseg.weights.torch_files import explain_load_failure
@@ -30,35 +33,6 @@ from fcnseg.weights.torchvision_vgg import is_torchvision_vgg16, torchvision_vgg
 
 FORMAT = "fcnseg-checkpoint"
 FORMAT_VERSION = 1
-
-
-@dataclass
-class LoadedModel:
-    """A network ready to run, and what it needs to be fed and read."""
-
-    model: FCN
-    config: ModelConfig
-    class_names: list[str]  # the first head's
-    normalization: Normalization  # of the first input modality (NYUD depth alone: a LogDepthNormalization)
-    source: str  # "fcnseg", "torchfcn", "caffe" or "fcnseg-state-dict"
-    extra: dict[str, Any] = field(default_factory=dict)  # anything else the checkpoint carried
-    # head name -> class names, every head (a single-head net: {"semantic": class_names})
-    head_class_names: dict[str, list[str]] = field(default_factory=dict)
-    # the modalities and their normalisations of a net reading more than an RGB image (NYUD's), else None
-    inputs: InputSpec | None = None
-
-    def __post_init__(self) -> None:
-        given = {**self.head_class_names, self.config.output_heads()[0][0]: list(self.class_names)}
-        self.head_class_names = {name: list(given.get(name) or default_class_names(count))
-                                 for name, count in self.config.output_heads()}
-
-
-def default_class_names(num_classes: int) -> list[str]:
-    from fcnseg.data.classes import VOC_CLASSES
-
-    if num_classes == len(VOC_CLASSES):
-        return list(VOC_CLASSES)
-    return [f"class_{i}" for i in range(num_classes)]
 
 
 # --- writing ---------------------------------------------------------------------------------------
@@ -83,6 +57,7 @@ def checkpoint_dict(
     *,
     head_class_names: dict[str, list[str]] | None = None,
     inputs: InputSpec | None = None,
+    palette=None,
 ) -> dict[str, Any]:
     """The dict our checkpoints hold; only tensors and plain Python values, so it loads with weights_only.
 
@@ -109,6 +84,8 @@ def checkpoint_dict(
         ckpt["heads"] = {name: list(head_class_names[name]) for name, _ in heads}
     if inputs is not None:
         ckpt["inputs"] = inputs.to_dict()
+    if palette is not None:
+        ckpt["palette"] = torch.as_tensor(np.asarray(palette, dtype=np.uint8))
     ckpt.update(extra or {})
     return ckpt
 
@@ -123,10 +100,12 @@ def save_checkpoint(
     *,
     head_class_names: dict[str, list[str]] | None = None,
     inputs: InputSpec | None = None,
+    palette=None,
 ) -> None:
-    """Write a self-describing checkpoint atomically: ``load_model(path)`` needs nothing else."""
+    """Write a self-describing checkpoint atomically: ``load_model(path)`` needs nothing else (``palette``: the
+    class colours, uint8 ``[K, 3]``, stored when given)."""
     atomic_save(checkpoint_dict(model, config, class_names, normalization, extra, head_class_names=head_class_names,
-                                inputs=inputs), path)
+                                inputs=inputs, palette=palette), path)
 
 
 # --- reading ---------------------------------------------------------------------------------------
@@ -205,9 +184,9 @@ def load_model(
     arch: str | None = None,
     class_names: list[str] | None = None,
 ) -> LoadedModel:
-    """Load an FCN from any supported weights file, in eval mode.
+    """Load a model from any file fcnseg reads, as the one model handle (:class:`~fcnseg.weights.handle.LoadedModel`).
 
-    Accepts our checkpoints, a pytorch-fcn (torchfcn) ``.pth`` (raw state dict or its
+    Accepts an fcnseg ``.onnx`` file (fp32 or int8; run by ONNX Runtime), our checkpoints, a pytorch-fcn (torchfcn) ``.pth`` (raw state dict or its
     ``{"model_state_dict": ..., "arch": ...}`` wrapper), a raw state dict in our layout, and the
     reference Caffe ``.caffemodel`` files. ``arch`` resolves the one ambiguity of raw weights:
     FCN-8s and FCN-8s at-once have the same layers.
@@ -219,19 +198,24 @@ def load_model(
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found")
+    if is_onnx_file(path):
+        return _load_onnx(path, class_names)
     if path.suffix == ".caffemodel":
-        return _load_caffemodel(path, map_location, arch, class_names)
+        loaded = _load_caffemodel(path, map_location, arch, class_names)
+        loaded.path = path
+        return loaded
     obj = _torch_load(path, map_location)  # the only read of the file
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         ckpt = _checked_checkpoint(obj, path)
         config = from_dict(ModelConfig, ckpt["model_config"], f"{path}: model_config")
         model = build_model(config)
         load_state_dict_strict(model, ckpt["state_dict"], str(path))
-        own = ("state_dict", "model_config", "class_names", "normalization", "heads", "inputs")
+        own = ("state_dict", "model_config", "class_names", "normalization", "heads", "inputs", "palette")
         extra = {k: v for k, v in ckpt.items() if k not in own}
         inputs = InputSpec.from_dict(ckpt["inputs"]) if ckpt.get("inputs") else None
+        palette = np.asarray(ckpt["palette"]) if ckpt.get("palette") is not None else None
         loaded = LoadedModel(model, config, list(ckpt["class_names"]), normalization_from_dict(ckpt["normalization"]),
-                             "fcnseg", extra, dict(ckpt.get("heads") or {}), inputs)
+                             "fcnseg", extra, dict(ckpt.get("heads") or {}), inputs, palette=palette, path=path)
     elif isinstance(obj, dict) and "model_state_dict" in obj:
         # pytorch-fcn's trainer wrapper; its 'arch' is the class name (e.g. 'FCN8sAtOnce').
         wrapped_arch = TORCHFCN_ARCHES.get(str(obj.get("arch", "")))
@@ -246,12 +230,32 @@ def load_model(
         loaded = _from_state_dict(obj, path, arch, source, map_location)
     else:
         raise CheckpointError(f"{path}: not a checkpoint fcnseg knows (found a {type(obj).__name__})")
+    loaded.path = path
     if class_names is not None:
-        if len(class_names) != loaded.config.num_classes:
-            raise CheckpointError(f"{path}: {len(class_names)} class names given for {loaded.config.num_classes} classes")
-        loaded.class_names = list(class_names)
-        loaded.head_class_names[loaded.config.output_heads()[0][0]] = list(class_names)  # the first head's
+        _rename_classes(loaded, class_names)
     loaded.model.to(map_location).eval()
+    return loaded
+
+
+def _rename_classes(loaded: LoadedModel, class_names: list[str]) -> None:
+    """Give the first head the names the user gave (a file that records none, or records them wrongly)."""
+    if len(class_names) != loaded.config.num_classes:
+        raise CheckpointError(f"{loaded.path}: {len(class_names)} class names given for {loaded.config.num_classes} classes")
+    loaded.head_class_names[loaded.config.output_heads()[0][0]] = list(class_names)
+    loaded.class_names = list(class_names)
+    loaded.__post_init__()  # the names checked again (distinct)
+
+
+def _load_onnx(path: Path, class_names: list[str] | None) -> LoadedModel:
+    """An fcnseg ``.onnx`` file as a handle: its recorded contract, the session made on first use."""
+    from fcnseg.weights.onnx_format import read_info
+
+    info = read_info(path)
+    config = info.model_config()
+    loaded = LoadedModel(None, config, list(info.class_names), info.normalization, "onnx", palette=info.palette,
+                         path=path, onnx_info=info)
+    if class_names is not None:
+        _rename_classes(loaded, class_names)
     return loaded
 
 

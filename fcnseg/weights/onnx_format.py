@@ -1,9 +1,9 @@
-"""An fcnseg ONNX file (an fp32 export or an int8 quantization) as a model: its metadata, and a torch-like call through ONNX Runtime.
+"""fcnseg's ONNX files (an fp32 export or an int8 quantization): the graph's input and output names, the
+``fcnseg.*`` metadata keys written and read, and the ONNX Runtime session that runs such a file.
 
-The file records what a checkpoint records (``fcnseg.*`` metadata keys: architecture, classes,
-normalisation, precision, palette if any), so ``predict``, ``eval`` and ``serve`` can take it like a
-checkpoint; :func:`load_onnx_model` checks every key and names the file and the key when one is
-missing or broken.
+The file records what a checkpoint records (architecture, classes, normalisation, precision, palette if
+any), so ``predict``, ``eval`` and ``serve`` take it like a checkpoint; :func:`read_info` checks every key
+and the class list against the graph, and names the file and the key when one is missing or broken.
 """
 
 from __future__ import annotations
@@ -11,18 +11,21 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from fcnseg.config import ModelConfig, from_dict
 from fcnseg.data.normalization import Normalization
 from fcnseg.errors import CheckpointError, ConfigError, FcnsegError
-from fcnseg.inference.export import INPUT_NAME, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
+
+INPUT_NAME = "image"  # float32 [N, 3, H, W], RGB, 0..255
+OUTPUT_NAME = "logits"  # float32 [N, C, H, W]
 
 # What a data set yields for an ONNX model: RGB float32 pixels in 0..255, the graph normalises them itself.
 RAW_PIXELS = Normalization(name="rgb_0_255", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), bgr=False, value_scale=1.0)
@@ -66,6 +69,28 @@ class OnnxModelInfo:
     palette: np.ndarray | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     weight_bytes: int = 0
+    config: ModelConfig | None = None  # the whole architecture (files written before it recorded arch and backbone only)
+
+    def model_config(self) -> ModelConfig:
+        """The architecture: the recorded one, else what arch, backbone and class count give."""
+        return self.config or ModelConfig(arch=self.arch, backbone=self.backbone, num_classes=self.num_classes)
+
+
+def metadata(config: ModelConfig, normalization: Normalization, class_names: list[str],
+             palette: np.ndarray | None = None) -> dict[str, str]:
+    """The ``fcnseg.*`` keys an exported file records (``metadata_props``): what :func:`parse_metadata` reads back."""
+    meta = {
+        "fcnseg.arch": config.arch,
+        "fcnseg.backbone": config.backbone,
+        "fcnseg.model_config": json.dumps(asdict(config)),
+        "fcnseg.num_classes": str(config.num_classes),
+        "fcnseg.class_names": json.dumps(list(class_names)),
+        "fcnseg.input": f"{INPUT_NAME}: float32 [N, 3, H, W], RGB, 0..255 (normalisation is inside the graph)",
+        "fcnseg.normalization": json.dumps(normalization.to_dict()),
+    }
+    if palette is not None:
+        meta["fcnseg.palette"] = json.dumps(np.asarray(palette)[: config.num_classes].astype(int).tolist())
+    return meta
 
 
 def _bad(path, key: str, expected: str, found: str) -> CheckpointError:
@@ -74,7 +99,8 @@ def _bad(path, key: str, expected: str, found: str) -> CheckpointError:
 
 
 def parse_metadata(
-    meta: dict[str, str], path: str | Path, quantized_graph: bool | None = None, weight_bytes: int = 0
+    meta: dict[str, str], path: str | Path, quantized_graph: bool | None = None, weight_bytes: int = 0,
+    graph_classes: int | None = None,
 ) -> OnnxModelInfo:
     """Check and decode the ``fcnseg.*`` metadata of the ONNX file ``path``.
 
@@ -82,6 +108,7 @@ def parse_metadata(
         meta: the file's ``metadata_props`` as a dict of strings.
         quantized_graph: whether the graph holds QuantizeLinear/DequantizeLinear nodes (None: unknown).
             A missing ``fcnseg.precision`` is taken from it; one that contradicts it is an error.
+        graph_classes: the class axis of the graph's output, where the graph states it (None: unknown).
     Raises:
         CheckpointError: naming the file and the key that is missing or does not decode.
     """
@@ -108,6 +135,21 @@ def parse_metadata(
         raise _bad(path, "fcnseg.class_names", "a JSON list of class names", meta["fcnseg.class_names"])
     if len(names) != num_classes:
         raise _bad(path, "fcnseg.class_names", f"{num_classes} names (fcnseg.num_classes)", f"{len(names)} names")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise _bad(path, "fcnseg.class_names", "one distinct name per class", f"{repeated} more than once")
+    if graph_classes is not None and graph_classes != num_classes:
+        raise _bad(path, "fcnseg.num_classes", f"the {graph_classes} classes of the graph's output '{OUTPUT_NAME}'",
+                   str(num_classes))
+    config = None
+    if "fcnseg.model_config" in meta:
+        try:
+            config = from_dict(ModelConfig, json.loads(meta["fcnseg.model_config"]), f"{path}: fcnseg.model_config")
+        except (json.JSONDecodeError, TypeError, AttributeError, FcnsegError):
+            raise _bad(path, "fcnseg.model_config", "a JSON object of model settings", meta["fcnseg.model_config"]) from None
+        if config.num_classes != num_classes or config.arch != arch:
+            raise _bad(path, "fcnseg.model_config", f"arch {arch} of {num_classes} classes",
+                       f"arch {config.arch} of {config.num_classes} classes")
     try:
         normalization = Normalization.from_dict(json.loads(meta["fcnseg.normalization"]))
     except (json.JSONDecodeError, ConfigError, TypeError, AttributeError):
@@ -143,6 +185,7 @@ def parse_metadata(
         palette=palette,
         metadata={k: v for k, v in meta.items() if k.startswith(PREFIX)},
         weight_bytes=weight_bytes,
+        config=config,
     )
 
 
@@ -191,7 +234,18 @@ def read_info(path: str | Path, proto=None) -> OnnxModelInfo:
     """Read and check the metadata of an fcnseg ONNX file (see :func:`parse_metadata`)."""
     proto = load_proto(path) if proto is None else proto
     meta = {entry.key: entry.value for entry in proto.metadata_props}
-    return parse_metadata(meta, path, quantized_graph=is_quantized(proto), weight_bytes=initializer_bytes(proto))
+    return parse_metadata(meta, path, quantized_graph=is_quantized(proto), weight_bytes=initializer_bytes(proto),
+                          graph_classes=output_classes(proto))
+
+
+def output_classes(proto) -> int | None:
+    """The class axis (dim 1) of the graph's ``logits`` output where the graph fixes it, else None."""
+    for output in proto.graph.output:
+        if output.name == OUTPUT_NAME:
+            dims = output.type.tensor_type.shape.dim
+            if len(dims) == 4 and dims[1].HasField("dim_value"):
+                return int(dims[1].dim_value)
+    return None
 
 
 class OnnxNet:
@@ -254,54 +308,9 @@ class OnnxModule(nn.Module):
         return self.onnx_net(x.float())
 
 
-@dataclass
-class OnnxModel:
-    """A loaded fcnseg ONNX file: ``net`` to run, ``info`` for its classes, normalisation and precision."""
-
-    net: OnnxNet
-    info: OnnxModelInfo
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.info.class_names
-
-    @property
-    def num_classes(self) -> int:
-        return self.info.num_classes
-
-    @property
-    def normalization(self) -> Normalization:
-        return self.info.normalization
-
-    @property
-    def precision(self) -> str:
-        return self.info.precision
-
-    def describe(self) -> str:
-        return (f"{self.info.arch} ({self.info.backbone}, {self.num_classes} classes), ONNX Runtime {self.precision}, "
-                f"{self.net.threads} threads")
-
-
-def load_onnx_model(path: str | Path, threads: int | None = None, memory_arena: bool = True) -> OnnxModel:
-    """Load an fcnseg ``.onnx`` file: metadata checked, an ONNX Runtime session ready (``memory_arena``: see
-    :class:`OnnxNet`).
-
-    Raises:
-        CheckpointError: the file is missing or unreadable, or a metadata key is missing or broken
-            (the message names the file and the key).
-    """
-    info = read_info(path)
-    net = OnnxNet(path, threads, memory_arena)
-    outputs = [o.name for o in net.session.get_outputs()]
-    if OUTPUT_NAME not in outputs:
-        raise CheckpointError(f"{path}: expected a graph output '{OUTPUT_NAME}', found {outputs}")
-    return OnnxModel(net, info)
-
-
 __all__ = [
     "INPUT_NAME",
     "OUTPUT_NAME",
-    "OnnxModel",
     "OnnxModelInfo",
     "OnnxModule",
     "RAW_PIXELS",
@@ -309,7 +318,7 @@ __all__ = [
     "available_cores",
     "is_onnx_file",
     "is_quantized",
-    "load_onnx_model",
+    "metadata",
     "parse_metadata",
     "read_info",
 ]

@@ -1,0 +1,55 @@
+"""The data set a model is scored on, opened as the model reads it: its modalities and normalisation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fcnseg.data import build_dataset, detect_kind
+from fcnseg.errors import ConfigError
+from fcnseg.weights.handle import LoadedModel
+
+
+def dataset_for_model(
+    model: LoadedModel,
+    root: str | Path | None,
+    *,
+    kind: str = "auto",
+    split: str = "val",
+    sbd_root: str | Path | None = None,
+    voc_root: str | Path | None = None,
+    modalities: str | None = None,
+    style: str = "shapes",
+):
+    """Open the data set at ``root`` (None with ``kind="synthetic"``: the in-memory synthetic set) to score ``model``.
+
+    Images are normalised as the model expects (:attr:`~fcnseg.weights.handle.LoadedModel.feed_normalization`),
+    whatever the data set's own default; a NYUD tree is read in the modalities the model was trained on
+    (``modalities`` overrides them for a model that records none, e.g. a colour-only caffemodel).
+
+    Raises:
+        ConfigError: ``modalities`` for a layout other than NYUD.
+    """
+    if root is not None and kind in ("auto", "synthetic"):
+        kind = detect_kind(root)
+    if modalities and kind != "nyud":
+        raise ConfigError(f"--modalities is for NYUD; {root} holds a {kind} data set")
+    options: dict = {}
+    normalization = model.feed_normalization
+    if root is None:
+        options = {"style": style}
+    elif kind == "nyud":
+        from fcnseg.data.nyud import nyud_options
+
+        if model.inputs is not None and model.onnx_info is None:
+            options = nyud_options(model.inputs)
+            normalization = options.pop("normalization", None)
+        if modalities:
+            options["modalities"] = modalities
+    elif kind == "voc" and sbd_root is not None:
+        options = {"sbd_root": sbd_root}
+    elif kind == "pascal_context" and voc_root is not None:
+        options = {"voc_root": voc_root}
+    return build_dataset(kind, root, split, normalization=normalization, **options)
+
+
+__all__ = ["dataset_for_model"]
