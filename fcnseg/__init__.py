@@ -22,7 +22,7 @@ _EXPORTS = {
     "FCN": "fcnseg.models.fcn", "build_model": "fcnseg.models.fcn", "VGG16Classifier": "fcnseg.models.backbones",
     "convolutionalize": "fcnseg.models.surgery",
     # weights in and out
-    "LoadedModel": "fcnseg.weights.checkpoint", "load_model": "fcnseg.weights.checkpoint", "load_checkpoint": "fcnseg.weights.checkpoint",
+    "LoadedModel": "fcnseg.weights.handle", "load_model": "fcnseg.weights.checkpoint", "load_checkpoint": "fcnseg.weights.checkpoint",
     "save_checkpoint": "fcnseg.weights.checkpoint", "fcn_from_classifier": "fcnseg.weights.checkpoint",
     # data
     "build_dataset": "fcnseg.data", "make_synthetic": "fcnseg.data", "Normalization": "fcnseg.data.normalization",
@@ -33,6 +33,7 @@ _EXPORTS = {
     # training, evaluation, metrics
     "train": "fcnseg.training.trainer", "TrainResult": "fcnseg.training.trainer",
     "evaluate": "fcnseg.evaluation", "score_folders": "fcnseg.evaluation",
+    "dataset_for_model": "fcnseg.evaluation_data", "compare_precisions": "fcnseg.precision_comparison",
     "ConfusionMatrix": "fcnseg.metrics", "segmentation_loss": "fcnseg.losses",
     # inference and deployment
     "Predictor": "fcnseg.inference.predictor", "Prediction": "fcnseg.inference.predictor",
@@ -40,6 +41,7 @@ _EXPORTS = {
     "estimate_forward": "fcnseg.inference.memory",
     # device and precision
     "select_device": "fcnseg.precision", "resolve_precision": "fcnseg.precision",
+    "resolve_execution": "fcnseg.precision", "ExecutionPlan": "fcnseg.precision",
     # the ideas, measured (needs matplotlib)
     "explain": "fcnseg.ideas.report", "ExplainOptions": "fcnseg.ideas.report",
 }

@@ -14,7 +14,6 @@ from fcnseg.evaluation import evaluate
 from fcnseg.files import write_json
 from fcnseg.metrics import format_table
 from fcnseg.files import atomic_write_text
-from fcnseg.precision import select_device
 from fcnseg.training.trainer import TrainResult, train
 
 log = logging.getLogger(__name__)
@@ -103,11 +102,9 @@ def run_demo(
     config = demo_config(data_dir, out_dir, style, max_iter, precision, extra, time_budget)
     result = train(config, progress=progress)
     checkpoint = result.best_checkpoint or result.last_checkpoint
-    loaded = load_model(checkpoint)
-    val_set = build_dataset("synthetic", data_dir, config.data.val_split, normalization=loaded.normalization)
-    device = select_device(config.train.device)
-    metrics = evaluate(loaded.model, val_set, device=device, precision=config.train.precision,
-                       progress=progress)
+    loaded = load_model(checkpoint).prepare(config.train.device, config.train.precision)
+    val_set = build_dataset("synthetic", data_dir, config.data.val_split)
+    metrics = evaluate(loaded, val_set, progress=progress)  # normalised as the model expects
     metrics["checkpoint"] = str(checkpoint)
     table = format_table(metrics, loaded.class_names)
     atomic_write_text(f"{checkpoint} on {data_dir} ({config.data.val_split}, {len(val_set)} images)\n\n{table}\n",

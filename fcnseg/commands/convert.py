@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from fcnseg.weights.checkpoint import fcn_from_classifier, load_model, save_checkpoint
+from fcnseg.weights.checkpoint import fcn_from_classifier, load_model
 from fcnseg.config import ARCHES
 from fcnseg.data.classes import read_class_file
 
@@ -38,9 +38,7 @@ def run(args) -> int:
                                      class_names=class_names)
     else:
         loaded = load_model(args.source, arch=args.arch, class_names=class_names)
-    save_checkpoint(args.output, loaded.model, loaded.config, loaded.class_names, loaded.normalization,
-                    extra={"converted_from": str(args.source)}, head_class_names=loaded.head_class_names,
-                    inputs=loaded.inputs)
+    loaded.save(args.output, extra={"converted_from": str(args.source)})
     log.info("%s -> %s: %s on %s, %d classes, %s input", args.source, args.output, loaded.config.arch,
              loaded.config.backbone, loaded.config.num_classes, loaded.normalization.name)
     return 0

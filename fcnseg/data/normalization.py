@@ -45,6 +45,18 @@ class Normalization:
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"normalization {d!r} is malformed: {e}") from e
 
+    def coefficients(self, shape: tuple[int, ...] = (3, 1, 1), device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(multiplier, offset)`` float32 tensors of ``shape``: the normalised input is ``x * multiplier + offset``
+        for ``x`` the 0..255 pixel values in the channel order the model reads (BGR first when :attr:`bgr`).
+
+        The one formula of fcnseg's input: data sets, the predictor's forward and the exported ONNX graph all
+        apply these coefficients, so the three give the same numbers.
+        """
+        std = torch.tensor(self.std, dtype=torch.float64)
+        multiplier = (self.value_scale / std).to(torch.float32).view(shape)
+        offset = (-torch.tensor(self.mean, dtype=torch.float64) / std).to(torch.float32).view(shape)
+        return multiplier.to(device), offset.to(device)
+
     def image_to_tensor(self, image: np.ndarray) -> torch.Tensor:
         """RGB uint8 ``[H, W, 3]`` array -> normalised float32 tensor ``[3, H, W]``."""
         return self.normalize(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
@@ -54,15 +66,13 @@ class Normalization:
         x = image.float()
         if self.bgr:
             x = x.flip(0)
-        mean = torch.tensor(self.mean).view(3, 1, 1)
-        std = torch.tensor(self.std).view(3, 1, 1)
-        return (x * self.value_scale - mean) / std
+        multiplier, offset = self.coefficients(device=x.device)
+        return x.mul_(multiplier).add_(offset) if x is not image else x * multiplier + offset
 
     def tensor_to_image(self, x: torch.Tensor) -> np.ndarray:
         """Inverse of :meth:`image_to_tensor`: float ``[3, H, W]`` -> RGB uint8 ``[H, W, 3]``."""
-        mean = torch.tensor(self.mean, device=x.device).view(3, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(3, 1, 1)
-        x = (x.float() * std + mean) / self.value_scale
+        multiplier, offset = self.coefficients(device=x.device)
+        x = (x.float() - offset) / multiplier
         if self.bgr:
             x = x.flip(0)
         return x.clamp(0, 255).round().byte().permute(1, 2, 0).cpu().numpy()

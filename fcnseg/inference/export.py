@@ -57,12 +57,9 @@ class NormalizedFCN(nn.Module):
         super().__init__()
         self.model = model
         self.flip = normalization.bgr
-        scale = torch.tensor(normalization.value_scale, dtype=torch.float32)
-        mean = torch.tensor(normalization.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(normalization.std, dtype=torch.float32).view(1, 3, 1, 1)
-        # (pixel * scale - mean) / std folded into one multiply-add.
-        self.register_buffer("multiplier", scale / std)
-        self.register_buffer("offset", -mean / std)
+        multiplier, offset = normalization.coefficients((1, 3, 1, 1))  # the data sets' and the predictor's formula
+        self.register_buffer("multiplier", multiplier)
+        self.register_buffer("offset", offset)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if self.flip:

@@ -27,9 +27,8 @@ def normalize_pixels(pixels: torch.Tensor, normalization: Normalization, channel
         x = x.flip(1)  # keeps the channels_last layout
     if not channels_last:
         x = x.contiguous()
-    mean = torch.tensor(normalization.mean, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(normalization.std, device=x.device).view(1, 3, 1, 1)
-    return x.mul_(normalization.value_scale).sub_(mean).div_(std)
+    multiplier, offset = normalization.coefficients((1, 3, 1, 1), x.device)
+    return x.mul_(multiplier).add_(offset)
 
 
 def forward_logits(model: nn.Module, x: torch.Tensor, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
