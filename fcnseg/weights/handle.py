@@ -209,6 +209,11 @@ class LoadedModel:
         if len(names) != len(self.head_class_names):
             raise ConfigError(f"{source} has the heads {list(self.head_class_names)} but the data set {dataset!r} "
                               f"has {names}")
+        if len(names) == 1:
+            from fcnseg.data.classes import check_class_count
+
+            check_class_count(dataset, self.num_classes, what=f"the number of classes {source} predicts",
+                              fix=f"score a model trained on the data set's {dataset.num_classes} classes")
         data_names = [list(h.class_names) for h in heads] if heads else [list(dataset.class_names)]
         for (head, model_names), data in zip(self.head_class_names.items(), data_names):
             match_classes(model_names, data, model_source=source + (f" (head {head})" if len(names) > 1 else ""),
