@@ -6,7 +6,7 @@ import scipy.sparse
 from PIL import Image
 
 from fcnseg.data import SBDDataset, build_dataset, read_sbd_mat
-from fcnseg.data.voc import voc_palette
+from fcnseg.data.palette import voc_palette
 
 
 def write_sbd_mat(path, segmentation):
