@@ -11,7 +11,7 @@ import importlib
 
 # Public name -> the module of fcnseg.data that defines it.
 _EXPORTS = {
-    "fcnseg.data.base": ("RawItem", "SegmentationDataset", "read_split_file", "require_folder"),
+    "fcnseg.data.base": ("FileDataset", "RawItem", "SegmentationDataset", "read_split_file", "require_folder"),
     "fcnseg.data.build": ("build_dataset", "detect_kind"),
     "fcnseg.data.classes": (
         "IGNORE_INDEX", "VOC_CLASSES", "ClassInfo", "ClassSource", "check_class_count", "parse_class_line",
