@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 
 from fcnseg.data.base import FileDataset
@@ -37,7 +38,6 @@ class FolderDataset(FileDataset):
     """
 
     kind = "folder"
-    split_hint = ""  # a folder's splits are list files or sub-folders: list_samples says which
 
     def __init__(
         self,
@@ -53,7 +53,7 @@ class FolderDataset(FileDataset):
         self.image_dir, self.mask_dir = image_dir, mask_dir
         super().__init__(root, split, **common)
 
-    @property
+    @cached_property
     def base(self) -> Path:
         """The folder holding ``image_dir``/``mask_dir``: the root, or ``ROOT/<split>/`` for a sub-folder split."""
         if self.split != ALL and not (self.root / f"{self.split}.txt").is_file() and (self.root / self.split / self.image_dir).is_dir():
@@ -84,11 +84,8 @@ class FolderDataset(FileDataset):
             raise DataError(
                 f"{self.base} is not an image/mask folder: expected {self.image_dir}/, {self.mask_dir}/ and {CLASS_FILE}"
             )
-        images = images_by_stem(self.image_folder())
-        masks = images_by_stem(self.base / self.mask_dir)
+        image_folder, mask_folder = self.image_folder(), self.base / self.mask_dir
+        images, masks = images_by_stem(image_folder), images_by_stem(mask_folder)
         if names is None:
             names = sorted(set(images) | set(masks))
-        return [
-            Sample(n, images.get(n, self.image_folder() / f"{n}.*"), masks.get(n, self.base / self.mask_dir / f"{n}.png"))
-            for n in names
-        ]
+        return [Sample(n, images.get(n, image_folder / f"{n}.*"), masks.get(n, mask_folder / f"{n}.png")) for n in names]
