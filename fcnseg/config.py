@@ -193,10 +193,7 @@ def load_file(path: str | Path) -> dict[str, Any]:
 
 # --- data and training settings ----------------------------------------------------------------------
 
-DATASETS = ("voc", "sbd", "folder", "synthetic", "nyud", "siftflow", "pascal_context", "auto")
 NORMALIZATIONS = ("auto", "paper_bgr", "imagenet_rgb", "nyud_bgr", "siftflow_bgr")
-# NYUD's inputs (fcnseg.data.nyud.MODALITY_OPTIONS): each alone, early fusion color+depth, late fusion color+hha
-MODALITIES = ("color", "hha", "depth", "color+depth", "color+hha")
 OPTIMIZERS = ("sgd", "adamw")
 LR_POLICIES = ("fixed", "poly", "step")
 LOSSES = ("cross_entropy", "focal", "dice", "lovasz")  # fcnseg.losses; two may be joined by '+'
@@ -236,17 +233,22 @@ class DataConfig:
     cache_mb: int = 1024
     val_max_images: int = 0  # validate on the first N images only; 0 = all
     # The built-in synthetic set (fcnseg.data.synthetic) when dataset is synthetic and root is "":
-    synthetic_style: str = "shapes"  # shapes | blobs | thin | rare (fcnseg.data.synthetic.STYLES)
+    synthetic_style: str = "shapes"  # one of fcnseg.data.kinds.SYNTHETIC_STYLES
     synthetic_train_images: int = 160
     synthetic_val_images: int = 40
     synthetic_seed: int = 0
     synthetic_size: int = 0  # square image side, pixels; 0 = random sizes (97..250 per side)
 
     def validate(self, source: str = "data config") -> "DataConfig":
+        # the option lists live with the data sets; imported here, not at the top, so that models/ (which
+        # imports this module) imports nothing of fcnseg.data
+        from fcnseg.data.kinds import AUTO, DATASET_KINDS, NYUD_MODALITIES, SYNTHETIC_STYLES
+
+        datasets = (*DATASET_KINDS, AUTO)
         for name in ("dataset", "val_dataset"):
             value = getattr(self, name)
-            if value not in DATASETS and not (name == "val_dataset" and value == ""):
-                raise ConfigError(f"{source}: {name} {value!r} is not one of {', '.join(DATASETS)}")
+            if value not in datasets and not (name == "val_dataset" and value == ""):
+                raise ConfigError(f"{source}: {name} {value!r} is not one of {', '.join(datasets)}")
         if self.normalization not in NORMALIZATIONS:
             raise ConfigError(f"{source}: normalization {self.normalization!r} is not one of {', '.join(NORMALIZATIONS)}")
         if not 0 < self.scale_min <= self.scale_max:
@@ -254,8 +256,8 @@ class DataConfig:
         for name in ("crop_size", "num_workers", "cache_mb", "val_max_images", "synthetic_size"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{source}: {name} must be >= 0, got {getattr(self, name)}")
-        if self.modalities and self.modalities not in MODALITIES:
-            raise ConfigError(f"{source}: modalities {self.modalities!r} is not one of {', '.join(MODALITIES)}")
+        if self.modalities and self.modalities not in NYUD_MODALITIES:
+            raise ConfigError(f"{source}: modalities {self.modalities!r} is not one of {', '.join(NYUD_MODALITIES)}")
         if self.modalities and self.dataset not in ("nyud", "auto"):
             raise ConfigError(f"{source}: modalities are NYUD's inputs; dataset {self.dataset!r} has one RGB input")
         if self.dataset != "synthetic" and not self.root:

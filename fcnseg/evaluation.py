@@ -17,6 +17,7 @@ from tqdm import tqdm
 from fcnseg.data.base import require_folder
 from fcnseg.data.classes import IGNORE_INDEX, VOC_CLASSES, ClassInfo, read_class_file
 from fcnseg.data.items import single_head, split_targets
+from fcnseg.data.normalization import InputSpec
 from fcnseg.data.palette import read_mask_png, write_mask_png
 from fcnseg.errors import DataError
 from fcnseg.images import images_by_stem
@@ -137,29 +138,25 @@ class _Subject:
 
 def fed_as(dataset, handle):
     """``dataset`` as ``handle`` must be fed: a shallow copy normalising each input modality as the model
-    expects (the data set's own default may differ), logged where it changes anything; the caller's object
-    is left as it was."""
-    wanted = handle.feed_normalization
-    if handle.inputs is not None and hasattr(dataset, "input_normalizations"):
-        normalizations = dict(handle.inputs.normalizations)
-        if handle.inputs.modalities != getattr(dataset, "modalities", handle.inputs.modalities):
-            raise DataError(f"{handle.path or 'the model'} reads {handle.inputs.modalities} but the data set "
-                            f"{dataset!r} gives {dataset.modalities}; build it with modalities={handle.inputs.modalities!r}")
-        if all(dataset.input_normalizations.get(m) == n for m, n in normalizations.items()):
-            return dataset
-        fed = copy.copy(dataset)
-        fed.input_normalizations = {**dataset.input_normalizations, **normalizations}
-        fed.normalization = normalizations[next(iter(normalizations))]
-        logger.info("inputs normalised as %s expects: %s", handle.path or "the model",
-                    ", ".join(f"{m} {n.name}" for m, n in normalizations.items()))
-        return fed
-    current = getattr(dataset, "normalization", None)
-    if current is None or current == wanted:
+    expects (the data set's own default may differ; :meth:`~fcnseg.data.base.SegmentationDataset.use_inputs`),
+    logged where it changes anything; the caller's object is left as it was.
+
+    Raises:
+        DataError: the model reads other modalities than the data set serves.
+    """
+    inputs = handle.inputs if handle.onnx_info is None else None
+    wanted = handle.feed_normalization if inputs is None else None
+    if inputs is not None and getattr(dataset, "input_spec", None) == inputs:
+        return dataset
+    if wanted is not None and getattr(dataset, "normalization", None) in (None, wanted):
         return dataset
     fed = copy.copy(dataset)
-    fed.normalization = wanted
-    logger.info("images normalised as %s expects: %s (the data set's own: %s)", handle.path or "the model",
-                wanted.name, current.name)
+    if hasattr(fed, "input_normalizations"):
+        fed.input_normalizations = dict(fed.input_normalizations)  # not the caller's dict
+    fed.use_inputs(normalization=wanted, inputs=inputs)
+    spec = inputs or InputSpec("color", {"color": wanted})
+    logger.info("inputs normalised as %s expects: %s (the data set's own: %s)", handle.path or "the model",
+                ", ".join(f"{m} {n.name}" for m, n in spec.normalizations.items()), dataset.normalization.name)
     return fed
 
 

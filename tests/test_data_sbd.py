@@ -6,7 +6,7 @@ import scipy.sparse
 from PIL import Image
 
 from fcnseg.data import SBDDataset, build_dataset, read_sbd_mat
-from fcnseg.data.voc import voc_palette
+from fcnseg.data.palette import voc_palette
 
 
 def write_sbd_mat(path, segmentation):
@@ -91,3 +91,13 @@ def test_zero_byte_mat_is_reported_as_an_empty_file(tmp_path):
     ds = SBDDataset(tmp_path, "train")
     (problem,) = ds.report.problems
     assert (problem.kind, problem.path, problem.message) == ("unreadable_mask", "cls/empty.mat", "empty file (0 bytes)")
+
+
+def test_voc_and_sbd_import_neither_each_other():
+    import subprocess
+    import sys
+
+    for module, other in (("sbd", "voc"), ("voc", "sbd")):
+        code = f"import sys, fcnseg.data.{module}; print('fcnseg.data.{other}' in sys.modules)"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        assert out.strip() == "False", f"fcnseg.data.{module} imports fcnseg.data.{other}"

@@ -121,13 +121,8 @@ def test_the_rare_style_is_blobs_with_one_class_under_one_percent_of_the_pixels(
     assert SyntheticDataset("val", 1, style="rare").class_names[1:5] == ["stripes", "checks", "dots", "rings"]
 
 
-def test_train_command_offers_every_synthetic_style():
-    # `fcnseg train` writes the styles out (to stay free of torch at parse time): they must not drift.
-    import argparse
+def test_every_style_option_has_its_class_table():
+    from fcnseg.data.kinds import SYNTHETIC_STYLES
+    from fcnseg.data.synthetic import STYLE_CLASSES
 
-    from fcnseg.commands import train as train_command
-
-    subparsers = argparse.ArgumentParser().add_subparsers()
-    train_command.register(subparsers)
-    (style,) = [a for a in subparsers.choices["train"]._actions if "--style" in a.option_strings]
-    assert tuple(style.choices) == STYLES
+    assert tuple(STYLE_CLASSES) == SYNTHETIC_STYLES == STYLES

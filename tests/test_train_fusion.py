@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from fcnseg.weights.checkpoint import load_model, save_checkpoint
 from fcnseg.cli import main
-from fcnseg.config import MODALITIES, ModelConfig, TrainConfig, resolve_run_config
+from fcnseg.config import ModelConfig, TrainConfig, resolve_run_config
+from fcnseg.data.kinds import NYUD_MODALITIES
 from fcnseg.data.normalization import PAPER_BGR
 from fcnseg.data.nyud import MODALITY_OPTIONS
 from fcnseg.data.synthetic_layouts import make_synthetic_layout
@@ -162,7 +163,7 @@ def test_late_fusion_starts_each_stream_from_its_single_stream_net(tmp_path):
 
 
 def test_the_modality_settings_are_nyuds():
-    assert MODALITIES == tuple(MODALITY_OPTIONS)
+    assert NYUD_MODALITIES == tuple(MODALITY_OPTIONS)
 
 
 def test_every_recipe_in_configs_resolves():

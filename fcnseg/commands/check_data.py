@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 
 from fcnseg.data import build_dataset, detect_kind
+from fcnseg.data.kinds import AUTO, DATASET_KINDS
 from fcnseg.data.nyud import find_nyud_root
-from fcnseg.data.voc import find_voc_root
+from fcnseg.data.pascal_voc import find_voc_root
 from fcnseg.files import write_json
 
 
@@ -22,8 +23,8 @@ def register(subparsers) -> None:
     p.add_argument("root", type=Path, help="data set folder")
     p.add_argument(
         "--kind",
-        default="auto",
-        choices=["auto", "voc", "sbd", "folder", "nyud", "siftflow", "pascal_context"],
+        default=AUTO,
+        choices=[AUTO, *(kind for kind in DATASET_KINDS if kind != "synthetic")],  # a synthetic tree has a layout
         help="layout (default: guess)",
     )
     p.add_argument(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import logging
 
-from fcnseg.data import DATASET_KINDS
+from fcnseg.data.kinds import AUTO, DATASET_KINDS, NYUD_MODALITIES, SYNTHETIC_STYLES
 from fcnseg.errors import ConfigError
 from fcnseg.evaluation import evaluate, format_skipped, score_folders
 from fcnseg.files import write_json
@@ -28,15 +28,15 @@ def register(subparsers) -> None:
     p.add_argument("checkpoint", nargs="?", type=Path,
                    help="model: a checkpoint, or an fcnseg .onnx (fp32 or int8, run with ONNX Runtime)")
     p.add_argument("--data", type=Path, help="data set folder (omit with --kind synthetic for the in-memory set)")
-    p.add_argument("--kind", default="auto", choices=["auto", *DATASET_KINDS], help="layout")
+    p.add_argument("--kind", default=AUTO, choices=[AUTO, *DATASET_KINDS], help="layout")
     p.add_argument("--split", default="val", help="split to score (default: val)")
     p.add_argument("--sbd-root", type=Path, help="SBD folder, for the VOC split seg11valid")
     p.add_argument("--voc-root", type=Path, help="PASCAL-Context: the VOC2010 images, when not under --data")
-    p.add_argument("--modalities", choices=["color", "hha", "depth", "color+depth", "color+hha"],
+    p.add_argument("--modalities", choices=NYUD_MODALITIES,
                    help="NYUD inputs (default: the ones the checkpoint was trained on)")
     p.add_argument("--leave-out-absent", action="store_true",
                    help="leave classes without a ground-truth pixel out of the class means (SIFT Flow's test set)")
-    p.add_argument("--style", default="shapes", help="synthetic style when served from memory")
+    p.add_argument("--style", default="shapes", choices=SYNTHETIC_STYLES, help="synthetic style when served from memory")
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU) | cpu | cuda | cuda:N")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto (default): fp16 on CUDA, bf16 on CPUs with native bf16, else fp32")

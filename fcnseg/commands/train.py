@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from fcnseg.config import DATASETS, MODALITIES, NORMALIZATIONS, PRESETS, resolve_run_config
+from fcnseg.config import NORMALIZATIONS, PRESETS, resolve_run_config
+from fcnseg.data.kinds import AUTO, DATASET_KINDS, NYUD_MODALITIES, SYNTHETIC_STYLES
 from fcnseg.errors import ConfigError
 from fcnseg.precision import PRECISIONS
 
@@ -133,20 +134,19 @@ def register(subparsers) -> None:
                    help="BatchNorm after every trunk convolution (small backbone; on in the small-cpu preset)")
 
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=list(DATASETS))
+    g.add_argument("--dataset", choices=[*DATASET_KINDS, AUTO])
     g.add_argument("--data-root", help="data set folder ('' with --dataset synthetic: generated in memory)")
     g.add_argument("--train-split")
     g.add_argument("--val-split")
     g.add_argument("--sbd-root", help="SBD folder, for the VOC split seg11valid")
     g.add_argument("--voc-root", help="PASCAL-Context: the VOC2010 images, when not under --data-root")
-    g.add_argument("--modalities", choices=list(MODALITIES),
+    g.add_argument("--modalities", choices=NYUD_MODALITIES,
                    help="NYUD's inputs (color+depth: early fusion, 4 channels; color+hha: two streams, late fusion); "
                    "set model.streams to match")
     g.add_argument("--normalization", choices=list(NORMALIZATIONS))
     g.add_argument("--crop-size", type=int, help="random square training crops, pixels (0 = whole images)")
     g.add_argument("--workers", type=int, help="data loader processes per training process")
-    # fcnseg.data.synthetic.STYLES, written out: importing it would load torch for `fcnseg train --help`
-    g.add_argument("--style", choices=["shapes", "blobs", "thin", "rare"], help="synthetic data style")
+    g.add_argument("--style", choices=SYNTHETIC_STYLES, help="synthetic data style")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--optimizer", choices=["sgd", "adamw"])

@@ -10,13 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 import torch
 from PIL import Image
 
-from fcnseg.data.base import RawItem, SegmentationDataset, Transform, read_split_file
+from fcnseg.data.base import FileDataset, RawItem
 from fcnseg.data.classes import IGNORE_INDEX, ClassInfo
 from fcnseg.data.items import InputStream
+from fcnseg.data.kinds import NYUD_MODALITIES
+from fcnseg.data.layout import TreeLayout, read_split_file
+from fcnseg.data.mat_labels import read_mat_label_map
 from fcnseg.data.normalization import (
     NYUD_BGR,
     NYUD_HHA,
@@ -42,7 +44,7 @@ MODALITY_FILES = {"color": ("data/images", 3), "hha": ("data/hha", 3), "depth": 
 # The `modalities` option -> (modalities read, in channel order; streams the channels form).
 # One stream is a single trunk (color+depth: early fusion, a 4-channel conv1_1 as nyud-fcn32s-color-d);
 # two streams are two trunks whose scores are fused (color+hha: late fusion, as nyud-fcn32s-color-hha).
-MODALITY_OPTIONS = {
+MODALITY_OPTIONS = {  # keys: fcnseg.data.kinds.NYUD_MODALITIES, in its order
     "color": (("color",), (InputStream("color", 3),)),
     "hha": (("hha",), (InputStream("hha", 3),)),
     "depth": (("depth",), (InputStream("depth", 1),)),
@@ -54,17 +56,17 @@ LABEL_KEY = "segmentation"
 TRAINVAL = "trainval"  # the reference trains on trainval; read from trainval.txt, else train.txt + val.txt
 
 
-def nyud_classes() -> ClassInfo:
-    return ClassInfo(NYUD_CLASSES)
+NYUD_TREE = TreeLayout(
+    "NYUDv2",
+    ("", "nyud"),
+    ("segmentation/", "data/"),
+    "data/images/, data/hha/ or data/depth/, segmentation/ and <split>.txt",
+)
 
 
 def find_nyud_root(root: str | Path) -> Path:
     """``root`` if it holds ``segmentation/`` and ``data/``, else ``root/nyud``."""
-    root = Path(root)
-    for candidate in (root, root / "nyud"):
-        if (candidate / "segmentation").is_dir() and (candidate / "data").is_dir():
-            return candidate
-    raise DataError(f"{root} is not a NYUDv2 tree: expected data/images/, data/hha/ or data/depth/, segmentation/ and <split>.txt")
+    return NYUD_TREE.find(root)
 
 
 def nyud_file(root: Path, modality: str, name: str) -> Path:
@@ -87,17 +89,7 @@ def map_nyud_labels(stored: np.ndarray) -> np.ndarray:
 
 def read_nyud_mat(path: str | Path) -> np.ndarray:
     """Read ``segmentation/img_<id>.mat`` (key ``segmentation``, ``[H, W]``) -> int64 ``[H, W]``, 0..39 and 255."""
-    try:
-        mat = scipy.io.loadmat(str(path))
-    except Exception as e:  # scipy raises ValueError, OSError or its own MatReadError for a bad file
-        raise DataError(f"cannot be read as a MATLAB file ({type(e).__name__}: {e})", path=path) from e
-    if LABEL_KEY not in mat:
-        found = sorted(k for k in mat if not k.startswith("__"))
-        raise DataError(f"expected the key {LABEL_KEY!r} holding the label map, found keys {found}", path=path)
-    labels = np.asarray(mat[LABEL_KEY])
-    if labels.ndim != 2:
-        raise DataError(f"{LABEL_KEY!r} has shape {labels.shape}; expected H x W", path=path)
-    return map_nyud_labels(labels)
+    return map_nyud_labels(read_mat_label_map(path, LABEL_KEY))
 
 
 def read_depth(path: str | Path) -> np.ndarray:
@@ -126,7 +118,7 @@ def depth_picture(depth: np.ndarray) -> np.ndarray:
     return np.repeat(grey[:, :, None], 3, axis=2)
 
 
-class NYUDDataset(SegmentationDataset):
+class NYUDDataset(FileDataset):
     """NYUDv2, 40 classes, with the reference's inputs and preprocessing.
 
     Args:
@@ -134,12 +126,12 @@ class NYUDDataset(SegmentationDataset):
         split: a ``<split>.txt`` at the root (``train``, ``val``, ``test``), or ``trainval``
             (``trainval.txt``, else ``train.txt`` + ``val.txt``).
         modalities: ``color``, ``hha``, ``depth``, ``color+depth`` (4-channel early fusion) or
-            ``color+hha`` (6 channels, two streams for late fusion).
+            ``color+hha`` (6 channels, two streams for late fusion): :data:`fcnseg.data.kinds.NYUD_MODALITIES`.
         normalization: the colour normalisation (default ``nyud_bgr``: RGB -> BGR minus NYUD's mean
             ``(116.190, 97.203, 92.318)``); ``hha_normalization`` (default: minus ``(132.431, 94.076,
             118.477)``, file channel order) and ``depth_normalization`` (default ``log(depth) - 7.844``)
-            the others.
-        transform, scan: as in :class:`fcnseg.data.voc.VOCDataset`.
+            the others. :meth:`use_inputs` replaces them after construction.
+        transform, scan, scan_workers: as in :class:`fcnseg.data.base.FileDataset`.
 
     Items: ``(image float32 [C, H, W], mask int64 [H, W])`` with the channels of ``modalities`` in
     order (C = 3 color, 3 hha, 1 depth, 4 color+depth = B, G, R, log depth; 6 color+hha = B, G, R,
@@ -149,6 +141,11 @@ class NYUDDataset(SegmentationDataset):
     """
 
     kind = "nyud"
+    tree = NYUD_TREE
+    default_normalization = NYUD_BGR
+    image_by_stem = False
+    class_table = ClassInfo(NYUD_CLASSES)
+    read_mask = staticmethod(read_nyud_mat)
 
     def __init__(
         self,
@@ -156,47 +153,36 @@ class NYUDDataset(SegmentationDataset):
         split: str = "train",
         *,
         modalities: str = "color",
-        normalization: Normalization | None = None,
         hha_normalization: Normalization = NYUD_HHA,
         depth_normalization: LogDepthNormalization = NYUD_LOG_DEPTH,
-        transform: Transform | None = None,
-        scan: bool = True,
-        scan_workers: int = 4,
+        **common,
     ) -> None:
         if modalities not in MODALITY_OPTIONS:
-            raise DataError(f"unknown NYUD modalities {modalities!r}; expected one of {list(MODALITY_OPTIONS)}")
-        root = find_nyud_root(root)
+            raise DataError(f"unknown NYUD modalities {modalities!r}; expected one of {list(NYUD_MODALITIES)}")
         self.modalities = modalities
-        self.modality_names, self._streams = MODALITY_OPTIONS[modalities]
-        self.input_normalizations = {
-            "color": normalization or NYUD_BGR,
-            "hha": hha_normalization,
-            "depth": depth_normalization,
-        }
-        first, *others = self.modality_names
-        samples = [
-            Sample(
-                name,
-                nyud_file(root, first, name),
-                nyud_label_file(root, name),
-                extra_images=tuple(nyud_file(root, m, name) for m in others),
-            )
-            for name in nyud_split_names(root, split)
-        ]
-        super().__init__(
-            samples,
-            nyud_classes(),
-            root=root,
-            split=split,
-            normalization=self.input_normalizations[first],
-            transform=transform,
-            scan=scan,
-            scan_workers=scan_workers,
-        )
+        self.modality_names, self.input_streams = MODALITY_OPTIONS[modalities]
+        self.input_normalizations = {"color": NYUD_BGR, "hha": hha_normalization, "depth": depth_normalization}
+        super().__init__(root, split, **common)
 
-    @property
-    def streams(self) -> list[InputStream]:
-        return list(self._streams)
+    def use_inputs(self, normalization: Normalization | None = None, inputs: InputSpec | None = None):
+        """As :meth:`fcnseg.data.base.SegmentationDataset.use_inputs`, per modality: ``inputs`` sets each
+        modality's normalisation it names, ``normalization`` the colour one; ``normalization`` becomes the
+        first modality's.
+
+        Raises:
+            DataError: ``inputs`` reads other modalities than this data set was opened with.
+        """
+        if inputs is not None:
+            if inputs.modalities != self.modalities:
+                raise DataError(
+                    f"NYUD data set at {self.root} serves the modalities {self.modalities!r} but the model reads "
+                    f"{inputs.modalities!r}; open it with modalities={inputs.modalities!r}"
+                )
+            self.input_normalizations.update(inputs.normalizations)
+        if normalization is not None:
+            self.input_normalizations["color"] = normalization
+        self.normalization = self.input_normalizations[self.modality_names[0]]
+        return self
 
     @property
     def input_spec(self) -> InputSpec:
@@ -206,10 +192,18 @@ class NYUDDataset(SegmentationDataset):
     @property
     def in_channels(self) -> int:
         """Channels of an item's image (3, 1, 4 or 6)."""
-        return sum(s.channels for s in self._streams)
+        return sum(s.channels for s in self.input_streams)
 
-    def read_mask(self, path: Path) -> np.ndarray:
-        return read_nyud_mat(path)
+    def split_names(self) -> list[str]:
+        """``trainval`` falls back to ``train.txt`` + ``val.txt`` when the root has no ``trainval.txt``."""
+        if self.split == TRAINVAL and not (self.root / f"{TRAINVAL}.txt").is_file():
+            if (self.root / "train.txt").is_file() and (self.root / "val.txt").is_file():
+                return read_split_file(self.root / "train.txt") + read_split_file(self.root / "val.txt")
+        return super().split_names()
+
+    def sample(self, name: str, images: dict[str, Path]) -> Sample:
+        first, *others = (nyud_file(self.root, m, name) for m in self.modality_names)
+        return Sample(name, first, nyud_label_file(self.root, name), extra_images=tuple(others))
 
     def read_size(self, path: Path) -> tuple[int, int]:
         if path.parent == self.root / MODALITY_FILES["depth"][0]:
@@ -249,14 +243,3 @@ def nyud_options(spec: InputSpec) -> dict:
     """The :class:`NYUDDataset` keyword arguments that read the inputs ``spec`` describes (a checkpoint's)."""
     keys = {"color": "normalization", "hha": "hha_normalization", "depth": "depth_normalization"}
     return {"modalities": spec.modalities, **{keys[m]: n for m, n in spec.normalizations.items() if m in keys}}
-
-
-def nyud_split_names(root: Path, split: str) -> list[str]:
-    """Ids in ``root/<split>.txt``; ``trainval`` falls back to ``train.txt`` + ``val.txt``."""
-    path = root / f"{split}.txt"
-    if path.is_file():
-        return read_split_file(path)
-    if split == TRAINVAL and (root / "train.txt").is_file() and (root / "val.txt").is_file():
-        return read_split_file(root / "train.txt") + read_split_file(root / "val.txt")
-    available = sorted(p.stem for p in root.glob("*.txt"))
-    raise DataError(f"split file {path} does not exist; found splits {available}")

@@ -11,14 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 
-from fcnseg.data.base import SegmentationDataset, Transform, read_split_file
-from fcnseg.data.classes import IGNORE_INDEX, ClassInfo
-from fcnseg.data.normalization import PAPER_BGR, Normalization
-from fcnseg.data.scan import Sample
+from fcnseg.data.base import FileDataset
+from fcnseg.data.classes import IGNORE_INDEX, ClassInfo, ClassSource
+from fcnseg.data.layout import TreeLayout, read_split_file
+from fcnseg.data.mat_labels import read_mat_label_map
 from fcnseg.errors import DataError
-from fcnseg.images import images_by_stem
 
 LABEL_KEY = "LabelMap"
 ALL_LABELS_FILE = "labels.txt"  # "<id>: <name>" for every class of the full annotation (459 lines)
@@ -94,35 +92,28 @@ def map_context_labels(stored: np.ndarray, table: np.ndarray, background: bool =
 
 def read_context_mat(path: str | Path) -> np.ndarray:
     """The stored ``LabelMap`` of ``trainval/<id>.mat``, int64 ``[H, W]`` ids of ``labels.txt`` (0 = unlabelled)."""
-    try:
-        mat = scipy.io.loadmat(str(path))
-    except Exception as e:  # scipy raises ValueError, OSError or its own MatReadError for a bad file
-        raise DataError(f"cannot be read as a MATLAB file ({type(e).__name__}: {e})", path=path) from e
-    if LABEL_KEY not in mat:
-        found = sorted(k for k in mat if not k.startswith("__"))
-        raise DataError(f"expected the key {LABEL_KEY!r} holding the label map, found keys {found}", path=path)
-    labels = np.asarray(mat[LABEL_KEY])
-    if labels.ndim != 2:
-        raise DataError(f"{LABEL_KEY!r} has shape {labels.shape}; expected H x W", path=path)
-    return labels.astype(np.int64)
+    return read_mat_label_map(path, LABEL_KEY).astype(np.int64)
+
+
+CONTEXT_TREE = TreeLayout(
+    "PASCAL-Context",
+    ("", "pascal-context", "PASCAL-Context"),
+    ("trainval/", ALL_LABELS_FILE, TASK_LABELS_FILE),
+    f"trainval/*.mat, {ALL_LABELS_FILE} and {TASK_LABELS_FILE}",
+)
+VOC2010_TREE = TreeLayout(
+    "VOC2010", ("", "VOC2010", "VOCdevkit/VOC2010"), ("JPEGImages/",), "JPEGImages/ and ImageSets/Main/ (or VOC2010/ with them)"
+)
 
 
 def find_context_root(root: str | Path) -> Path:
     """``root`` if it holds ``trainval/``, ``labels.txt`` and ``59_labels.txt``, else ``root/pascal-context``."""
-    root = Path(root)
-    for candidate in (root, root / "pascal-context", root / "PASCAL-Context"):
-        if (candidate / "trainval").is_dir() and (candidate / ALL_LABELS_FILE).is_file() and (candidate / TASK_LABELS_FILE).is_file():
-            return candidate
-    raise DataError(f"{root} is not a PASCAL-Context tree: expected trainval/*.mat, {ALL_LABELS_FILE} and {TASK_LABELS_FILE}")
+    return CONTEXT_TREE.find(root)
 
 
 def find_voc2010_root(root: str | Path) -> Path:
     """``root`` if it holds ``JPEGImages/``, else ``root/VOC2010`` or ``root/VOCdevkit/VOC2010``."""
-    root = Path(root)
-    for candidate in (root, root / "VOC2010", root / "VOCdevkit" / "VOC2010"):
-        if (candidate / "JPEGImages").is_dir():
-            return candidate
-    raise DataError(f"{root} holds no VOC2010 images: expected JPEGImages/ and ImageSets/Main/ (or VOC2010/ with them)")
+    return VOC2010_TREE.find(root)
 
 
 def read_task_classes(path: Path) -> list[str]:
@@ -133,7 +124,7 @@ def read_task_classes(path: Path) -> list[str]:
     return [name for label_id, name in read_context_labels(path) if not (label_id == 0 and name == BACKGROUND)]
 
 
-class PascalContextDataset(SegmentationDataset):
+class PascalContextDataset(FileDataset):
     """PASCAL-Context, 59 classes + background (60 outputs), as the reference trains and scores it.
 
     Args:
@@ -147,12 +138,14 @@ class PascalContextDataset(SegmentationDataset):
             ``background``, trained and scored; ``False``: they are ignored (255) and the 59 classes
             are 0..58, for the common 59-class evaluation without background.
         normalization: default ``paper_bgr`` (the reference layer's mean ``(104.007, 116.669, 122.679)``).
-        transform, scan: as in :class:`fcnseg.data.voc.VOCDataset`.
+        transform, scan, scan_workers: as in :class:`fcnseg.data.base.FileDataset`.
 
     Items: ``(image float32 [3, H, W], mask int64 [H, W])``; one ``semantic`` head of 60 (or 59) classes.
     """
 
     kind = "pascal_context"
+    tree = CONTEXT_TREE
+    mask_dir, mask_name = "trainval", "{name}.mat"
 
     def __init__(
         self,
@@ -161,34 +154,26 @@ class PascalContextDataset(SegmentationDataset):
         *,
         voc_root: str | Path | None = None,
         background: bool = True,
-        normalization: Normalization = PAPER_BGR,
-        transform: Transform | None = None,
-        scan: bool = True,
-        scan_workers: int = 4,
+        **common,
     ) -> None:
-        root = find_context_root(root)
-        voc = find_voc2010_root(voc_root if voc_root is not None else root)
-        task = read_task_classes(root / TASK_LABELS_FILE)
+        self.voc_root = voc_root
         self.background = background
-        self.label_table = context_label_table(
-            read_context_labels(root / ALL_LABELS_FILE), task, background, source=str(root / ALL_LABELS_FILE)
-        )
-        images = images_by_stem(voc / "JPEGImages")
-        samples = [
-            Sample(name, images.get(name, voc / "JPEGImages" / f"{name}.jpg"), root / "trainval" / f"{name}.mat")
-            for name in context_split_names(root, voc, split)
-        ]
-        names = ([BACKGROUND] if background else []) + task
-        super().__init__(
-            samples,
-            ClassInfo(tuple(names)),
-            root=root,
-            split=split,
-            normalization=normalization,
-            transform=transform,
-            scan=scan,
-            scan_workers=scan_workers,
-        )
+        super().__init__(root, split, **common)
+
+    def read_classes(self) -> tuple[ClassInfo, ClassSource]:
+        """The 59 task classes of ``59_labels.txt`` (after ``background`` if kept); builds ``label_table`` too."""
+        self.voc = find_voc2010_root(self.voc_root if self.voc_root is not None else self.root)
+        task = read_task_classes(self.root / TASK_LABELS_FILE)
+        all_labels = self.root / ALL_LABELS_FILE
+        self.label_table = context_label_table(read_context_labels(all_labels), task, self.background, source=str(all_labels))
+        names = ([BACKGROUND] if self.background else []) + task
+        return ClassInfo(tuple(names)), ClassSource(f"the {self.kind} data set's classes")
+
+    def image_folder(self) -> Path:
+        return self.voc / "JPEGImages"
+
+    def split_names(self) -> list[str]:
+        return context_split_names(self.root, self.voc, self.split)
 
     def read_mask(self, path: Path) -> np.ndarray:
         return map_context_labels(read_context_mat(path), self.label_table, self.background)

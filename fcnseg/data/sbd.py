@@ -7,25 +7,10 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from fcnseg.data.base import SegmentationDataset, Transform, read_split_file, require_folder
-from fcnseg.data.classes import ClassSource
-from fcnseg.data.normalization import PAPER_BGR, Normalization
-from fcnseg.data.scan import Sample
-from fcnseg.data.voc import find_voc_root, voc_classes
-from fcnseg.images import images_by_stem
+from fcnseg.data.base import FileDataset
+from fcnseg.data.layout import read_split_file
+from fcnseg.data.pascal_voc import SBD_SPLIT_FILE, SBD_TREE, TRAIN_NOVAL, voc_classes, voc_val_names
 from fcnseg.errors import DataError
-
-# SBD train minus the VOC (2011) val names, so that training never sees a seg11valid image.
-TRAIN_NOVAL = "train_noval"
-
-
-def find_sbd_root(root: str | Path) -> Path:
-    """``root`` if it holds ``img/`` and ``cls/``, else ``root/dataset`` or ``root/benchmark_RELEASE/dataset``."""
-    root = require_folder(root)
-    for candidate in (root, root / "dataset", root / "benchmark_RELEASE" / "dataset"):
-        if (candidate / "img").is_dir() and (candidate / "cls").is_dir():
-            return candidate
-    raise DataError(f"{root} is not an SBD tree: expected img/, cls/, train.txt and val.txt")
 
 
 def read_sbd_mat(path: str | Path) -> np.ndarray:
@@ -54,16 +39,7 @@ def read_sbd_mat(path: str | Path) -> np.ndarray:
     return np.asarray(mask).astype(np.int64)
 
 
-def sbd_split_names(root: Path, split: str) -> list[str]:
-    """Names in ``root/<split>.txt`` of an SBD ``dataset`` folder."""
-    root = find_sbd_root(root)
-    path = root / f"{split}.txt"
-    if not path.is_file():
-        raise DataError(f"split file {path} does not exist; SBD has train.txt and val.txt (or split {TRAIN_NOVAL!r})")
-    return read_split_file(path)
-
-
-class SBDDataset(SegmentationDataset):
+class SBDDataset(FileDataset):
     """Semantic Boundaries Dataset, class segmentations, with the 21 VOC classes.
 
     Args:
@@ -72,45 +48,31 @@ class SBDDataset(SegmentationDataset):
             names (needs ``voc_root``; with VOC2011 this is the paper's training set without
             seg11valid overlap).
         voc_root: VOC tree whose ``ImageSets/Segmentation/val.txt`` is excluded (``train_noval`` only).
-        normalization, transform, scan: as in :class:`fcnseg.data.voc.VOCDataset`.
+        normalization, transform, scan, scan_workers: as in :class:`fcnseg.data.base.FileDataset`.
 
     Items: ``(image float32 [3, H, W], mask int64 [H, W])``.
     """
 
     kind = "sbd"
+    tree = SBD_TREE
+    split_file = SBD_SPLIT_FILE
+    split_hint = f" (or {TRAIN_NOVAL!r})"
+    image_dir, image_name = "img", "{name}.jpg"
+    mask_dir, mask_name = "cls", "{name}.mat"
+    class_table = voc_classes()
+    class_table_source = "the 21 PASCAL VOC classes SBD is labelled with"
+    read_mask = staticmethod(read_sbd_mat)
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        *,
-        voc_root: str | Path | None = None,
-        normalization: Normalization = PAPER_BGR,
-        transform: Transform | None = None,
-        scan: bool = True,
-        scan_workers: int = 4,
-    ) -> None:
-        root = find_sbd_root(root)
-        if split == TRAIN_NOVAL:
-            if voc_root is None:
-                raise DataError(f"split {TRAIN_NOVAL!r} of {root} needs voc_root: it is SBD train minus VOC val")
-            voc_val = set(read_split_file(find_voc_root(voc_root) / "ImageSets" / "Segmentation" / "val.txt"))
-            names = [n for n in sbd_split_names(root, "train") if n not in voc_val]
-        else:
-            names = sbd_split_names(root, split)
-        images = images_by_stem(root / "img")
-        samples = [Sample(n, images.get(n, root / "img" / f"{n}.jpg"), root / "cls" / f"{n}.mat") for n in names]
-        super().__init__(
-            samples,
-            voc_classes(),
-            class_source=ClassSource("the 21 PASCAL VOC classes SBD is labelled with"),
-            root=root,
-            split=split,
-            normalization=normalization,
-            transform=transform,
-            scan=scan,
-            scan_workers=scan_workers,
-        )
+    def __init__(self, root: str | Path, split: str = "train", *, voc_root: str | Path | None = None, **common) -> None:
+        self.voc_root = voc_root
+        super().__init__(root, split, **common)
 
-    def read_mask(self, path: Path) -> np.ndarray:
-        return read_sbd_mat(path)
+    def split_names(self) -> list[str]:
+        """``train_noval`` is ``train`` minus VOC ``val`` (order of ``train`` kept)."""
+        if self.split != TRAIN_NOVAL:
+            return super().split_names()
+        if self.voc_root is None:
+            raise DataError(f"split {TRAIN_NOVAL!r} of {self.root} needs voc_root: it is SBD train minus VOC val")
+        voc_val = set(voc_val_names(self.voc_root))
+        train = SBD_SPLIT_FILE.format(split="train")
+        return [n for n in read_split_file(self.root / train) if n not in voc_val]

@@ -10,14 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 
-from fcnseg.data.base import SegmentationDataset, Transform, read_split_file
+from fcnseg.data.base import FileDataset
 from fcnseg.data.classes import IGNORE_INDEX, ClassInfo
-from fcnseg.data.items import SEMANTIC, Head
-from fcnseg.data.normalization import SIFTFLOW_BGR, Normalization
-from fcnseg.data.scan import Sample
-from fcnseg.errors import DataError
+from fcnseg.data.items import Head
+from fcnseg.data.layout import TreeLayout
+from fcnseg.data.normalization import SIFTFLOW_BGR
+from fcnseg.data.mat_labels import read_mat_label_map
 
 SUBFOLDER = "spatial_envelope_256x256_static_8outdoorcategories"
 LABEL_KEY = "S"
@@ -37,13 +36,17 @@ SIFTFLOW_GEOMETRIC_CLASSES = ("sky", "horizontal", "vertical")
 SIFTFLOW_ABSENT_FROM_TEST = ("cow", "desert", "moon")
 
 
+SIFTFLOW_TREE = TreeLayout(
+    "SIFT Flow",
+    ("", "SiftFlow", "sift-flow"),
+    ("Images/", "SemanticLabels/", "GeoLabels/"),
+    "Images/, SemanticLabels/, GeoLabels/ and <split>.txt",
+)
+
+
 def find_siftflow_root(root: str | Path) -> Path:
     """``root`` if it holds ``Images/``, ``SemanticLabels/`` and ``GeoLabels/``, else ``root/SiftFlow`` or ``root/sift-flow``."""
-    root = Path(root)
-    for candidate in (root, root / "SiftFlow", root / "sift-flow"):
-        if all((candidate / sub).is_dir() for sub in ("Images", "SemanticLabels", "GeoLabels")):
-            return candidate
-    raise DataError(f"{root} is not a SIFT Flow tree: expected Images/, SemanticLabels/, GeoLabels/ and <split>.txt")
+    return SIFTFLOW_TREE.find(root)
 
 
 def map_siftflow_labels(stored: np.ndarray) -> np.ndarray:
@@ -58,20 +61,10 @@ def map_siftflow_labels(stored: np.ndarray) -> np.ndarray:
 
 def read_siftflow_mat(path: str | Path) -> np.ndarray:
     """Read a SIFT Flow label ``.mat`` (key ``S``, ``[H, W]``) -> int64 ``[H, W]`` class indices and 255."""
-    try:
-        mat = scipy.io.loadmat(str(path))
-    except Exception as e:  # scipy raises ValueError, OSError or its own MatReadError for a bad file
-        raise DataError(f"cannot be read as a MATLAB file ({type(e).__name__}: {e})", path=path) from e
-    if LABEL_KEY not in mat:
-        found = sorted(k for k in mat if not k.startswith("__"))
-        raise DataError(f"expected the key {LABEL_KEY!r} holding the label map, found keys {found}", path=path)
-    labels = np.asarray(mat[LABEL_KEY])
-    if labels.ndim != 2:
-        raise DataError(f"{LABEL_KEY!r} has shape {labels.shape}; expected H x W", path=path)
-    return map_siftflow_labels(labels)
+    return map_siftflow_labels(read_mat_label_map(path, LABEL_KEY))
 
 
-class SIFTFlowDataset(SegmentationDataset):
+class SIFTFlowDataset(FileDataset):
     """SIFT Flow with both labelings, for one net with two heads.
 
     Args:
@@ -79,7 +72,7 @@ class SIFTFlowDataset(SegmentationDataset):
         split: a ``<split>.txt`` at the root: ``trainval`` (2,486 images) or ``test`` (200); the
             reference's lists leave out the two unannotated images.
         normalization: default ``siftflow_bgr``: RGB -> BGR minus SIFT Flow's mean ``(114.578, 115.294, 108.353)``.
-        transform, scan: as in :class:`fcnseg.data.voc.VOCDataset` (transforms move both maps alike).
+        transform, scan, scan_workers: as in :class:`fcnseg.data.base.FileDataset` (transforms move both maps alike).
 
     Items: ``(image float32 [3, H, W], mask int64 [2, H, W])``: ``mask[0]`` the semantic classes
     (0..32), ``mask[1]`` the geometric ones (0..2), 255 = void in both. ``heads`` is
@@ -88,45 +81,15 @@ class SIFTFlowDataset(SegmentationDataset):
     """
 
     kind = "siftflow"
+    tree = SIFTFLOW_TREE
+    split_hint = " (SIFT Flow has trainval and test)"
+    default_normalization = SIFTFLOW_BGR
+    image_dir, image_name, image_by_stem = f"Images/{SUBFOLDER}", "{name}.jpg", False
+    mask_dir, mask_name = f"SemanticLabels/{SUBFOLDER}", "{name}.mat"
+    extra_mask_dirs = (f"GeoLabels/{SUBFOLDER}",)
+    class_table = ClassInfo(SIFTFLOW_SEMANTIC_CLASSES)
+    extra_heads = (Head(GEOMETRIC, SIFTFLOW_GEOMETRIC_CLASSES),)
+    read_mask = staticmethod(read_siftflow_mat)
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "trainval",
-        *,
-        normalization: Normalization = SIFTFLOW_BGR,
-        transform: Transform | None = None,
-        scan: bool = True,
-        scan_workers: int = 4,
-    ) -> None:
-        root = find_siftflow_root(root)
-        path = root / f"{split}.txt"
-        if not path.is_file():
-            available = sorted(p.stem for p in root.glob("*.txt"))
-            raise DataError(f"split file {path} does not exist; found splits {available} (SIFT Flow has trainval and test)")
-        samples = [
-            Sample(
-                name,
-                root / "Images" / SUBFOLDER / f"{name}.jpg",
-                root / "SemanticLabels" / SUBFOLDER / f"{name}.mat",
-                extra_masks=(root / "GeoLabels" / SUBFOLDER / f"{name}.mat",),
-            )
-            for name in read_split_file(path)
-        ]
-        super().__init__(
-            samples,
-            ClassInfo(SIFTFLOW_SEMANTIC_CLASSES),
-            root=root,
-            split=split,
-            normalization=normalization,
-            transform=transform,
-            scan=scan,
-            scan_workers=scan_workers,
-        )
-
-    @property
-    def heads(self) -> list[Head]:
-        return [Head(SEMANTIC, SIFTFLOW_SEMANTIC_CLASSES), Head(GEOMETRIC, SIFTFLOW_GEOMETRIC_CLASSES)]
-
-    def read_mask(self, path: Path) -> np.ndarray:
-        return read_siftflow_mat(path)
+    def __init__(self, root: str | Path, split: str = "trainval", **common) -> None:
+        super().__init__(root, split, **common)

@@ -17,18 +17,17 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from fcnseg.data.base import RawItem, Transform
+from fcnseg.data.base import RawItem, SegmentationDataset, Transform
 from fcnseg.data.classes import IGNORE_INDEX, ClassInfo, ClassSource, write_class_file
-from fcnseg.data.items import Head, InputStream, single_head
-from fcnseg.data.normalization import PAPER_BGR, Normalization
+from fcnseg.data.kinds import SYNTHETIC_STYLES
+from fcnseg.data.normalization import Normalization
 from fcnseg.data.palette import palette_for, voc_palette, write_mask_png
 from fcnseg.errors import DataError
 
-STYLE_CLASSES = {
+STYLE_CLASSES = {  # keys: fcnseg.data.kinds.SYNTHETIC_STYLES, in its order
     "shapes": ("background", "disc", "square", "triangle", "cross", "ring"),
     "blobs": ("background", "stripes", "checks", "dots", "rings", "waves"),
     "thin": ("background", "bar", "dot", "ring", "cross", "wire"),
@@ -36,7 +35,7 @@ STYLE_CLASSES = {
     "rare": ("background", "stripes", "checks", "dots", "rings", "rare waves"),
 }
 RARE_CLASS_ODDS = (0.0, 0.245, 0.245, 0.245, 0.245, 0.02)
-STYLES = tuple(STYLE_CLASSES)
+STYLES = SYNTHETIC_STYLES  # the style names, from the one torch-free list the command parsers offer
 MIN_SIDE, MAX_SIDE = 97, 251  # image height and width are drawn from [MIN_SIDE, MAX_SIDE) independently
 RIM = 3  # ignore-rim window (pixels): VOC-like band of 255 where a 3x3 window sees two labels
 DEFAULT_SIZES = {"train": 160, "val": 40}
@@ -147,12 +146,13 @@ def make_synthetic(
     return {"root": str(root), **{k: settings[k] for k in ("style", "seed", "num_train", "num_val", "class_names")}}
 
 
-class SyntheticDataset(torch.utils.data.Dataset):
+class SyntheticDataset(SegmentationDataset):
     """The synthetic set served from memory: item ``i`` is generated on demand, identical on every call.
 
-    Same interface as the file-backed data sets: ``dataset[i] -> (image float32 [3, H, W], mask int64
-    [H, W])``, ``class_names``, ``num_classes``, ``palette``, ``heads``, ``streams``, ``normalization``,
-    ``name(i)``, ``load_raw(i)``. The pixels equal those :func:`make_synthetic` writes with ``image_format="png"``.
+    Same interface as the file-backed data sets (:class:`fcnseg.data.base.SegmentationDataset`):
+    ``dataset[i] -> (image float32 [3, H, W], mask int64 [H, W])``, ``class_names``, ``num_classes``,
+    ``palette``, ``heads``, ``streams``, ``normalization``, ``use_inputs``, ``name(i)``, ``load_raw(i)``.
+    The pixels equal those :func:`make_synthetic` writes with ``image_format="png"``.
     """
 
     kind = "synthetic"
@@ -165,41 +165,21 @@ class SyntheticDataset(torch.utils.data.Dataset):
         seed: int = 0,
         style: str = "shapes",
         size: tuple[int, int] | None = None,
-        normalization: Normalization = PAPER_BGR,
+        normalization: Normalization | None = None,
         transform: Transform | None = None,
     ) -> None:
         self.style = _check_style(style)
-        self.split = split
         self.seed = seed
         self.size = size
         self.num_images = DEFAULT_SIZES.get(split, DEFAULT_SIZES["val"]) if num_images is None else num_images
-        self.classes = synthetic_classes(style)
-        self.class_source = ClassSource(f"the synthetic {self.style} classes")
-        self.normalization = normalization
-        self.transform = transform
-        self.ignore_index = IGNORE_INDEX
-        self.root = None
-        self.report = None
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.classes.names)
-
-    @property
-    def num_classes(self) -> int:
-        return self.classes.num_classes
-
-    @property
-    def palette(self) -> np.ndarray:
-        return palette_for(self.classes)
-
-    @property
-    def heads(self) -> list[Head]:
-        return single_head(self.classes.names)
-
-    @property
-    def streams(self) -> list[InputStream]:
-        return [InputStream("color", 3)]
+        super().__init__(
+            synthetic_classes(style),
+            root=None,
+            split=split,
+            class_source=ClassSource(f"the synthetic {self.style} classes"),
+            normalization=normalization,
+            transform=transform,
+        )
 
     def __len__(self) -> int:
         return self.num_images
@@ -211,14 +191,6 @@ class SyntheticDataset(torch.utils.data.Dataset):
         if not 0 <= index < self.num_images:
             raise IndexError(f"index {index} out of range for {self.num_images} synthetic images")
         return generate_sample(self.seed, self.split, index, self.style, self.size)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        raw = self.load_raw(index)
-        image = self.normalization.image_to_tensor(raw.image)
-        mask = torch.from_numpy(raw.mask)
-        if self.transform is not None:
-            image, mask = self.transform(image, mask)
-        return image, mask
 
     def __repr__(self) -> str:
         return f"SyntheticDataset(style={self.style!r}, split={self.split!r}, items={len(self)}, seed={self.seed})"
