@@ -154,9 +154,9 @@ def match_classes(model_names, data_names, *, model_source: str, data_source: st
         return ClassMapping(data_to_model=None, ignored_names=True, **common)
     generic = [source for names, source in ((model, model_source), (data, data_source)) if is_generic(names)]
     if generic and len(model) == len(data):
-        log.warning("%s has no class names (only %s ... ), so its classes cannot be checked against %s; "
-                    "matched by index", generic[0], model[0] if generic[0] == model_source else data[0],
-                    data_source if generic[0] == model_source else model_source)
+        other = data_source if generic[0] == model_source else model_source
+        log.warning("%s has no class names (only generic ones: class_0, class_1, ...), so its classes cannot be "
+                    "checked against %s's; they are matched by index", generic[0], other)
         return ClassMapping(data_to_model=None, **common)
     raise ConfigError(mismatch_message(model, data, model_source, data_source))
 
