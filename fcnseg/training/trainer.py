@@ -259,12 +259,14 @@ def train(config: RunConfig, resume: str | Path | Resume | None = None, progress
         normalization = resolve_normalization(config, initialized.normalization)
         data = build_training_data(config, normalization, check_model=False)
         counted = take_class_count(config, data.train_set)
-        if counted is not config:  # the model was built for the default count: build it for the data's
-            config = counted
+        if counted is not config:  # the model was built for the default count: build it for the data's,
+            config = counted  # from the same random start as a run that gave the count
+            seed_everything(t.seed + dist.rank)
             initialized = initialize_model(config, *resumed)
         check_model_fits(data.train_set, config.model)
-        fit_classes(initialized, data.class_names, data_class_source(data.train_set, config),
-                    class_map=t.class_map or None, ignore_names=t.ignore_class_names)
+        if resume is None:  # a resumed run's classes were fitted when it started
+            fit_classes(initialized, data.class_names, data_class_source(data.train_set, config),
+                        class_map=t.class_map or None, ignore_names=t.ignore_class_names)
         normalization = data.train_set.normalization  # None above: the data set's own mean pixel
         log.info("%s", initialized.description)  # after the data: a run that fails on them says only why
         weights = class_weights(t, data.train_set, data.class_names)
