@@ -180,7 +180,7 @@ def side_by_side(model, data) -> str:
     model, data = list(model), list(data)
     width = max([len("model")] + [len(n) for n in model])
     data_width = max([len("data")] + [len(n) for n in data])
-    lines = [f"  {'index':>5}  {'model':<{width}}  {'data':<{data_width}}"]
+    lines = [f"  {'index':>5}  {'model':<{width}}  data"]
     for index in range(max(len(model), len(data))):
         m = model[index] if index < len(model) else "-"
         d = data[index] if index < len(data) else "-"
