@@ -56,7 +56,7 @@ class ClassMapping:
         return self.data_to_model is None
 
     def lookup_table(self) -> np.ndarray:
-        """uint8/int64 ``[256]``: data label value -> model label value (unmapped and 255 -> 255)."""
+        """int64 ``[256]``: data label value -> model label value (unmapped classes and 255 -> 255)."""
         table = np.full(256, IGNORE_INDEX, dtype=np.int64)
         if self.data_to_model is None:
             table[: len(self.data_names)] = np.arange(len(self.data_names))
@@ -69,8 +69,9 @@ class ClassMapping:
     def remap_mask(self, mask):
         """Data label ids -> model ids (numpy array or torch tensor ``[H, W]`` or ``[N, H, W]``, any int dtype).
 
-        Data classes without a model class and the ignore label become ``IGNORE_INDEX`` (255); values outside
-        ``0..255`` are left to the caller's range check. Returns the same kind of array, int64.
+        Data classes without a model class and the ignore label become ``IGNORE_INDEX`` (255), and so do values
+        outside ``0..255``: check the data's label range before remapping. Returns the same kind of array, int64
+        (``mask`` itself when no remapping is needed).
         """
         if self.data_to_model is None:
             return mask
