@@ -46,7 +46,7 @@ examples:
   fcnseg train --preset small-cpu --dataset auto --data-root data/my-set --num-classes 4 --time-budget 5m
 
   # --num-classes left out: the count comes from the data set's classes.txt (logged)
-  fcnseg train --preset small-cpu --data-root data/my-set --out runs/mine
+  fcnseg train --preset small-cpu --dataset auto --data-root data/my-set --out runs/mine
 
   # fine-tune a model whose classes are the data set's in another order (or under other names)
   fcnseg train --config my.yaml --init-from runs/a/checkpoints/best.pt --class-map classes.map
