@@ -319,6 +319,11 @@ class TrainConfig:
     channels_last: Any = dataclasses.field(default="auto", metadata={"types": (bool, str)})
     init_from: str = ""  # checkpoint of a coarser FCN to start from (16s from 32s, 8s from 16s)
     classifier_weights: str = ""  # ImageNet VGG16 classifier to start from (net surgery, paper section 4)
+    # How the classes of the init_from checkpoint are read in the data set's (docs/data.md, "Class names"):
+    # a class map file ("data name -> model name" per line) that reorders or renames them, or
+    # ignore_class_names to copy the score layers by index whatever the names say.
+    class_map: str = ""
+    ignore_class_names: bool = False
     # A late-fusion net's streams from single-stream checkpoints, {stream: checkpoint}: each trunk and
     # score_fr from its own net (nyud-fcn32s-color-hha/solve.py starts from the color and the HHA FCN-32s).
     init_streams_from: dict = dataclasses.field(default_factory=dict)
@@ -446,10 +451,16 @@ class RunConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    # True when no layer of the settings (preset, stored run, file, flags) gave model.num_classes or model.heads:
+    # the run takes the count from its data set's classes (fcnseg.training.datasets.take_class_count).
+    # Not a setting: never written out, set by resolve_run_config.
+    num_classes_from_data: bool = dataclasses.field(default=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON friendly); ``RunConfig.from_dict(cfg.to_dict())`` rebuilds it."""
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        values.pop("num_classes_from_data")
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str) -> "RunConfig":
@@ -534,6 +545,9 @@ def resolve_run_config(
 ) -> RunConfig:
     """Resolve a run's settings: defaults < preset < ``base`` < config ``file`` < ``overrides`` (the flags).
 
+    Where no layer gives ``model.num_classes`` (or ``model.heads``), ``num_classes_from_data`` is set: the run
+    takes its class count from the data set instead of the default 21.
+
     Args:
         file: YAML or JSON config file, or None.
         overrides: nested dict from the command line, e.g. ``{"train": {"lr": 1e-3}}``.
@@ -557,4 +571,7 @@ def resolve_run_config(
     merged = merge_settings(PRESETS.get(preset, {}), *(values for values, _ in layers))
     merged["preset"] = preset
     source = " + ".join(s for _, s in layers) or "defaults"
-    return RunConfig.from_dict(merged, source)
+    config = RunConfig.from_dict(merged, source)
+    given = [PRESETS.get(preset, {}), *(values for values, _ in layers)]
+    config.num_classes_from_data = not any({"num_classes", "heads"} & set(values.get("model") or {}) for values in given)
+    return config

@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from fcnseg.data.base import require_folder
+from fcnseg.data.class_match import PREDICTION_CLASS_FILE, match_classes, read_class_map
 from fcnseg.data.classes import IGNORE_INDEX, VOC_CLASSES, ClassInfo, read_class_file
 from fcnseg.data.items import single_head, split_targets
 from fcnseg.data.normalization import InputSpec
@@ -312,6 +313,8 @@ def score_folders(
     allow_missing: bool = False,
     progress: bool = True,
     per_image: bool = False,
+    class_map: str | Path | dict | None = None,
+    ignore_class_names: bool = False,
 ) -> dict:
     """Score a folder of predicted label PNGs against a folder of ground-truth PNGs, matched by stem.
 
@@ -326,6 +329,12 @@ def score_folders(
         class_file: class names (and colours); else ``num_classes`` unnamed classes; else the 21 VOC classes.
         allow_missing: score the ground truths that have a prediction instead of raising when some have none.
         per_image: also score each image on its own counts, as :func:`evaluate` does.
+        class_map: a class map file (:func:`fcnseg.data.class_match.read_class_map`) or dict, ground-truth name ->
+            prediction name, for a prediction folder whose ``classes.txt`` names the classes otherwise.
+        ignore_class_names: compare the class counts only (matched by index; logged as a warning).
+    Class names: when ``pred_dir`` holds a ``classes.txt`` (``fcnseg predict`` writes the model's), its names are
+    compared with the ground truth's (:func:`fcnseg.data.class_match.match_classes`); with a class map the ground
+    truth is read in the predictions' terms and the result's classes are the predictions'.
     Returns:
         dict as :func:`evaluate` (``skipped`` entries of kind ``unreadable_mask`` for a ground truth,
         ``unreadable_prediction`` and ``missing_prediction``), plus ``missing`` (ground-truth stems
@@ -335,17 +344,20 @@ def score_folders(
         DataError: a folder is missing or holds no ground truth, a prediction is missing (unless
             ``allow_missing``), a prediction's size differs from its ground truth, or labels fall
             outside the classes.
+        ConfigError: the prediction folder's class names are not the ground truth's (both lists and the remedies).
     """
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     if class_file is not None:
-        classes = read_class_file(class_file)
+        classes, class_source = read_class_file(class_file), str(class_file)
     elif num_classes is not None:
-        classes = ClassInfo(tuple(f"class {i}" for i in range(num_classes)))
+        classes, class_source = ClassInfo(tuple(f"class {i}" for i in range(num_classes))), f"--num-classes {num_classes}"
     else:
-        classes = ClassInfo(VOC_CLASSES)
+        classes, class_source = ClassInfo(VOC_CLASSES), "the 21 PASCAL VOC classes (assumed: no class file given)"
     n = classes.num_classes
     for folder in (pred_dir, gt_dir):
         require_folder(folder)
+    mapping = _prediction_classes(pred_dir, classes.names, class_source, class_map, ignore_class_names)
+    n_predicted = len(mapping.model_names)
     truths, predictions = images_by_stem(gt_dir), images_by_stem(pred_dir)
     if not truths:
         raise DataError(f"{gt_dir} holds no label images")
@@ -355,7 +367,7 @@ def score_folders(
         raise DataError(
             f"{len(missing)} of {len(truths)} ground truths in {gt_dir} have no prediction in {pred_dir} (e.g. {shown})"
         )
-    matrix = ConfusionMatrix(n)
+    matrix = ConfusionMatrix(n_predicted)
     skipped: list[dict[str, str]] = []
     scored = 0
     rows: list[dict] | None = [] if per_image else None
@@ -384,9 +396,11 @@ def score_folders(
         if bad_gt.size:
             raise DataError(f"{truths[stem]}: label values {bad_gt.tolist()[:8]} outside 0..{n - 1} (and ignore 255)")
         scored_pixels = truth != IGNORE_INDEX
-        bad_pred = np.setdiff1d(np.unique(prediction[scored_pixels]), np.arange(n))
+        bad_pred = np.setdiff1d(np.unique(prediction[scored_pixels]), np.arange(n_predicted))
         if bad_pred.size:
-            raise DataError(f"{predictions[stem]}: predicted values {bad_pred.tolist()[:8]} outside the classes 0..{n - 1}")
+            raise DataError(f"{predictions[stem]}: predicted values {bad_pred.tolist()[:8]} outside the classes "
+                            f"0..{n_predicted - 1}")
+        truth = mapping.remap_mask(truth)  # ground-truth labels in the predictions' terms
         if rows is None:
             matrix.update(torch.from_numpy(prediction), torch.from_numpy(truth))
         else:
@@ -398,7 +412,7 @@ def score_folders(
         logger.warning("%d of %d ground truths not scored (see the result's 'skipped')", len(skipped), len(truths))
     result = matrix.compute()
     result.update(
-        class_names=list(classes.names),
+        class_names=list(mapping.model_names),
         num_images=scored,
         skipped=skipped,
         num_skipped=len(skipped),
@@ -409,6 +423,26 @@ def score_folders(
     if rows is not None:
         result["per_image"] = rows
     return result
+
+
+def _prediction_classes(pred_dir: Path, truth_names, truth_source: str, class_map, ignore_names: bool):
+    """How to read the ground truth in the prediction folder's terms (:class:`ClassMapping`).
+
+    A folder without ``classes.txt`` (written by other tools, or by fcnseg before it recorded one) is taken to
+    use the ground truth's classes, as before.
+    """
+    recorded = pred_dir / PREDICTION_CLASS_FILE
+    if recorded.is_file():
+        names, source = read_class_file(recorded).names, str(recorded)
+    else:
+        names, source = tuple(truth_names), f"{pred_dir} (no {PREDICTION_CLASS_FILE}: the ground truth's classes assumed)"
+    if isinstance(class_map, (str, Path)):
+        class_map = read_class_map(class_map)
+    mapping = match_classes(names, truth_names, model_source=source, data_source=truth_source,
+                            class_map=class_map, ignore_names=ignore_names)
+    if not mapping.identity:
+        logger.info("%s", mapping.describe())
+    return mapping
 
 
 @torch.inference_mode()

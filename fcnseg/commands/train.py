@@ -46,6 +46,12 @@ examples:
   # the small net for 5 minutes of training, whatever the machine (the lr schedule follows the clock)
   fcnseg train --preset small-cpu --dataset auto --data-root data/my-set --num-classes 4 --time-budget 5m
 
+  # --num-classes left out: the count comes from the data set's classes.txt (logged)
+  fcnseg train --preset small-cpu --dataset auto --data-root data/my-set --out runs/mine
+
+  # fine-tune a model whose classes are the data set's in another order (or under other names)
+  fcnseg train --config my.yaml --init-from runs/a/checkpoints/best.pt --class-map classes.map
+
   # any setting without its own flag
   fcnseg train --config my.yaml --set train.bias_lr_mult=1 --set data.scale_max=1.5
 
@@ -93,6 +99,8 @@ FLAG_KEYS = {
     "channels_last": ("train", "channels_last"),
     "init_from": ("train", "init_from"),
     "classifier_weights": ("train", "classifier_weights"),
+    "class_map": ("train", "class_map"),
+    "ignore_class_names": ("train", "ignore_class_names"),
 }
 
 
@@ -113,6 +121,12 @@ def register(subparsers) -> None:
                    help="continue from a last.pt, or a run folder (uses its checkpoints/last.pt and its settings); "
                    "the run goes on in that folder")
     g.add_argument("--init-from", metavar="CKPT", help="start from a coarser FCN checkpoint (16s from 32s, 8s from 16s)")
+    g.add_argument("--class-map", metavar="FILE",
+                   help="with --init-from: how the checkpoint's classes read in the data set's, one "
+                   "'data name -> model name' per line (reorders or renames; 'name ->' starts that class fresh)")
+    g.add_argument("--ignore-class-names", action="store_true", default=None,
+                   help="with --init-from: copy the score layers by class index even where the checkpoint's class "
+                   "names differ from the data set's (at your own risk; logged as a warning)")
     g.add_argument("--classifier-weights", metavar="FILE",
                    help="start from an ImageNet VGG16 classifier (torchvision-style .pth or Caffe .caffemodel)")
     g.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from fcnseg.errors import ConfigError, DataError
+from fcnseg.files import atomic_write_text
 
 IGNORE_INDEX = 255  # VOC marks object borders and "difficult" pixels with 255; never scored, never trained on
 
@@ -165,7 +166,7 @@ def read_class_file(path: str | Path) -> ClassInfo:
 
 
 def write_class_file(path: str | Path, info: ClassInfo) -> None:
-    """Write ``info`` in the format :func:`read_class_file` reads, so that it reads back equal.
+    """Write ``info`` (atomically) in the format :func:`read_class_file` reads, so that it reads back equal.
 
     Raises:
         DataError: a name would not read back as itself: empty, with a line break, starting with ``#``,
@@ -180,7 +181,7 @@ def write_class_file(path: str | Path, info: ClassInfo) -> None:
         if problem:
             raise DataError(f"class {i} {name!r} cannot be written to a class file: {problem}", path=path)
         lines.append(line)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_text("\n".join(lines) + "\n", path)
 
 
 def _unwritable(name: str, line: str) -> str | None:

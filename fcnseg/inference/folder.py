@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from fcnseg.data.class_match import PREDICTION_CLASS_FILE
+from fcnseg.data.classes import ClassInfo, write_class_file
 from fcnseg.data.palette import overlay, read_mask_png, voc_palette, write_mask_png
 from fcnseg.errors import DataError, FcnsegError
 from fcnseg.files import atomic_write_text, write_json
@@ -123,7 +125,8 @@ def predict_folder(
     Per image ``<name>``: ``<name>.png`` (palette label map), with ``overlay_images``
     ``<name>_overlay.jpg``, with ``probabilities`` ``<name>_prob.npy`` (float16 ``[C, H, W]``). Every
     file is written atomically and the label map last, so an existing label map means the image is
-    done: a re-run skips it (unless ``overwrite``) and an interrupted job resumes. With ``stats``,
+    done: a re-run skips it (unless ``overwrite``) and an interrupted job resumes. ``classes.txt`` lists the
+    model's classes in label order (read back by :func:`fcnseg.evaluation.score_folders`). With ``stats``,
     ``areas.csv`` and ``areas.json`` hold per-class pixel counts and fractions of every image,
     finished ones included.
 
@@ -134,6 +137,12 @@ def predict_folder(
     palette = voc_palette(256) if palette is None else palette
     jobs, failed = plan_jobs([Path(p) for p in inputs], output_dir)
     report = FolderReport(failed=failed)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    # the model's classes, so that scoring the folder (fcnseg eval --pred-dir) can compare them by name
+    try:
+        write_class_file(output_dir / PREDICTION_CLASS_FILE, ClassInfo(tuple(predictor.class_names)))
+    except DataError as e:  # a name a class file cannot hold: the folder is scored by index, as before
+        log.warning("%s not written: %s", PREDICTION_CLASS_FILE, e)
     todo = []
     for job in jobs:
         if not overwrite and _done(job, overlay_images, probabilities):

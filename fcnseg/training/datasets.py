@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -69,11 +70,40 @@ def check_model_fits(dataset, model: ModelConfig) -> None:
                           f"set model.streams: {streams}")
 
 
-def build_training_data(config: RunConfig, normalization: Normalization | None) -> TrainingData:
+def take_class_count(config: RunConfig, dataset) -> RunConfig:
+    """``config`` with ``model.num_classes`` from ``dataset`` where the user gave none (``num_classes_from_data``).
+
+    Logged in one line when it changes the count. A data set of several heads is left to
+    :func:`check_model_fits` (``model.heads`` must be written out).
+    """
+    model = config.model
+    if not config.num_classes_from_data or model.heads or len(dataset.heads) != 1:
+        return config
+    found = dataset.num_classes
+    if found == model.num_classes:
+        return config
+    source = getattr(dataset, "class_source", None)
+    where = source.description if source is not None else f"the data set's {found} class names"
+    log.info("model.num_classes %d, from %s (no config file or flag set it)", found, where)
+    return dataclasses.replace(config, model=dataclasses.replace(model, num_classes=found))
+
+
+def data_class_source(dataset, config: RunConfig) -> str:
+    """Where a training set's class names come from, for messages: its class file, else its root or kind."""
+    source = getattr(dataset, "class_source", None)
+    if source is not None and source.file is not None:
+        return f"the data set's class file {source.file}"
+    root = getattr(dataset, "root", None) or config.data.root
+    return f"the data set at {root}" if root else f"the {config.data.dataset} data set"
+
+
+def build_training_data(config: RunConfig, normalization: Normalization | None, check_model: bool = True) -> TrainingData:
     """Open both splits (scanning their files) and check their heads and inputs against the model's.
 
     Args:
         normalization: the colour normalisation; None: the data set's own (NYUD's, SIFT Flow's mean pixel).
+        check_model: check the model against the data (:func:`check_model_fits`); off for a caller that first
+            takes the class count from the data (:func:`take_class_count`) and checks afterwards.
     Raises:
         DataError: a root, split or file is missing or unreadable (from :func:`fcnseg.data.build_dataset`).
         ConfigError: the splits disagree on the classes, or the model has other heads or inputs.
@@ -96,7 +126,8 @@ def build_training_data(config: RunConfig, normalization: Normalization | None) 
     found = train_set.num_classes
     if val_set.num_classes != found:
         raise ConfigError(f"the train split has {found} classes but the val split has {val_set.num_classes}")
-    check_model_fits(train_set, config.model)
+    if check_model:
+        check_model_fits(train_set, config.model)
     return TrainingData(train_set, val_set, class_names)
 
 

@@ -7,20 +7,25 @@ that and ``data.normalization`` into the one the run feeds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from fcnseg.weights.checkpoint import load_checkpoint, read_classifier_trunk
 from fcnseg.config import DataConfig, ModelConfig, RunConfig, from_dict
 from fcnseg.data import detect_kind, get_normalization
+from fcnseg.data.class_match import ClassMapping, match_classes, read_class_map
 from fcnseg.data.normalization import IMAGENET_RGB, PAPER_BGR, Normalization, normalization_from_dict
 from fcnseg.errors import CheckpointError, ConfigError, DataError
 from fcnseg.models import build_model
 from fcnseg.models.heads import net_heads
 from fcnseg.models.surgery import transplant, transplant_trunk
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,6 +35,13 @@ class InitializedModel:
     model: nn.Module
     normalization: Normalization | None  # the one the weights were trained with; None from scratch
     description: str  # one line for the log: where the weights came from
+    # Where the score layers came from an FCN (train.init_from): its file and its classes in label order,
+    # and its class-indexed head tensors (score layers [C, ...], upsampling [C, C, k, k]) with the values
+    # this net's own would start from, so that :func:`fit_classes` can put each class's row in its place.
+    source: str = ""
+    class_names: list[str] | None = None
+    source_head: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    fresh_head: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
 
 def initialize_model(
@@ -88,6 +100,9 @@ def _from_classifier(model_config: ModelConfig, path: str) -> InitializedModel:
 def _from_coarser(model_config: ModelConfig, path: str) -> InitializedModel:
     model = build_model(model_config)
     checkpoint = load_checkpoint(path)
+    keys = class_indexed_keys(model)
+    fresh_head = {k: v.detach().clone() for k, v in model.state_dict().items() if k in keys}
+    source_head = {k: v for k, v in checkpoint["state_dict"].items() if k in keys}
     copied = transplant(model, checkpoint["state_dict"])
     if not copied:
         raise CheckpointError(f"{path}: no layer of it fits a {model_config.arch} on {model_config.backbone}")
@@ -102,7 +117,94 @@ def _from_coarser(model_config: ModelConfig, path: str) -> InitializedModel:
         )
     description = (f"initialised {len(copied)} tensors from {path} (a {checkpoint['model_config'].get('arch')}); "
                    f"new layers keep their zero/bilinear init: {', '.join(new) or 'none'}")
-    return InitializedModel(model, normalization_from_dict(checkpoint["normalization"]), description)
+    return InitializedModel(model, normalization_from_dict(checkpoint["normalization"]), description, source=str(path),
+                            class_names=list(checkpoint.get("class_names") or []) or None,
+                            source_head=source_head, fresh_head=fresh_head)
+
+
+def class_indexed_keys(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """State-dict key -> the dimensions indexed by class, for the head layers of a one-head, one-stream net.
+
+    Score layers (``score_fr``, ``score_pool4``, ``score_pool3``): weight ``[C, in, 1, 1]`` and bias ``[C]``,
+    dimension 0. Upsampling (``upscore*``): weight ``[C, C, k, k]``, dimensions 0 and 1. Empty for nets of several
+    heads or streams (their classes are not remapped).
+    """
+    heads = getattr(model, "heads", ())
+    if len(heads) != 1 or len(heads[0].stream_scores) != 1:
+        return {}
+    head = heads[0]
+    keys: dict[str, tuple[int, ...]] = {}
+    for layer in head.score_layers:
+        keys[f"{layer}.weight"] = (0,)
+        keys[f"{layer}.bias"] = (0,)
+    for layer in head.upsampling_layers:
+        keys[f"{layer}.weight"] = (0, 1)
+    return keys
+
+
+def fit_classes(initialized: InitializedModel, data_names: list[str], data_source: str, *,
+                class_map: str | dict | None = None, ignore_names: bool = False) -> ClassMapping | None:
+    """Check the classes of the FCN the score layers start from against the training data's, by name.
+
+    Same names in the same order: nothing to do. A class map (``train.class_map``) puts each data class's
+    score-layer rows (and upsampling kernels) where the data set has the class: data class ``i`` starts from
+    the checkpoint's class ``data_to_model[i]``, exactly; a data class the checkpoint lacks starts fresh (zero
+    scores, bilinear upsampling). Another class count without a class map: the score layers start fresh, as
+    before (fine-tuning to other classes). ``ignore_names``: rows copied by index, with a warning.
+
+    Args:
+        initialized: from :func:`initialize_model`; changed in place (its model's head tensors).
+        data_names: the training data set's classes in label order.
+        data_source: where they came from (the class file or data root), for messages.
+    Returns:
+        the ClassMapping used, or None when the start carried no classes (scratch, classifier, resume, streams).
+    Raises:
+        ConfigError: the checkpoint has the data set's class count but other names or another order, and
+            neither a class map nor ``ignore_names`` was given (both lists side by side, the remedies);
+            a class map for a net whose classes cannot be remapped (several heads or streams).
+    """
+    if initialized.class_names is None:
+        if class_map:
+            raise ConfigError("train.class_map maps the classes of an --init-from checkpoint to the data set's; "
+                              "this run does not start from one")
+        return None
+    model_names, source = initialized.class_names, f"the --init-from checkpoint {initialized.source}"
+    if isinstance(class_map, (str, Path)) and class_map:
+        class_map = read_class_map(class_map)
+    class_map = class_map or None
+    if class_map is None and len(model_names) != len(data_names):
+        log.info("%s has %d classes, the data set %d: its score layers are not used", source, len(model_names),
+                 len(data_names))
+        return None
+    mapping = match_classes(model_names, data_names, model_source=source, data_source=data_source,
+                            class_map=class_map, ignore_names=ignore_names)
+    if mapping.identity:
+        return mapping
+    if not initialized.source_head:
+        raise ConfigError(f"train.class_map: {source} is a net of several heads or streams; its classes cannot be "
+                          "remapped")
+    _remap_head(initialized, mapping)
+    log.info("score layers from %s: %s", initialized.source, mapping.describe())
+    return mapping
+
+
+def _remap_head(initialized: InitializedModel, mapping: ClassMapping) -> None:
+    """Data class ``i``'s rows of every class-indexed head tensor <- the checkpoint's class ``data_to_model[i]``."""
+    keys = class_indexed_keys(initialized.model)
+    state = initialized.model.state_dict()
+    pairs = [(i, m) for i, m in enumerate(mapping.data_to_model) if m is not None]
+    ours = torch.tensor([i for i, _ in pairs], dtype=torch.long)
+    theirs = torch.tensor([m for _, m in pairs], dtype=torch.long)
+    with torch.no_grad():
+        for key, dims in keys.items():
+            if key not in initialized.source_head:
+                continue  # a layer the coarser net lacks keeps its own start
+            source, target = initialized.source_head[key], initialized.fresh_head[key].clone()
+            if dims == (0,):
+                target[ours] = source[theirs].to(target.dtype)
+            else:  # [C, C, k, k]: from class m(j) to class m(i)
+                target[ours[:, None], ours[None, :]] = source[theirs[:, None], theirs[None, :]].to(target.dtype)
+            state[key].copy_(target)
 
 
 def _from_streams(model_config: ModelConfig, paths: dict[str, str]) -> InitializedModel:

@@ -24,8 +24,15 @@ from fcnseg.data.normalization import Normalization
 from fcnseg.distributed import DistInfo
 from fcnseg.models.batchnorm import synchronise_batch_norm
 from fcnseg.precision import autocast_dtype, describe
-from fcnseg.training.datasets import TrainingData, build_training_data, class_weights
-from fcnseg.training.initialization import initialize_model, resolve_normalization
+from fcnseg.training.datasets import (
+    TrainingData,
+    build_training_data,
+    check_model_fits,
+    class_weights,
+    data_class_source,
+    take_class_count,
+)
+from fcnseg.training.initialization import fit_classes, initialize_model, resolve_normalization
 from fcnseg.losses import Loss, build_loss
 from fcnseg.training.loop import TrainingDiverged, train_step, uses_channels_last
 from fcnseg.training.optim import build_optimizer
@@ -249,9 +256,19 @@ def train(config: RunConfig, resume: str | Path | Resume | None = None, progress
         seed_everything(t.seed + dist.rank)
         if resume is not None and not isinstance(resume, Resume):
             resume = read_resume(resume)
-        initialized = initialize_model(config, resume.checkpoint if resume else None, resume.path if resume else "")
+        resumed = (resume.checkpoint if resume else None, resume.path if resume else "")
+        initialized = initialize_model(config, *resumed)
         normalization = resolve_normalization(config, initialized.normalization)
-        data = build_training_data(config, normalization)
+        data = build_training_data(config, normalization, check_model=False)
+        counted = take_class_count(config, data.train_set)
+        if counted is not config:  # the model was built for the default count: build it for the data's,
+            config = counted  # from the same random start as a run that gave the count
+            seed_everything(t.seed + dist.rank)
+            initialized = initialize_model(config, *resumed)
+        check_model_fits(data.train_set, config.model)
+        if resume is None:  # a resumed run's classes were fitted when it started
+            fit_classes(initialized, data.class_names, data_class_source(data.train_set, config),
+                        class_map=t.class_map or None, ignore_names=t.ignore_class_names)
         normalization = data.train_set.normalization  # None above: the data set's own mean pixel
         log.info("%s", initialized.description)  # after the data: a run that fails on them says only why
         weights = class_weights(t, data.train_set, data.class_names)
