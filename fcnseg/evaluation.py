@@ -17,7 +17,7 @@ from tqdm import tqdm
 from fcnseg.data.base import require_folder
 from fcnseg.data.class_match import PREDICTION_CLASS_FILE, match_classes, read_class_map
 from fcnseg.data.classes import IGNORE_INDEX, VOC_CLASSES, ClassInfo, read_class_file
-from fcnseg.data.items import single_head, split_targets
+from fcnseg.data.items import Head, single_head, split_targets
 from fcnseg.data.normalization import InputSpec
 from fcnseg.data.palette import read_mask_png, write_mask_png
 from fcnseg.errors import DataError
@@ -91,9 +91,10 @@ class _Subject:
         from fcnseg.weights.handle import LoadedModel
 
         self.handle = model if isinstance(model, LoadedModel) else None
+        self.mappings: dict = {}  # head -> ClassMapping that reads the data's labels in the model's terms
         if self.handle is not None:
             if check is not None:
-                self.handle.check_data(dataset, **check)
+                self.mappings = {k: m for k, m in self.handle.check_data(dataset, **check).items() if not m.identity}
             if device is not None or precision is not None or self.handle.plan is None:
                 if self.handle.onnx_info is None:
                     self.handle.prepare(device or "auto", precision or "auto", layout)
@@ -220,6 +221,8 @@ def evaluate(
     subject = _Subject(model, dataset, device, precision, layout, tta, check)
     dataset, device = subject.dataset, subject.device
     heads = list(getattr(dataset, "heads", None) or single_head(dataset.class_names))
+    # A class map reads the data's labels in the model's terms: those heads are scored over the model's classes.
+    heads = [Head(h.name, subject.mappings[h.name].model_names) if h.name in subject.mappings else h for h in heads]
     rank, world = get_rank(), get_world_size()
     indices = list(range(len(dataset) if limit is None else min(limit, len(dataset))))[rank::world]
     loader = torch.utils.data.DataLoader(
@@ -245,6 +248,8 @@ def evaluate(
             predictions = _head_predictions(logits, heads, dataset)
             name = dataset.name(int(index))
             for k, (head, prediction, truth) in enumerate(zip(heads, predictions, split_targets(mask, len(heads)))):
+                if head.name in subject.mappings:
+                    truth = subject.mappings[head.name].remap_mask(truth)
                 if prediction.shape != truth.shape:
                     raise ValueError(f"model output is {tuple(prediction.shape)} for an input of {tuple(truth.shape)}")
                 if k == 0 and rows is not None:
@@ -267,7 +272,7 @@ def evaluate(
             head.name: {**per_head[head.name], "class_names": list(head.class_names)} for head in heads
         }
     result.update(
-        class_names=list(dataset.class_names),
+        class_names=list(heads[0].class_names),
         num_images=int(num_images.item()),
         skipped=skipped,
         num_skipped=len(skipped),

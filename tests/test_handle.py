@@ -234,3 +234,22 @@ def test_no_command_builds_a_model_or_a_normalisation_itself():
             if name in BUILDERS:
                 found.append(f"{path.name}:{node.lineno} {name}")
     assert not found, found
+
+
+def test_a_class_map_scores_a_reordered_data_set_as_the_correctly_ordered_one(synthetic, tmp_path):
+    model = small_net(9)
+    reordered = [CLASSES[0], CLASSES[2], CLASSES[1], *CLASSES[3:]]  # the model names classes 1 and 2 the other way
+    save_checkpoint(tmp_path / "m.pt", model, model.config, reordered, PAPER_BGR)
+    dataset = build_dataset("synthetic", synthetic, "val")
+    identity = {name: name for name in CLASSES}
+    mapped = evaluate(load_model(tmp_path / "m.pt"), dataset, class_map=identity, progress=False)
+    # Independent: the data's labels 1 and 2 swapped by hand, scored by index against the model's predictions.
+    confusion = np.zeros((6, 6), dtype=np.int64)
+    for i in range(len(dataset)):
+        raw = dataset.load_raw(i)
+        predicted = plain_logits(model, PAPER_BGR, raw.image)[0].argmax(0).numpy()
+        truth = raw.mask.astype(np.int64)
+        truth = np.where(truth == 1, 2, np.where(truth == 2, 1, truth))
+        keep = truth != 255
+        np.add.at(confusion, (truth[keep], predicted[keep]), 1)
+    assert mapped["confusion"] == confusion.tolist() and mapped["class_names"] == reordered

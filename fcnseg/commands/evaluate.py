@@ -128,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
             allow_missing=args.allow_missing,
             progress=not args.no_progress,
             per_image=args.report is not None,
+            class_map=args.class_map,
+            ignore_class_names=args.ignore_class_names,
         )
         source = f"{args.pred_dir} against {args.gt_dir}"
     else:

@@ -189,10 +189,13 @@ class LoadedModel:
 
     # --- where it meets a data set --------------------------------------------------------------
 
-    def check_data(self, dataset, *, class_map=None, ignore_class_names: bool = False) -> None:
+    def check_data(self, dataset, *, class_map=None, ignore_class_names: bool = False) -> dict:
         """Raise unless ``dataset`` gives what this model reads and scores what it predicts: the same input
-        streams and, per head, the same class names in the same order (see :mod:`fcnseg.data.class_match`).
+        streams and, per head, the same class names in the same order, or a ``class_map`` (data name -> model
+        name) that reads the data's labels in the model's terms (see :mod:`fcnseg.data.class_match`).
 
+        Returns:
+            ``{head name: ClassMapping}``, how each head's labels are read (identity where the lists agree).
         Raises:
             ConfigError: naming both sides and the remedy.
         """
@@ -209,15 +212,20 @@ class LoadedModel:
         if len(names) != len(self.head_class_names):
             raise ConfigError(f"{source} has the heads {list(self.head_class_names)} but the data set {dataset!r} "
                               f"has {names}")
-        if len(names) == 1:
+        if len(names) == 1 and class_map is None:
             from fcnseg.data.classes import check_class_count
 
             check_class_count(dataset, self.num_classes, what=f"the number of classes {source} predicts",
                               fix=f"score a model trained on the data set's {dataset.num_classes} classes")
         data_names = [list(h.class_names) for h in heads] if heads else [list(dataset.class_names)]
+        mappings = {}
         for (head, model_names), data in zip(self.head_class_names.items(), data_names):
-            match_classes(model_names, data, model_source=source + (f" (head {head})" if len(names) > 1 else ""),
-                          data_source=repr(dataset), class_map=class_map, ignore_names=ignore_class_names)
+            mapping = match_classes(model_names, data, model_source=source + (f" (head {head})" if len(names) > 1 else ""),
+                                    data_source=_data_source(dataset), class_map=class_map, ignore_names=ignore_class_names)
+            if not mapping.identity:
+                log.info("%s", mapping.describe())
+            mappings[head] = mapping
+        return mappings
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -230,6 +238,12 @@ class LoadedModel:
         save_checkpoint(path, self.model, self.config, self.class_names, self.normalization, {**self.extra, **(extra or {})},
                         head_class_names=self.head_class_names if len(self.head_class_names) > 1 else None,
                         inputs=self.inputs, palette=self.palette)
+
+
+def _data_source(dataset) -> str:
+    """How messages name a data set: its root folder and split where it has them."""
+    root = getattr(dataset, "root", None)
+    return f"the data set at {root} ({getattr(dataset, 'split', '')})" if root is not None else repr(dataset)
 
 
 def _full_palette(palette, num_classes: int, where) -> np.ndarray:
