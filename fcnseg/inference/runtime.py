@@ -72,8 +72,8 @@ def check_predictable(model: FCN) -> None:
             "tree with 'fcnseg eval CHECKPOINT --data NYUD --save-predictions DIR' (label PNGs of every image), "
             "or from Python: fcnseg.weights.checkpoint.load_model(CHECKPOINT).model(x) on the data set's items"
         )
-    if len(model.heads) > 1:
-        names = ", ".join(h.name for h in model.heads)
+    if len(cfg.output_heads()) > 1:
+        names = ", ".join(name for name, _ in cfg.output_heads())
         raise ConfigError(
             f"this {cfg.arch} has the heads {names}; prediction writes one label map per image. Use "
             "'fcnseg eval CHECKPOINT --data ROOT --save-predictions DIR' (a folder of label PNGs per head), or "
