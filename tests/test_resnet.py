@@ -33,6 +33,12 @@ def resnet_fcn(depth: str = "resnet50", aux: bool = True, num_classes: int = 21,
     return model.eval()
 
 
+@pytest.fixture(scope="module")
+def resnet50() -> ResNetFCN:
+    """One ResNet-50 FCN with random torchvision-layout weights and the auxiliary head, shared by the inference tests."""
+    return resnet_fcn("resnet50", aux=True, seed=6)
+
+
 def close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
 
@@ -199,11 +205,13 @@ def test_context_margin_covers_half_the_receptive_field_of_the_scores():
         assert margin % OUTPUT_STRIDE == 0 and margin >= rf.size // 2 + rf.stride
     # ResNet-50 by hand: stem 11 px at jump 4; 3x3s add 2*jump*dilation: layer1 3*8, layer2 8 + 3*16,
     # layer3 16 + 5*32, layer4 32 + 2*64, head 16 -> 443
-    assert receptive_fields(resnet_fcn(aux=False).receptive_field_layers())[-1][1].size == 443
+    with torch.device("meta"):
+        model = build_model(ModelConfig(arch="fcn", backbone="resnet50"))
+    assert receptive_fields(model.receptive_field_layers())[-1][1].size == 443
 
 
-def test_tiled_and_whole_predictions_agree(one_thread):
-    model = resnet_fcn("resnet50", aux=False, num_classes=5, seed=6)
+def test_tiled_and_whole_predictions_agree(resnet50, one_thread):
+    model = resnet50
     rng = np.random.default_rng(0)
     image = np.repeat(np.repeat(rng.integers(0, 256, (8, 64, 3), dtype=np.uint8), 8, 0), 8, 1)  # 64 x 512
     whole = Predictor(model, IMAGENET_RGB, precision="fp32", layout="contiguous", max_memory=None).predict(
@@ -216,8 +224,8 @@ def test_tiled_and_whole_predictions_agree(one_thread):
     assert (whole.labels == tiled.labels).mean() >= 0.999
 
 
-def test_memory_model_counts_the_resnets_activations():
-    model = resnet_fcn("resnet50", aux=False)
+def test_memory_model_counts_the_resnets_activations(resnet50):
+    model = resnet50
     largest = []
     hooks = [m.register_forward_hook(lambda m, i, o: largest.append(o.numel() * o.element_size()))
              for m in model.modules() if not list(m.children())]
@@ -231,8 +239,8 @@ def test_memory_model_counts_the_resnets_activations():
     assert estimate.weights == sum(p.numel() * 4 for p in model.parameters())
 
 
-def test_batch_norm_folds_into_the_resnets_convolutions(one_thread):
-    model = resnet_fcn("resnet50", aux=True)
+def test_batch_norm_folds_into_the_resnets_convolutions(resnet50, one_thread):
+    model = resnet50
     folded = fold_batch_norm(model)
     assert not has_batch_norm(folded) and has_batch_norm(model)
     x = torch.randn(1, 3, 37, 41)
@@ -256,12 +264,12 @@ def test_complexity_counts_parameters_and_convolution_flops():
     assert abs(row.gflops - sum(flops) / 1e9) < 0.01 * row.gflops  # convolutions are all but a sliver of it
 
 
-def test_onnx_export_agrees_with_eager(tmp_path, one_thread):
+def test_onnx_export_agrees_with_eager(resnet50, tmp_path, one_thread):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     from fcnseg.inference.export import check_onnx, export_onnx
 
-    model = resnet_fcn("resnet50", aux=True, num_classes=4, seed=7)
+    model = resnet50
     path = export_onnx(model, IMAGENET_RGB, tmp_path / "fcn_resnet50.onnx")
     rows = check_onnx(model, IMAGENET_RGB, path, shapes=((1, 3, 33, 47), (2, 3, 64, 64)))
     for row in rows:
