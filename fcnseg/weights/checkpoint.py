@@ -339,7 +339,8 @@ def read_classifier_trunk(path: str | Path) -> tuple[dict[str, torch.Tensor], No
             raise CheckpointError(f"{path}: VGG16 classifier lacks {e.args[0]}") from e
     if "backbone.conv1_1.weight" in obj:
         return obj, PAPER_BGR
-    raise CheckpointError(f"{path}: not a VGG16 classifier layout (expected keys features.N.* and classifier.0/3/6.*)")
+    raise CheckpointError(f"{path}: not a VGG16 or ResNet classifier layout (expected keys features.N.* and "
+                          "classifier.0/3/6.*, or conv1.*, layer1..4.* and fc.*)")
 
 
 def fcn_from_classifier(
