@@ -15,6 +15,10 @@ T = TypeVar("T")
 
 ARCHES = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")
 BACKBONES = ("vgg16", "alexnet", "small")
+# torchvision's fcn_resnet50/101: a dilated ResNet (output stride 8), FCNHead and bilinear upsampling
+# (fcnseg.models.resnet). Its one architecture is "fcn"; the skip architectures above are VGG-family only.
+RESNET_BACKBONES = ("resnet50", "resnet101")
+RESNET_ARCH = "fcn"
 PADDINGS = ("paper", "same")  # fcnseg.models.backbones.PADDINGS says what each builds
 
 
@@ -22,10 +26,10 @@ PADDINGS = ("paper", "same")  # fcnseg.models.backbones.PADDINGS says what each 
 class ModelConfig:
     """Everything needed to rebuild a network; stored in every checkpoint."""
 
-    arch: str = "fcn8s"  # fcn32s | fcn16s | fcn8s | fcn8s-atonce
-    backbone: str = "vgg16"  # vgg16 | alexnet | small
+    arch: str = "fcn8s"  # fcn32s | fcn16s | fcn8s | fcn8s-atonce; fcn for the ResNet backbones
+    backbone: str = "vgg16"  # vgg16 | alexnet | small | resnet50 | resnet101
     num_classes: int = 21  # PASCAL VOC: 20 classes + background
-    pad: int = 100  # zero padding of the first convolution, pixels (reference nets: 100); padding "paper" only
+    pad: int = 100  # zero padding of the first convolution, pixels (reference nets: 100); padding "paper" only; not read by the ResNet FCNs
     # paper: the reference geometry (conv1_1 padded by ``pad``, fc6 unpadded). same: every convolution padded
     # by half its kernel, no large pad (a 128-px crop is a 128-px forward, not 328); the crops follow from
     # the layers either way. Deviation: "same" is not the paper's; the small-cpu preset uses it.
@@ -33,7 +37,7 @@ class ModelConfig:
     # The reference nets fix every deconvolution to bilinear interpolation (lr_mult 0);
     # the paper (section 4.2) also reports learning the 2x ones. Either is a flag away.
     learn_upsampling: bool = False
-    dropout: float = 0.5  # after fc6 and fc7, as in VGG16 and the reference nets
+    dropout: float = 0.5  # after fc6 and fc7, as in VGG16 and the reference nets (ResNet FCNs: torchvision's 0.1 in the head)
     # Not in the paper: BatchNorm after every trunk convolution, for the small net trained from scratch.
     # VGG16 and AlexNet keep the reference layers, so that their ImageNet and FCN weight files load.
     batch_norm: bool = False
@@ -46,6 +50,14 @@ class ModelConfig:
     # num_classes (every single-output net). Several heads share the trunk (SIFT Flow: semantic 33,
     # geometric 3), the model then returns {name: logits}; num_classes must equal the first head's.
     heads: list = dataclasses.field(default_factory=list)
+    # ResNet backbones only: keep torchvision's auxiliary FCNHead on layer3 (its training loss; inference
+    # ignores it). torchvision's fcn_resnet*_coco files carry it.
+    aux: bool = False
+
+    @property
+    def is_resnet(self) -> bool:
+        """Whether this is a torchvision-style ResNet FCN (fcnseg.models.resnet) rather than a VGG-family FCN."""
+        return self.backbone in RESNET_BACKBONES
 
     def input_streams(self) -> list[tuple[str, int]]:
         """``[(name, channels)]`` of the input's channel groups, the default filled in."""
@@ -61,10 +73,16 @@ class ModelConfig:
         return sum(c for _, c in self.input_streams())
 
     def validate(self, source: str = "model config") -> "ModelConfig":
+        if self.is_resnet:
+            return self._validate_resnet(source)
+        if self.aux:
+            raise ConfigError(f"{source}: aux (the auxiliary head on layer3) exists for the ResNet backbones "
+                              f"({', '.join(RESNET_BACKBONES)}) only, not {self.backbone!r}")
         if self.arch not in ARCHES:
             raise ConfigError(f"{source}: arch {self.arch!r} is not one of {', '.join(ARCHES)}")
         if self.backbone not in BACKBONES:
-            raise ConfigError(f"{source}: backbone {self.backbone!r} is not one of {', '.join(BACKBONES)}")
+            raise ConfigError(f"{source}: backbone {self.backbone!r} is not one of "
+                              f"{', '.join(BACKBONES + RESNET_BACKBONES)}")
         if self.backbone == "alexnet" and self.arch != "fcn32s":
             raise ConfigError(
                 f"{source}: the AlexNet backbone has no pool3/pool4 skips; only arch 'fcn32s' exists for it "
@@ -101,6 +119,27 @@ class ModelConfig:
             if bad:
                 raise ConfigError(f"{source}: stream names of a late-fusion net name its layers (conv1_1color); "
                                   f"expected identifiers, found {bad}")
+        return self
+
+
+    def _validate_resnet(self, source: str) -> "ModelConfig":
+        """A ResNet FCN has one architecture, one RGB input and one head; the VGG-only settings must be left alone."""
+        if self.arch != RESNET_ARCH:
+            raise ConfigError(f"{source}: backbone {self.backbone} builds torchvision's FCN (arch {RESNET_ARCH!r}); "
+                              f"the skip architectures {', '.join(ARCHES)} are for vgg16, alexnet and small "
+                              f"(got arch {self.arch!r})")
+        if self.num_classes < 1:
+            raise ConfigError(f"{source}: num_classes must be >= 1, got {self.num_classes}")
+        vgg_only = {"batch_norm": False, "learn_upsampling": False, "padding": "paper"}
+        changed = [name for name, default in vgg_only.items() if getattr(self, name) != default]
+        if changed:
+            raise ConfigError(f"{source}: {', '.join(changed)} set for backbone {self.backbone}, which has BatchNorm "
+                              "built in, pads every convolution and upsamples bilinearly; leave them at their defaults")
+        self.streams = _named_counts(self.streams, "streams", "channels", source)
+        self.heads = _named_counts(self.heads, "heads", "num_classes", source)
+        if self.streams or self.heads:
+            raise ConfigError(f"{source}: backbone {self.backbone} reads one RGB image and has one head; "
+                              f"found streams {self.streams} and heads {self.heads}")
         return self
 
 

@@ -13,19 +13,22 @@ from typing import Callable, Iterator
 
 from fcnseg.errors import ConfigError
 from fcnseg.models.fcn import FCN
+from fcnseg.models.resnet import ResNetFCN
 from fcnseg.models.geometry import receptive_fields
 
-OUTPUT_STRIDE = 32  # every trunk here pools five times by 2 (AlexNet: 4 * 2 * 2 * 2)
+# every VGG-family trunk here pools five times by 2 (AlexNet: 4 * 2 * 2 * 2); the ResNet FCNs' stride 8 divides it
+OUTPUT_STRIDE = 32
 
 
-def context_margin(model: FCN) -> int:
+def context_margin(model: FCN | ResNetFCN) -> int:
     """Pixels of context a tile needs on each side so that its kept centre matches the whole-image result.
 
-    Half the receptive field of fc7 (from the layers), plus one output stride for the bilinear
+    Half the receptive field of fc7 (a ResNet's: of its class scores, along the residual branches),
+    from the layers (``model.receptive_field_layers()``), plus one of the net's strides for the bilinear
     upsampling that mixes neighbouring score cells and one for the skip fusion, rounded up to a
-    multiple of the output stride so that tile origins stay on the net's grid.
+    multiple of the output grid so that tile origins stay on it. ResNet-50: 256 px, ResNet-101: 512 px.
     """
-    rf = receptive_fields(model.backbone.named_children())[-1][1]
+    rf = receptive_fields(model.receptive_field_layers())[-1][1]
     need = rf.size // 2 + 2 * rf.stride
     return int(math.ceil(need / OUTPUT_STRIDE) * OUTPUT_STRIDE)
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from fcnseg.config import ModelConfig
+from fcnseg.config import RESNET_BACKBONES, ModelConfig
 from fcnseg.models.fcn import build_model
 
-# Every (backbone, arch) pair that exists: AlexNet has no pool3/pool4 skips.
+# Every (backbone, arch) pair that exists: AlexNet has no pool3/pool4 skips; a ResNet has torchvision's FCN only.
 ARCHITECTURES = [
     ("vgg16", "fcn32s"),
     ("vgg16", "fcn16s"),
@@ -21,6 +21,8 @@ ARCHITECTURES = [
     ("small", "fcn16s"),
     ("small", "fcn8s"),
     ("small", "fcn8s-atonce"),
+    ("resnet50", "fcn"),
+    ("resnet101", "fcn"),
 ]
 
 
@@ -51,7 +53,9 @@ def complexity(config: ModelConfig, input_size: tuple[int, int] = (500, 500)) ->
 def complexity_table(
     input_size: tuple[int, int] = (500, 500), num_classes: int = 21, padding: str = "paper"
 ) -> list[Complexity]:
-    return [complexity(ModelConfig(arch=a, backbone=b, num_classes=num_classes, padding=padding), input_size)
+    # padding chooses the VGG-family geometry; the ResNets pad every convolution whatever it says
+    return [complexity(ModelConfig(arch=a, backbone=b, num_classes=num_classes,
+                                   padding="paper" if b in RESNET_BACKBONES else padding), input_size)
             for b, a in ARCHITECTURES]
 
 

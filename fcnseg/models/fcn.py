@@ -14,6 +14,7 @@ from fcnseg.errors import ConfigError
 from fcnseg.models.backbones import Backbone, build_backbone, init_from_scratch
 from fcnseg.models.geometry import CoordMap, crop_offset
 from fcnseg.models.heads import DATA, Head, net_heads
+from fcnseg.models.resnet import ResNetFCN
 from fcnseg.models.upsample import upsampling_layer
 
 # The reference name of the first convolution of a single trunk reading a stream other than 3 channels
@@ -141,6 +142,10 @@ class FCN(nn.Module):
             geometry = f"pad {self.config.pad}" if self.config.padding == "paper" else "padding 'same'"
             raise ConfigError(f"{self.config.arch} on {self.config.backbone} with {geometry}: {e}") from e
 
+    def receptive_field_layers(self) -> list[tuple[str, nn.Module]]:
+        """The trunk's layers up to fc7, in order (its receptive field bounds the context a tile needs)."""
+        return list(next(iter(self.trunks().values())).named_children())
+
     def reference_names(self) -> dict[str, str]:
         """Module path -> the reference net's layer name, for every layer with learned weights, in forward order.
 
@@ -204,6 +209,9 @@ class FCN(nn.Module):
         return self._coarse(self.heads[0], self.trunk_features(x))
 
 
-def build_model(config: ModelConfig) -> FCN:
-    """Build the network a config describes (score layers zero-initialised, trunk He-initialised)."""
+def build_model(config: ModelConfig) -> "FCN | ResNetFCN":
+    """Build the network a config describes: an :class:`FCN` (score layers zero-initialised, trunk He-initialised),
+    or for the ResNet backbones torchvision's FCN (:class:`fcnseg.models.resnet.ResNetFCN`)."""
+    if config.is_resnet:
+        return ResNetFCN(config)
     return FCN(config)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from fcnseg.files import atomic_write
-from fcnseg.config import ModelConfig, from_dict
+from fcnseg.config import RESNET_ARCH, ModelConfig, from_dict
 from fcnseg.data.normalization import IMAGENET_RGB, PAPER_BGR, InputSpec, Normalization, normalization_from_dict
 from fcnseg.errors import CheckpointError, ConfigError
 from fcnseg.models.fcn import FCN, build_model
@@ -29,6 +29,8 @@ from fcnseg.weights.onnx_format import is_onnx_file
 from fcnseg.weights.imported import ImportedWeights
 from fcnseg.weights.pytorch_fcn import TORCHFCN_ARCHES, config_from_state_dict, torchfcn_to_fcnseg
 from fcnseg.weights.torch_files import explain_load_failure
+from fcnseg.weights.torchvision_resnet import (classifier_trunk, fcn_config, is_torchvision_resnet_classifier,
+                                               is_torchvision_resnet_fcn, resnet_depth, with_batch_counts)
 from fcnseg.weights.torchvision_vgg import is_torchvision_vgg16, torchvision_vgg16_to_fcnseg
 
 FORMAT = "fcnseg-checkpoint"
@@ -221,13 +223,17 @@ def load_model(
         wrapped_arch = TORCHFCN_ARCHES.get(str(obj.get("arch", "")))
         loaded = _from_state_dict(obj["model_state_dict"], path, arch or wrapped_arch, "torchfcn", map_location)
     elif _is_state_dict(obj):
-        if is_torchvision_vgg16(obj):
+        if is_torchvision_vgg16(obj) or is_torchvision_resnet_classifier(obj):
+            kind = "VGG16" if is_torchvision_vgg16(obj) else "ResNet"
             raise CheckpointError(
-                f"{path}: an ImageNet VGG16 classifier, not an FCN; build one from it with "
+                f"{path}: an ImageNet {kind} classifier, not an FCN; build one from it with "
                 f"fcn_from_classifier() or 'fcnseg convert --from-classifier'"
             )
-        source = "fcnseg-state-dict" if any(k.startswith("backbone.") for k in obj) else "torchfcn"
-        loaded = _from_state_dict(obj, path, arch, source, map_location)
+        if is_torchvision_resnet_fcn(obj):
+            loaded = _from_torchvision_resnet(obj, path, arch)
+        else:
+            source = "fcnseg-state-dict" if any(k.startswith("backbone.") for k in obj) else "torchfcn"
+            loaded = _from_state_dict(obj, path, arch, source, map_location)
     else:
         raise CheckpointError(f"{path}: not a checkpoint fcnseg knows (found a {type(obj).__name__})")
     loaded.path = path
@@ -257,6 +263,18 @@ def _load_onnx(path: Path, class_names: list[str] | None) -> LoadedModel:
     if class_names is not None:
         _rename_classes(loaded, class_names)
     return loaded
+
+
+def _from_torchvision_resnet(state_dict, path: Path, arch) -> LoadedModel:
+    """torchvision's ``fcn_resnet50/101_coco-*.pth`` (or a state dict of our ResNet FCN: the same keys)."""
+    config = fcn_config(state_dict, str(path))
+    if arch is not None and arch != config.arch:
+        raise CheckpointError(f"{path}: holds torchvision's {config.backbone} FCN (arch {config.arch!r}) "
+                              f"but arch {arch!r} was asked for")
+    model = build_model(config)
+    load_state_dict_strict(model, with_batch_counts(state_dict), str(path))
+    # torchvision's segmentation weights read RGB in 0..1, ImageNet mean/std; 21 VOC classes on the COCO subset.
+    return LoadedModel(model, config, default_class_names(config.num_classes), IMAGENET_RGB, "torchvision")
 
 
 def _from_state_dict(state_dict, path: Path, arch, source: str, map_location) -> LoadedModel:
@@ -295,10 +313,11 @@ def _load_caffemodel(path: Path, map_location, arch, class_names) -> LoadedModel
 
 
 def read_classifier_trunk(path: str | Path) -> tuple[dict[str, torch.Tensor], Normalization]:
-    """Trunk weights (``backbone.*``) of an ImageNet VGG16 classifier file, and the normalisation it expects.
+    """Trunk weights (``backbone.*``) of an ImageNet VGG16 or ResNet-50/101 classifier file, and the normalisation it expects.
 
-    Reads a torchvision-style state dict (``features.N``/``classifier.0/3/6``; RGB ImageNet
-    mean/std) or the Caffe ``VGG_ILSVRC_16_layers.caffemodel`` (BGR mean-subtracted 0..255).
+    Reads a torchvision-style VGG16 state dict (``features.N``/``classifier.0/3/6``; RGB ImageNet
+    mean/std), the Caffe ``VGG_ILSVRC_16_layers.caffemodel`` (BGR mean-subtracted 0..255), or a torchvision
+    ResNet-50/101 (``resnet50-*.pth``: ``conv1``, ``layer1..4``, ``fc``; RGB ImageNet mean/std; ``fc`` dropped).
     """
     path = Path(path)
     if not path.is_file():
@@ -315,6 +334,8 @@ def read_classifier_trunk(path: str | Path) -> tuple[dict[str, torch.Tensor], No
         obj = obj["state_dict"]
     if not _is_state_dict(obj):
         raise CheckpointError(f"{path}: expected a state dict of a VGG16 classifier, found a {type(obj).__name__}")
+    if is_torchvision_resnet_classifier(obj):
+        return classifier_trunk(obj, str(path))[1], IMAGENET_RGB
     if "features.0.weight" in obj:  # torchvision's layout, whole or not: the importer names what is missing
         try:
             return torchvision_vgg16_to_fcnseg(obj), IMAGENET_RGB
@@ -322,25 +343,38 @@ def read_classifier_trunk(path: str | Path) -> tuple[dict[str, torch.Tensor], No
             raise CheckpointError(f"{path}: VGG16 classifier lacks {e.args[0]}") from e
     if "backbone.conv1_1.weight" in obj:
         return obj, PAPER_BGR
-    raise CheckpointError(f"{path}: not a VGG16 classifier layout (expected keys features.N.* and classifier.0/3/6.*)")
+    raise CheckpointError(f"{path}: not a VGG16 or ResNet classifier layout (expected keys features.N.* and "
+                          "classifier.0/3/6.*, or conv1.*, layer1..4.* and fc.*)")
 
 
 def fcn_from_classifier(
     path: str | Path,
-    arch: str = "fcn32s",
+    arch: str | None = None,
     num_classes: int = 21,
     class_names: list[str] | None = None,
     learn_upsampling: bool = False,
+    aux: bool = False,
 ) -> LoadedModel:
-    """Build an FCN from an ImageNet VGG16 classifier file: the paper's net surgery.
+    """Build an FCN from an ImageNet VGG16 or ResNet-50/101 classifier file: the paper's net surgery.
 
-    The conv layers are copied, fc6/fc7 transplanted as 7x7 and 1x1 convolutions, the 1000-way
+    VGG16: the conv layers are copied, fc6/fc7 transplanted as 7x7 and 1x1 convolutions, the 1000-way
     ImageNet scorer discarded, the new score layers zero-initialised and the upsampling set to
-    bilinear (paper section 4). The returned model is in train mode, ready for fine-tuning.
+    bilinear (paper section 4); ``arch`` defaults to fcn32s. ResNet (``resnet50-*.pth``, ``resnet101-*.pth``):
+    torchvision's FCN (arch ``fcn``, the only one) on the classifier's trunk, ``fc`` dropped, a fresh FCNHead
+    (and with ``aux`` the auxiliary head) as torchvision initialises it. The returned model is in train mode,
+    ready for fine-tuning.
     """
     trunk, normalization = read_classifier_trunk(path)
-    config = ModelConfig(arch=arch, backbone="vgg16", num_classes=num_classes, learn_upsampling=learn_upsampling).validate()
-    model = build_model(config)
-    transplant_trunk(model, trunk, str(path))
+    if "backbone.layer1.0.conv1.weight" in trunk:
+        depth = resnet_depth(trunk, str(path))
+        config = ModelConfig(arch=arch or RESNET_ARCH, backbone=depth, num_classes=num_classes, aux=aux,
+                             learn_upsampling=learn_upsampling).validate(f"{path}: {depth} classifier")
+        model = build_model(config)
+        load_state_dict_strict(model.backbone, {k[len("backbone."):]: v for k, v in trunk.items()}, str(path))
+    else:
+        config = ModelConfig(arch=arch or "fcn32s", backbone="vgg16", num_classes=num_classes,
+                             learn_upsampling=learn_upsampling, aux=aux).validate()
+        model = build_model(config)
+        transplant_trunk(model, trunk, str(path))
     names = class_names or default_class_names(num_classes)
     return LoadedModel(model.train(), config, list(names), normalization, "classifier")
