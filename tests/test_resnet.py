@@ -268,9 +268,12 @@ def test_onnx_export_agrees_with_eager(resnet50, tmp_path, one_thread):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     from fcnseg.inference.export import check_onnx, export_onnx
+    from fcnseg.weights.checkpoint import load_model
+    from fcnseg.weights.handle import LoadedModel
 
-    model = resnet50
-    path = export_onnx(model, IMAGENET_RGB, tmp_path / "fcn_resnet50.onnx")
-    rows = check_onnx(model, IMAGENET_RGB, path, shapes=((1, 3, 33, 47), (2, 3, 64, 64)))
+    model = LoadedModel(resnet50, resnet50.config, [], IMAGENET_RGB, "memory")
+    path = export_onnx(model, tmp_path / "fcn_resnet50.onnx")
+    rows = check_onnx(model, path, shapes=((1, 3, 33, 47), (2, 3, 64, 64)))
+    assert load_model(path).config == resnet50.config  # the file rebuilds its architecture
     for row in rows:
         assert row.argmax_agreement >= 0.999 and row.max_abs_diff < 1e-3, row

@@ -161,7 +161,11 @@ def test_eval_scores_an_int8_file_and_compares_precisions(models, tmp_path, caps
                  "--compare-precisions", "--int8-model", str(models["int8"]), "--out", str(both), "--no-progress"]) == 0
     text = capsys.readouterr().out
     rows = json.loads(both.read_text())["precisions"]
-    assert [r["precision"] for r in rows] == ["fp32", "bf16", "int8"]
-    assert abs(rows[2]["mean_iu"] - result["mean_iu"]) < 1e-9  # the same int8 file scores the same
+    from fcnseg.precision import cpu_has_native_bf16
+
+    # bf16 only where this CPU runs it natively; elsewhere the table says why it is missing.
+    assert [r["precision"] for r in rows] == ["fp32", *(["bf16"] if cpu_has_native_bf16() else []), "int8"]
+    assert cpu_has_native_bf16() or "bf16: not measured" in text
+    assert abs(rows[-1]["mean_iu"] - result["mean_iu"]) < 1e-9  # the same int8 file scores the same
     for word in ("fp32", "bf16", "int8", "mean IU"):
         assert word in text

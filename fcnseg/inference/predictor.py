@@ -153,7 +153,7 @@ class Predictor:
     ):
         if (model is None) == (net is None):
             raise ValueError("give a model (run by PyTorch) or a net, not both")
-        if isinstance(model, FCN):
+        if model is not None and not isinstance(model, LoadedModel):  # a bare module (an FCN, a ResNet FCN)
             if normalization is None:
                 raise ValueError("a bare FCN needs its normalization (a model handle from load_model() brings its own)")
             model = LoadedModel(model, model.config, list(class_names or []), normalization, "memory")
