@@ -16,6 +16,7 @@ from fcnseg.data.normalization import PAPER_BGR, Normalization
 from fcnseg.data.palette import palette_for, read_mask_png
 from fcnseg.data.scan import Problem, Sample, ScanReport, scan_samples
 from fcnseg.errors import DataError
+from fcnseg.files import read_text
 from fcnseg.images import image_size, read_image
 
 logger = logging.getLogger(__name__)
@@ -56,11 +57,7 @@ def require_folder(path: str | Path) -> Path:
 
 def read_split_file(path: str | Path) -> list[str]:
     """Names listed one per line (blank lines skipped; only the first column is used)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise DataError(f"split file {path} cannot be read: {e}") from e
+    text = read_text(path, what="split file")
     return [line.split()[0] for line in text.splitlines() if line.strip()]
 
 

@@ -18,6 +18,7 @@ from fcnseg.data.classes import IGNORE_INDEX, ClassInfo
 from fcnseg.data.normalization import PAPER_BGR, Normalization
 from fcnseg.data.scan import Sample
 from fcnseg.errors import DataError
+from fcnseg.files import read_text
 from fcnseg.images import images_by_stem
 
 LABEL_KEY = "LabelMap"
@@ -43,10 +44,7 @@ TASK_TO_FULL_NAME = {"diningtable": "table", "bedcloth": "bedclothes", "clothes"
 def read_context_labels(path: str | Path) -> list[tuple[int, str]]:
     """``(id, name)`` for each ``<id>: <name>`` line of a PASCAL-Context label file, in file order."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise DataError(f"label file {path} cannot be read: {e}") from e
+    lines = read_text(path, what="label file").splitlines()
     entries = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():

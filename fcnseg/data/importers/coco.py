@@ -28,6 +28,7 @@ from fcnseg.data.importers.items import Export, ImportOptions, Item, SkippedItem
 from fcnseg.data.importers.raster import Bitmap, Drawing, Polygon, Shape, draw_shapes
 from fcnseg.data.scan import Problem
 from fcnseg.errors import DataError
+from fcnseg.files import read_text
 from fcnseg.images import read_image
 
 
@@ -57,9 +58,10 @@ def load_json(path: Path) -> dict:
     Raises:
         DataError: not JSON, or not a dict with lists ``images``, ``annotations`` and ``categories``.
     """
+    text = read_text(path, what="COCO JSON")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
         raise DataError(f"cannot be read as JSON ({type(e).__name__}: {e})", path=path) from e
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
         found = sorted(data) if isinstance(data, dict) else type(data).__name__

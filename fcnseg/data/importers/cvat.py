@@ -32,6 +32,7 @@ from fcnseg.data.importers.raster import Drawing
 from fcnseg.data.palette import IGNORE_COLOUR, voc_palette
 from fcnseg.data.scan import Problem
 from fcnseg.errors import DataError
+from fcnseg.files import read_text
 from fcnseg.images import images_by_stem
 
 LABELMAP, MASK_DIR, IMAGE_DIR, LIST_DIR = "labelmap.txt", "SegmentationClass", "JPEGImages", "ImageSets/Segmentation"
@@ -45,10 +46,7 @@ def read_labelmap(path: Path) -> list[tuple[str, Colour]]:
     Raises:
         DataError: a line without a colour of three numbers 0..255, or a colour used twice.
     """
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise DataError(f"cannot be read ({e})", path=path) from e
+    lines = read_text(path, what="CVAT labelmap").splitlines()
     entries: list[tuple[str, Colour]] = []
     seen: dict[Colour, str] = {}
     for number, raw in enumerate(lines, start=1):

@@ -42,6 +42,7 @@ from fcnseg.data.importers.raster import (
 )
 from fcnseg.data.scan import Problem
 from fcnseg.errors import DataError
+from fcnseg.files import read_text
 
 AREA_TYPES = ("polygon", "rectangle", "oriented_rectangle", "circle", "mask")
 IGNORED_TYPES = ("line", "linestrip", "point", "points")  # no area: nothing to paint
@@ -86,8 +87,11 @@ def read_labelme(src: Path, options: ImportOptions) -> Export:
 def _load(path: Path, findings: list[Problem]) -> dict | None:
     """The JSON without its imageData (kept as a flag; read again when the image is written)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = json.loads(read_text(path, what="labelme JSON"))
+    except DataError as e:
+        findings.append(Problem(path.stem, str(path), "unreadable_annotation", e.reason))
+        return None
+    except json.JSONDecodeError as e:
         findings.append(Problem(path.stem, str(path), "unreadable_annotation", f"cannot be read as JSON ({type(e).__name__}: {e})"))
         return None
     if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
@@ -144,7 +148,7 @@ def _image_of(path: Path, data: dict):
 def _embedded_image(path: Path) -> bytes:
     """The bytes of the image file embedded (base64) in a labelme JSON's imageData."""
     try:
-        return base64.b64decode(json.loads(path.read_text(encoding="utf-8"))["imageData"], validate=True)
+        return base64.b64decode(json.loads(read_text(path, what="labelme JSON"))["imageData"], validate=True)
     except (binascii.Error, ValueError, TypeError) as e:
         raise DataError(f"imageData is not base64 ({e})", path=path) from e
 
