@@ -33,7 +33,7 @@ from fcnseg.data.palette import IGNORE_COLOUR, voc_palette
 from fcnseg.data.scan import Problem
 from fcnseg.errors import DataError
 from fcnseg.files import read_text
-from fcnseg.images import images_by_stem
+from fcnseg.images import images_by_stem, open_image
 
 LABELMAP, MASK_DIR, IMAGE_DIR, LIST_DIR = "labelmap.txt", "SegmentationClass", "JPEGImages", "ImageSets/Segmentation"
 
@@ -141,11 +141,13 @@ def _draw(mask_path: Path, table: dict[int, int], line_index: list[int], height:
     if not mask_path.is_file():
         raise SkippedItem("missing_mask", f"mask PNG not found for image {name}", path=mask_path)
     try:
-        with Image.open(mask_path) as picture:
+        with open_image(mask_path) as picture:  # the pixel limit of images
             picture.load()
             mode = picture.mode
             values = np.asarray(picture.convert("RGB") if mode in ("P", "RGB", "RGBA", "PA", "LA") else picture)
-    except OSError as e:
+    except DataError as e:
+        raise SkippedItem("unreadable_mask", e.reason, path=mask_path) from e
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise SkippedItem("unreadable_mask", f"cannot be read ({type(e).__name__}: {e})", path=mask_path) from e
     if values.shape[:2] != (height, width):
         raise SkippedItem("size_mismatch", f"mask is {values.shape[1]}x{values.shape[0]} but its image is {width}x{height}", path=mask_path)

@@ -182,7 +182,10 @@ def _draw(shapes: list, index: dict[str, int], height: int, width: int, *, overl
             continue
         try:
             geometry = _geometry(kind, shape)
-        except (ValueError, TypeError, KeyError, OSError) as e:
+        except DataError as e:  # a mask PNG beyond the pixel limit
+            findings.append(Problem(name, path, "bad_shape", f"{what}: mask {e.reason}; skipped"))
+            continue
+        except (ValueError, TypeError, KeyError, OSError, SyntaxError, Image.DecompressionBombError) as e:
             findings.append(Problem(name, path, "bad_shape", f"{what}: {e}; skipped"))
             continue
         drawable.append(Shape(geometry, index[cleaned], what))
@@ -220,6 +223,6 @@ def _geometry(kind: str, shape: dict):
     encoded = shape.get("mask")
     if not isinstance(encoded, str) or not encoded:
         raise ValueError("a mask shape without its 'mask' PNG")
-    with Image.open(io.BytesIO(base64.b64decode(encoded))) as picture:
+    with open_image(io.BytesIO(base64.b64decode(encoded))) as picture:  # the pixel limit of images
         bitmap = np.asarray(picture.convert("L")) > 0
     return Bitmap(bitmap, top=int(y0), left=int(x0))

@@ -1,0 +1,66 @@
+"""Imports meet bad input without a traceback and without half-written output: decompression bombs among the
+masks, a failure midway, malformed COCO annotations, RLE runs of the wrong total, polygons out to 1e9."""
+
+import json
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fcnseg.data import read_mask_png
+from fcnseg.data.importers import import_dataset
+from fcnseg.errors import DataError
+from fcnseg.images import DEFAULT_MAX_PIXELS, ImageTooLargeError
+
+H, W = 12, 16
+
+
+def photo(seed=0, height=H, width=W):
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def bomb_png(path, width=40000, height=40000):
+    """A tiny PNG whose header claims ``width`` x ``height`` pixels (the data is a 1x1 image's)."""
+    Image.new("RGB", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    ihdr = 8 + 8  # signature, then the IHDR chunk's length and type
+    data[ihdr : ihdr + 8] = struct.pack(">II", width, height)
+    data[ihdr + 13 : ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4 : ihdr + 13])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def cvat_export(root, names):
+    for folder in ("SegmentationClass", "JPEGImages"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    (root / "labelmap.txt").write_text("background:0,0,0::\nroad:128,64,128::\n")
+    for i, name in enumerate(names):
+        Image.fromarray(photo(i)).save(root / "JPEGImages" / f"{name}.png")
+        mask = np.zeros((H, W, 3), dtype=np.uint8)
+        mask[2:6, 3:9] = (128, 64, 128)
+        Image.fromarray(mask).save(root / "SegmentationClass" / f"{name}.png")
+    return root
+
+
+def test_a_mask_png_claiming_40000x40000_pixels_is_a_data_error_naming_the_file(tmp_path):
+    assert 40000 * 40000 > DEFAULT_MAX_PIXELS
+    path = bomb_png(tmp_path / "bomb.png")
+    with pytest.raises(ImageTooLargeError) as caught:
+        read_mask_png(path)
+    assert isinstance(caught.value, DataError) and caught.value.path == str(path)
+    assert "40000x40000" in str(caught.value)
+
+
+def test_a_cvat_mask_bomb_is_reported_and_skipped_and_the_other_masks_imported(tmp_path):
+    src = cvat_export(tmp_path / "export", ["a", "bomb", "c"])
+    bomb_png(src / "SegmentationClass" / "bomb.png")
+    out = tmp_path / "out"
+    report = import_dataset("cvat-mask", src, out, val_fraction=0)
+    assert report.written == ["a", "c"]
+    assert [(p.kind, p.name, p.path) for p in report.problems] == [
+        ("unreadable_mask", "bomb", str(src / "SegmentationClass" / "bomb.png"))]
+    assert "40000x40000" in report.problems[0].message
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["a.png", "c.png"]
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["a.png", "c.png"]
