@@ -43,6 +43,7 @@ from fcnseg.data.importers.raster import (
 from fcnseg.data.scan import Problem
 from fcnseg.errors import DataError
 from fcnseg.files import read_text
+from fcnseg.images import open_image
 
 AREA_TYPES = ("polygon", "rectangle", "oriented_rectangle", "circle", "mask")
 IGNORED_TYPES = ("line", "linestrip", "point", "points")  # no area: nothing to paint
