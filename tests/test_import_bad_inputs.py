@@ -64,3 +64,63 @@ def test_a_cvat_mask_bomb_is_reported_and_skipped_and_the_other_masks_imported(t
     assert "40000x40000" in report.problems[0].message
     assert sorted(p.name for p in (out / "masks").iterdir()) == ["a.png", "c.png"]
     assert sorted(p.name for p in (out / "images").iterdir()) == ["a.png", "c.png"]
+
+
+def test_a_labelme_mask_shape_claiming_40000x40000_pixels_is_a_bad_shape_of_its_file(tmp_path):
+    import base64
+
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.fromarray(photo()).save(src / "a.png")
+    bomb = base64.b64encode(bomb_png(tmp_path / "bomb.png").read_bytes()).decode("ascii")
+    shapes = [{"label": "cat", "points": [[1, 1], [5, 5]], "shape_type": "mask", "mask": bomb},
+              {"label": "cat", "points": [[8, 2], [12, 6]], "shape_type": "rectangle"}]
+    (src / "a.json").write_text(json.dumps({"shapes": shapes, "imagePath": "a.png", "imageHeight": H, "imageWidth": W}))
+    report = import_dataset("labelme", src, tmp_path / "out", val_fraction=0)
+    assert [(p.kind, p.path) for p in report.problems] == [("bad_shape", str(src / "a.json"))]
+    assert "40000x40000" in report.problems[0].message
+    assert (read_mask_png(tmp_path / "out" / "masks" / "a.png") == 1).sum() == 4 * 4
+
+
+def leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_an_import_failing_midway_leaves_no_output_folder_and_no_temporary_files(tmp_path, monkeypatch):
+    import fcnseg.data.importers.pipeline as pipeline
+
+    src = cvat_export(tmp_path / "export", ["a", "b", "c"])
+    real_write_mask, calls = pipeline.write_mask, []
+
+    def failing_write_mask(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise MemoryError("the machine ran out of memory")
+        return real_write_mask(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "write_mask", failing_write_mask)
+    out = tmp_path / "out"
+    with pytest.raises(MemoryError):
+        import_dataset("cvat-mask", src, out)
+    assert not out.exists() and leftovers(tmp_path) == []
+    out.mkdir()  # an empty folder the user made stays as it was
+    calls.clear()
+    with pytest.raises(MemoryError):
+        import_dataset("cvat-mask", src, out)
+    assert list(out.iterdir()) == [] and leftovers(tmp_path) == []
+
+
+def test_an_output_folder_holding_files_is_refused_with_the_remedy_and_left_untouched(tmp_path):
+    src = cvat_export(tmp_path / "export", ["a"])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="is not empty.*choose another.*never overwrites") as caught:
+        import_dataset("cvat-mask", src, out)
+    assert caught.value.path == str(out)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
+    assert leftovers(tmp_path) == []
+    report = import_dataset("cvat-mask", src, tmp_path / "new" / "data", val_fraction=0)  # parents are made
+    assert report.ok and sorted(p.name for p in (tmp_path / "new" / "data").iterdir()) == [
+        "classes.txt", "images", "import.json", "masks", "train.txt"]
+    assert oct((tmp_path / "new" / "data").stat().st_mode & 0o777) != oct(0o700)
