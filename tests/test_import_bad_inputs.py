@@ -2,6 +2,7 @@
 masks, a failure midway, malformed COCO annotations, RLE runs of the wrong total, polygons out to 1e9."""
 
 import json
+import re
 import struct
 import zlib
 
@@ -124,3 +125,99 @@ def test_an_output_folder_holding_files_is_refused_with_the_remedy_and_left_unto
     assert report.ok and sorted(p.name for p in (tmp_path / "new" / "data").iterdir()) == [
         "classes.txt", "images", "import.json", "masks", "train.txt"]
     assert oct((tmp_path / "new" / "data").stat().st_mode & 0o777) != oct(0o700)
+
+
+def coco_export(tmp_path, annotations, height=H, width=W):
+    """A COCO instances JSON over one image ``a.png`` with categories 1 cat and 2 dog."""
+    export = tmp_path / "export"
+    (export / "images").mkdir(parents=True)
+    Image.fromarray(photo(0, height, width)).save(export / "images" / "a.png")
+    path = export / "annotations.json"
+    path.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.png", "height": height, "width": width}],
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
+    }))
+    return path
+
+
+def box(ann_id, x0, y0, x1, y1, category=1, **fields):
+    return {"id": ann_id, "image_id": 1, "category_id": category,
+            "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]], "iscrowd": 0, **fields}
+
+
+def test_each_malformed_coco_annotation_is_reported_with_its_id_and_the_rest_imported(tmp_path):
+    good = box(1, 2, 2, 6, 8)
+    bad = [
+        box(2, 0, 0, 4, 4) | {"segmentation": {"size": 12, "counts": [192]}},  # RLE size not a list
+        box(3, 0, 0, 4, 4) | {"image_id": [1]},  # list-valued ids
+        box(4, 0, 0, 4, 4) | {"category_id": [1]},
+        box(6, 0, 0, 4, 4) | {"segmentation": [["a", 1, 2, 3, 4, 5]]},  # a polygon with non-numbers
+        box(7, 0, 0, 4, 4) | {"segmentation": [[{"x": 1}, 2, 3, 4, 5, 6]]},
+        box(8, 0, 0, 4, 4) | {"segmentation": 5},  # a segmentation of the wrong type
+        "not an annotation",
+    ]
+    path = coco_export(tmp_path, [good] + bad)
+    report = import_dataset("coco", path, tmp_path / "out", val_fraction=0)
+    assert report.written == ["a"]
+    assert all(p.path == str(path) for p in report.problems)
+    found = [(p.kind, re.match(r"annotations\[\d+\]|annotation \d+", p.message).group()) for p in report.problems]
+    assert found == [  # first those found listing the annotations by image, then those found drawing them
+        ("bad_annotation", "annotation 3"),
+        ("bad_annotation", "annotations[7]"),  # the string: named by its place in the list
+        ("bad_shape", "annotation 2"),
+        ("bad_annotation", "annotation 4"),
+        ("bad_shape", "annotation 6"),
+        ("bad_shape", "annotation 7"),
+        ("bad_shape", "annotation 8"),
+    ]
+    assert "image_id [1] is not an integer" in report.problems[0].message
+    assert "RLE size is 12" in report.problems[2].message
+    assert "category_id [1] is not an integer" in report.problems[3].message
+    assert "segmentation is int; expected polygons or an RLE" in report.problems[6].message
+    expected = np.zeros((H, W), dtype=np.int64)
+    expected[2:8, 2:6] = 1
+    assert np.array_equal(read_mask_png(tmp_path / "out" / "masks" / "a.png"), expected)
+
+
+def test_compressed_rle_decodes_as_pycocotools_on_masks_with_long_runs(tmp_path):
+    mask_utils = pytest.importorskip("pycocotools.mask")
+    from fcnseg.data.importers.coco import decode_rle
+
+    rng = np.random.default_rng(0)
+    for height, width in ((1, 1), (7, 5), (90, 130)):
+        for density in (0.0, 0.02, 0.5, 0.98, 1.0):
+            mask = rng.random((height, width)) < density
+            mask[: height // 2, : width // 3] = True  # a run longer than one 5-bit group
+            encoded = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+            rle = {"size": [height, width], "counts": encoded["counts"].decode("ascii")}
+            assert np.array_equal(decode_rle(rle, height, width), mask)
+
+
+@pytest.mark.parametrize("kind", ["compressed", "uncompressed"])
+@pytest.mark.parametrize("pixels", [H * W - 40, H * W + 3])
+def test_rle_runs_covering_other_than_height_times_width_pixels_are_refused(tmp_path, kind, pixels):
+    mask_utils = pytest.importorskip("pycocotools.mask")
+    counts = [5, 20, pixels - 25]
+    if kind == "compressed":  # pycocotools encodes the runs of a mask of `pixels` pixels in one column
+        column = np.zeros((pixels, 1), dtype=np.uint8)
+        column[5:25] = 1
+        counts = mask_utils.encode(np.asfortranarray(column))["counts"].decode("ascii")
+    rle = {"size": [H, W], "counts": counts}
+    path = coco_export(tmp_path, [box(1, 2, 2, 6, 8, category=2), box(2, 0, 0, 1, 1) | {"segmentation": rle}])
+    first = import_dataset("coco", path, tmp_path / "out", val_fraction=0)
+    assert [(p.kind, p.name) for p in first.problems] == [("bad_shape", "a")]
+    assert f"{kind} RLE runs cover {pixels} pixels; expected {H} x {W} = {H * W}" in first.problems[0].message
+    expected = np.zeros((H, W), dtype=np.int64)
+    expected[2:8, 2:6] = 2
+    assert np.array_equal(read_mask_png(tmp_path / "out" / "masks" / "a.png"), expected)
+
+
+def test_compressed_rle_strings_that_are_not_run_lengths_are_refused():
+    from fcnseg.data.importers.coco import decode_rle
+
+    for counts, message in (("0 1", "expected characters"), ("o", "middle of a run"), ("1" + "0" * 2, "cover 1 pixels")):
+        with pytest.raises(ValueError, match=message):
+            decode_rle({"size": [2, 2], "counts": counts}, 2, 2)
+    with pytest.raises(ValueError, match="negative length"):
+        decode_rle({"size": [2, 2], "counts": "11@"}, 2, 2)  # the third run: 1 + (-16) < 0
