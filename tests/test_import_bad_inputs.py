@@ -221,3 +221,27 @@ def test_compressed_rle_strings_that_are_not_run_lengths_are_refused():
             decode_rle({"size": [2, 2], "counts": counts}, 2, 2)
     with pytest.raises(ValueError, match="negative length"):
         decode_rle({"size": [2, 2], "counts": "11@"}, 2, 2)  # the third run: 1 + (-16) < 0
+
+
+@pytest.mark.parametrize("far", [1e9, 1e15, 1.5e308])
+def test_a_polygon_reaching_out_to_huge_coordinates_covers_what_it_covers(tmp_path, far):
+    # a triangle whose long edge is the diagonal y = x: it covers the pixel centres with y > x
+    triangle = [-far, -far, far, far, -far, far]
+    path = coco_export(tmp_path, [box(1, 0, 0, 1, 1) | {"segmentation": [triangle]}])
+    report = import_dataset("coco", path, tmp_path / "out", val_fraction=0)
+    assert report.ok and [n.kind for n in report.notes] == ["clipped"]
+    ys, xs = np.mgrid[0:H, 0:W] + 0.5
+    clear = np.abs(ys - xs) > 0.2  # a centre within 1/8 pixel of a slanted edge may fall either way
+    mask = read_mask_png(tmp_path / "out" / "masks" / "a.png")
+    assert np.array_equal((mask == 1)[clear], (ys > xs)[clear])
+
+
+def test_clipping_a_ring_keeps_the_part_inside_the_box_and_drops_one_outside():
+    from fcnseg.data.importers.raster import clip_ring
+
+    square = np.array([[-1e9, -1e9], [1e9, -1e9], [1e9, 1e9], [-1e9, 1e9]])
+    clipped = clip_ring(square, 16, 12)
+    assert sorted(map(tuple, clipped.tolist())) == [(-1.0, -1.0), (-1.0, 13.0), (17.0, -1.0), (17.0, 13.0)]
+    assert len(clip_ring(np.array([[30.0, 0], [40, 0], [35, 5]]), 16, 12)) == 0
+    inside = np.array([[2.0, 3], [9, 3], [4, 8]])
+    assert np.array_equal(clip_ring(inside, 16, 12), inside)
