@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 FORMAT_NAMES = ("coco", "labelme", "cvat-mask")  # the keys of fcnseg.data.importers.FORMATS (kept torch-free here)
 MAX_NOTES = 20  # notes printed (problems are all printed); the rest are in OUT/import.json
+TRAIN_BUDGET = "10m"  # the training time the printed command asks for: a first model on a CPU
+
+
+def train_command(out: Path, num_classes: int, has_val: bool) -> str:
+    """The ``fcnseg train`` command line that trains on the imported folder ``out`` as printed after an import.
+
+    The CPU recipe (the small net from scratch, no pretrained weights needed) for ``TRAIN_BUDGET``;
+    every path shell-quoted, so that the line can be pasted as it is. Without a val split it
+    validates on train.
+    """
+    words = ["fcnseg", "train", "--preset", "small-cpu", "--dataset", "folder", "--data-root", str(out),
+             "--num-classes", str(num_classes), "--time-budget", TRAIN_BUDGET,
+             "--out", str(Path("runs") / (out.resolve().name or "import"))]
+    if not has_val:
+        words += ["--val-split", "train"]
+    return shlex.join(words)
 
 
 def register(subparsers) -> None:
@@ -70,8 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         write_json(report.to_dict(), args.json)
     if report.written and report.classes is not None:
-        val = "" if "val" in report.splits else " --val-split train"
-        print(f"train with: fcnseg train --dataset folder --data-root {args.out} --num-classes {report.classes.num_classes}{val} ...")
+        print(f"train with: {train_command(args.out, report.classes.num_classes, 'val' in report.splits)}")
     if not report.ok:
         print("problems found: the items and annotations listed above were left out" if report.written
               else "nothing could be imported")
