@@ -22,9 +22,9 @@ from fcnseg.errors import ConfigError
 
 # Format name -> (module, reader function, the ImportOptions fields it reads besides overlap and the split).
 FORMATS = {
-    "coco": ("fcnseg.data.importers.coco", "read_coco", ("images", "masks")),
+    "coco": ("fcnseg.data.importers.coco", "read_coco", ("classes", "images", "masks")),
     "labelme": ("fcnseg.data.importers.labelme", "read_labelme", ("classes",)),
-    "cvat-mask": ("fcnseg.data.importers.cvat", "read_cvat", ("images",)),
+    "cvat-mask": ("fcnseg.data.importers.cvat", "read_cvat", ("classes", "images")),
 }
 
 
@@ -63,7 +63,9 @@ def import_dataset(
         overlap: ``area`` (larger objects painted first, so smaller ones stay on top) or ``order``
             (annotation order, the last on top). Crowd and ignore regions go underneath both.
         val_fraction, seed: the share of images listed in ``val.txt`` and the seed of that draw.
-        classes: labelme: a class file fixing the class order.
+        classes: a class file imposing the class order (every category found must be in it; its
+            classes absent from the export are kept). Without it: background 0, then the category
+            names sorted alphabetically, case-insensitively (ties by the exact string), in every format.
         images: COCO, CVAT: the image folder (default: guessed from the export).
         masks: COCO panoptic: the PNG folder (default: the JSON's path without ``.json``).
     Returns:
@@ -71,7 +73,7 @@ def import_dataset(
         data scan of ``out`` for each split. ``report.ok`` is False when anything was skipped.
     Raises:
         DataError: the export as a whole cannot be read (no JSON, no labelmap colours, duplicate class
-            names), or ``out`` is not empty. Bad items do not raise: they are in the report.
+            names, a category missing from the class file), or ``out`` is not empty. Bad items do not raise: they are in the report.
     """
     from fcnseg.data.importers.pipeline import write_export
 

@@ -1,7 +1,8 @@
 """COCO exports: instances JSON (polygons, RLE) or panoptic JSON + PNGs -> items with class-index label maps.
 
-Classes: background is 0, the categories follow in id order as 1..K with the JSON's names (a
-category named ``background`` is label 0). Crowd regions (``iscrowd: 1``) become the ignore label 255.
+Classes: background is 0, then the category names sorted alphabetically (case-insensitive), whatever
+their ids, or in the order of a class file (see :mod:`fcnseg.data.importers.class_list`; a category
+named ``background`` is label 0). Crowd regions (``iscrowd: 1``) become the ignore label 255.
 Instances overlap by ``ImportOptions.overlap`` (see :func:`fcnseg.data.importers.raster.paint_order`).
 Panoptic: every pixel belongs to one segment (``id = R + 256 G + 256^2 B`` in the PNG); id 0 (void)
 and crowd segments become 255.
@@ -17,12 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from fcnseg.data.classes import IGNORE_INDEX
-from fcnseg.data.importers.class_list import (
-    BACKGROUND,
-    class_info,
-    clean_name,
-    special_label,
-)
+from fcnseg.data.importers.class_list import clean_name, import_classes, special_label
 from fcnseg.data.importers.items import Export, ImportOptions, Item, SkippedItem
 from fcnseg.data.importers.raster import Bitmap, Drawing, Polygon, Shape, draw_shapes
 from fcnseg.data.scan import Problem
@@ -68,33 +64,30 @@ def load_json(path: Path) -> dict:
     return data
 
 
-def category_classes(categories: list, path: Path):
-    """Class list and ``category id -> class index`` from COCO ``categories`` (id order, background 0)."""
+def category_classes(categories: list, path: Path, class_file: Path | None = None):
+    """Class list and ``category id -> class index`` from COCO ``categories``, in the class order of every
+    import (:mod:`fcnseg.data.importers.class_list`: background 0, the names sorted; or ``class_file``'s)."""
     where = str(path)
     by_id: dict[int, str] = {}
     for number, category in enumerate(categories):
-        if not isinstance(category, dict) or not isinstance(category.get("id"), int):
+        if not isinstance(category, dict) or not is_id(category.get("id")):
             raise DataError(f"categories[{number}] has no integer 'id'", path=path)
         if category["id"] in by_id:
             raise DataError(f"category id {category['id']} is listed twice", path=path)
-        by_id[category["id"]] = clean_name(category.get("name"), f"{where}: category {category['id']}")
-    names = [BACKGROUND]
-    index: dict[int, int] = {}
-    for category_id in sorted(by_id):
-        special = special_label(by_id[category_id])
-        if special is not None:
-            index[category_id] = special
-            continue
-        index[category_id] = len(names)
-        names.append(by_id[category_id])
-    return class_info(names, where=where), index
+        name = clean_name(category.get("name"), f"{where}: category {category['id']}")
+        twin = next((cid for cid, other in by_id.items() if other == name and special_label(name) is None), None)
+        if twin is not None:
+            raise DataError(f"category name {name!r} is listed twice (ids {twin} and {category['id']}); expected unique names", path=path)
+        by_id[category["id"]] = name
+    classes, by_name = import_classes(by_id.values(), class_file, where=where)
+    return classes, {category_id: by_name[name] for category_id, name in by_id.items()}
 
 
 def read_coco(src: Path, options: ImportOptions) -> Export:
     """Read a COCO instances or panoptic export (panoptic when annotations carry ``segments_info``)."""
     path = find_json(src)
     data = load_json(path)
-    classes, index = category_classes(data["categories"], path)
+    classes, index = category_classes(data["categories"], path, options.classes)
     class_map = {f"category {cid}": i for cid, i in index.items()}
     findings: list[Problem] = []
     images = _image_records(data["images"], path, findings)

@@ -8,7 +8,8 @@ Layout (CVAT's export; the images are in JPEGImages/ when exported with them, el
     JPEGImages/<name>.jpg
 
 Classes: background is 0 (the labelmap's ``background`` line, else colour 0,0,0 as CVAT draws
-it), then the other labels in file order. Colours not in the labelmap are reported and become 255.
+it), then the other labels sorted alphabetically (case-insensitive), or in the order of a class file
+(see :mod:`fcnseg.data.importers.class_list`); each keeps its labelmap colour. Colours not in the labelmap are reported and become 255.
 """
 
 from __future__ import annotations
@@ -21,12 +22,7 @@ from PIL import Image
 
 from fcnseg.data.base import read_split_file
 from fcnseg.data.classes import IGNORE_INDEX, VOC_CLASSES, ClassInfo
-from fcnseg.data.importers.class_list import (
-    BACKGROUND,
-    BACKGROUND_NAMES,
-    class_info,
-    clean_name,
-)
+from fcnseg.data.importers.class_list import BACKGROUND, BACKGROUND_NAMES, clean_name, import_classes
 from fcnseg.data.importers.items import Export, ImportOptions, Item, SkippedItem
 from fcnseg.data.importers.raster import Drawing
 from fcnseg.data.palette import IGNORE_COLOUR, voc_palette
@@ -68,25 +64,20 @@ def read_labelmap(path: Path) -> list[tuple[str, Colour]]:
     return entries
 
 
-def labelmap_classes(entries: list[tuple[str, Colour]], where: str) -> tuple[ClassInfo, list[int]]:
-    """Classes (background first) and, per labelmap line, its class index."""
+def labelmap_classes(
+    entries: list[tuple[str, Colour]], where: str, class_file: Path | None = None
+) -> tuple[ClassInfo, list[int]]:
+    """Classes in the class order of every import (background 0, the names sorted; or ``class_file``'s),
+    with the labelmap's colours, and per labelmap line its class index."""
     background = next((i for i, (name, _) in enumerate(entries) if name in BACKGROUND_NAMES), None)
     if background is None:
         taken = next((name for name, colour in entries if colour == (0, 0, 0)), None)
         if taken is not None:
             raise DataError(f"{where}: no background line, and 0,0,0 (CVAT's background colour) is the colour of {taken!r}")
-        names, colours = [BACKGROUND], [(0, 0, 0)]
-    else:
-        names, colours = [BACKGROUND], [entries[background][1]]
-    line_index = []
-    for i, (name, colour) in enumerate(entries):
-        if i == background:
-            line_index.append(0)
-            continue
-        line_index.append(len(names))
-        names.append(name)
-        colours.append(colour)
-    return class_info(names, colours, where=where), line_index
+    colours = {name: colour for name, colour in entries}
+    colours[BACKGROUND] = (0, 0, 0) if background is None else entries[background][1]
+    classes, index = import_classes([name for name, _ in entries], class_file, where=where, colours=colours)
+    return classes, [index[name] for name, _ in entries]
 
 
 def list_names(root: Path) -> list[str]:
@@ -112,7 +103,7 @@ def read_cvat(src: Path, options: ImportOptions) -> Export:
         palette = voc_palette(len(VOC_CLASSES))
         entries = [(name, tuple(int(v) for v in palette[i])) for i, name in enumerate(VOC_CLASSES)]
         where = f"{src} (no {LABELMAP}: the PASCAL VOC labels)"
-    classes, line_index = labelmap_classes(entries, where)
+    classes, line_index = labelmap_classes(entries, where, options.classes)
     table = {_code(colour): line_index[i] for i, (_, colour) in enumerate(entries)}
     table.setdefault(_code(classes.colours[0]), 0)  # no background line: CVAT's black background
     table.setdefault(_code(IGNORE_COLOUR), IGNORE_INDEX)

@@ -1,7 +1,7 @@
 """labelme exports: one JSON per image (polygons, rectangles, circles, masks) -> items with class-index label maps.
 
-Classes: the sorted union of the labels, background 0, or a class file (``ImportOptions.classes``)
-fixing the order. Labels ``_background_``/``background`` paint 0 and ``__ignore__`` paints 255, as in
+Classes: background 0, then the labels of shapes with an area sorted alphabetically (case-insensitive),
+or a class file (``ImportOptions.classes``) fixing the order (see :mod:`fcnseg.data.importers.class_list`). Labels ``_background_``/``background`` paint 0 and ``__ignore__`` paints 255, as in
 labelme's labels.txt. Lines, points and line strips cover no area: they are counted and left out.
 The image is the JSON's embedded ``imageData`` when present (as labelme itself reads it), else
 ``imagePath`` relative to the JSON.
@@ -21,15 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fcnseg.data.classes import IGNORE_INDEX, read_class_file
-from fcnseg.data.importers.class_list import (
-    BACKGROUND,
-    BACKGROUND_NAMES,
-    IGNORE_NAMES,
-    class_info,
-    clean_name,
-    special_label,
-)
+from fcnseg.data.importers.class_list import clean_name, import_classes
 from fcnseg.data.importers.items import Export, ImportOptions, Item
 from fcnseg.data.importers.raster import (
     Bitmap,
@@ -73,10 +65,7 @@ def read_labelme(src: Path, options: ImportOptions) -> Export:
         data = _load(path, findings)
         if data is not None:
             parsed.append((path, data))
-    if options.classes is not None:
-        classes, index = _classes_from_file(options.classes)
-    else:
-        classes, index = _classes_from_labels(parsed, src)
+    classes, index = import_classes(_area_labels(parsed), options.classes, where=str(src))
     items = []
     for path, data in parsed:
         draw = partial(_draw, data["shapes"], index, overlap=options.overlap, name=path.stem, path=str(path))
@@ -102,39 +91,18 @@ def _load(path: Path, findings: list[Problem]) -> dict | None:
     return data
 
 
-def _classes_from_labels(parsed: list[tuple[Path, dict]], src: Path):
+def _area_labels(parsed: list[tuple[Path, dict]]) -> set[str]:
+    """The labels of the shapes that cover an area (a label drawn only as lines or points has no pixels: no class)."""
     labels = set()
     for path, data in parsed:
         for shape in data["shapes"]:
             if not isinstance(shape, dict) or (shape.get("shape_type") or "polygon") not in AREA_TYPES:
-                continue  # a label drawn only as lines or points has no pixels: no class
+                continue
             try:
                 labels.add(clean_name(shape.get("label"), str(path)))
             except DataError:
                 continue  # reported as a bad shape when drawn
-    names = [BACKGROUND] + sorted(n for n in labels if special_label(n) is None)
-    index = {name: 0 for name in BACKGROUND_NAMES}
-    index.update({name: IGNORE_INDEX for name in IGNORE_NAMES})
-    index.update({name: i for i, name in enumerate(names) if i > 0})
-    return class_info(names, where=str(src)), index
-
-
-def _classes_from_file(path: Path):
-    """A class file in label order (fcnseg's, or labelme's labels.txt with ``__ignore__`` and ``_background_``).
-
-    ``__ignore__`` lines are dropped (those labels paint 255); if the first remaining name is not a
-    background name, ``background`` is put before it, so that the file's first class is label 1.
-    """
-    info = read_class_file(path)
-    rows = [(name, info.colours[i] if info.colours else None) for i, name in enumerate(info.names) if name not in IGNORE_NAMES]
-    if not rows or rows[0][0] not in BACKGROUND_NAMES:
-        rows.insert(0, (BACKGROUND, (0, 0, 0) if info.colours else None))
-    names = [BACKGROUND] + [name for name, _ in rows[1:]]
-    colours = [colour for _, colour in rows] if info.colours else None
-    index = {name: 0 for name in BACKGROUND_NAMES}
-    index.update({name: IGNORE_INDEX for name in IGNORE_NAMES})
-    index.update({name: i for i, name in enumerate(names) if i > 0})
-    return class_info(names, colours, where=str(path)), index
+    return labels
 
 
 def _image_of(path: Path, data: dict):
