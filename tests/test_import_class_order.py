@@ -1,4 +1,4 @@
-"""One class order for every importer: background 0, then the category names sorted alphabetically (case-insensitive,
+"""One class order for every importer (COCO, labelme, CVAT masks, CVAT XML): background 0, then the category names sorted alphabetically (case-insensitive,
 ties by the exact string), whatever the tool, the ids or the order of first appearance; a class file imposes its own."""
 
 import json
@@ -72,7 +72,22 @@ def write_cvat(root):
     return root
 
 
-EXPORTS = {"coco": write_coco, "labelme": write_labelme, "cvat-mask": write_cvat}
+def write_cvat_xml(root):
+    (root / "images").mkdir(parents=True)
+    images = []
+    for number, (name, boxes) in enumerate(PHOTOS.items(), start=1):
+        Image.fromarray(photo(number)).save(root / "images" / f"{name}.png")
+        shapes = "".join(f'<box label="{c}" occluded="0" source="manual" xtl="{x0}.00" ytl="{y0}.00" xbr="{x1}.00" '
+                         f'ybr="{y1}.00" z_order="0"></box>' for c, x0, y0, x1, y1 in boxes)
+        images.append(f'<image id="{number - 1}" name="{name}.png" width="{W}" height="{H}">{shapes}</image>')
+    labels = "".join(f"<label><name>{n}</name><color>#ff0000</color><type>any</type></label>" for n in FIRST_SEEN)
+    (root / "annotations.xml").write_text(
+        f'<?xml version="1.0" encoding="utf-8"?>\n<annotations><version>1.1</version><meta><task><labels>{labels}'
+        f"</labels></task></meta>{''.join(images)}</annotations>")
+    return root
+
+
+EXPORTS = {"coco": write_coco, "labelme": write_labelme, "cvat-mask": write_cvat, "cvat-xml": write_cvat_xml}
 
 
 def import_all(tmp_path, classes=None):
@@ -88,7 +103,7 @@ def import_all(tmp_path, classes=None):
 
 
 @pytest.mark.parametrize("with_file", [False, True])
-def test_coco_labelme_and_cvat_exports_of_the_same_annotations_import_to_the_same_classes_and_maps(tmp_path, with_file):
+def test_coco_labelme_cvat_mask_and_cvat_xml_exports_of_the_same_annotations_import_to_the_same_classes_and_maps(tmp_path, with_file):
     classes = None
     expected_names = ("background", "cat", "cup", "person", "rocket")
     if with_file:

@@ -6,7 +6,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-FORMAT_NAMES = ("coco", "labelme", "cvat-mask")  # the keys of fcnseg.data.importers.FORMATS (kept torch-free here)
+FORMAT_NAMES = ("coco", "labelme", "cvat-mask", "cvat-xml")  # the keys of fcnseg.data.importers.FORMATS (kept torch-free here)
 MAX_NOTES = 20  # notes printed (problems are all printed); the rest are in OUT/import.json
 TRAIN_BUDGET = "10m"  # the training time the printed command asks for: a first model on a CPU
 
@@ -41,6 +41,8 @@ Convert an annotation tool's export into OUT/images, OUT/masks (palette PNGs of 
              points are counted and left out.
   cvat-mask  SRC is an unzipped CVAT "Segmentation mask 1.1" export (labelmap.txt, SegmentationClass/,
              JPEGImages/ or --images). Colours map to classes; unknown colours are reported, -> 255.
+  cvat-xml   SRC is a CVAT "CVAT for images 1.1" annotations.xml (or the unzipped export holding it,
+             images/ or --images). Boxes, polygons, ellipses, masks; polylines and points left out.
 
 Class order, the same in every format: background is 0, then the category names sorted
 alphabetically, case-insensitively (ties by the exact string), whatever the tool, the category ids
@@ -60,7 +62,7 @@ empty; it appears only once the import is complete.
 It prints the command ("train with: ...") that trains on OUT with the CPU recipe.""",
     )
     p.add_argument("format", choices=FORMAT_NAMES, help="export format")
-    p.add_argument("src", type=Path, help="the export: COCO JSON, labelme folder, or CVAT folder")
+    p.add_argument("src", type=Path, help="the export: COCO JSON, labelme folder, CVAT folder or CVAT XML")
     p.add_argument("out", type=Path, help="output folder (new or empty)")
     p.add_argument("--overlap", choices=["area", "order"], default="area",
                    help="which of two overlapping objects is on top: 'area' the smaller (default), 'order' the later")
@@ -69,7 +71,7 @@ It prints the command ("train with: ...") that trains on OUT with the CPU recipe
     p.add_argument("--classes", type=Path, metavar="FILE",
                    help="class file imposing the class order, any format (labelme's labels.txt works); "
                         "default: background, then the names sorted")
-    p.add_argument("--images", type=Path, metavar="DIR", help="coco, cvat-mask: the image folder (default: guessed from the export)")
+    p.add_argument("--images", type=Path, metavar="DIR", help="coco, cvat-mask, cvat-xml: the image folder (default: guessed from the export)")
     p.add_argument("--masks", type=Path, metavar="DIR", help="coco panoptic: the PNG folder (default: the JSON's path without .json)")
     p.add_argument("--json", type=Path, help="also write the report here (it is always written to OUT/import.json)")
     p.set_defaults(func=run)

@@ -214,6 +214,36 @@ class Circle:
 
 
 @dataclass(frozen=True)
+class Ellipse:
+    """An ellipse: centre ``(cx, cy)``, radii ``rx`` along its own x axis and ``ry``, turned ``rotation``
+    degrees clockwise on screen (y points down) about its centre (CVAT's ellipses)."""
+
+    cx: float
+    cy: float
+    rx: float
+    ry: float
+    rotation: float = 0.0
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        cos, sin = math.cos(math.radians(self.rotation)), math.sin(math.radians(self.rotation))
+        half_x = math.hypot(self.rx * cos, self.ry * sin)
+        half_y = math.hypot(self.rx * sin, self.ry * cos)
+        return self.cx - half_x, self.cy - half_y, self.cx + half_x, self.cy + half_y
+
+    def region(self, height: int, width: int) -> Region:
+        x_lo, y_lo, x_hi, y_hi = self.bounds()
+        left, right = _pixel_span(x_lo, x_hi, width)
+        top, bottom = _pixel_span(y_lo, y_hi, height)
+        if left >= right or top >= bottom or self.rx <= 0 or self.ry <= 0:
+            return _empty_region()
+        cos, sin = math.cos(math.radians(self.rotation)), math.sin(math.radians(self.rotation))
+        dy = np.arange(top, bottom, dtype=np.float64)[:, None] + 0.5 - self.cy
+        dx = np.arange(left, right, dtype=np.float64)[None, :] + 0.5 - self.cx
+        along, across = dx * cos + dy * sin, dy * cos - dx * sin  # in the ellipse's own axes
+        return Region(top, left, (along / self.rx) ** 2 + (across / self.ry) ** 2 <= 1.0)
+
+
+@dataclass(frozen=True)
 class Bitmap:
     """A pixel mask (bool ``[h, w]``) whose pixel (0, 0) is image pixel (``top``, ``left``): RLE, labelme masks."""
 
@@ -235,7 +265,7 @@ class Bitmap:
         return Region(top, left, mask)
 
 
-Geometry = Polygon | Rectangle | Circle | Bitmap
+Geometry = Polygon | Rectangle | Circle | Ellipse | Bitmap
 
 
 @dataclass(frozen=True)
