@@ -216,7 +216,8 @@ def test_rle_runs_covering_other_than_height_times_width_pixels_are_refused(tmp_
 def test_compressed_rle_strings_that_are_not_run_lengths_are_refused():
     from fcnseg.data.importers.coco import decode_rle
 
-    for counts, message in (("0 1", "expected characters"), ("o", "middle of a run"), ("1" + "0" * 2, "cover 1 pixels")):
+    for counts, message in (("0 1", "expected characters"), ("0\u00e9", "expected characters"), ("o", "middle of a run"),
+                            ("1" + "0" * 2, "cover 1 pixels")):
         with pytest.raises(ValueError, match=message):
             decode_rle({"size": [2, 2], "counts": counts}, 2, 2)
     with pytest.raises(ValueError, match="negative length"):

@@ -102,14 +102,22 @@ def import_all(tmp_path, classes=None):
     return found
 
 
-@pytest.mark.parametrize("with_file", [False, True])
-def test_coco_labelme_cvat_mask_and_cvat_xml_exports_of_the_same_annotations_import_to_the_same_classes_and_maps(tmp_path, with_file):
+@pytest.mark.parametrize(
+    "class_file, expected_names",
+    [
+        (None, ("background", "cat", "cup", "person", "rocket")),
+        ("rocket\nperson\nspoon\ncup\ncat\n", ("background", "rocket", "person", "spoon", "cup", "cat")),  # spoon: unused, kept
+        ("background 9 9 9\nperson 1 2 3\ncat 4 5 6\ncup 7 8 9\nrocket 10 11 12\n",  # colours of its own
+         ("background", "person", "cat", "cup", "rocket")),
+    ],
+)
+def test_coco_labelme_cvat_mask_and_cvat_xml_exports_of_the_same_annotations_import_to_the_same_classes_and_maps(
+    tmp_path, class_file, expected_names
+):
     classes = None
-    expected_names = ("background", "cat", "cup", "person", "rocket")
-    if with_file:
+    if class_file is not None:
         classes = tmp_path / "classes.txt"
-        classes.write_text("rocket\nperson\nspoon\ncup\ncat\n")  # spoon: in no annotation, kept
-        expected_names = ("background", "rocket", "person", "spoon", "cup", "cat")
+        classes.write_text(class_file)
     found = import_all(tmp_path, classes)
     for format, (names, maps) in found.items():
         assert names == expected_names, format

@@ -253,7 +253,7 @@ def rle_string_counts(text: str | bytes) -> list[int]:
     Raises:
         ValueError: a character outside ``'0'..'o'``, a number cut off at the end, or a negative run.
     """
-    data = text.encode("latin-1", "replace") if isinstance(text, str) else bytes(text)
+    data = text.encode("utf-8") if isinstance(text, str) else bytes(text)  # non-ASCII: bytes >= 128, refused below
     counts: list[int] = []
     position = 0
     while position < len(data):

@@ -9,7 +9,8 @@ Layout (CVAT's export; the images are in JPEGImages/ when exported with them, el
 
 Classes: background is 0 (the labelmap's ``background`` line, else colour 0,0,0 as CVAT draws
 it), then the other labels sorted alphabetically (case-insensitive), or in the order of a class file
-(see :mod:`fcnseg.data.importers.class_list`); each keeps its labelmap colour. Colours not in the labelmap are reported and become 255.
+(see :mod:`fcnseg.data.importers.class_list`); each keeps its labelmap colour. Colours not in the
+labelmap are reported and become 255.
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ def read_cvat(src: Path, options: ImportOptions) -> Export:
         where = f"{src} (no {LABELMAP}: the PASCAL VOC labels)"
     classes, line_index = labelmap_classes(entries, where, options.classes)
     table = {_code(colour): line_index[i] for i, (_, colour) in enumerate(entries)}
-    table.setdefault(_code(classes.colours[0]), 0)  # no background line: CVAT's black background
+    background = next((colour for name, colour in entries if name in BACKGROUND_NAMES), (0, 0, 0))
+    table.setdefault(_code(background), 0)  # no background line: CVAT's black background
     table.setdefault(_code(IGNORE_COLOUR), IGNORE_INDEX)
     class_map = {f"colour {r},{g},{b}": i for (_, (r, g, b)), i in zip(entries, line_index)}
     image_dir = options.images or src / IMAGE_DIR

@@ -1,7 +1,8 @@
 """labelme exports: one JSON per image (polygons, rectangles, circles, masks) -> items with class-index label maps.
 
 Classes: background 0, then the labels of shapes with an area sorted alphabetically (case-insensitive),
-or a class file (``ImportOptions.classes``) fixing the order (see :mod:`fcnseg.data.importers.class_list`). Labels ``_background_``/``background`` paint 0 and ``__ignore__`` paints 255, as in
+or a class file (``ImportOptions.classes``) fixing the order (see :mod:`fcnseg.data.importers.class_list`).
+Labels ``_background_``/``background`` paint 0 and ``__ignore__`` paints 255, as in
 labelme's labels.txt. Lines, points and line strips cover no area: they are counted and left out.
 The image is the JSON's embedded ``imageData`` when present (as labelme itself reads it), else
 ``imagePath`` relative to the JSON.

@@ -12,9 +12,9 @@ from fcnseg.data import build_dataset
 from fcnseg.data.importers.items import Export, ImportOptions, Item, SkippedItem
 from fcnseg.data.importers.report import ITEM_KINDS, ImportReport
 from fcnseg.data.importers.writer import (
+    check_out,
     choose_split,
     copy_image,
-    check_out,
     publish,
     safe_name,
     staging_folder,

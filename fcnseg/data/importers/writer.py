@@ -53,14 +53,21 @@ def check_out(out: Path) -> None:
 
 
 def staging_folder(out: Path) -> Path:
-    """A new hidden folder beside ``out`` (``.<name>.importing-<random>``) holding images/ and masks/, where
+    """A new hidden folder beside ``out`` (``.<name>.<random>.importing``) holding images/ and masks/, where
     an import writes everything before :func:`publish` renames it to ``out``.
 
     Beside ``out`` so that the rename stays on one file system; with the permissions of a new folder
     (the umask's), not ``mkdtemp``'s owner-only ones.
+
+    Raises:
+        DataError: the folder cannot be created there (no such place, no permission).
     """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=STAGING_SUFFIX, dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=STAGING_SUFFIX, dir=out.parent))
+    except OSError as e:
+        raise DataError(f"cannot write beside it in {out.parent} ({e.strerror or e}); expected a folder "
+                        "that can be created", path=out) from e
     umask = os.umask(0)
     os.umask(umask)
     staging.chmod(0o777 & ~umask)
