@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
+from fcnseg.errors import DataError
+
 TEMP_GLOB = ".*.tmp*"
 
 
@@ -124,6 +126,44 @@ def sweep_temp_files(folder: str | Path, recursive: bool = False) -> list[Path]:
     for p in removed:
         p.unlink(missing_ok=True)
     return removed
+
+
+# --- text in -----------------------------------------------------------------------------------------
+
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def read_text(path: str | Path, what: str = "text file") -> str:
+    """The text of a UTF-8 file (a leading UTF-8 byte-order mark dropped): the one reader of the text
+    files users give (class files, split lists, labelmaps, label lists, annotation JSON).
+
+    Args:
+        path: the file.
+        what: what the file is, for messages (``"class file"``, ``"split file"``).
+    Raises:
+        DataError: the file is missing or unreadable, or not UTF-8; the message names the file, the line
+            and byte offset of the first bad byte and the remedy (save it as UTF-8).
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as e:
+        raise DataError(f"{what} not found", path=path) from e
+    except IsADirectoryError as e:
+        raise DataError(f"is a folder; expected a {what}", path=path) from e
+    except OSError as e:
+        raise DataError(f"{what} cannot be read ({e.strerror or e})", path=path) from e
+    start = len(UTF8_BOM) if data.startswith(UTF8_BOM) else 0
+    try:
+        return data[start:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        offset = start + e.start
+        line = data.count(b"\n", 0, offset) + 1
+        raise DataError(
+            f"{what} is not UTF-8 text: byte 0x{data[offset]:02x} at byte offset {offset} (line {line}) "
+            f"cannot be decoded; expected UTF-8 (with or without a byte-order mark): save the file as UTF-8",
+            path=path,
+        ) from e
 
 
 # --- JSON --------------------------------------------------------------------------------------------

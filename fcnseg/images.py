@@ -94,8 +94,15 @@ class ImageTooLargeError(DataError):
     """The image has more pixels than the limit (a :class:`DataError`, so callers that catch that see it too)."""
 
 
-def _open(path: Path | BinaryIO, max_pixels: int | None) -> Image.Image:
-    """Open (lazily) with fcnseg's pixel limit in place of Pillow's decompression-bomb guard."""
+def open_image(path: Path | BinaryIO, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open (lazily) with fcnseg's pixel limit in place of Pillow's decompression-bomb guard.
+
+    Every reader of pictures goes through it (images here; mask PNGs in :mod:`fcnseg.data.palette` and
+    the importers), so that a file whose header claims 40000 x 40000 pixels is refused before it is decoded.
+    Raises:
+        ImageTooLargeError: more pixels than ``max_pixels`` (``None`` or 0: no limit).
+        OSError, ValueError, SyntaxError: Pillow cannot open the file (the caller words them).
+    """
     with _PIL_LIMIT_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         saved = Image.MAX_IMAGE_PIXELS
@@ -155,7 +162,7 @@ def read_image(path: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
         path = io.BytesIO(path)
     path = path if hasattr(path, "read") else Path(path)
     try:
-        with _open(path, max_pixels) as image:
+        with open_image(path, max_pixels) as image:
             image.load()
             image = ImageOps.exif_transpose(image)
             return np.array(_to_uint8_rgb(image))  # writable and contiguous, for torch.from_numpy
@@ -174,7 +181,7 @@ def image_size(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
     """
     path = Path(path)
     try:
-        with _open(path, max_pixels) as image:
+        with open_image(path, max_pixels) as image:
             image.load()
             width, height = image.size
             orientation = image.getexif().get(0x0112, 1)  # EXIF Orientation

@@ -74,6 +74,24 @@ def test_label_files_that_do_not_fit_are_reported_with_file_and_line(tmp_path):
         context_label_table([(1, "accordion")], ["cat"])
 
 
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("1000000000000000: accordion", r"labels.txt:2: label id 1000000000000000 is beyond 65535"),
+        ("-3: accordion", r"labels.txt:2: label id -3 is negative"),
+        ("\u00b2: accordion", r"labels.txt:2: expected '<id>: <name>'"),  # a digit to isdigit, not to int
+    ],
+)
+def test_absurd_label_ids_are_refused_with_file_and_line_before_any_table_is_sized(tmp_path, line, message):
+    (tmp_path / "labels.txt").write_text(f"0: background\n{line}\n", encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        read_context_labels(tmp_path / "labels.txt")
+    with pytest.raises(DataError, match="label ids must lie in 0..65535"):
+        context_label_table([(0, "background"), (10**15, "cat")], ["cat"])
+    (tmp_path / "labels.txt").write_text("0: background\n65535: accordion\n")
+    assert read_context_labels(tmp_path / "labels.txt") == [(0, "background"), (65535, "accordion")]
+
+
 def test_scan_reports_missing_mat_wrong_key_and_size_mismatch(tmp_path):
     context, voc = tmp_path / "ctx", tmp_path / "VOC2010"
     context_tree(context, voc, {"train": ["good1", "good2"]})

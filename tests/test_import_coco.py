@@ -51,7 +51,7 @@ def write_image(path, height=H, width=W, seed=0):
 
 
 def coco_json(tmp_path, images, annotations, categories=None):
-    categories = categories or [{"id": 5, "name": "cat"}, {"id": 2, "name": "dog"}]
+    categories = categories or [{"id": 5, "name": "elk"}, {"id": 2, "name": "dog"}]  # by name: dog 1, elk 2
     path = tmp_path / "export" / "annotations.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
@@ -86,7 +86,7 @@ def mask_of(out, name):
 TRIANGLE = [(3.3, 2.1), (28.6, 6.7), (9.2, 21.4)]
 
 
-def test_polygons_are_labelled_at_pixel_centres_with_categories_in_id_order(tmp_path):
+def test_polygons_are_labelled_at_pixel_centres_with_categories_sorted_by_name(tmp_path):
     write_image(tmp_path / "export" / "images" / "a.png")
     json_path = coco_json(
         tmp_path,
@@ -98,8 +98,8 @@ def test_polygons_are_labelled_at_pixel_centres_with_categories_in_id_order(tmp_
     )
     report = import_dataset("coco", json_path, tmp_path / "out", val_fraction=0)
     assert report.ok, report.problems
-    # background 0, then categories by id: 2 (dog) -> 1, 5 (cat) -> 2
-    assert read_class_file(tmp_path / "out" / "classes.txt").names == ("background", "dog", "cat")
+    # background 0, then categories by name: 2 (dog) -> 1, 5 (elk) -> 2
+    assert read_class_file(tmp_path / "out" / "classes.txt").names == ("background", "dog", "elk")
     mask = mask_of(tmp_path / "out", "a")
     square = box_pixels(20, 14, 30, 22)
     assert np.array_equal(mask == 2, square)
@@ -287,7 +287,7 @@ def test_panoptic_segments_map_to_classes_with_void_and_crowd_ignored(tmp_path):
             {"id": 256 * 3 + 7, "category_id": 5, "iscrowd": 0},
             {"id": 70000, "category_id": 5, "iscrowd": 1},
         ]}],
-        "categories": [{"id": 2, "name": "dog", "isthing": 1}, {"id": 5, "name": "cat", "isthing": 1}],
+        "categories": [{"id": 2, "name": "dog", "isthing": 1}, {"id": 5, "name": "elk", "isthing": 1}],
     }
     json_path = export / "annotations" / "panoptic_val.json"
     json_path.write_text(json.dumps(data))
@@ -318,8 +318,8 @@ def test_the_command_offers_every_registered_format_and_refuses_options_a_format
 
     assert set(FORMAT_NAMES) == set(FORMATS)
     write_image(tmp_path / "export" / "images" / "a.png")
-    with pytest.raises(ConfigError, match="does not use classes"):
-        import_dataset("coco", coco_json(tmp_path, [image_record(1, "a.png")], []), tmp_path / "out", classes=tmp_path / "c.txt")
+    with pytest.raises(ConfigError, match="does not use images"):
+        import_dataset("labelme", tmp_path / "export", tmp_path / "out", images=tmp_path / "export")
     with pytest.raises(ConfigError, match="val_fraction"):
         import_dataset("coco", tmp_path / "export" / "annotations.json", tmp_path / "out", val_fraction=1.0)
 

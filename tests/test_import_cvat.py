@@ -63,12 +63,13 @@ def test_colours_map_to_classes_and_unknown_colours_are_reported_and_ignored(tmp
     (src / "ImageSets" / "Segmentation" / "default.txt").write_text("a\nb\nshort\nlost\n")
     out = tmp_path / "out"
     assert main(["import", "cvat-mask", str(src), str(out), "--val-fraction", "0"]) == 1
-    info = read_class_file(out / "classes.txt")
-    assert info.names == ("background", "road", "car") and info.colours == ((0, 0, 0), ROAD, CAR)
-    expected_a = a.astype(np.int64)
+    info = read_class_file(out / "classes.txt")  # sorted by name, each with its labelmap colour
+    assert info.names == ("background", "car", "road") and info.colours == ((0, 0, 0), CAR, ROAD)
+    by_name = np.array([0, 2, 1])  # labelmap line -> class: road is class 2, car class 1
+    expected_a = by_name[a]
     expected_a[0:2, 0:4] = 255
     assert np.array_equal(read_mask_png(out / "masks" / "a.png"), expected_a)
-    assert np.array_equal(read_mask_png(out / "masks" / "b.png"), b)
+    assert np.array_equal(read_mask_png(out / "masks" / "b.png"), by_name[b])
     report = json.loads((out / "import.json").read_text())
     found = {(p["kind"], p["name"]): p for p in report["problems"]}
     assert set(found) == {("unknown_colour", "a"), ("size_mismatch", "short"), ("missing_image", "lost")}
@@ -80,7 +81,7 @@ def test_colours_map_to_classes_and_unknown_colours_are_reported_and_ignored(tmp
     assert (out / "images" / "a.jpg").read_bytes() == (src / "JPEGImages" / "a.jpg").read_bytes()
     dataset = build_dataset("folder", out, "train")
     image, mask = dataset[1]
-    assert tuple(image.shape) == (3, H, W) and tuple(mask.shape) == (H, W) and dataset.class_names == ["background", "road", "car"]
+    assert tuple(image.shape) == (3, H, W) and tuple(mask.shape) == (H, W) and dataset.class_names == ["background", "car", "road"]
 
 
 def test_without_a_background_line_black_is_background_and_one_channel_masks_index_the_labelmap(tmp_path):

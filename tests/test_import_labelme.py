@@ -7,11 +7,13 @@ import json
 
 import matplotlib.path as mpath
 import numpy as np
+import pytest
 from PIL import Image
 
 from fcnseg.cli import main
 from fcnseg.data import build_dataset, read_class_file, read_mask_png, read_split_file
 from fcnseg.data.importers import import_dataset
+from fcnseg.errors import DataError
 
 H, W = 30, 40
 
@@ -102,27 +104,33 @@ def test_shapes_become_class_indices_at_pixel_centres_with_labels_sorted(tmp_pat
     assert np.array_equal(np.asarray(Image.open(out / "images" / "first.png")), photo(0))
 
 
-def test_a_class_file_fixes_the_order_and_unknown_labels_are_reported_by_file(tmp_path):
+def test_a_class_file_fixes_the_order_and_labels_missing_from_it_are_an_error_naming_them(tmp_path):
     src = tmp_path / "src"
     write_export(src)
-    labelme_json(src / "third.json", [
-        shape("horse", "rectangle", [(1, 1), (5, 5)]),
+    horse = shape("horse", "rectangle", [(1, 1), (5, 5)])
+    third_shapes = [
         shape("dog", "polygon", [(45, 2), (60, 2), (50, 20)]),  # beyond the right edge of the 40 px image
         shape("cat", "rectangle", [(30, -8), (50, 6)]),  # partly outside: clipped
-    ], image_path="../pics/first.png")
+    ]
+    labelme_json(src / "third.json", [horse, shape("Zebu", "rectangle", [(1, 1), (2, 2)])] + third_shapes,
+                 image_path="../pics/first.png")
     labels = tmp_path / "labels.txt"
     labels.write_text("__ignore__\n_background_\ndog\ncat\n")  # labelme's labels.txt
     out = tmp_path / "out"
+    with pytest.raises(DataError, match=r"labels.txt: 2 categories of .* not in the class file: 'horse', 'Zebu'; add them"):
+        import_dataset("labelme", src, out, classes=labels, val_fraction=0)
+    assert not out.exists()
+    labelme_json(src / "third.json", third_shapes, image_path="../pics/first.png")
     report = import_dataset("labelme", src, out, classes=labels, val_fraction=0)
     assert read_class_file(out / "classes.txt").names == ("background", "dog", "cat")
     third = str(src / "third.json")
-    assert [(p.kind, p.name, p.path) for p in report.problems] == [("unknown_category", "third", third), ("outside_image", "third", third)]
+    assert [(p.kind, p.name, p.path) for p in report.problems] == [("outside_image", "third", third)]
     assert ("clipped", "third", third) in [(n.kind, n.name, n.path) for n in report.notes]
     triangle, rectangle, circle = expected_first()
     mask = read_mask_png(out / "masks" / "first.png")
     assert np.array_equal(mask == 1, triangle) and np.array_equal(mask == 2, rectangle | circle)
     x, y = centres()
-    kept = np.where((x >= 30) & (y <= 6), 2, 0)  # only the clipped cat: the horse and the dog are left out
+    kept = np.where((x >= 30) & (y <= 6), 2, 0)  # only the clipped cat: the dog is outside
     assert np.array_equal(read_mask_png(out / "masks" / "third.png"), kept)
 
 

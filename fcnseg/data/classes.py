@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from fcnseg.errors import ConfigError, DataError
-from fcnseg.files import atomic_write_text
+from fcnseg.files import atomic_write_text, read_text
 
 IGNORE_INDEX = 255  # VOC marks object borders and "difficult" pixels with 255; never scored, never trained on
 
@@ -133,10 +133,7 @@ def read_class_file(path: str | Path) -> ClassInfo:
             colours, or has more than 255 classes (255 is the ignore label).
     """
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise DataError(f"class file {path} cannot be read: {e}") from e
+    lines = read_text(path, what="class file").splitlines()
     names: list[str] = []
     colours: list[tuple[int, int, int] | None] = []
     numbers: list[int] = []

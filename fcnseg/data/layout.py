@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fcnseg.errors import DataError
+from fcnseg.files import read_text
 
 
 def require_folder(path: str | Path) -> Path:
@@ -23,11 +24,7 @@ def require_folder(path: str | Path) -> Path:
 
 def read_split_file(path: str | Path) -> list[str]:
     """Names listed one per line (blank lines skipped; only the first column is used)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise DataError(f"split file {path} cannot be read: {e}") from e
+    text = read_text(path, what="split file")
     return [line.split()[0] for line in text.splitlines() if line.strip()]
 
 

@@ -10,6 +10,7 @@ from PIL import Image
 from fcnseg.data.classes import IGNORE_INDEX, ClassInfo
 from fcnseg.errors import DataError
 from fcnseg.files import atomic_write
+from fcnseg.images import open_image
 
 IGNORE_COLOUR = (224, 224, 192)  # the colour VOC's palette gives to label 255
 
@@ -81,12 +82,13 @@ def read_mask_png(path: str | Path, colours: tuple[tuple[int, int, int], ...] | 
     maps to 255); an RGB mask without colours, or with a colour not in the list, is an error.
 
     Raises:
+        ImageTooLargeError: more pixels than images may have (``fcnseg.images.DEFAULT_MAX_PIXELS``), a DataError.
         DataError: the file is missing, empty ("empty file (0 bytes)", as for images) or cannot be
             decoded; the mode is not P/L/I/RGB; or an RGB mask cannot be mapped.
     """
     path = Path(path)
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:  # the pixel limit of images: a header claiming 40000 x 40000 is refused
             image.load()
             mode = image.mode
             if mode in ("P", "L", "I", "I;16"):
@@ -94,7 +96,7 @@ def read_mask_png(path: str | Path, colours: tuple[tuple[int, int, int], ...] | 
             if mode not in ("RGB", "RGBA"):
                 raise DataError(f"mask PNG mode is {mode}; expected a palette, grey or RGB PNG", path=path)
             rgb = np.asarray(image.convert("RGB"))
-    except (OSError, ValueError, SyntaxError) as e:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise _read_error(path, e) from e
     if colours is None:
         raise DataError("mask is an RGB PNG but the class file gives no colours to map it by", path=path)

@@ -17,9 +17,11 @@ from fcnseg.data.classes import IGNORE_INDEX, ClassInfo, ClassSource
 from fcnseg.data.layout import TreeLayout, read_split_file
 from fcnseg.data.mat_labels import read_mat_label_map
 from fcnseg.errors import DataError
+from fcnseg.files import read_text
 
 LABEL_KEY = "LabelMap"
 ALL_LABELS_FILE = "labels.txt"  # "<id>: <name>" for every class of the full annotation (459 lines)
+MAX_LABEL_ID = 65535  # label ids size a lookup table: beyond this a labels file is broken, not large
 TASK_LABELS_FILE = "59_labels.txt"  # "<id>: <name>" for the 59 classes, in output order
 BACKGROUND = "background"
 
@@ -39,19 +41,27 @@ TASK_TO_FULL_NAME = {"diningtable": "table", "bedcloth": "bedclothes", "clothes"
 
 
 def read_context_labels(path: str | Path) -> list[tuple[int, str]]:
-    """``(id, name)`` for each ``<id>: <name>`` line of a PASCAL-Context label file, in file order."""
+    """``(id, name)`` for each ``<id>: <name>`` line of a PASCAL-Context label file, in file order.
+
+    Raises:
+        DataError: a line is not ``<id>: <name>``, or its id is beyond ``MAX_LABEL_ID`` (the label ids
+            size a lookup table: an id of 1e15 would ask for petabytes).
+    """
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise DataError(f"label file {path} cannot be read: {e}") from e
+    lines = read_text(path, what="label file").splitlines()
     entries = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         key, sep, name = line.partition(":")
-        if not sep or not key.strip().isdigit() or not name.strip():
+        key = key.strip()
+        if sep and key.startswith("-") and key[1:].isascii() and key[1:].isdigit():
+            raise DataError(f"{path}:{number}: label id {key} is negative; expected an id 0..{MAX_LABEL_ID}")
+        if not sep or not (key.isascii() and key.isdigit()) or not name.strip():
             raise DataError(f"{path}:{number}: expected '<id>: <name>', found {line!r}")
+        if int(key) > MAX_LABEL_ID:
+            raise DataError(f"{path}:{number}: label id {int(key)} is beyond {MAX_LABEL_ID}; expected an id "
+                            f"0..{MAX_LABEL_ID} (PASCAL-Context's labels.txt goes up to 459)")
         entries.append((int(key), name.strip()))
     if not entries:
         raise DataError(f"label file {path} lists no classes; expected '<id>: <name>' lines")
@@ -72,6 +82,8 @@ def context_label_table(
     for label_id, name in all_labels:
         ids.setdefault(name.replace(" ", ""), label_id)
     top = max(label_id for label_id, _ in all_labels)
+    if top > MAX_LABEL_ID or min(label_id for label_id, _ in all_labels) < 0:
+        raise DataError(f"{source}: label ids must lie in 0..{MAX_LABEL_ID}; found {top}")
     table = np.full(top + 1, 0 if background else IGNORE_INDEX, dtype=np.int64)
     for k, name in enumerate(task_labels):
         key = name.replace(" ", "")

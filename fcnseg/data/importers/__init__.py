@@ -1,4 +1,4 @@
-"""Annotation-tool exports (COCO, labelme, CVAT masks) -> the image/mask folder that ``fcnseg train --dataset folder`` reads.
+"""Annotation-tool exports (COCO, labelme, CVAT masks and XML) -> the image/mask folder that ``fcnseg train --dataset folder`` reads.
 
 ``import_dataset("coco", "annotations/instances_val2017.json", "data/coco-val")`` writes
 ``images/``, ``masks/`` (palette PNGs of class indices, 255 = ignore), ``classes.txt``, ``train.txt``
@@ -22,9 +22,10 @@ from fcnseg.errors import ConfigError
 
 # Format name -> (module, reader function, the ImportOptions fields it reads besides overlap and the split).
 FORMATS = {
-    "coco": ("fcnseg.data.importers.coco", "read_coco", ("images", "masks")),
+    "coco": ("fcnseg.data.importers.coco", "read_coco", ("classes", "images", "masks")),
     "labelme": ("fcnseg.data.importers.labelme", "read_labelme", ("classes",)),
-    "cvat-mask": ("fcnseg.data.importers.cvat", "read_cvat", ("images",)),
+    "cvat-mask": ("fcnseg.data.importers.cvat", "read_cvat", ("classes", "images")),
+    "cvat-xml": ("fcnseg.data.importers.cvat_xml", "read_cvat_xml", ("classes", "images")),
 }
 
 
@@ -57,21 +58,24 @@ def import_dataset(
 
     Args:
         format: ``coco`` (instances or panoptic JSON), ``labelme`` (folder of JSON files) or
-            ``cvat-mask`` (CVAT "Segmentation mask 1.1" folder, unzipped).
-        src: the COCO JSON (or a folder holding one), the labelme folder, or the CVAT folder.
+            ``cvat-mask`` (CVAT "Segmentation mask 1.1" folder, unzipped) or ``cvat-xml`` (CVAT
+            "CVAT for images 1.1" annotations.xml, or the unzipped folder holding it).
+        src: the COCO JSON (or a folder holding one), the labelme folder, the CVAT folder, or the CVAT XML.
         out: a new or empty folder.
         overlap: ``area`` (larger objects painted first, so smaller ones stay on top) or ``order``
             (annotation order, the last on top). Crowd and ignore regions go underneath both.
         val_fraction, seed: the share of images listed in ``val.txt`` and the seed of that draw.
-        classes: labelme: a class file fixing the class order.
-        images: COCO, CVAT: the image folder (default: guessed from the export).
+        classes: a class file imposing the class order (every category found must be in it; its
+            classes absent from the export are kept). Without it: background 0, then the category
+            names sorted alphabetically, case-insensitively (ties by the exact string), in every format.
+        images: COCO, CVAT (both): the image folder (default: guessed from the export).
         masks: COCO panoptic: the PNG folder (default: the JSON's path without ``.json``).
     Returns:
         ImportReport: written names, problems and notes by file, the class list, the splits and the
         data scan of ``out`` for each split. ``report.ok`` is False when anything was skipped.
     Raises:
         DataError: the export as a whole cannot be read (no JSON, no labelmap colours, duplicate class
-            names), or ``out`` is not empty. Bad items do not raise: they are in the report.
+            names, a category missing from the class file), or ``out`` is not empty. Bad items do not raise: they are in the report.
     """
     from fcnseg.data.importers.pipeline import write_export
 

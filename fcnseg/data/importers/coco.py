@@ -1,7 +1,8 @@
 """COCO exports: instances JSON (polygons, RLE) or panoptic JSON + PNGs -> items with class-index label maps.
 
-Classes: background is 0, the categories follow in id order as 1..K with the JSON's names (a
-category named ``background`` is label 0). Crowd regions (``iscrowd: 1``) become the ignore label 255.
+Classes: background is 0, then the category names sorted alphabetically (case-insensitive), whatever
+their ids, or in the order of a class file (see :mod:`fcnseg.data.importers.class_list`; a category
+named ``background`` is label 0). Crowd regions (``iscrowd: 1``) become the ignore label 255.
 Instances overlap by ``ImportOptions.overlap`` (see :func:`fcnseg.data.importers.raster.paint_order`).
 Panoptic: every pixel belongs to one segment (``id = R + 256 G + 256^2 B`` in the PNG); id 0 (void)
 and crowd segments become 255.
@@ -10,7 +11,6 @@ and crowd segments become 255.
 from __future__ import annotations
 
 import json
-import warnings
 from collections import defaultdict
 from functools import partial
 from pathlib import Path
@@ -18,16 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from fcnseg.data.classes import IGNORE_INDEX
-from fcnseg.data.importers.class_list import (
-    BACKGROUND,
-    class_info,
-    clean_name,
-    special_label,
-)
+from fcnseg.data.importers.class_list import clean_name, import_classes, special_label
 from fcnseg.data.importers.items import Export, ImportOptions, Item, SkippedItem
 from fcnseg.data.importers.raster import Bitmap, Drawing, Polygon, Shape, draw_shapes
 from fcnseg.data.scan import Problem
 from fcnseg.errors import DataError
+from fcnseg.files import read_text
 from fcnseg.images import read_image
 
 
@@ -57,9 +53,10 @@ def load_json(path: Path) -> dict:
     Raises:
         DataError: not JSON, or not a dict with lists ``images``, ``annotations`` and ``categories``.
     """
+    text = read_text(path, what="COCO JSON")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
         raise DataError(f"cannot be read as JSON ({type(e).__name__}: {e})", path=path) from e
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
         found = sorted(data) if isinstance(data, dict) else type(data).__name__
@@ -67,33 +64,30 @@ def load_json(path: Path) -> dict:
     return data
 
 
-def category_classes(categories: list, path: Path):
-    """Class list and ``category id -> class index`` from COCO ``categories`` (id order, background 0)."""
+def category_classes(categories: list, path: Path, class_file: Path | None = None):
+    """Class list and ``category id -> class index`` from COCO ``categories``, in the class order of every
+    import (:mod:`fcnseg.data.importers.class_list`: background 0, the names sorted; or ``class_file``'s)."""
     where = str(path)
     by_id: dict[int, str] = {}
     for number, category in enumerate(categories):
-        if not isinstance(category, dict) or not isinstance(category.get("id"), int):
+        if not isinstance(category, dict) or not is_id(category.get("id")):
             raise DataError(f"categories[{number}] has no integer 'id'", path=path)
         if category["id"] in by_id:
             raise DataError(f"category id {category['id']} is listed twice", path=path)
-        by_id[category["id"]] = clean_name(category.get("name"), f"{where}: category {category['id']}")
-    names = [BACKGROUND]
-    index: dict[int, int] = {}
-    for category_id in sorted(by_id):
-        special = special_label(by_id[category_id])
-        if special is not None:
-            index[category_id] = special
-            continue
-        index[category_id] = len(names)
-        names.append(by_id[category_id])
-    return class_info(names, where=where), index
+        name = clean_name(category.get("name"), f"{where}: category {category['id']}")
+        twin = next((cid for cid, other in by_id.items() if other == name and special_label(name) is None), None)
+        if twin is not None:
+            raise DataError(f"category name {name!r} is listed twice (ids {twin} and {category['id']}); expected unique names", path=path)
+        by_id[category["id"]] = name
+    classes, by_name = import_classes(by_id.values(), class_file, where=where)
+    return classes, {category_id: by_name[name] for category_id, name in by_id.items()}
 
 
 def read_coco(src: Path, options: ImportOptions) -> Export:
     """Read a COCO instances or panoptic export (panoptic when annotations carry ``segments_info``)."""
     path = find_json(src)
     data = load_json(path)
-    classes, index = category_classes(data["categories"], path)
+    classes, index = category_classes(data["categories"], path, options.classes)
     class_map = {f"category {cid}": i for cid, i in index.items()}
     findings: list[Problem] = []
     images = _image_records(data["images"], path, findings)
@@ -145,16 +139,35 @@ def _declared_size(record: dict) -> tuple[int, int] | None:
     return (height, width) if isinstance(height, int) and isinstance(width, int) else None
 
 
+def is_id(value) -> bool:
+    """True for a COCO id: an integer (not a bool, not a list of them)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def annotation_name(annotation, number: int) -> str:
+    """How reports name ``annotations[number]``: ``annotation 17`` by its id, else by its place in the list."""
+    ident = annotation.get("id") if isinstance(annotation, dict) else None
+    return f"annotation {ident}" if is_id(ident) else f"annotations[{number}]"
+
+
 def _instance_items(annotations, images, index, path, folders, overlap, findings) -> list[Item]:
-    by_image: dict[int, list[dict]] = defaultdict(list)
+    by_image: dict[int, list[tuple[int, dict]]] = defaultdict(list)
     for number, annotation in enumerate(annotations):
-        image_id = annotation.get("image_id") if isinstance(annotation, dict) else None
-        if image_id not in images:
-            ident = annotation.get("id", number) if isinstance(annotation, dict) else number
-            findings.append(Problem(str(image_id), str(path), "unknown_image",
-                                    f"annotation {ident} refers to image id {image_id!r}, which 'images' does not list; skipped"))
+        what = annotation_name(annotation, number)
+        if not isinstance(annotation, dict):
+            findings.append(Problem(what, str(path), "bad_annotation",
+                                    f"{what} is {type(annotation).__name__} {annotation!r:.60}; expected an object; skipped"))
             continue
-        by_image[image_id].append(annotation)
+        image_id = annotation.get("image_id")
+        if not is_id(image_id):
+            findings.append(Problem(what, str(path), "bad_annotation",
+                                    f"{what}: image_id {image_id!r:.60} is not an integer; skipped"))
+            continue
+        if image_id not in images:
+            findings.append(Problem(str(image_id), str(path), "unknown_image",
+                                    f"{what} refers to image id {image_id!r}, which 'images' does not list; skipped"))
+            continue
+        by_image[image_id].append((number, annotation))
     items = []
     for image_id, record in images.items():
         name = Path(record["file_name"]).stem
@@ -166,18 +179,22 @@ def _instance_items(annotations, images, index, path, folders, overlap, findings
 def _draw_instances(annotations, index, height, width, *, overlap, name, path) -> Drawing:
     findings: list[Problem] = []
     shapes: list[Shape] = []
-    for annotation in annotations:
-        ident = annotation.get("id", "?")
+    for number, annotation in annotations:
+        ident = annotation_name(annotation, number)
         category = annotation.get("category_id")
+        if not is_id(category):
+            findings.append(Problem(name, path, "bad_annotation",
+                                    f"{ident}: category_id {category!r:.60} is not an integer; skipped"))
+            continue
         if category not in index:
             findings.append(Problem(name, path, "unknown_category",
-                                    f"annotation {ident}: category id {category!r} is not in 'categories'; skipped"))
+                                    f"{ident}: category id {category!r} is not in 'categories'; skipped"))
             continue
         label = IGNORE_INDEX if annotation.get("iscrowd") else index[category]
-        what = f"annotation {ident} (category {category}{', crowd' if label == IGNORE_INDEX else ''})"
+        what = f"{ident} (category {category}{', crowd' if label == IGNORE_INDEX else ''})"
         try:
             geometry = _geometry(annotation.get("segmentation"), height, width)
-        except ValueError as e:
+        except (ValueError, TypeError) as e:  # TypeError: numpy meeting nested objects where numbers belong
             findings.append(Problem(name, path, "bad_shape", f"{what}: {e}; skipped"))
             continue
         shapes.append(Shape(geometry, label, what))
@@ -200,35 +217,75 @@ def _geometry(segmentation, height: int, width: int):
 def decode_rle(rle: dict, height: int, width: int) -> np.ndarray:
     """A COCO RLE (``counts`` a string: compressed, or a list: uncompressed) -> bool ``[height, width]``.
 
+    The runs alternate 0s and 1s, starting with 0s, over the pixels in column-major order; they must
+    cover the image exactly (pycocotools' own decoder leaves the rest of a short mask uninitialised).
     Raises:
-        ValueError: its ``size`` is not ``[height, width]``, or its counts do not add up to it.
-        DataError: pycocotools is not installed.
+        ValueError: its ``size`` is not ``[height, width]``, its counts are not run lengths, or they do
+            not add up to ``height * width``.
     """
-    try:
-        from pycocotools import mask as mask_utils
-    except ImportError as e:
-        raise DataError("decoding COCO RLE masks needs pycocotools; install it with pip install 'fcnseg[import]'") from e
     size, counts = rle.get("size"), rle.get("counts")
-    if list(size or []) != [height, width]:
-        raise ValueError(f"RLE size is {size}; expected the image's [height, width] = [{height}, {width}]")
+    if not isinstance(size, (list, tuple)) or [v for v in size] != [height, width]:
+        raise ValueError(f"RLE size is {size!r:.60}; expected the image's [height, width] = [{height}, {width}]")
     if isinstance(counts, list):
-        if not all(isinstance(c, int) and c >= 0 for c in counts) or sum(counts) != height * width:
-            raise ValueError(f"uncompressed RLE counts add up to {sum(c for c in counts if isinstance(c, int))}, "
-                             f"not {height} x {width} = {height * width}")
-        encoded = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+        if not all(is_id(c) and c >= 0 for c in counts):
+            raise ValueError("uncompressed RLE counts must be run lengths (integers >= 0)")
+        kind = "uncompressed"
     elif isinstance(counts, (str, bytes)):
-        encoded = {"size": [height, width], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+        counts, kind = rle_string_counts(counts), "compressed"
     else:
         raise ValueError(f"RLE counts is {type(counts).__name__}; expected a string or a list of run lengths")
-    with warnings.catch_warnings():  # pycocotools 2.0 under numpy 2 warns about its own __array__
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return mask_utils.decode(encoded).astype(bool)  # column-major runs -> [height, width]
+    total = sum(counts)
+    if total != height * width:
+        raise ValueError(f"{kind} RLE runs cover {total} pixels; expected {height} x {width} = {height * width}")
+    values = np.zeros(len(counts), dtype=bool)
+    values[1::2] = True  # runs alternate 0s and 1s, starting with 0s
+    flat = np.repeat(values, np.asarray(counts, dtype=np.int64))
+    return np.ascontiguousarray(flat.reshape(width, height).T)  # column-major runs -> [height, width]
+
+
+def rle_string_counts(text: str | bytes) -> list[int]:
+    """The run lengths of a compressed COCO RLE string (pycocotools' ``rleFrString``, written out).
+
+    Each run is a little-endian number in 5-bit groups, one character each (``chr(48 + group)``, bit 5
+    set while more groups follow, bit 4 of the last the sign); from the third run on, it is stored as
+    the difference to the run two before.
+
+    Raises:
+        ValueError: a character outside ``'0'..'o'``, a number cut off at the end, or a negative run.
+    """
+    data = text.encode("utf-8") if isinstance(text, str) else bytes(text)  # non-ASCII: bytes >= 128, refused below
+    counts: list[int] = []
+    position = 0
+    while position < len(data):
+        value, shift, more = 0, 0, True
+        while more:
+            if position >= len(data):
+                raise ValueError("compressed RLE counts end in the middle of a run length")
+            group = data[position] - 48
+            if not 0 <= group < 64:
+                raise ValueError(f"compressed RLE counts hold {chr(data[position])!r} at {position}; expected characters '0'..'o'")
+            value |= (group & 0x1F) << shift
+            more = bool(group & 0x20)
+            position += 1
+            shift += 5
+            if not more and group & 0x10:
+                value -= 1 << shift  # sign-extend
+        if len(counts) > 2:
+            value += counts[-2]
+        if value < 0:
+            raise ValueError(f"compressed RLE run {len(counts)} has the negative length {value}")
+        counts.append(value)
+    return counts
 
 
 def _panoptic_items(annotations, images, index, path, masks, folders, findings) -> list[Item]:
     by_image: dict[int, dict] = {}
     for number, annotation in enumerate(annotations):
         image_id = annotation.get("image_id") if isinstance(annotation, dict) else None
+        if not is_id(image_id):
+            findings.append(Problem(f"annotations[{number}]", str(path), "bad_annotation",
+                                    f"annotations[{number}]: image_id {image_id!r:.60} is not an integer; skipped"))
+            continue
         if image_id not in images:
             findings.append(Problem(str(image_id), str(path), "unknown_image",
                                     f"annotations[{number}] refers to image id {image_id!r}, which 'images' does not list; skipped"))
@@ -258,7 +315,13 @@ def _draw_panoptic(annotation, index, masks: Path, height, width, *, name, path:
     ids = rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]  # COCO panoptic: id = R + 256 G + 256^2 B
     findings: list[Problem] = []
     label_of = {0: IGNORE_INDEX}  # id 0: void, unlabelled pixels
-    for segment in annotation.get("segments_info") or []:
+    segments = annotation.get("segments_info")
+    for number, segment in enumerate(segments if isinstance(segments, list) else []):
+        if not isinstance(segment, dict) or not is_id(segment.get("id")) or not is_id(segment.get("category_id")):
+            findings.append(Problem(name, str(path), "bad_annotation",
+                                    f"segments_info[{number}] {segment!r:.80} needs an integer 'id' and 'category_id'; "
+                                    "skipped (its pixels set to 255)"))
+            continue
         category = segment.get("category_id")
         if category not in index:
             findings.append(Problem(name, str(path), "unknown_category",

@@ -8,7 +8,9 @@ Layout (CVAT's export; the images are in JPEGImages/ when exported with them, el
     JPEGImages/<name>.jpg
 
 Classes: background is 0 (the labelmap's ``background`` line, else colour 0,0,0 as CVAT draws
-it), then the other labels in file order. Colours not in the labelmap are reported and become 255.
+it), then the other labels sorted alphabetically (case-insensitive), or in the order of a class file
+(see :mod:`fcnseg.data.importers.class_list`); each keeps its labelmap colour. Colours not in the
+labelmap are reported and become 255.
 """
 
 from __future__ import annotations
@@ -21,18 +23,14 @@ from PIL import Image
 
 from fcnseg.data.base import read_split_file
 from fcnseg.data.classes import IGNORE_INDEX, VOC_CLASSES, ClassInfo
-from fcnseg.data.importers.class_list import (
-    BACKGROUND,
-    BACKGROUND_NAMES,
-    class_info,
-    clean_name,
-)
+from fcnseg.data.importers.class_list import BACKGROUND, BACKGROUND_NAMES, clean_name, import_classes
 from fcnseg.data.importers.items import Export, ImportOptions, Item, SkippedItem
 from fcnseg.data.importers.raster import Drawing
 from fcnseg.data.palette import IGNORE_COLOUR, voc_palette
 from fcnseg.data.scan import Problem
 from fcnseg.errors import DataError
-from fcnseg.images import images_by_stem
+from fcnseg.files import read_text
+from fcnseg.images import images_by_stem, open_image
 
 LABELMAP, MASK_DIR, IMAGE_DIR, LIST_DIR = "labelmap.txt", "SegmentationClass", "JPEGImages", "ImageSets/Segmentation"
 
@@ -45,10 +43,7 @@ def read_labelmap(path: Path) -> list[tuple[str, Colour]]:
     Raises:
         DataError: a line without a colour of three numbers 0..255, or a colour used twice.
     """
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise DataError(f"cannot be read ({e})", path=path) from e
+    lines = read_text(path, what="CVAT labelmap").splitlines()
     entries: list[tuple[str, Colour]] = []
     seen: dict[Colour, str] = {}
     for number, raw in enumerate(lines, start=1):
@@ -70,25 +65,20 @@ def read_labelmap(path: Path) -> list[tuple[str, Colour]]:
     return entries
 
 
-def labelmap_classes(entries: list[tuple[str, Colour]], where: str) -> tuple[ClassInfo, list[int]]:
-    """Classes (background first) and, per labelmap line, its class index."""
+def labelmap_classes(
+    entries: list[tuple[str, Colour]], where: str, class_file: Path | None = None
+) -> tuple[ClassInfo, list[int]]:
+    """Classes in the class order of every import (background 0, the names sorted; or ``class_file``'s),
+    with the labelmap's colours, and per labelmap line its class index."""
     background = next((i for i, (name, _) in enumerate(entries) if name in BACKGROUND_NAMES), None)
     if background is None:
         taken = next((name for name, colour in entries if colour == (0, 0, 0)), None)
         if taken is not None:
             raise DataError(f"{where}: no background line, and 0,0,0 (CVAT's background colour) is the colour of {taken!r}")
-        names, colours = [BACKGROUND], [(0, 0, 0)]
-    else:
-        names, colours = [BACKGROUND], [entries[background][1]]
-    line_index = []
-    for i, (name, colour) in enumerate(entries):
-        if i == background:
-            line_index.append(0)
-            continue
-        line_index.append(len(names))
-        names.append(name)
-        colours.append(colour)
-    return class_info(names, colours, where=where), line_index
+    colours = {name: colour for name, colour in entries}
+    colours[BACKGROUND] = (0, 0, 0) if background is None else entries[background][1]
+    classes, index = import_classes([name for name, _ in entries], class_file, where=where, colours=colours)
+    return classes, [index[name] for name, _ in entries]
 
 
 def list_names(root: Path) -> list[str]:
@@ -114,9 +104,10 @@ def read_cvat(src: Path, options: ImportOptions) -> Export:
         palette = voc_palette(len(VOC_CLASSES))
         entries = [(name, tuple(int(v) for v in palette[i])) for i, name in enumerate(VOC_CLASSES)]
         where = f"{src} (no {LABELMAP}: the PASCAL VOC labels)"
-    classes, line_index = labelmap_classes(entries, where)
+    classes, line_index = labelmap_classes(entries, where, options.classes)
     table = {_code(colour): line_index[i] for i, (_, colour) in enumerate(entries)}
-    table.setdefault(_code(classes.colours[0]), 0)  # no background line: CVAT's black background
+    background = next((colour for name, colour in entries if name in BACKGROUND_NAMES), (0, 0, 0))
+    table.setdefault(_code(background), 0)  # no background line: CVAT's black background
     table.setdefault(_code(IGNORE_COLOUR), IGNORE_INDEX)
     class_map = {f"colour {r},{g},{b}": i for (_, (r, g, b)), i in zip(entries, line_index)}
     image_dir = options.images or src / IMAGE_DIR
@@ -143,11 +134,13 @@ def _draw(mask_path: Path, table: dict[int, int], line_index: list[int], height:
     if not mask_path.is_file():
         raise SkippedItem("missing_mask", f"mask PNG not found for image {name}", path=mask_path)
     try:
-        with Image.open(mask_path) as picture:
+        with open_image(mask_path) as picture:  # the pixel limit of images
             picture.load()
             mode = picture.mode
             values = np.asarray(picture.convert("RGB") if mode in ("P", "RGB", "RGBA", "PA", "LA") else picture)
-    except OSError as e:
+    except DataError as e:
+        raise SkippedItem("unreadable_mask", e.reason, path=mask_path) from e
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise SkippedItem("unreadable_mask", f"cannot be read ({type(e).__name__}: {e})", path=mask_path) from e
     if values.shape[:2] != (height, width):
         raise SkippedItem("size_mismatch", f"mask is {values.shape[1]}x{values.shape[0]} but its image is {width}x{height}", path=mask_path)

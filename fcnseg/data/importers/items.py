@@ -20,7 +20,7 @@ class ImportOptions:
         overlap: ``area`` (larger objects first, smaller on top) or ``order`` (annotation order, last on top).
         val_fraction: share of the written images listed in ``val.txt`` (0 <= f < 1); the rest in ``train.txt``.
         seed: seed of the train/val draw.
-        classes: labelme: a class file fixing the class order (else the sorted union of the labels).
+        classes: a class file imposing the class order (else background 0 and the names sorted, in every format).
         images: COCO, CVAT: the folder the image file names are relative to (default: guessed from the export).
         masks: COCO panoptic: the folder of the panoptic PNGs (default: the JSON's path without ``.json``).
     """

@@ -1,7 +1,8 @@
 """labelme exports: one JSON per image (polygons, rectangles, circles, masks) -> items with class-index label maps.
 
-Classes: the sorted union of the labels, background 0, or a class file (``ImportOptions.classes``)
-fixing the order. Labels ``_background_``/``background`` paint 0 and ``__ignore__`` paints 255, as in
+Classes: background 0, then the labels of shapes with an area sorted alphabetically (case-insensitive),
+or a class file (``ImportOptions.classes``) fixing the order (see :mod:`fcnseg.data.importers.class_list`).
+Labels ``_background_``/``background`` paint 0 and ``__ignore__`` paints 255, as in
 labelme's labels.txt. Lines, points and line strips cover no area: they are counted and left out.
 The image is the JSON's embedded ``imageData`` when present (as labelme itself reads it), else
 ``imagePath`` relative to the JSON.
@@ -21,15 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fcnseg.data.classes import IGNORE_INDEX, read_class_file
-from fcnseg.data.importers.class_list import (
-    BACKGROUND,
-    BACKGROUND_NAMES,
-    IGNORE_NAMES,
-    class_info,
-    clean_name,
-    special_label,
-)
+from fcnseg.data.importers.class_list import clean_name, import_classes
 from fcnseg.data.importers.items import Export, ImportOptions, Item
 from fcnseg.data.importers.raster import (
     Bitmap,
@@ -42,6 +35,8 @@ from fcnseg.data.importers.raster import (
 )
 from fcnseg.data.scan import Problem
 from fcnseg.errors import DataError
+from fcnseg.files import read_text
+from fcnseg.images import open_image
 
 AREA_TYPES = ("polygon", "rectangle", "oriented_rectangle", "circle", "mask")
 IGNORED_TYPES = ("line", "linestrip", "point", "points")  # no area: nothing to paint
@@ -71,10 +66,7 @@ def read_labelme(src: Path, options: ImportOptions) -> Export:
         data = _load(path, findings)
         if data is not None:
             parsed.append((path, data))
-    if options.classes is not None:
-        classes, index = _classes_from_file(options.classes)
-    else:
-        classes, index = _classes_from_labels(parsed, src)
+    classes, index = import_classes(_area_labels(parsed), options.classes, where=str(src))
     items = []
     for path, data in parsed:
         draw = partial(_draw, data["shapes"], index, overlap=options.overlap, name=path.stem, path=str(path))
@@ -86,8 +78,11 @@ def read_labelme(src: Path, options: ImportOptions) -> Export:
 def _load(path: Path, findings: list[Problem]) -> dict | None:
     """The JSON without its imageData (kept as a flag; read again when the image is written)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = json.loads(read_text(path, what="labelme JSON"))
+    except DataError as e:
+        findings.append(Problem(path.stem, str(path), "unreadable_annotation", e.reason))
+        return None
+    except json.JSONDecodeError as e:
         findings.append(Problem(path.stem, str(path), "unreadable_annotation", f"cannot be read as JSON ({type(e).__name__}: {e})"))
         return None
     if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
@@ -97,39 +92,18 @@ def _load(path: Path, findings: list[Problem]) -> dict | None:
     return data
 
 
-def _classes_from_labels(parsed: list[tuple[Path, dict]], src: Path):
+def _area_labels(parsed: list[tuple[Path, dict]]) -> set[str]:
+    """The labels of the shapes that cover an area (a label drawn only as lines or points has no pixels: no class)."""
     labels = set()
     for path, data in parsed:
         for shape in data["shapes"]:
             if not isinstance(shape, dict) or (shape.get("shape_type") or "polygon") not in AREA_TYPES:
-                continue  # a label drawn only as lines or points has no pixels: no class
+                continue
             try:
                 labels.add(clean_name(shape.get("label"), str(path)))
             except DataError:
                 continue  # reported as a bad shape when drawn
-    names = [BACKGROUND] + sorted(n for n in labels if special_label(n) is None)
-    index = {name: 0 for name in BACKGROUND_NAMES}
-    index.update({name: IGNORE_INDEX for name in IGNORE_NAMES})
-    index.update({name: i for i, name in enumerate(names) if i > 0})
-    return class_info(names, where=str(src)), index
-
-
-def _classes_from_file(path: Path):
-    """A class file in label order (fcnseg's, or labelme's labels.txt with ``__ignore__`` and ``_background_``).
-
-    ``__ignore__`` lines are dropped (those labels paint 255); if the first remaining name is not a
-    background name, ``background`` is put before it, so that the file's first class is label 1.
-    """
-    info = read_class_file(path)
-    rows = [(name, info.colours[i] if info.colours else None) for i, name in enumerate(info.names) if name not in IGNORE_NAMES]
-    if not rows or rows[0][0] not in BACKGROUND_NAMES:
-        rows.insert(0, (BACKGROUND, (0, 0, 0) if info.colours else None))
-    names = [BACKGROUND] + [name for name, _ in rows[1:]]
-    colours = [colour for _, colour in rows] if info.colours else None
-    index = {name: 0 for name in BACKGROUND_NAMES}
-    index.update({name: IGNORE_INDEX for name in IGNORE_NAMES})
-    index.update({name: i for i, name in enumerate(names) if i > 0})
-    return class_info(names, colours, where=str(path)), index
+    return labels
 
 
 def _image_of(path: Path, data: dict):
@@ -144,7 +118,7 @@ def _image_of(path: Path, data: dict):
 def _embedded_image(path: Path) -> bytes:
     """The bytes of the image file embedded (base64) in a labelme JSON's imageData."""
     try:
-        return base64.b64decode(json.loads(path.read_text(encoding="utf-8"))["imageData"], validate=True)
+        return base64.b64decode(json.loads(read_text(path, what="labelme JSON"))["imageData"], validate=True)
     except (binascii.Error, ValueError, TypeError) as e:
         raise DataError(f"imageData is not base64 ({e})", path=path) from e
 
@@ -178,7 +152,10 @@ def _draw(shapes: list, index: dict[str, int], height: int, width: int, *, overl
             continue
         try:
             geometry = _geometry(kind, shape)
-        except (ValueError, TypeError, KeyError, OSError) as e:
+        except DataError as e:  # a mask PNG beyond the pixel limit
+            findings.append(Problem(name, path, "bad_shape", f"{what}: mask {e.reason}; skipped"))
+            continue
+        except (ValueError, TypeError, KeyError, OSError, SyntaxError, Image.DecompressionBombError) as e:
             findings.append(Problem(name, path, "bad_shape", f"{what}: {e}; skipped"))
             continue
         drawable.append(Shape(geometry, index[cleaned], what))
@@ -216,6 +193,6 @@ def _geometry(kind: str, shape: dict):
     encoded = shape.get("mask")
     if not isinstance(encoded, str) or not encoded:
         raise ValueError("a mask shape without its 'mask' PNG")
-    with Image.open(io.BytesIO(base64.b64decode(encoded))) as picture:
+    with open_image(io.BytesIO(base64.b64decode(encoded))) as picture:  # the pixel limit of images
         bitmap = np.asarray(picture.convert("L")) > 0
     return Bitmap(bitmap, top=int(y0), left=int(x0))

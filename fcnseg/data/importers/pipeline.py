@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from tqdm import tqdm
@@ -11,10 +12,12 @@ from fcnseg.data import build_dataset
 from fcnseg.data.importers.items import Export, ImportOptions, Item, SkippedItem
 from fcnseg.data.importers.report import ITEM_KINDS, ImportReport
 from fcnseg.data.importers.writer import (
+    check_out,
     choose_split,
     copy_image,
-    prepare_out,
+    publish,
     safe_name,
+    staging_folder,
     write_classes,
     write_image_bytes,
     write_mask,
@@ -36,10 +39,29 @@ def write_export(
     """Write every good item of ``export`` into ``out`` and fill ``report``; then the class file, splits and scan.
 
     Items are skipped, not fatal: each skipped item or dropped annotation is a problem in the report
-    naming its file. ``classes.txt`` and the split files are written last, so a folder without them
-    is an import that did not finish. ``out/import.json`` holds the report.
+    naming its file. Everything is written into a hidden folder beside ``out`` that is renamed to
+    ``out`` once complete, so an import that fails midway (or is interrupted) leaves ``out`` as it
+    was. ``out/import.json`` holds the report.
+
+    Raises:
+        DataError: ``out`` exists and holds anything (checked before and again at the rename).
     """
-    prepare_out(out)
+    check_out(out)
+    staging = staging_folder(out)
+    try:
+        _write_items(export, report, staging, options, progress=progress)
+        publish(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if report.written:
+        report.scans = scan_output(out, list(report.splits))
+    write_json(report.to_dict(), out / REPORT_FILE)
+    return report
+
+
+def _write_items(export: Export, report: ImportReport, out: Path, options: ImportOptions, *, progress: bool) -> None:
+    """The items, class file and split files of ``export`` written into the (staging) folder ``out``."""
     report.classes = export.classes
     report.class_map = dict(export.class_map)
     report.items = len(export.items) + sum(f.kind in ITEM_KINDS for f in export.findings)  # + files that listed no item
@@ -65,9 +87,6 @@ def write_export(
         write_classes(out, export.classes)
         report.splits = choose_split(report.written, options.val_fraction, options.seed)
         write_splits(out, report.splits)
-        report.scans = scan_output(out, list(report.splits))
-    write_json(report.to_dict(), out / REPORT_FILE)
-    return report
 
 
 def scan_output(out: Path, splits: list[str]) -> list[ScanReport]:

@@ -113,13 +113,16 @@ class Polygon:
         top, bottom = _pixel_span(y_lo, y_hi, height)
         if left >= right or top >= bottom:
             return _empty_region()
+        # Pillow draws in 32-bit integers: rings reaching far outside (1e9) are cut to a pixel beyond the
+        # image first, which keeps every pixel centre inside the image on the side it was on
+        rings = [clipped for ring in self.parts if len(clipped := clip_ring(ring, width, height)) >= 3]
         s, half = SUBPIXELS, SUBPIXELS // 2
         mask = np.zeros((bottom - top, right - left), dtype=bool)
         for band in range(0, bottom - top, BAND_ROWS):
             rows = min(BAND_ROWS, bottom - top - band)
             canvas = Image.new("1", ((right - left) * s, rows * s), 0)
             draw = ImageDraw.Draw(canvas)
-            for ring in self.parts:
+            for ring in rings:
                 # canvas pixel k of the band is the image coordinate left + k / s (rows: top + band + k / s);
                 # + 0.5 because Pillow floors vertices, and rounding them to the nearest canvas pixel halves the error
                 xy = np.empty_like(ring)
@@ -128,6 +131,46 @@ class Polygon:
                 draw.polygon([tuple(p) for p in xy.tolist()], fill=1)
             mask[band : band + rows] = np.asarray(canvas)[half::s, half::s]
         return Region(top, left, mask)
+
+
+def clip_ring(ring: np.ndarray, width: int, height: int, margin: float = 1.0) -> np.ndarray:
+    """The ring ``[N, 2]`` (x, y) cut to the box ``[-margin, width + margin] x [-margin, height + margin]``.
+
+    Sutherland-Hodgman clipping against the box's four sides: the part of the polygon inside the box
+    is the same area as before (edges along the box's sides may be added, outside the image), so every
+    pixel centre is inside the clipped ring exactly when it was inside the ring. Coordinates up to the
+    largest float64 are handled without overflow (intersections are computed from halved coordinates).
+
+    Returns:
+        float64 ``[M, 2]``, every vertex inside the box; fewer than 3 rows when nothing of it is inside.
+    """
+    points = [tuple(p) for p in np.asarray(ring, dtype=np.float64).tolist()]
+    for axis, bound, keep_below in ((0, -margin, False), (0, width + margin, True),
+                                    (1, -margin, False), (1, height + margin, True)):
+        def inside(p, axis=axis, bound=bound, keep_below=keep_below):
+            return p[axis] <= bound if keep_below else p[axis] >= bound
+
+        kept: list[tuple[float, float]] = []
+        for i, current in enumerate(points):
+            previous = points[i - 1]
+            if inside(current) != inside(previous):
+                kept.append(_crossing(previous, current, axis, bound))
+            if inside(current):
+                kept.append(current)
+        points = kept
+        if not points:
+            break
+    clipped = np.array(points, dtype=np.float64).reshape(-1, 2)
+    lows, highs = (-margin, -margin), (width + margin, height + margin)
+    return np.clip(clipped, lows, highs)  # rounding in the crossings may step a hair outside
+
+
+def _crossing(a: tuple[float, float], b: tuple[float, float], axis: int, bound: float) -> tuple[float, float]:
+    """Where the segment ``a``-``b`` (one end on each side) meets the line ``coordinate[axis] == bound``."""
+    t = (bound / 2 - a[axis] / 2) / (b[axis] / 2 - a[axis] / 2)  # halves: no overflow for |coordinates| < max float
+    other = 1 - axis
+    value = a[other] * (1 - t) + b[other] * t
+    return (bound, value) if axis == 0 else (value, bound)
 
 
 @dataclass(frozen=True)
@@ -171,6 +214,36 @@ class Circle:
 
 
 @dataclass(frozen=True)
+class Ellipse:
+    """An ellipse: centre ``(cx, cy)``, radii ``rx`` along its own x axis and ``ry``, turned ``rotation``
+    degrees clockwise on screen (y points down) about its centre (CVAT's ellipses)."""
+
+    cx: float
+    cy: float
+    rx: float
+    ry: float
+    rotation: float = 0.0
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        cos, sin = math.cos(math.radians(self.rotation)), math.sin(math.radians(self.rotation))
+        half_x = math.hypot(self.rx * cos, self.ry * sin)
+        half_y = math.hypot(self.rx * sin, self.ry * cos)
+        return self.cx - half_x, self.cy - half_y, self.cx + half_x, self.cy + half_y
+
+    def region(self, height: int, width: int) -> Region:
+        x_lo, y_lo, x_hi, y_hi = self.bounds()
+        left, right = _pixel_span(x_lo, x_hi, width)
+        top, bottom = _pixel_span(y_lo, y_hi, height)
+        if left >= right or top >= bottom or self.rx <= 0 or self.ry <= 0:
+            return _empty_region()
+        cos, sin = math.cos(math.radians(self.rotation)), math.sin(math.radians(self.rotation))
+        dy = np.arange(top, bottom, dtype=np.float64)[:, None] + 0.5 - self.cy
+        dx = np.arange(left, right, dtype=np.float64)[None, :] + 0.5 - self.cx
+        along, across = dx * cos + dy * sin, dy * cos - dx * sin  # in the ellipse's own axes
+        return Region(top, left, (along / self.rx) ** 2 + (across / self.ry) ** 2 <= 1.0)
+
+
+@dataclass(frozen=True)
 class Bitmap:
     """A pixel mask (bool ``[h, w]``) whose pixel (0, 0) is image pixel (``top``, ``left``): RLE, labelme masks."""
 
@@ -192,7 +265,7 @@ class Bitmap:
         return Region(top, left, mask)
 
 
-Geometry = Polygon | Rectangle | Circle | Bitmap
+Geometry = Polygon | Rectangle | Circle | Ellipse | Bitmap
 
 
 @dataclass(frozen=True)

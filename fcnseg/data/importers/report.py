@@ -24,6 +24,7 @@ ITEM_KINDS = (
 ANNOTATION_KINDS = (
     "unknown_category",  # a category id or label that is not in the class list
     "unknown_image",  # COCO: an annotation for an image id that is not in "images"
+    "bad_annotation",  # COCO: an annotation that is not an object, or whose ids are not integers
     "outside_image",  # a shape lying entirely outside its image
     "bad_shape",  # a shape that cannot be drawn: too few points, not numbers, an RLE of another size
     "unknown_colour",  # CVAT: mask colours not in labelmap.txt (those pixels become 255)

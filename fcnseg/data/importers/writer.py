@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from fcnseg.images import IMAGE_SUFFIXES, read_image, save_rgb
 
 IMAGE_DIR, MASK_DIR, CLASS_FILE = "images", "masks", "classes.txt"
 TRAIN, VAL = "train", "val"
+STAGING_SUFFIX = ".importing"  # .<out name>.<random>.importing: an unfinished import's folder beside OUT
 
 # Leading bytes of the image files an embedded image (labelme imageData) may hold -> the suffix it is written with.
 MAGIC_SUFFIXES = (
@@ -35,19 +38,58 @@ def safe_name(stem: str) -> str:
     return "_" + name[1:] if name.startswith(".") else name
 
 
-def prepare_out(out: Path) -> None:
-    """Create ``out`` with images/ and masks/.
+def check_out(out: Path) -> None:
+    """Refuse an output folder that holds anything: an import never mixes with, or replaces, a user's files.
 
     Raises:
-        DataError: ``out`` exists and is not an empty folder (an import never mixes with other files).
+        DataError: ``out`` exists and is not an empty folder.
     """
     if out.exists():
         if not out.is_dir():
             raise DataError("exists and is not a folder; expected a new or empty output folder", path=out)
         if any(out.iterdir()):
-            raise DataError("is not empty; expected a new or empty output folder (remove it to import again)", path=out)
-    (out / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
-    (out / MASK_DIR).mkdir(exist_ok=True)
+            raise DataError("is not empty; expected a new or empty output folder (choose another, or remove this "
+                            "one yourself to import again: an import never overwrites files)", path=out)
+
+
+def staging_folder(out: Path) -> Path:
+    """A new hidden folder beside ``out`` (``.<name>.<random>.importing``) holding images/ and masks/, where
+    an import writes everything before :func:`publish` renames it to ``out``.
+
+    Beside ``out`` so that the rename stays on one file system; with the permissions of a new folder
+    (the umask's), not ``mkdtemp``'s owner-only ones.
+
+    Raises:
+        DataError: the folder cannot be created there (no such place, no permission).
+    """
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=STAGING_SUFFIX, dir=out.parent))
+    except OSError as e:
+        raise DataError(f"cannot write beside it in {out.parent} ({e.strerror or e}); expected a folder "
+                        "that can be created", path=out) from e
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
+    (staging / IMAGE_DIR).mkdir()
+    (staging / MASK_DIR).mkdir()
+    return staging
+
+
+def publish(staging: Path, out: Path) -> None:
+    """Rename the finished ``staging`` folder to ``out`` (replacing ``out`` only if it is an empty folder).
+
+    Raises:
+        DataError: ``out`` gained files while the import ran (``staging`` is left for the caller to remove).
+    """
+    check_out(out)
+    try:
+        if out.is_dir():
+            out.rmdir()
+        os.rename(staging, out)
+    except OSError as e:
+        raise DataError(f"cannot be created from the finished import ({e.strerror or e}); expected a new or "
+                        "empty output folder", path=out) from e
 
 
 def copy_image(source: Path, out: Path, name: str) -> Path:
