@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from fcnseg.data.classes import IGNORE_INDEX
+from fcnseg.files import read_text
 from fcnseg.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -220,10 +221,7 @@ def read_class_map(path: str | Path) -> dict[str, str | None]:
             (the message names the file and line).
     """
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise DataError(f"class map cannot be read: {e}", path=path) from e
+    lines = read_text(path, what="class map").splitlines()
     mapping: dict[str, str | None] = {}
     for number, raw in enumerate(lines, start=1):
         line = raw.strip()
