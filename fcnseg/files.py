@@ -190,7 +190,12 @@ def write_json(obj: Any, path: str | Path) -> None:
     atomic_write_text(to_json(obj), path)
 
 
-# --- sizes -------------------------------------------------------------------------------------------
+# --- words and sizes ------------------------------------------------------------------------------
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``1 image``, ``2 images``, ``0 images``; ``nouns`` for irregular forms (``plural(n, "image has", "images have")``)."""
+    return f"{count} {noun if count == 1 else (nouns or noun + 's')}"
 
 
 def format_bytes(n: float) -> str:

@@ -259,7 +259,8 @@ def compare_precisions(args: argparse.Namespace, device, tta) -> int:
             from fcnseg.inference.quantization import quantize
 
             report = quantize(args.checkpoint, Path(tmp) / "int8.onnx", args.calib, check_images=0)
-            print(report.summary())
+            print(f"int8: quantized for this table only ({report.calibration_line()}; "
+                  "to keep an int8 model, run fcnseg quantize)")  # not the temporary file's path: it is deleted
             int8 = report.path
         if int8 is not None:
             onnx_subject = load_subject(int8, "onnxruntime", device, "auto")

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from fcnseg.data.palette import overlay, read_mask_png, voc_palette, write_mask_png
 from fcnseg.errors import ConfigError, DataError, FcnsegError
-from fcnseg.files import atomic_write_text, write_json
+from fcnseg.files import atomic_write_text, plural, write_json
 from fcnseg.images import DEFAULT_MAX_PIXELS, is_image_file, list_images, read_image, save_rgb
 from fcnseg.inference.predictor import Predictor
 from fcnseg.metrics import class_pixel_counts
@@ -96,11 +96,6 @@ class Job:
     path: Path
     name: str  # path relative to the input root, used in reports and statistics
     stem: Path
-
-
-def plural(count: int, noun: str, nouns: str | None = None) -> str:
-    """``1 image``, ``2 images``, ``0 images``."""
-    return f"{count} {noun if count == 1 else (nouns or noun + 's')}"
 
 
 def _not_images(root: Path) -> list[str]:
