@@ -252,6 +252,7 @@ def explain_load_failure(path: str | Path, error: Exception) -> CheckpointError:
 # --- ONNX files ------------------------------------------------------------------------------------------
 
 _WIRE_WIDTH = {1: 8, 5: 4}  # protobuf fixed64 and fixed32 fields
+ONNX_FIRST_BYTE = b"\x08"  # a ModelProto starts with its ir_version: field 1, a varint
 
 
 def _read_varint(f: BinaryIO) -> int | None:
@@ -274,11 +275,16 @@ def _onnx_cut_at(path: Path, size: int) -> str | None:
     costs a few reads; the nested messages are onnx's to parse.
     """
     with open(path, "rb") as f:
+        if f.read(1) != ONNX_FIRST_BYTE:
+            return None  # not an ONNX file's start: damaged or foreign, which onnx's own message reports
+        f.seek(0)
         while f.tell() < size:
             start = f.tell()
             key = _read_varint(f)
             if key is None:
                 return f"last field tag at byte {start:,} is cut"
+            if key >> 3 == 0:
+                return None  # field number 0 exists in no protobuf: damaged, not cut
             wire = key & 7
             if wire == 0:
                 if _read_varint(f) is None:
