@@ -363,7 +363,7 @@ def score_folders(
         require_folder(folder)
     mapping = _prediction_classes(pred_dir, classes.names, class_source, class_map, ignore_class_names)
     n_predicted = len(mapping.model_names)
-    truths, predictions = images_by_stem(gt_dir), images_by_stem(pred_dir)
+    truths, predictions = images_by_stem(gt_dir), prediction_stems(images_by_stem(pred_dir))
     if not truths:
         raise DataError(f"{gt_dir} holds no label images")
     missing = [stem for stem in truths if stem not in predictions]
@@ -448,6 +448,19 @@ def _prediction_classes(pred_dir: Path, truth_names, truth_source: str, class_ma
     if not mapping.identity:
         logger.info("%s", mapping.describe())
     return mapping
+
+
+def prediction_stems(found: dict[str, Path]) -> dict[str, Path]:
+    """Predictions by the stem of the image they label: ``photo_labels.png`` (what ``fcnseg predict`` writes)
+    counts as ``photo``'s, unless the folder also holds a ``photo.png`` (another tool's name for it)."""
+    from fcnseg.inference.folder import MASK_SUFFIX
+
+    label_stem = Path(MASK_SUFFIX).stem  # "_labels"
+    by_stem = dict(found)
+    for stem, path in found.items():
+        if stem.endswith(label_stem) and path.suffix.lower() == ".png":
+            by_stem.setdefault(stem[: -len(label_stem)], path)
+    return by_stem
 
 
 @torch.inference_mode()

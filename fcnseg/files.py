@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
-from fcnseg.errors import DataError
+from fcnseg.errors import ConfigError, DataError
 
 TEMP_GLOB = ".*.tmp*"
 
@@ -166,6 +166,40 @@ def read_text(path: str | Path, what: str = "text file") -> str:
         ) from e
 
 
+# --- outputs checked before the work ---------------------------------------------------------------
+
+
+def check_output_path(path: str | Path, kind: str = "file", flag: str = "output") -> Path:
+    """Raise a ConfigError now, before any work, if ``path`` could not be written when the work is done.
+
+    Args:
+        path: the output a command will write: a file (``kind="file"``, replaced atomically if it exists)
+            or a folder (``kind="folder"``, created with its parents if missing).
+        flag: how the user named it (``"-o"``, ``"--report"``), for the message.
+
+    Refused: a folder named as a file or a file named as a folder, a path under a regular file, and a path
+    whose nearest existing folder this process may not write (``os.access``). Returns ``path`` as a Path.
+    """
+    if kind not in ("file", "folder"):
+        raise ValueError(f"kind must be 'file' or 'folder', not {kind!r}")
+    path = Path(path)
+    if kind == "file" and path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a folder, expected a file name; name a file, e.g. {path / 'out'}")
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path}: is an existing file, expected a folder; name a new or existing folder "
+                          "(the file is left as it is)")
+    existing = (path if kind == "folder" else path.parent).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # the nearest ancestor that exists: where the first mkdir or write happens
+    if not existing.is_dir():
+        raise ConfigError(f"{flag} {path}: {existing} is a file, not a folder, so nothing can be written under it; "
+                          "choose another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: the folder {existing} is not writable by this user; choose another path "
+                          "or make the folder writable")
+    return path
+
+
 # --- JSON --------------------------------------------------------------------------------------------
 
 
@@ -194,7 +228,12 @@ def write_json(obj: Any, path: str | Path) -> None:
     atomic_write_text(to_json(obj), path)
 
 
-# --- sizes -------------------------------------------------------------------------------------------
+# --- words and sizes ------------------------------------------------------------------------------
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``1 image``, ``2 images``, ``0 images``; ``nouns`` for irregular forms (``plural(n, "image has", "images have")``)."""
+    return f"{count} {noun if count == 1 else (nouns or noun + 's')}"
 
 
 def format_bytes(n: float) -> str:

@@ -54,7 +54,9 @@ def compare_precisions(
             from fcnseg.weights.checkpoint import load_model
 
             report = quantize(model, Path(tmp) / "int8.onnx", calib_dir, check_images=0)
-            log.info("quantized in memory, calibrated on %d image(s) from %s", len(report.calibration), calib_dir)
+            # not the temporary file's path: it is deleted with the table
+            notes.append(f"int8: quantized for this table only ({report.calibration_line()}; "
+                         "to keep an int8 model, run fcnseg quantize)")
             int8 = load_model(report.path)
         if int8 is not None:
             if int8.precision != "int8":

@@ -383,3 +383,55 @@ def test_matplotlib_is_not_imported_by_the_report_modules_or_the_eval_command():
         "assert 'matplotlib' not in sys.modules, 'matplotlib imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def _scored_folders(tmp_path, num_val=4):
+    make_synthetic(tmp_path / "data", num_train=0, num_val=num_val, seed=4, size=(40, 48), image_format="png")
+    gt = tmp_path / "data" / "SegmentationClass"
+    rng = np.random.default_rng(0)
+    for path in sorted(gt.glob("*.png")):
+        write_labels(tmp_path / "pred", path.stem, rng.integers(0, 6, (40, 48)))
+    base = ["eval", "--pred-dir", str(tmp_path / "pred"), "--gt-dir", str(gt), "--class-file",
+            str(tmp_path / "data" / "classes.txt"), "--out", str(tmp_path / "s.json"), "--no-progress"]
+    return base, sorted(p.stem for p in gt.glob("*.png"))
+
+
+def test_the_report_page_lists_the_skipped_items_and_counts_them_in_its_headline(tmp_path):
+    # the page said "3 images scored" and never mentioned the 3 it skipped
+    base, stems = _scored_folders(tmp_path, num_val=6)
+    broken = stems[:3]
+    for stem in broken:
+        (tmp_path / "pred" / f"{stem}.png").write_bytes(b"")
+    main(base + ["--report", str(tmp_path / "report")])
+    text = check_page(tmp_path / "report")
+    pixels = json.loads((tmp_path / "s.json").read_text())["pixels"]
+    assert f"3 images ({pixels:,} pixels) scored, 3 items skipped (listed below)" in text
+    skipped_section = text[text.index('id="skipped"'):text.index('id="files"')]
+    for stem in broken:
+        assert f"<td>{stem}</td>" in skipped_section and f"{stem}.png" in skipped_section
+    assert skipped_section.count("<tr><td>") == 3 and "empty" in skipped_section
+
+
+def test_one_image_is_counted_in_the_singular_and_no_skipped_section_is_drawn(tmp_path):
+    base, _ = _scored_folders(tmp_path, num_val=1)
+    assert main(base + ["--report", str(tmp_path / "report")]) == 0
+    text = check_page(tmp_path / "report")
+    pixels = json.loads((tmp_path / "s.json").read_text())["pixels"]
+    assert f"1 image ({pixels:,} pixels) scored" in text and "1 images" not in text
+    assert 'id="skipped"' not in text
+
+
+def test_a_corrupt_image_in_image_dir_costs_its_own_panel_not_the_report(tmp_path):
+    # one corrupt image in --image-dir aborted the whole report
+    base, stems = _scored_folders(tmp_path, num_val=4)
+    images = tmp_path / "data" / "JPEGImages"
+    bad = next(p for p in images.iterdir() if p.stem == stems[0])
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n damaged")
+    assert main(base + ["--report", str(tmp_path / "pictured"), "--report-images", "2", "--image-dir", str(images)]) == 0
+    assert main(base + ["--report", str(tmp_path / "plain"), "--report-images", "2"]) == 0
+    text = check_page(tmp_path / "pictured")
+    assert f"{stems[0]}: the gallery shows no image ({bad.name}:" in text
+    for kind in ("worst", "best"):
+        with Image.open(tmp_path / "plain" / f"gallery_{kind}.png") as plain, \
+                Image.open(tmp_path / "pictured" / f"gallery_{kind}.png") as pictured:
+            assert pictured.size[0] > plain.size[0]  # the other images are still drawn, in their column

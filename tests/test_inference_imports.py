@@ -42,4 +42,4 @@ def test_predict_imports_neither_matplotlib_nor_the_ideas(tmp_path):
     code = f"from fcnseg.cli import main\nassert main({argv!r}) == 0"
     loaded = run_then_list_modules(code, "matplotlib", "fcnseg.ideas", "fcnseg.training", "torch")
     assert loaded == {"matplotlib": False, "fcnseg.ideas": False, "fcnseg.training": False, "torch": True}
-    assert (tmp_path / "out" / "x.png").is_file()
+    assert (tmp_path / "out" / "x_labels.png").is_file()

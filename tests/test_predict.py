@@ -116,7 +116,7 @@ def test_cli_segments_a_folder_reports_bad_files_and_resumes(tmp_path, checkpoin
     printed = capsys.readouterr().out
     assert "3 segmented, 0 already done, 1 failed" in printed and "broken.jpg" in printed
     for stem, (h, w) in {"a": (100, 130), "sub/b": (90, 70), "c": (64, 96)}.items():
-        with Image.open(out / f"{stem}.png") as mask:
+        with Image.open(out / f"{stem}_labels.png") as mask:
             assert mask.mode == "P" and mask.size == (w, h)
         assert np.load(out / f"{stem}_prob.npy").shape == (4, h, w)
         assert (out / f"{stem}_overlay.jpg").is_file()
@@ -128,11 +128,11 @@ def test_cli_segments_a_folder_reports_bad_files_and_resumes(tmp_path, checkpoin
     assert abs(sum(doc["total"]["fraction"].values()) - 1) < 1e-9
 
     # A re-run skips what is done (and keeps it in the statistics); removing one output redoes only it.
-    before = (out / "a.png").stat().st_mtime_ns
-    (out / "c.png").unlink()
+    before = (out / "a_labels.png").stat().st_mtime_ns
+    (out / "c_labels.png").unlink()
     assert main(argv) == 1
     assert "1 segmented, 2 already done, 1 failed" in capsys.readouterr().out
-    assert (out / "a.png").stat().st_mtime_ns == before
+    assert (out / "a_labels.png").stat().st_mtime_ns == before
     assert len(list(csv.DictReader(open(out / "areas.csv")))) == 3
 
 
@@ -142,7 +142,7 @@ def test_cli_on_good_files_exits_zero_and_tiles_under_a_small_budget(tmp_path, c
     assert main(["predict", str(checkpoint), str(path), "-o", str(tmp_path / "o"), "--tile", "128",
                  "--workers", "0", "--no-progress"]) == 0
     assert "1 segmented, 0 already done, 0 failed" in capsys.readouterr().out
-    with Image.open(tmp_path / "o" / "big.png") as mask:
+    with Image.open(tmp_path / "o" / "big_labels.png") as mask:
         assert mask.size == (260, 200)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,11 +144,11 @@ def test_quantize_skips_and_names_unreadable_calibration_files(models, tmp_path,
                  "--check", "2"])
     text = capsys.readouterr().out
     assert code == 0 and out.is_file()
-    assert "skipped 3 unreadable file(s)" in text
+    assert "skipped 3 unreadable files" in text
     for name in ("a_truncated.png", "b_empty.jpg", "notes.png"):
         assert name in text
     assert "empty file (0 bytes)" in text
-    assert "calibration on 8 image(s)" in text and "argmax agreement with fp32 on 2" in text
+    assert "calibration on 8 images" in text and "argmax agreement with fp32 on the 2 calibration images" in text
     info = read_info(out)
     assert info.precision == "int8" and json.loads(info.metadata["fcnseg.quantization"])["calibration_images"] == 8
 
@@ -214,3 +215,24 @@ def test_onnx_runtime_fp32_logits_match_torch_on_whole_images(models):
         scale = float(expected.abs().max())
         assert float((found - expected).abs().max()) <= 1e-4 * max(scale, 1.0)
         assert (found.argmax(1) == expected.argmax(1)).float().mean() >= 0.9999
+
+
+@pytest.mark.parametrize("checked, calibrated, skipped, words", [
+    (2, 8, 3, ["calibration on 8 images", "agreement with fp32 on the 2 calibration images", "images it was calibrated on",
+               "skipped 3 unreadable files"]),
+    (1, 1, 1, ["calibration on 1 image;", "agreement with fp32 on the calibration image:", "skipped 1 unreadable file:"]),
+])
+def test_the_summary_says_the_agreement_is_on_calibration_images_with_right_plurals(checked, calibrated, skipped, words):
+    # quantize reported agreement on its own calibration images without saying so
+    from fcnseg.inference.quantization import QuantizeReport
+
+    report = QuantizeReport(path=Path("m.onnx"), method="minmax", keep_fp32=(), float_nodes={},
+                                calibration=[f"c{i}.png" for i in range(calibrated)],
+                                skipped=[(f"bad{i}.png", "empty file (0 bytes)") for i in range(skipped)],
+                                reduce_range=True, agreement=0.99, checked=checked)
+    text = report.summary()
+    for word in words:
+        assert word in text, text
+    assert "(s)" not in text
+    assert report.calibration_line() == (f"minmax calibration on {calibrated} image{'s' if calibrated > 1 else ''} "
+                                         f"({skipped} unreadable file{'s' if skipped > 1 else ''} skipped)")

@@ -120,7 +120,7 @@ def test_int8_file_through_fcnseg_predict_end_to_end(models, tmp_path, caplog, c
     assert "runtime onnxruntime" in caplog.text and "int8" in caplog.text
     expected = Predictor(net=OrtNet.from_file(models["int8"]))
     for name, image in images.items():
-        labels = read_mask_png(out / f"{name}.png")
+        labels = read_mask_png(out / f"{name}_labels.png")
         np.testing.assert_array_equal(labels, expected.predict(image).labels)
         probabilities = np.load(out / f"{name}_prob.npy")
         assert probabilities.shape == (len(CLASSES), *image.shape[:2])
@@ -136,7 +136,7 @@ def test_fp32_file_and_its_checkpoint_predict_the_same_labels(models, tmp_path):
         assert main(["predict", str(model), str(tmp_path / "in"), "-o", str(tmp_path / name), "--precision", "fp32",
                      "--no-progress", "--workers", "0"]) == 0
     for i in range(2):
-        a, b = read_mask_png(tmp_path / "onnx" / f"img{i}.png"), read_mask_png(tmp_path / "torch" / f"img{i}.png")
+        a, b = read_mask_png(tmp_path / "onnx" / f"img{i}_labels.png"), read_mask_png(tmp_path / "torch" / f"img{i}_labels.png")
         assert (a == b).mean() >= 0.999
 
 

@@ -149,7 +149,7 @@ def test_page_segments_uploads_and_its_legend_equals_fcnseg_predict(page, checkp
         timing = page.inner_text("#timing")
         assert "64×48 px" in timing and " ms " in timing and "precision" in timing
 
-    labels = read_mask_png(tmp_path / "predicted" / "field.png").astype(np.uint8)
+    labels = read_mask_png(tmp_path / "predicted" / "field_labels.png").astype(np.uint8)
     assert len(np.unique(labels)) >= 3
 
     # labels view: exactly the palette colours of the label map predict wrote
@@ -176,7 +176,7 @@ def test_page_segments_uploads_and_its_legend_equals_fcnseg_predict(page, checkp
     # downloads: the label PNG is predict's label map; the overlay is the picture on show
     with page.expect_download() as download:
         page.click("#download-labels")
-    assert download.value.suggested_filename == "field.png"
+    assert download.value.suggested_filename == "field_labels.png"  # not the upload's own name
     download.value.save_as(tmp_path / "downloaded.png")
     np.testing.assert_array_equal(read_mask_png(tmp_path / "downloaded.png"), labels)
     with page.expect_download() as download:

@@ -133,7 +133,7 @@ def test_predict_and_eval_take_tta(tmp_path, capsys):
     Image.fromarray(generate_sample(0, "val", 7, size=(70, 90)).image).save(tmp_path / "in" / "a.png")
     assert main(["predict", str(tmp_path / "m.pt"), str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--tta", "flip",
                  "--precision", "fp32", "--no-progress", "--workers", "0"]) == 0
-    assert read_mask_png(tmp_path / "out" / "a.png").shape == (70, 90)
+    assert read_mask_png(tmp_path / "out" / "a_labels.png").shape == (70, 90)
     out = tmp_path / "eval.json"
     assert main(["eval", str(tmp_path / "m.pt"), "--kind", "synthetic", "--limit", "2", "--tta", "scales=0.75,1",
                  "--precision", "fp32", "--out", str(out), "--no-progress"]) == 0

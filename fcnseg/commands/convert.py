@@ -7,6 +7,7 @@ import logging
 from fcnseg.weights.checkpoint import fcn_from_classifier, load_model
 from fcnseg.config import ARCHES, RESNET_ARCH
 from fcnseg.data.classes import read_class_file
+from fcnseg.files import check_output_path
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    check_output_path(args.output, "file", "output")
     class_names = read_class_file(args.classes).names if args.classes else None
     if args.from_classifier:
         num_classes = len(class_names) if class_names else args.num_classes

@@ -10,7 +10,7 @@ import logging
 from fcnseg.data.kinds import AUTO, DATASET_KINDS, NYUD_MODALITIES, SYNTHETIC_STYLES
 from fcnseg.errors import ConfigError
 from fcnseg.evaluation import evaluate, format_skipped, score_folders
-from fcnseg.files import write_json
+from fcnseg.files import check_output_path, write_json
 from fcnseg.inference.runtime import RUNTIMES
 from fcnseg.precision import PRECISIONS, select_device
 from fcnseg.metrics import format_table
@@ -114,6 +114,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--image-dir is for --pred-dir scoring (a data set brings its own images)")
     if (args.int8_model is not None or args.calib is not None) and not args.compare_precisions:
         raise ConfigError("--int8-model and --calib are for --compare-precisions")
+    # Before any work: an output that cannot be written fails now, not after the whole evaluation.
+    check_output_path(args.out, "file", "--out")
+    if args.report is not None:
+        check_output_path(args.report, "folder", "--report")
+    if args.save_predictions is not None:
+        check_output_path(args.save_predictions, "folder", "--save-predictions")
     subject = dataset = None
     if args.pred_dir is not None or args.gt_dir is not None:
         if args.pred_dir is None or args.gt_dir is None or args.checkpoint is not None:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from fcnseg.errors import FcnsegError
+from fcnseg.files import check_output_path
 
 
 def register(subparsers) -> None:
@@ -29,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     # Before any work: a missing extra is one line naming every missing module, not a traceback mid-export.
     needed = EXPORT_MODULES if args.no_check else EXPORT_MODULES + CHECK_MODULES
     require_modules(needed, "ONNX export" if args.no_check else "ONNX export and its check")
+    check_output_path(args.output, "file", "output")
     loaded = load_model(args.checkpoint)
     path = export(loaded, args.output)
     cfg = loaded.config

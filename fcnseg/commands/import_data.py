@@ -79,8 +79,11 @@ It prints the command ("train with: ...") that trains on OUT with the CPU recipe
 
 def run(args: argparse.Namespace) -> int:
     from fcnseg.data.importers import import_dataset
-    from fcnseg.files import write_json
+    from fcnseg.files import check_output_path, write_json
 
+    check_output_path(args.out, "folder", "OUT")
+    if args.json is not None:
+        check_output_path(args.json, "file", "--json")
     report = import_dataset(
         args.format, args.src, args.out, overlap=args.overlap, val_fraction=args.val_fraction, seed=args.seed,
         classes=args.classes, images=args.images, masks=args.masks, progress=True,

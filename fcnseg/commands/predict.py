@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fcnseg.errors import ConfigError
 from fcnseg.images import DEFAULT_MAX_PIXELS
-from fcnseg.files import format_bytes, parse_bytes
+from fcnseg.files import check_output_path, format_bytes, parse_bytes
 from fcnseg.inference.predictor import DEFAULT_MAX_MEMORY, LAYOUTS
 from fcnseg.inference.runtime import RUNTIMES
 from fcnseg.precision import PRECISIONS
@@ -20,7 +20,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "predict",
         help="segment images or folders of images with a checkpoint",
-        description="Writes OUT/<name>.png (palette label map) per image, and on request an overlay, "
+        description="Writes OUT/<name>_labels.png (palette label map) per image, and on request an overlay, "
         "float16 probabilities and per-class area tables. Picks the fastest precision for the machine "
         "(bf16 + channels_last on CPUs with native bf16, fp16 on CUDA) and tiles images too large for "
         "--max-memory. Images whose label map exists are skipped, so an interrupted run resumes.",
@@ -28,7 +28,9 @@ def register(subparsers) -> None:
     p.add_argument("checkpoint", type=Path,
                    help="model: a checkpoint (fcnseg, pytorch-fcn .pth or .caffemodel) or an fcnseg .onnx (fp32 or int8)")
     p.add_argument("inputs", nargs="+", type=Path, help="image files and/or folders (searched recursively)")
-    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    p.add_argument("-o", "--out", type=Path,
+                   help="output folder, outside every input folder (default: <first input's stem or folder name>_fcnseg "
+                   "beside it)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="forward precision of a checkpoint (default: auto); an .onnx file runs in its own (fp32 or int8)")
     p.add_argument("--runtime", choices=RUNTIMES, default="auto",
@@ -64,7 +66,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fcnseg.inference.predictor import Predictor
-    from fcnseg.inference.folder import predict_folder
+    from fcnseg.inference.folder import check_output_folder, default_output_folder, predict_folder
     from fcnseg.inference.tta import parse_tta
 
     try:
@@ -73,6 +75,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-memory: {e}") from e
     if args.tile is not None and args.tile < 32:
         raise ConfigError(f"--tile must be at least 32 pixels, got {args.tile}")
+    # Before the model loads: where the outputs go, and that they can neither be written over an input
+    # nor be listed as inputs on the next run.
+    if args.out is None:
+        args.out = default_output_folder(args.inputs[0])
+        print(f"writing to {args.out} (choose another folder with -o)")
+    check_output_path(args.out, "folder", "-o")
+    check_output_folder(args.inputs, args.out)
     tta = parse_tta(args.tta)
     predictor = Predictor.from_checkpoint(
         args.checkpoint,

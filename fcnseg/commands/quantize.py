@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fcnseg.files import check_output_path
 from fcnseg.inference.quantization import (
     DEFAULT_CALIB_MAX_SIDE,
     DEFAULT_CHECK_IMAGES,
@@ -50,6 +51,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_path(args.output, "file", "output")  # before calibration, not after it
+    if args.calibration_cache is not None:
+        check_output_path(args.calibration_cache, "file", "--calibration-cache")
     report = quantize(
         args.checkpoint,
         args.output,

@@ -15,17 +15,54 @@ from tqdm import tqdm
 from fcnseg.data.class_match import PREDICTION_CLASS_FILE
 from fcnseg.data.classes import ClassInfo, write_class_file
 from fcnseg.data.palette import overlay, read_mask_png, voc_palette, write_mask_png
-from fcnseg.errors import DataError, FcnsegError
-from fcnseg.files import atomic_write_text, write_json
-from fcnseg.images import DEFAULT_MAX_PIXELS, list_images, read_image, save_rgb
+from fcnseg.errors import ConfigError, DataError, FcnsegError
+from fcnseg.files import atomic_write_text, plural, write_json
+from fcnseg.images import DEFAULT_MAX_PIXELS, is_image_file, list_images, read_image, save_rgb
 from fcnseg.inference.predictor import Predictor
 from fcnseg.metrics import class_pixel_counts
 
 log = logging.getLogger(__name__)
 
-MASK_SUFFIX = ".png"
+# Outputs carry a suffix of their own, so that no output can take an input's name (photo.png's label map
+# is photo_labels.png, not photo.png), and a folder that holds outputs can be listed without them.
+MASK_SUFFIX = "_labels.png"
 OVERLAY_SUFFIX = "_overlay.jpg"
 PROBABILITY_SUFFIX = "_prob.npy"
+OUTPUT_SUFFIXES = (MASK_SUFFIX, OVERLAY_SUFFIX, PROBABILITY_SUFFIX)
+DEFAULT_OUTPUT_SUFFIX = "_fcnseg"  # the default output folder: <input stem or folder name>_fcnseg beside the input
+SHOWN_NAMES = 5  # file names listed in a one-line note before "..."
+
+
+def is_output_name(name: str | Path) -> bool:
+    """True for a file name a folder run writes (``NAME_labels.png``, ``NAME_overlay.jpg``, ``NAME_prob.npy``)."""
+    return str(name).endswith(OUTPUT_SUFFIXES)
+
+
+def default_output_folder(first_input: str | Path) -> Path:
+    """``<stem>_fcnseg`` beside an image, ``<name>_fcnseg`` beside a folder: never inside the input."""
+    first_input = Path(first_input).absolute()
+    if first_input.name in ("", ".", ".."):
+        first_input = first_input.resolve()
+    stem = first_input.name if first_input.is_dir() else first_input.stem
+    return first_input.parent / f"{stem}{DEFAULT_OUTPUT_SUFFIX}"
+
+
+def check_output_folder(inputs: list[str | Path], output_dir: str | Path) -> None:
+    """Refuse an output folder that is an input folder or lies inside one (a ConfigError showing both).
+
+    Outputs written there would replace the user's images (``-o photos/``), be segmented again on the
+    next run (``photo_overlay_overlay.jpg``), or nest one level deeper every run (``-o photos/pred``).
+    """
+    out = Path(output_dir).resolve()
+    for root in map(Path, inputs):
+        if not root.is_dir():
+            continue
+        folder = root.resolve()
+        if out == folder or folder in out.parents:
+            where = "is the input folder" if out == folder else f"lies inside the input folder {root}"
+            raise ConfigError(
+                f"-o {output_dir} {where}: the outputs would be listed as inputs on the next run and could replace "
+                f"the images; choose a folder outside it, e.g. -o {default_output_folder(root)}")
 
 
 @dataclass
@@ -36,9 +73,17 @@ class FolderReport:
     skipped_existing: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (input path, reason)
     areas: dict[str, dict] = field(default_factory=dict)  # relative name -> {"height", "width", "counts" [C]}
+    not_images: list[str] = field(default_factory=list)  # files in the input folders without an image suffix
+    earlier_outputs: list[str] = field(default_factory=list)  # fcnseg outputs found among the inputs, not segmented
 
     def summary(self) -> str:
         text = f"{self.processed} segmented, {self.skipped_existing} already done, {len(self.failed)} failed"
+        for files, what in ((self.not_images, "that are not images"),
+                            (self.earlier_outputs, "that fcnseg wrote (label maps, overlays, probabilities)")):
+            if files:
+                more = ", ..." if len(files) > SHOWN_NAMES else ""
+                text += (f"\nskipped {plural(len(files), 'file')} {what}: "
+                         f"{', '.join(files[:SHOWN_NAMES])}{more}")
         if self.failed:
             shown = "\n".join(f"  {path}: {reason}" for path, reason in self.failed[:20])
             more = f"\n  ... and {len(self.failed) - 20} more" if len(self.failed) > 20 else ""
@@ -55,25 +100,69 @@ class Job:
     stem: Path
 
 
-def plan_jobs(inputs: list[Path], output_dir: Path) -> tuple[list[Job], list[tuple[str, str]]]:
-    """Map input files or folders to output stems, mirroring folder structure; name collisions are failures."""
-    jobs, failed, taken = [], [], {}
+def _not_images(root: Path) -> list[str]:
+    """Visible files under ``root`` (as :func:`list_images` walks it) without an image suffix, relative names."""
+    found = []
+    for path in root.rglob("*"):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts) or is_image_file(path.name) or not path.is_file():
+            continue
+        found.append(str(rel))
+    return sorted(found)
+
+
+@dataclass
+class Plan:
+    """What :func:`plan_jobs` found: the jobs, the inputs that failed already, and what it did not list."""
+
+    jobs: list[Job]
+    failed: list[tuple[str, str]]
+    not_images: list[str] = field(default_factory=list)
+    earlier_outputs: list[str] = field(default_factory=list)
+
+
+def plan_jobs(inputs: list[Path], output_dir: Path) -> Plan:
+    """Map input files or folders to output stems, mirroring folder structure; name collisions are failures.
+
+    A folder's files named like fcnseg outputs (``*_labels.png``, ``*_overlay.jpg``) or lying in the output
+    folder are not inputs; they and its non-image files are listed in the plan, not segmented. An input whose
+    outputs would replace an input file fails instead of overwriting it.
+    """
+    plan, taken = Plan([], []), {}
+    out = output_dir.resolve()
     for root in inputs:
         if root.is_dir():
-            files = [(p, p.relative_to(root)) for p in list_images(root)]
+            files = []
+            for p in list_images(root):
+                if out in p.resolve().parents or is_output_name(p.name):
+                    plan.earlier_outputs.append(str(p))
+                else:
+                    files.append((p, p.relative_to(root)))
+            plan.not_images += [str(root / name) for name in _not_images(root)]
         elif root.is_file():
             files = [(root, Path(root.name))]
         else:
-            failed.append((str(root), "no such file or folder"))
+            plan.failed.append((str(root), "no such file or folder"))
             continue
         for path, rel in files:
             stem = output_dir / rel.with_suffix("")
             if stem in taken:
-                failed.append((str(path), f"its outputs would overwrite those of {taken[stem]} (same name, other suffix)"))
+                plan.failed.append((str(path), f"its outputs would overwrite those of {taken[stem]} (same name, other suffix)"))
                 continue
             taken[stem] = path
-            jobs.append(Job(path, str(rel), stem))
-    return jobs, failed
+            plan.jobs.append(Job(path, str(rel), stem))
+    inputs_resolved = {job.path.resolve(): job.path for job in plan.jobs}
+    for job in list(plan.jobs):
+        clash = next((inputs_resolved[o.resolve()] for o in output_paths(job) if o.resolve() in inputs_resolved), None)
+        if clash is not None:
+            plan.jobs.remove(job)
+            plan.failed.append((str(job.path), f"its output would replace the input {clash}; rename that file"))
+    return plan
+
+
+def output_paths(job: Job) -> list[Path]:
+    """Every file a job may write: label map, overlay, probabilities."""
+    return [Path(f"{job.stem}{suffix}") for suffix in OUTPUT_SUFFIXES]
 
 
 class _Decode(torch.utils.data.Dataset):
@@ -122,7 +211,8 @@ def predict_folder(
 ) -> FolderReport:
     """Segment every image in ``inputs`` (files or folders, searched recursively) into ``output_dir``.
 
-    Per image ``<name>``: ``<name>.png`` (palette label map), with ``overlay_images``
+    ``output_dir`` must not be an input folder or lie inside one (see :func:`check_output_folder`).
+    Per image ``<name>``: ``<name>_labels.png`` (palette label map), with ``overlay_images``
     ``<name>_overlay.jpg``, with ``probabilities`` ``<name>_prob.npy`` (float16 ``[C, H, W]``). Every
     file is written atomically and the label map last, so an existing label map means the image is
     done: a re-run skips it (unless ``overwrite``) and an interrupted job resumes. ``classes.txt`` lists the
@@ -134,9 +224,10 @@ def predict_folder(
     sizes differ. Unreadable images are reported in the returned report and skipped.
     """
     output_dir = Path(output_dir)
+    check_output_folder(inputs, output_dir)
     palette = voc_palette(256) if palette is None else palette
-    jobs, failed = plan_jobs([Path(p) for p in inputs], output_dir)
-    report = FolderReport(failed=failed)
+    plan = plan_jobs([Path(p) for p in inputs], output_dir)
+    report = FolderReport(failed=plan.failed, not_images=plan.not_images, earlier_outputs=plan.earlier_outputs)
     output_dir.mkdir(parents=True, exist_ok=True)
     # the model's classes, so that scoring the folder (fcnseg eval --pred-dir) can compare them by name
     try:
@@ -144,7 +235,7 @@ def predict_folder(
     except DataError as e:  # a name a class file cannot hold: the folder is scored by index, as before
         log.warning("%s not written: %s", PREDICTION_CLASS_FILE, e)
     todo = []
-    for job in jobs:
+    for job in plan.jobs:
         if not overwrite and _done(job, overlay_images, probabilities):
             report.skipped_existing += 1
             if stats:
@@ -152,7 +243,7 @@ def predict_folder(
         else:
             todo.append(job)
     if report.skipped_existing:
-        log.info("%d image(s) already segmented in %s; skipping them", report.skipped_existing, output_dir)
+        log.info("%s already segmented in %s; skipping them", plural(report.skipped_existing, "image"), output_dir)
     loader = torch.utils.data.DataLoader(
         _Decode(todo, max_pixels),
         batch_size=1,

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from fcnseg.errors import ConfigError, DataError, FcnsegError
-from fcnseg.files import atomic_write
+from fcnseg.files import atomic_write, plural
 from fcnseg.images import DEFAULT_MAX_PIXELS, list_images, read_image
 from fcnseg.weights.handle import LoadedModel
 from fcnseg.weights.onnx_format import INPUT_NAME, OnnxNet, is_onnx_file, load_proto, read_info
@@ -204,16 +204,25 @@ class QuantizeReport:
     agreement: float | None = None
     checked: int = 0
 
+    def calibration_line(self) -> str:
+        """``minmax calibration on 8 images (3 unreadable files skipped)``: how the model was calibrated."""
+        skipped = f" ({plural(len(self.skipped), 'unreadable file')} skipped)" if self.skipped else ""
+        return f"{self.method} calibration on {plural(len(self.calibration), 'image')}{skipped}"
+
     def summary(self) -> str:
         kept = ", ".join(f"{g} ({len(n)} node{'s' if len(n) != 1 else ''})" for g, n in self.float_nodes.items()) or "none"
         lines = [
             f"wrote {self.path}: int8 QDQ, per-channel {'7-bit' if self.reduce_range else '8-bit'} weights, "
-            f"uint8 activations; {self.method} calibration on {len(self.calibration)} image(s); kept in float: {kept}"
+            f"uint8 activations; {self.method} calibration on {plural(len(self.calibration), 'image')}; "
+            f"kept in float: {kept}"
         ]
         if self.agreement is not None:
-            lines.append(f"argmax agreement with fp32 on {self.checked} calibration image(s): {self.agreement:.3%}")
+            # said so: images the model was calibrated on flatter it; held-out ones are eval's to score
+            the = "the calibration image" if self.checked == 1 else f"the {self.checked} calibration images"
+            lines.append(f"argmax agreement with fp32 on {the}: {self.agreement:.3%} (images it was calibrated on; "
+                         "for held-out images run 'fcnseg eval --compare-precisions')")
         if self.skipped:
-            lines.append(f"skipped {len(self.skipped)} unreadable file(s):")
+            lines.append(f"skipped {plural(len(self.skipped), 'unreadable file')}:")
             lines += [f"  {path}: {reason}" for path, reason in self.skipped[:20]]
             if len(self.skipped) > 20:
                 lines.append(f"  ... and {len(self.skipped) - 20} more")

@@ -14,7 +14,7 @@ import numpy as np
 
 from fcnseg.data.palette import read_mask_png
 from fcnseg.errors import DataError
-from fcnseg.files import atomic_write_text, write_json
+from fcnseg.files import atomic_write_text, plural, write_json
 from fcnseg.images import images_by_stem, read_image
 from fcnseg.metrics import format_table
 from fcnseg.reports.classes import plot_class_iu
@@ -63,7 +63,11 @@ def write_report(
     names = list(result["class_names"])
     metrics = {k: v for k, v in result.items() if k != "per_image"}
     pixel_counts = np.asarray(result["confusion"], dtype=np.int64).sum(1).tolist()
-    count_text = f"{result.get('num_images', len(rows))} images, {result.get('pixels', sum(pixel_counts)):,} pixels scored"
+    skipped = list(result.get("skipped", []))
+    count_text = (f"{plural(result.get('num_images', len(rows)), 'image')} "
+                  f"({result.get('pixels', sum(pixel_counts)):,} pixels) scored")
+    if skipped:
+        count_text += f", {plural(len(skipped), 'item')} skipped (listed below)"
 
     write_json(metrics, out_dir / "metrics.json")
     atomic_write_text(format_table(result, names) + "\n", out_dir / "metrics.txt")
@@ -90,9 +94,10 @@ def write_report(
             continue
         shown = [{**row, **item} for row, item in zip(picked_rows, picked_items)]
         file = f"gallery_{kind}.png"
-        plot_gallery(shown, palette, names, out_dir / file, title=f"{len(shown)} images with the {word} mean IU")
-        figures.append(Figure(f"{kind.capitalize()} images", file, f"The {len(shown)} images with the {word} "
-                              "per-image mean IU. Errors: wrong pixels red, ignored pixels dark grey.", f"gallery-{kind}"))
+        title = f"The {plural(len(shown), 'image')} with the {word} mean IU"
+        plot_gallery(shown, palette, names, out_dir / file, title=title)
+        figures.append(Figure(f"{kind.capitalize()} images", file, f"{title}, per image. Errors: wrong pixels "
+                              "red, ignored pixels dark grey.", f"gallery-{kind}"))
         gallery_files.append((file, f"the {word}-scoring images"))
 
     files = [
@@ -104,9 +109,12 @@ def write_report(
         *gallery_files,
     ]
     unscored = sum(1 for r in rows if r.get("pixels") == 0)
-    notes = [f"{unscored} images have only ignored pixels and no per-image score."] if unscored else []
+    notes = [f"{plural(unscored, 'image has', 'images have')} only ignored pixels and no per-image score."] \
+        if unscored else []
+    notes += [f"{item['name']}: the gallery shows no image ({item['image_note']})."
+              for item in items if item.get("image_note")]
     page = Page(title=title, source=f"{source}: {count_text}" if source else count_text, result=result,
-                pixel_counts=pixel_counts, figures=figures, files=files, notes=notes)
+                pixel_counts=pixel_counts, figures=figures, files=files, notes=notes, skipped=skipped)
     write_index(page, out_dir / "index.html")
     return {"index": out_dir / "index.html", "files": ["index.html", *(f for f, _ in files)],
             "worst": picked["worst"], "best": picked["best"]}
@@ -119,8 +127,11 @@ def folder_items(rows: list[dict], colours=None, image_dir: str | Path | None = 
         rows: rows with ``name``, ``prediction_path`` and ``truth_path``.
         colours: the class file's colours, for RGB label PNGs (as in ``score_folders``).
         image_dir: folder of the images, matched by stem; without it the gallery has no image column.
+    An image that cannot be read, or is not the size of its ground truth, is left out (its row shows a
+    blank panel) and noted in ``image_note``.
+
     Raises:
-        DataError: an image is not the size of its ground truth.
+        DataError: ``image_dir`` holds no images at all.
     """
     images = images_by_stem(image_dir) if image_dir is not None else {}
     if image_dir is not None and not images:
@@ -134,11 +145,17 @@ def folder_items(rows: list[dict], colours=None, image_dir: str | Path | None = 
         }
         path = images.get(row["name"])
         if path is not None:
-            image = read_image(path)
-            if image.shape[:2] != item["mask"].shape:
-                raise DataError(f"{path} is {image.shape[1]}x{image.shape[0]} but its ground truth "
-                                f"{row['truth_path']} is {item['mask'].shape[1]}x{item['mask'].shape[0]}")
-            item["image"] = image
+            # One bad picture costs its own panel, not the report: it is noted on the page and in the log.
+            try:
+                image = read_image(path)
+                if image.shape[:2] != item["mask"].shape:
+                    raise DataError(f"{image.shape[1]}x{image.shape[0]} but its ground truth {row['truth_path']} "
+                                    f"is {item['mask'].shape[1]}x{item['mask'].shape[0]}", path=path)
+                item["image"] = image
+            except Exception as e:  # noqa: BLE001 - any decoder failure, as in the folder runs
+                reason = e.reason if isinstance(e, DataError) else f"cannot read the image ({type(e).__name__}: {e})"
+                item["image_note"] = f"{path.name}: {reason}"
+                log.warning("%s: left out of the gallery: %s", path, reason)
         elif image_dir is not None:
             log.warning("%s has no image named %s; the gallery shows no image column", image_dir, row["name"])
         items.append(item)

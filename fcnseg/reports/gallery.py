@@ -48,6 +48,11 @@ def pick_extremes(rows: list[dict], count: int) -> dict[str, list[dict]]:
     return {"worst": ordered[:num_worst], "best": ordered[::-1][:num_best]}
 
 
+def _blank(shape: tuple[int, int]) -> np.ndarray:
+    """A light grey RGB uint8 ``[H, W, 3]`` panel in place of an image that could not be read."""
+    return np.full((*shape, 3), 235, dtype=np.uint8)
+
+
 def error_map(mask: np.ndarray, prediction: np.ndarray, image: np.ndarray | None = None) -> np.ndarray:
     """RGB uint8 ``[H, W, 3]``: wrong pixels in :data:`WRONG_COLOUR`, ignore pixels :data:`IGNORE_GREY`, the rest light.
 
@@ -96,7 +101,8 @@ def plot_gallery(
 
     Args:
         items: dicts with ``name``, ``mask`` and ``prediction`` (int ``[H, W]``), optional ``image``
-            (RGB uint8 ``[H, W, 3]``, same size), and the scores of its per-image row (``mean_iu``,
+            (RGB uint8 ``[H, W, 3]``, same size; where some items have one, the others show a blank panel
+            with their ``image_note``), and the scores of its per-image row (``mean_iu``,
             ``pixel_accuracy``, ``most_confused``) for the row's caption.
         palette: uint8 ``[256, 3]`` class colours.
         class_names: names for the legend (only the classes in the shown rows are listed).
@@ -107,7 +113,8 @@ def plot_gallery(
     plt = pyplot()
     from matplotlib.patches import Patch
 
-    with_image = bool(items) and all(item.get("image") is not None for item in items)
+    # One unreadable image costs its own panel (a note in its place), not the image column of every row.
+    with_image = any(item.get("image") is not None for item in items)
     columns = (["image"] if with_image else []) + ["ground truth", "prediction", "errors"]
     ncol = len(columns)
     aspects = [min(1.5, max(0.35, item["mask"].shape[0] / item["mask"].shape[1])) for item in items] or [0.75]
@@ -124,7 +131,8 @@ def plot_gallery(
     for row_number, (item, panel_h) in enumerate(zip(items, panel_heights)):
         mask, prediction = np.asarray(item["mask"]), np.asarray(item["prediction"])
         shown |= set(np.unique(mask[mask != IGNORE_INDEX]).tolist()) | set(np.unique(prediction).tolist())
-        pictures = ([item["image"]] if with_image else []) + [
+        image = item.get("image")
+        pictures = ([image if image is not None else _blank(mask.shape)] if with_image else []) + [
             colorize(mask, palette), colorize(prediction, palette), error_map(mask, prediction, item.get("image"))
         ]
         y -= caption
@@ -135,6 +143,9 @@ def plot_gallery(
             ax = fig.add_axes((left / width, y / height, PANEL_INCHES / width, panel_h / height))
             ax.imshow(picture, interpolation="nearest")
             ax.set_axis_off()
+            if name == "image" and image is None:
+                ax.text(0.5, 0.5, item.get("image_note") or "no image", ha="center", va="center", fontsize=8,
+                        wrap=True, transform=ax.transAxes)
             if row_number == 0:
                 fig.text((left + PANEL_INCHES / 2) / width, (y + panel_h + caption + 0.12) / height, name,
                          ha="center", va="bottom", fontsize=10, weight="bold")

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fcnseg.files import atomic_write_text
+from fcnseg.files import atomic_write_text, plural
 from fcnseg.metrics import METRIC_LABELS
 
 STYLE = """
@@ -26,7 +26,7 @@ table { border-collapse: collapse; background: #fff; box-shadow: 0 1px 2px #0002
         overflow: hidden; font-variant-numeric: tabular-nums; }
 th, td { padding: 5px 12px; text-align: right; border-bottom: 1px solid #e8eaed; }
 th:first-child, td:first-child { text-align: left; } th { background: #eef0f3; }
-td.na { color: #9aa3ad; } ul.files { columns: 2; }
+td.na { color: #9aa3ad; } table.skipped td { text-align: left; } ul.files { columns: 2; }
 nav a { margin-right: 14px; }
 """
 
@@ -57,6 +57,8 @@ class Page:
     figures: list[Figure] = field(default_factory=list)
     files: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)  # the result's skipped entries: name, path, kind, message
+
 
 
 def _pct(value) -> str:
@@ -90,6 +92,13 @@ def render_index(page: Page) -> str:
     )
     files = "".join(f'<li><a href="{e(name)}">{e(name)}</a> &ndash; {e(text)}</li>' for name, text in page.files)
     notes = "".join(f"<p class=source>{e(note)}</p>" for note in page.notes)
+    skipped_nav = '<a href="#skipped">skipped</a>' if page.skipped else ""
+    skipped = "" if not page.skipped else (
+        f'<h2 id="skipped">Skipped ({plural(len(page.skipped), "item")}, not scored)</h2>\n<table class=skipped>\n'
+        "<thead><tr><th>item</th><th>file</th><th>why</th></tr></thead>\n<tbody>"
+        + "".join(f'<tr><td>{e(str(s.get("name", "")))}</td><td>{e(str(s.get("path", "")))}</td>'
+                  f'<td>{e(str(s.get("message", s.get("kind", ""))))}</td></tr>' for s in page.skipped)
+        + "</tbody>\n</table>")
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -104,13 +113,14 @@ def render_index(page: Page) -> str:
 <p class=source>{e(page.source)}</p>
 {notes}
 <div class=cards>{cards}</div>
-<nav><p>{nav}<a href="#classes">per-class table</a><a href="#files">files</a></p></nav>
+<nav><p>{nav}<a href="#classes">per-class table</a>{skipped_nav}<a href="#files">files</a></p></nav>
 {figures}
 <h2 id="classes">Per class</h2>
 <table>
 <thead><tr><th>class</th><th>IU (%)</th><th>accuracy (%)</th><th>pixels (%)</th><th>pixels</th></tr></thead>
 <tbody>{rows}</tbody>
 </table>
+{skipped}
 <h2 id="files">Files</h2>
 <ul class=files>{files}</ul>
 </main>

@@ -28,7 +28,7 @@ from fcnseg.images import ImageTooLargeError
 from fcnseg.serve.limits import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB, DEFAULT_QUEUE, DEFAULT_WORKERS
 from fcnseg.serve.queue import QueueFull, WorkQueue
 from fcnseg.serve.result import segment_upload, to_base64
-from fcnseg.serve.upload import UploadError, receive_upload
+from fcnseg.serve.upload import ClientGone, UploadError, receive_upload
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +246,11 @@ def create_app(
             )
         except UploadError as e:
             return error(e.status, e.message)
+        except ClientGone as e:  # one line, not a traceback: a closed browser tab is no server fault
+            who = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+            name = request.headers.get("x-filename")
+            log.warning("%s: %s %s%s: %s", who, request.method, request.url.path, f" ({name})" if name else "", e)
+            return error(400, str(e))
         received = time.perf_counter()
         try:
             outcome = await queue.run(segment_upload, predictor, upload.data, upload.name, max_pixels, palette, image)

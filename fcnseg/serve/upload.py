@@ -13,6 +13,7 @@ from typing import AsyncIterator
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect
 
 from fcnseg.files import format_bytes
 
@@ -32,6 +33,15 @@ class UploadError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class ClientGone(Exception):
+    """The client hung up before its upload arrived in full: nobody is left to answer, only a log line to write."""
+
+    def __init__(self, received: int, declared: int | None):
+        self.received, self.declared = received, declared
+        of = f" of {declared:,}" if declared is not None else ""
+        super().__init__(f"the client hung up after {received:,}{of} bytes of its upload")
 
 
 @dataclass
@@ -73,7 +83,9 @@ async def read_body(chunks: AsyncIterator[bytes], content_length: str | None, li
     Raises:
         UploadError: 413 when the declared or the received length exceeds ``limit``; 400 for a
             Content-Length that is not a number.
+        ClientGone: the client hung up mid-upload (with the bytes received and declared).
     """
+    declared = None
     if content_length is not None:
         try:
             declared = int(content_length)
@@ -82,10 +94,13 @@ async def read_body(chunks: AsyncIterator[bytes], content_length: str | None, li
         if declared > limit:
             raise too_large(limit)
     body = bytearray()
-    async for chunk in chunks:
-        if len(body) + len(chunk) > limit:
-            raise too_large(limit)
-        body += chunk
+    try:
+        async for chunk in chunks:
+            if len(body) + len(chunk) > limit:
+                raise too_large(limit)
+            body += chunk
+    except ClientDisconnect:
+        raise ClientGone(len(body), declared) from None
     return bytes(body)
 
 

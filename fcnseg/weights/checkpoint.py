@@ -8,8 +8,6 @@ so a crash mid-write leaves the previous file intact.
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -113,23 +111,22 @@ def save_checkpoint(
 # --- reading ---------------------------------------------------------------------------------------
 
 
-# Messages of torch's zip reader and legacy loader for a file that is not (or no longer) a checkpoint.
-_UNREADABLE = ("PytorchStreamReader", "archive", "central directory", "magic number")
-
-
 def _torch_load(path: Path, map_location="cpu") -> Any:
-    """``torch.load(weights_only=True)``: one read of the file; a file it cannot load is a CheckpointError."""
+    """``torch.load(weights_only=True)``: one read of the file; a file it cannot load is a CheckpointError.
+
+    torch's loaders fail on a bad file with whatever their parser tripped on (``KeyError: 101`` for text,
+    ``OSError: Invalid argument`` for a cut zip archive), so every failure but a missing or unreadable file
+    is handed to :func:`explain_load_failure`, which looks at the bytes and says what the file is.
+    """
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as e:
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror})") from e
+    except (MemoryError, RecursionError):
+        raise
+    except Exception as e:  # noqa: BLE001 - pickle, zip, EOF, index and key errors of a damaged or foreign file
         # from None: torch's message suggests weights_only=False, which is what must not be done with such a file.
         raise explain_load_failure(path, e) from None
-    except RuntimeError as e:
-        if any(m in str(e) for m in _UNREADABLE):
-            raise explain_load_failure(path, e) from None
-        raise
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read ({e})") from e
 
 
 def _checked_checkpoint(obj: Any, path: Path) -> dict[str, Any]:

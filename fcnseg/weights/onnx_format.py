@@ -21,6 +21,7 @@ from torch import nn
 from fcnseg.config import ModelConfig, from_dict
 from fcnseg.data.normalization import Normalization
 from fcnseg.errors import CheckpointError, ConfigError, FcnsegError
+from fcnseg.weights.torch_files import check_onnx_file
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +212,7 @@ def load_proto(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: ONNX file not found")
+    check_onnx_file(path)  # empty, text or truncated: said so, rather than protobuf's bare DecodeError
     try:
         return onnx.load(str(path))
     except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and onnx's own errors alike

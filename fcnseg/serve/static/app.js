@@ -250,7 +250,7 @@ function show(result) {
   const stem = result.name.replace(/\.[^.]+$/, "");
   const labels = $("download-labels");
   labels.href = result.labelsUrl;
-  labels.download = stem + ".png";
+  labels.download = stem + "_labels.png";  // never the upload's own name: saving it beside the photo must not replace it
   $("download-overlay").download = stem + "_overlay.png";
   const t = a.timings;
   $("timing").textContent =
