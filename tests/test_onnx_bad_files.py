@@ -7,7 +7,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 import numpy as np  # noqa: E402
 
 from fcnseg.errors import CheckpointError  # noqa: E402
-from fcnseg.inference.onnx_model import load_proto, read_info  # noqa: E402
+from fcnseg.weights.onnx_format import load_proto, read_info  # noqa: E402
 
 
 def tiny_onnx_bytes() -> bytes:

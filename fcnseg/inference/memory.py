@@ -305,7 +305,7 @@ def estimate_onnx(
         skeleton: the architecture the file records, built on the meta device (its forward is replayed
             there for the tensor sizes: float32 pixels in, float32 logits out).
         precision: "fp32" or "int8" (the file's).
-        weight_bytes: the file's initialiser bytes (:attr:`fcnseg.inference.onnx_model.OnnxModelInfo.weight_bytes`).
+        weight_bytes: the file's initialiser bytes (:attr:`fcnseg.weights.onnx_format.OnnxModelInfo.weight_bytes`).
     Returns:
         MemoryEstimate whose ``weights`` are the session's (:data:`ORT_SESSION_BYTES` plus the initialisers
         times :data:`ORT_WEIGHT_FACTOR`) and whose ``total`` adds the tensor peak times :data:`ORT_ACTIVATION_FACTOR`.
