@@ -14,6 +14,7 @@ fcnseg's own parser, abbreviations off, and not run.
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 from pathlib import Path
 
@@ -182,3 +183,74 @@ def test_an_abbreviated_flag_fails_the_parse():
     # argparse would take `--over` for `--overlay`; the docs should spell flags out.
     with pytest.raises(SystemExit):
         parse_fcnseg(["predict", "model.pt", "photos/", "-o", "out/", "--over"])
+
+
+# --- the help is documentation too -----------------------------------------------------------------
+
+
+def help_of(command: str, capsys) -> str:
+    """``fcnseg COMMAND --help``, whitespace folded (argparse wraps lines)."""
+    with pytest.raises(SystemExit) as stop:
+        parse_fcnseg([command, "--help"])
+    assert stop.value.code == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+def epilog_command_lines(command: str) -> list[list[str]]:
+    """The ``fcnseg ...`` example lines of a command's ``--help`` epilog, as argument lists."""
+    from fcnseg.cli import build_parser
+
+    parser = build_parser([command])
+    subparser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    block = DocBlock(REPOSITORY / "fcnseg" / "cli.py", 0, "bash", subparser.epilog or "")
+    return [argv for line in command_lines(block) for argv in line.variants]
+
+
+def test_train_help_states_each_presets_own_learning_rate_and_optimizer(capsys):
+    from fcnseg.config import PRESETS
+
+    text = help_of("train", capsys).split("presets:", 1)[1].split("examples:", 1)[0]
+    for name, preset in PRESETS.items():
+        line = text.split(f" {name} ", 1)[1].split(":", 1)[1].split(" paper-", 1)[0].split(" small-", 1)[0]
+        optimizer = {"sgd": "SGD", "adamw": "AdamW"}[preset["train"]["optimizer"]]
+        assert f"{optimizer} lr {preset['train']['lr']:g} " in line, f"{name}: {line}"
+    assert "AdamW lr 0.004" in text  # the small-cpu preset; the help once said 1e-3
+
+
+def test_serve_help_names_only_routes_the_server_has(tmp_path, capsys):
+    from fcnseg.inference.predictor import Predictor
+    from fcnseg.serve.app import create_app
+    from tests.serve_support import save_small_checkpoint
+
+    text = help_of("serve", capsys)
+    app = create_app(Predictor.from_checkpoint(save_small_checkpoint(tmp_path / "small.pt")))
+    routes = {route.path for route in app.routes}
+    named = set(re.findall(r"(?<![\w/'])/[\w./]*\w", text))
+    offered = {path for path in named if f"no {path}" not in text}
+    assert {"/api/predict", "/openapi.json"} <= offered <= routes, f"help names {offered}, the server has {routes}"
+    assert "/docs" not in routes  # what the help must not offer (it once did)
+
+
+@pytest.mark.parametrize("command", ["train", "predict", "eval", "quantize", "import", "convert", "make-synthetic"])
+def test_help_examples_parse(command):
+    for argv in epilog_command_lines(command):
+        parse_fcnseg(argv)
+
+
+def multipart(*parts: tuple[str, str | None, bytes]) -> tuple[bytes, str]:
+    """A multipart/form-data body of (field, filename or None, data) parts, and its Content-Type."""
+    boundary = "docsboundary"
+    body = b""
+    for field, filename, data in parts:
+        disposition = f'form-data; name="{field}"' + (f'; filename="{filename}"' if filename else "")
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def test_serve_takes_the_multipart_file_under_any_field_name_as_docs_serve_md_says():
+    from fcnseg.serve.upload import file_from_multipart
+
+    body, content_type = multipart(("note", None, b"text"), ("upload", "a.png", b"PNG-A"))
+    assert file_from_multipart(body, content_type) == (b"PNG-A", "a.png")
+    body, content_type = multipart(("upload", "a.png", b"PNG-A"), ("file", "b.png", b"PNG-B"))
+    assert file_from_multipart(body, content_type) == (b"PNG-B", "b.png")  # a part named image or file first
