@@ -255,3 +255,10 @@ def test_serve_takes_the_multipart_file_under_any_field_name_as_docs_serve_md_sa
     assert file_from_multipart(body, content_type) == (b"PNG-A", "a.png")
     body, content_type = multipart(("upload", "a.png", b"PNG-A"), ("file", "b.png", b"PNG-B"))
     assert file_from_multipart(body, content_type) == (b"PNG-B", "b.png")  # a part named image or file first
+
+
+def test_every_module_path_the_docs_name_exists():
+    named = {(path.name, found) for path in DOC_FILES
+             for found in re.findall(r"`(fcnseg/[\w/]+\.py)`", path.read_text(encoding="utf-8"))}
+    missing = sorted(f"{doc}: {found}" for doc, found in named if not (REPOSITORY / found).is_file())
+    assert len(named) >= 10 and not missing, f"the docs name modules that do not exist: {missing}"
