@@ -23,7 +23,8 @@ def register(subparsers) -> None:
         "serve",
         help="a local web page and HTTP API: drop an image, see its segmentation",
         description="Serves a page (drag and drop images, overlay, legend with class areas, downloads) and "
-        "an HTTP API (POST /api/predict, GET /api/model, GET /healthz; OpenAPI at /docs). Requests are "
+        "an HTTP API (POST /api/predict, GET /api/model, GET /healthz; its OpenAPI description at /openapi.json, "
+        "no /docs page: Swagger UI would load from a CDN). Requests are "
         "queued to one model instance; a full queue answers 503. Uploads are held in memory only. "
         "Needs the serve extra: pip install 'fcnseg[serve]'.",
     )

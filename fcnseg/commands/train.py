@@ -14,17 +14,52 @@ from fcnseg.data.kinds import AUTO, DATASET_KINDS, NYUD_MODALITIES, SYNTHETIC_ST
 from fcnseg.errors import ConfigError
 from fcnseg.precision import PRECISIONS
 
+# What each preset is for; its numbers are read from PRESETS (preset_summary) so the help cannot drift from them.
+PRESET_PURPOSES = {
+    "paper-cvpr": "the CVPR paper's recipe for FCN-VGG16 (the defaults)",
+    "paper-heavy": "the released reference solvers (\"heavy learning\")",
+    "small-cpu": "the small CPU net from scratch",
+}
+
+
+def preset_summary(name: str) -> str:
+    """One line of a preset's settings for the help, e.g. ``small trunk, BatchNorm, ..., adamw lr 0.004 poly, ...``."""
+    preset = PRESETS[name]
+    model, data, train = (preset.get(section, {}) for section in ("model", "data", "train"))
+    parts = []
+    if "backbone" in model:
+        parts.append(f"{model['backbone']} trunk" + (", BatchNorm" if model.get("batch_norm") else "")
+                     + (f", padding {model['padding']}" if "padding" in model else f", pad {model.get('pad', 100)}"))
+    if "optimizer" in train:
+        parts.append(f"{train['optimizer'].upper() if train['optimizer'] == 'sgd' else 'AdamW'} lr {train['lr']:g} "
+                     f"{train.get('lr_policy', 'fixed')}" + (f", momentum {train['momentum']:g}"
+                                                            if train["optimizer"] == "sgd" else ""))
+    if "batch_size" in train:
+        images = train["batch_size"] * train.get("iter_size", 1)
+        parts.append(f"{images} image{'s' if images != 1 else ''} per update")
+    if "normalize_loss" in train:
+        parts.append("normalised loss" if train["normalize_loss"] else "summed loss")
+    if data.get("crop_size"):
+        parts.append(f"crops of {data['crop_size']} px")
+    return ", ".join(parts)
+
+
+def _presets_help() -> str:
+    width = max(len(name) for name in PRESETS) + 2
+    lines = []
+    for name in PRESETS:
+        lines.append(f"  {name:<{width}} {PRESET_PURPOSES.get(name, '')}:")
+        lines.append(f"  {'':<{width}} {preset_summary(name)}")
+    return "\n".join(lines)
+
+
 EPILOG = """\
 settings are layered: defaults < --preset < --config FILE < flags (flags win).
 every run writes its resolved settings to OUT/config.yaml; `fcnseg train --config OUT/config.yaml`
 runs it again.
 
 presets:
-  paper-cvpr   the CVPR paper's recipe for FCN-VGG16: SGD, momentum 0.9, 20 images per update,
-               lr 1e-4 fixed, normalised loss (the defaults)
-  paper-heavy  the released reference solvers: summed loss, batch 1, momentum 0.99, lr 1e-10
-  small-cpu    the small CPU net from scratch: BatchNorm trunk, AdamW 1e-3, poly schedule,
-               8 crops of 128 px
+""" + _presets_help() + """
 
 examples:
   # the small net on the built-in synthetic shapes (generated in memory), a few minutes on a CPU
