@@ -11,7 +11,7 @@ import yaml
 
 from fcnseg.config import DATASETS, MODALITIES, NORMALIZATIONS, PRESETS, resolve_run_config
 from fcnseg.errors import ConfigError
-from fcnseg.precision import PRECISIONS
+from fcnseg.precision import LAYOUTS, PRECISIONS
 
 EPILOG = """\
 settings are layered: defaults < --preset < --config FILE < flags (flags win).
@@ -89,7 +89,8 @@ FLAG_KEYS = {
     "deterministic": ("train", "deterministic"),
     "device": ("train", "device"),
     "precision": ("train", "precision"),
-    "channels_last": ("train", "channels_last"),
+    "layout": ("train", "layout"),
+    "channels_last": ("train", "channels_last"),  # the earlier switch, read as train.layout
     "init_from": ("train", "init_from"),
     "classifier_weights": ("train", "classifier_weights"),
 }
@@ -171,9 +172,11 @@ def register(subparsers) -> None:
     g.add_argument("--precision", choices=PRECISIONS,
                    help="auto (default) = fp16 autocast on CUDA, bf16 on CPUs with native bf16 (AMX / AVX512-BF16), "
                    "fp32 elsewhere; fp32; bf16 forces it (emulated and slow on other CPUs); fp16")
+    g.add_argument("--layout", choices=LAYOUTS,
+                   help="memory layout (default: train.layout, auto = per CPU kind as measured: channels_last "
+                   "under autocast and on AVX-512 CPUs, contiguous on AVX2-only ones)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="NHWC memory layout (default: train.channels_last, auto = where measured faster: "
-                   "CUDA autocast and AVX-512 CPUs)")
+                   help="the earlier switch: --channels-last = --layout channels_last, --no-channels-last = contiguous")
     p.set_defaults(func=run)
 
 

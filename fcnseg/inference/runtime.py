@@ -24,32 +24,12 @@ from fcnseg.inference.onnx_model import OnnxModel, is_onnx_file, load_onnx_model
 from fcnseg.inference.tiling import context_margin
 from fcnseg.models.batchnorm import fold_batch_norm
 from fcnseg.models.fcn import FCN, build_model
-from fcnseg.precision import dtype_of, resolve_precision, select_device
+# select_layout: the layout rule of the one resolver, re-exported for the callers of the layout alone
+from fcnseg.precision import LAYOUTS, ExecutionPlan, resolve_execution, select_device, select_layout
 
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "torch", "onnxruntime")
-LAYOUTS = ("auto", "channels_last", "contiguous")
-
-
-def select_layout(device: torch.device, precision: str, layout: str = "auto") -> str:
-    """Resolve ``layout`` ("auto", "channels_last", "contiguous") for a resolved ``precision`` on ``device``.
-
-    auto: channels_last for autocast (oneDNN's bf16 and cuDNN's fp16 convolutions want NHWC; in NCHW
-    every layer pays a reorder). In float32 on the CPU it depends on oneDNN's kernels for the CPU:
-    on AVX2-only CPUs channels_last runs the small net 1.2-1.7x and VGG16 1.04-1.1x faster, with AVX-512
-    it is no faster (the transposed convolutions lose), so the plain layout is kept there
-    (docs/inference.md gives the measurements).
-    """
-    if layout not in LAYOUTS:
-        raise ConfigError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
-    if layout != "auto":
-        return layout
-    if precision != "fp32":
-        return "channels_last"
-    if device.type != "cpu":
-        return "contiguous"
-    return "contiguous" if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else "channels_last"
 
 
 def _as_tensor(pixels) -> torch.Tensor:
@@ -84,9 +64,9 @@ def check_predictable(model: FCN) -> None:
 class TorchNet:
     """An FCN run by PyTorch: ``net(pixels uint8 [N, H, W, 3]) -> float32 logits [N, C, H, W]`` (on the CPU).
 
-    BatchNorm (the small net's) is merged into the convolutions; the model is moved to ``device``
-    and, where :func:`select_layout` says so, to channels_last; the forward runs under inference mode
-    and, for bf16/fp16, autocast.
+    BatchNorm (the small net's) is merged into the convolutions; device, precision and layout come from
+    :func:`fcnseg.precision.resolve_execution` (``self.plan``): the model is moved to the device and, where
+    the plan says so, to channels_last; the forward runs under inference mode and, for bf16/fp16, autocast.
     """
 
     runtime = "torch"
@@ -102,14 +82,15 @@ class TorchNet:
         compile: bool = False,
     ):
         check_predictable(model)
-        self.device = select_device(device)
-        self.precision = resolve_precision(precision, self.device)
+        self.plan: ExecutionPlan = resolve_execution(device, precision, layout, purpose="inference")
+        self.device = self.plan.device
+        self.precision = self.plan.precision
         self.model = fold_batch_norm(model.eval()).to(self.device)
         self.config: ModelConfig = model.config
         self.num_classes = model.config.num_classes
         self.normalization = normalization
-        self.autocast_dtype = dtype_of(self.precision)
-        self.channels_last = select_layout(self.device, self.precision, layout) == "channels_last"
+        self.autocast_dtype = self.plan.autocast_dtype
+        self.channels_last = self.plan.channels_last
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.net = torch.compile(self.model, dynamic=True) if compile else self.model
