@@ -2,13 +2,15 @@
 for inference and for the training step, the peer beside ``fcnseg predict``'s default, and what the resolver picks.
 
     python benchmarks/cpu_paths.py --threads 2 [--repeats 8] [--vgg-repeats 2] [--train-rounds 4]
+                                   [--vgg-train-rounds 2] [--nets small,vgg16] [--train-nets small,vgg16]
 
 * inference: the small net (``backbone small, batch_norm true, padding same``: the small-cpu preset's) and
   the VGG16 FCN-8s (pad 100, the paper's) on one 500x500 RGB image, through
   :class:`fcnseg.inference.runtime.TorchNet` (BatchNorm folded, inference mode) in each precision and
   layout; the paths are interleaved within each round so that machine load hits them alike (median).
 * training: the small net's update (:func:`fcnseg.training.loop.train_step`, 128x128 crops, batch 8;
-  ``benchmarks/training.py``'s ``make_step``), images per second, the modes interleaved per round.
+  ``benchmarks/training.py``'s ``make_step``) and VGG16 FCN-8s's (224x224, batch 1), images per second,
+  the modes interleaved per round.
 * the peer: pytorch-fcn's plain fp32 eager FCN-8s (``benchmarks/cpu_inference.py``'s ``PlainFCN8s`` for
   VGG16, NCHW, the same weights; fcnseg's own module unfolded and NCHW for the small net, which has no
   pytorch-fcn twin) against :class:`fcnseg.inference.predictor.Predictor` with its defaults, image to labels.
@@ -90,15 +92,21 @@ def time_inference(name: str, repeats: int) -> dict:
     return result
 
 
-def time_training(rounds: int, steps: int, batch: int = 8, size: int = 128) -> dict:
-    """Images per second of the small net's training update in each (precision, layout), interleaved per round."""
+TRAINING = {  # net -> (batch, crop side, padding): the small-cpu preset's step, and the paper's VGG16 net
+    "small": (8, 128, "same"),
+    "vgg16": (1, 224, "paper"),
+}
+
+
+def time_training(name: str, rounds: int, steps: int) -> dict:
+    """Images per second of net ``name``'s training update in each (precision, layout), interleaved per round."""
+    batch, size, padding = TRAINING[name]
     modes = {f"{p} {layout}": ("bf16" if p == "bf16" else "") + ("+channels_last" if layout == "channels_last" else "")
              for p, layout in variants()}
     # make_step's mode words: "fp32", "channels_last", "bf16", "bf16+channels_last"
     mode_words = {key: (word.lstrip("+") or "fp32") for key, word in modes.items()}
-    stepper = {key: make_step("small", batch, size, word, padding="same")[0] for key, word in mode_words.items()}
+    stepper = {key: make_step(name, batch, size, word, padding=padding)[0] for key, word in mode_words.items()}
     for step in stepper.values():  # warm-up: oneDNN primitives, allocator
-        step()
         step()
     seconds: dict[str, list[float]] = {key: [] for key in stepper}
     for _ in range(rounds):
@@ -110,7 +118,7 @@ def time_training(rounds: int, steps: int, batch: int = 8, size: int = 128) -> d
     return {key: batch / statistics.median(ts) for key, ts in seconds.items()}
 
 
-def print_tables(kind, rows: dict, training: dict, threads: int) -> None:
+def print_tables(kind, rows: dict, trainings: dict, threads: int) -> None:
     flags = ", ".join(sorted(kind.flags)) or "none of the relevant ones"
     print(f"\nCPU: {kind.model}, {threads} threads; flags: {flags}; kind `{kind.name}`"
           f"{f' (capped by {kind.cap})' if kind.cap else ''}; torch {torch.__version__}, "
@@ -124,11 +132,13 @@ def print_tables(kind, rows: dict, training: dict, threads: int) -> None:
         ratio = row["fp32 contiguous"] / row["fp32 channels_last"]
         print(f"| {LABELS[name]} | inference {SIZE}x{SIZE} | {cells} | {ratio:.2f}x | "
               f"{inference.precision}, {inference.layout} |")
-    if training:
-        plan = resolve_execution("cpu", purpose="training")
-        cells = " | ".join(f"{training[k]:.1f} img/s" for k in keys)
+    plan = resolve_execution("cpu", purpose="training")
+    for name, training in trainings.items():
+        batch, size, _ = TRAINING[name]
+        cells = " | ".join(f"{training[k]:.2f} img/s" for k in keys)
         ratio = training["fp32 channels_last"] / training["fp32 contiguous"]
-        print(f"| small FCN-8s | training 8x128x128 | {cells} | {ratio:.2f}x | {plan.precision}, {plan.layout} |")
+        print(f"| {LABELS[name]} | training {batch}x{size}x{size} | {cells} | {ratio:.2f}x | "
+              f"{plan.precision}, {plan.layout} |")
     print("\n(ratio > 1: channels_last is faster.)\n")
     print("| net, 500x500, image to labels | peer: plain fp32 eager NCHW | `fcnseg predict` default | default vs peer |")
     print("|---|---|---|---|")
@@ -147,7 +157,9 @@ def main() -> None:
     parser.add_argument("--vgg-repeats", type=int, default=2, help="timed rounds for VGG16 (~3 s a forward on AVX2)")
     parser.add_argument("--train-rounds", type=int, default=4, help="timed rounds of the training modes")
     parser.add_argument("--train-steps", type=int, default=3, help="updates per mode per round")
+    parser.add_argument("--vgg-train-rounds", type=int, default=2, help="timed rounds of VGG16's training step")
     parser.add_argument("--nets", default="small,vgg16", help="comma list of the inference nets (small, vgg16)")
+    parser.add_argument("--train-nets", default="small,vgg16", help="comma list of the training nets (small, vgg16)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -158,8 +170,12 @@ def main() -> None:
         rows[name] = time_inference(name, args.vgg_repeats if name == "vgg16" else args.repeats)
         print(f"  {name} inference: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in rows[name].items()
                                                    if isinstance(v, float)), flush=True)
-    training = time_training(args.train_rounds, args.train_steps) if args.train_rounds else {}
-    print_tables(kind, rows, training, torch.get_num_threads())
+    trainings = {}
+    for name in filter(None, args.train_nets.split(",")):
+        rounds, steps = (args.vgg_train_rounds, 1) if name == "vgg16" else (args.train_rounds, args.train_steps)
+        trainings[name] = time_training(name, rounds, steps)
+        print(f"  {name} training: " + ", ".join(f"{k} {v:.2f} img/s" for k, v in trainings[name].items()), flush=True)
+    print_tables(kind, rows, trainings, torch.get_num_threads())
 
 
 if __name__ == "__main__":
