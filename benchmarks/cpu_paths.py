@@ -135,7 +135,7 @@ def print_tables(kind, rows: dict, trainings: dict, threads: int) -> None:
     plan = resolve_execution("cpu", purpose="training")
     for name, training in trainings.items():
         batch, size, _ = TRAINING[name]
-        cells = " | ".join(f"{training[k]:.2f} img/s" for k in keys)
+        cells = " | ".join(f"{training[k]:.3g} img/s" for k in keys)
         ratio = training["fp32 channels_last"] / training["fp32 contiguous"]
         print(f"| {LABELS[name]} | training {batch}x{size}x{size} | {cells} | {ratio:.2f}x | "
               f"{plan.precision}, {plan.layout} |")
@@ -174,7 +174,7 @@ def main() -> None:
     for name in filter(None, args.train_nets.split(",")):
         rounds, steps = (args.vgg_train_rounds, 1) if name == "vgg16" else (args.train_rounds, args.train_steps)
         trainings[name] = time_training(name, rounds, steps)
-        print(f"  {name} training: " + ", ".join(f"{k} {v:.2f} img/s" for k, v in trainings[name].items()), flush=True)
+        print(f"  {name} training: " + ", ".join(f"{k} {v:.3g} img/s" for k, v in trainings[name].items()), flush=True)
     print_tables(kind, rows, trainings, torch.get_num_threads())
 
 
