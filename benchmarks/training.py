@@ -32,7 +32,7 @@ import torch.multiprocessing as mp
 from fcnseg.config import ModelConfig, TrainConfig
 from fcnseg.models import build_model
 from fcnseg.models.batchnorm import synchronise_batch_norm
-from fcnseg.precision import cpu_has_native_bf16
+from fcnseg.precision import cpu_has_native_bf16, resolve_execution
 from fcnseg.training.loop import train_step
 from fcnseg.training.optim import build_optimizer
 
@@ -46,21 +46,20 @@ def make_step(backbone: str, batch: int, size: int, mode: str, seed: int = 0, pa
     model = build_model(ModelConfig(arch="fcn8s", backbone=backbone, num_classes=21, batch_norm=backbone == "small",
                                     padding=padding))
     recipe = TrainConfig(lr=1e-4 if backbone == "vgg16" else 1e-3, batch_size=batch, iter_size=1,
-                         channels_last="channels_last" in mode)
+                         layout="channels_last" if "channels_last" in mode else "contiguous")
     optimizer = build_optimizer(model, recipe)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     images = torch.randn(batch, 3, size, size)
     masks = torch.randint(0, 21, (batch, size, size))
-    if recipe.channels_last:
+    plan = resolve_execution("cpu", "bf16" if mode.startswith("bf16") else "fp32", recipe.layout, purpose="training")
+    if plan.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    amp_dtype = torch.bfloat16 if mode.startswith("bf16") else None
     batches = itertools.repeat((images, masks))
-    cpu = torch.device("cpu")
 
     compiled = torch.compile(model) if mode == "compile" else model
 
     def step(net=compiled):
-        train_step(net, optimizer, scaler, batches, recipe, 0, cpu, amp_dtype)
+        train_step(net, optimizer, scaler, batches, recipe, 0, plan)
 
     return step, model
 

@@ -44,7 +44,7 @@ OLD_PRESET = {
               "batch_norm": True},
     "train": {"optimizer": "adamw", "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4, "bias_lr_mult": 1.0,
               "bias_decay_mult": 0.0, "normalize_loss": True, "batch_size": 8, "iter_size": 1, "lr_policy": "poly",
-              "lr_power": 0.9, "warmup_iter": 50, "grad_clip": 5.0, "channels_last": False},
+              "lr_power": 0.9, "warmup_iter": 50, "grad_clip": 5.0, "layout": "contiguous"},
     "data": {"mirror": True, "crop_size": 128, "scale_min": 0.75, "scale_max": 1.25, "normalization": "imagenet_rgb"},
 }
 VARIANTS = {"today": {}, "old (pad 100)": OLD_PRESET, "class_weights auto": {"train": {"class_weights": "auto"}}}

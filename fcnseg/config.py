@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fcnseg.errors import ConfigError
-from fcnseg.precision import LEGACY_PRECISIONS, PRECISIONS
+from fcnseg.precision import LAYOUTS, LEGACY_LAYOUTS, LEGACY_PRECISIONS, PRECISIONS
 
 T = TypeVar("T")
 
@@ -353,9 +353,9 @@ class TrainConfig:
     device: str = "auto"  # auto (cuda if present) | cpu | cuda | cuda:N
     # auto: fp16 autocast on CUDA, bf16 on CPUs with native bf16, else fp32 (fcnseg.precision) | fp32 | bf16 | fp16
     precision: str = "auto"
-    # NHWC memory layout: true | false | auto (where it was measured faster: CUDA autocast, AVX-512 CPUs;
-    # fcnseg.training.loop.uses_channels_last)
-    channels_last: Any = dataclasses.field(default="auto", metadata={"types": (bool, str)})
+    # Memory layout: auto (per CPU kind and precision, as measured: fcnseg.precision.resolve_execution)
+    # | channels_last (NHWC) | contiguous (NCHW). Earlier configs' channels_last true/false are read as these.
+    layout: str = "auto"
     init_from: str = ""  # checkpoint of a coarser FCN to start from (16s from 32s, 8s from 16s)
     classifier_weights: str = ""  # ImageNet VGG16 classifier to start from (net surgery, paper section 4)
     # How the classes of the init_from checkpoint are read in the data set's (docs/data.md, "Class names"):
@@ -371,7 +371,7 @@ class TrainConfig:
     head_weights: list = dataclasses.field(default_factory=list)
 
     def validate(self, source: str = "train config") -> "TrainConfig":
-        choices = {"optimizer": OPTIMIZERS, "lr_policy": LR_POLICIES, "precision": PRECISIONS}
+        choices = {"optimizer": OPTIMIZERS, "lr_policy": LR_POLICIES, "precision": PRECISIONS, "layout": LAYOUTS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{source}: {name} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
@@ -396,8 +396,6 @@ class TrainConfig:
             isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights
         ):
             raise ConfigError(f"{source}: class_weights must be non-negative numbers, one per class; found {weights!r}")
-        if isinstance(self.channels_last, str) and self.channels_last != "auto":
-            raise ConfigError(f"{source}: channels_last {self.channels_last!r} is not true, false or auto")
         if self.focal_gamma < 0:
             raise ConfigError(f"{source}: focal_gamma must be >= 0, got {self.focal_gamma}")
         if self.init_from and self.classifier_weights:
@@ -504,7 +502,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str) -> "RunConfig":
         """Build from ``{"preset": ..., "model": {...}, "data": {...}, "train": {...}}`` (sections optional)."""
-        values = upgrade_legacy_keys(values)
+        values = upgrade_legacy_keys(values, source)
         check_run_dict(values, source)
         config = cls(
             preset=values.get("preset") or "",
@@ -528,21 +526,32 @@ _MODEL_FIELDS_BEFORE_PADDING = frozenset({"arch", "backbone", "num_classes", "pa
                                           "batch_norm"})
 
 
-def upgrade_legacy_keys(values: Any) -> Any:
+def upgrade_legacy_keys(values: Any, source: str = "settings") -> Any:
     """Settings written by earlier versions, in today's words: ``train.amp`` (auto | fast | off | bf16 | fp16)
-    becomes ``train.precision`` (off -> fp32, fast -> auto); a stored model section without ``padding``
+    becomes ``train.precision`` (off -> fp32, fast -> auto); ``train.channels_last`` (true | false | auto)
+    becomes ``train.layout`` (channels_last | contiguous | auto); a stored model section without ``padding``
     gets ``padding: paper``, the geometry it was built with (the small-cpu preset now says "same").
-    Returns a new dict; other values unchanged."""
+    Returns a new dict; other values unchanged.
+
+    Raises:
+        ConfigError: a ``train.channels_last`` that is none of true, false and auto."""
     if not isinstance(values, dict):
         return values
     model = values.get("model")
     if isinstance(model, dict) and "padding" not in model and _MODEL_FIELDS_BEFORE_PADDING <= set(model):
         values = {**values, "model": {**model, "padding": "paper"}}
-    if not isinstance(values.get("train"), dict) or "amp" not in values["train"]:
+    if not isinstance(values.get("train"), dict) or not {"amp", "channels_last"} & set(values["train"]):
         return values
     train = dict(values["train"])
-    amp = train.pop("amp")
-    train.setdefault("precision", LEGACY_PRECISIONS.get(amp, amp))
+    if "amp" in train:
+        amp = train.pop("amp")
+        train.setdefault("precision", LEGACY_PRECISIONS.get(amp, amp))
+    if "channels_last" in train:
+        legacy = train.pop("channels_last")
+        if not isinstance(legacy, (bool, str)) or legacy not in LEGACY_LAYOUTS:
+            raise ConfigError(f"{source}: train.channels_last {legacy!r} is not true, false or auto "
+                              f"(it is now train.layout: {', '.join(LAYOUTS)})")
+        train.setdefault("layout", LEGACY_LAYOUTS[legacy])
     return {**values, "train": train}
 
 
@@ -601,7 +610,7 @@ def resolve_run_config(
         layers.append((load_file(file), str(file)))
     if overrides:
         layers.append((overrides, "command line"))
-    layers = [(upgrade_legacy_keys(values), source) for values, source in layers]
+    layers = [(upgrade_legacy_keys(values, source), source) for values, source in layers]
     for values, source in layers:
         check_run_dict(values, source)
     preset = ""

@@ -14,3 +14,29 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# /proc/cpuinfo texts of each kind of CPU the precision and layout rules distinguish (fcnseg.precision.CPU_KINDS).
+CPUINFO = {
+    "avx2": "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse4_2 avx fma avx2\n",
+    # AVX-512 with VNNI but no BF16 (Cascade Lake): mkldnn calls bf16 "supported" here, it is emulated
+    "avx512": "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Gold 6248 CPU\nflags\t\t: avx2 avx512f avx512bw avx512_vnni\n",
+    "avx512_bf16": "processor\t: 0\nmodel name\t: AMD EPYC 9654\nflags\t\t: avx2 avx512f avx512_vnni avx512_bf16\n",
+    "amx": ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+            "flags\t\t: avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile amx_int8\n"),
+    "other": "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse sse2\n",
+}
+
+
+@pytest.fixture
+def fake_cpu(monkeypatch):
+    """``fake_cpu("avx512", env={...})`` makes :func:`fcnseg.precision.cpu_kind` answer that kind of CPU for the test
+    (from :data:`CPUINFO`, lowered by the ISA caps in ``env``); returns the :class:`~fcnseg.precision.CpuKind`."""
+    import fcnseg.precision as precision
+
+    def fake(name: str, env: dict | None = None):
+        kind = precision.kind_from_cpuinfo(CPUINFO[name], env=env or {})
+        monkeypatch.setattr(precision, "cpu_kind", lambda: kind)
+        return kind
+
+    return fake

@@ -30,7 +30,7 @@ def settings(out_dir, batch_size, batch_norm=False, channels_last=False):
         "train": {"out_dir": str(out_dir), "optimizer": "sgd", "lr": 0.01 if batch_norm else 0.05, "momentum": 0.9, "weight_decay": 5e-4,
                   "batch_size": batch_size, "iter_size": 2, "max_iter": 3, "val_every": 0, "checkpoint_every": 0,
                   "log_every": 1, "precision": "fp32", "num_panels": 1, "seed": 11, "device": "cpu",
-                  "channels_last": channels_last},
+                  "layout": "channels_last" if channels_last else "contiguous"},
     }
 
 
@@ -51,7 +51,7 @@ def test_single_process_helpers_are_identities():
     D.barrier()
 
 
-# NHWC (what channels_last "auto" takes on AVX-512 CPUs): DDP buckets the NHWC gradients. Checked on the
+# NHWC (what layout "auto" takes to train on AVX-512 CPUs): DDP buckets the NHWC gradients. Checked on the
 # plain net: with BatchNorm, one NHWC process (CPU BatchNorm's NHWC kernel, ~10x the rounding of NCHW) and
 # two (SyncBatchNorm) part by a few % in bn1_1.bias within this short, leaping run: rounding, not meaning.
 @pytest.mark.parametrize(("batch_norm", "channels_last", "rtol"), [(False, False, 1e-5), (True, False, 1e-5), (False, True, 1e-5)],

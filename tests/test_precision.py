@@ -16,8 +16,8 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_auto_takes_bf16_only_on_cpus_that_run_it_natively(monkeypatch, native):
-    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
+def test_auto_takes_bf16_only_on_cpus_that_run_it_natively(fake_cpu, native):
+    fake_cpu("avx512_bf16" if native else "avx512")
     assert precision.resolve_precision("auto", CPU) == ("bf16" if native else "fp32")
     assert precision.autocast_dtype("auto", CPU) == (torch.bfloat16 if native else None)
     assert precision.resolve_precision("auto", CUDA) == "fp16"
@@ -25,8 +25,8 @@ def test_auto_takes_bf16_only_on_cpus_that_run_it_natively(monkeypatch, native):
     assert precision.autocast_dtype("bf16", CPU) == torch.bfloat16  # forced, whatever the CPU
 
 
-def test_forcing_emulated_bf16_warns(monkeypatch, caplog):
-    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+def test_forcing_emulated_bf16_warns(fake_cpu, caplog):
+    fake_cpu("avx2")
     with caplog.at_level("WARNING"):
         assert precision.resolve_precision("bf16", CPU) == "bf16"
     assert "emulated" in caplog.text
@@ -50,8 +50,8 @@ def test_training_config_rejects_a_word_outside_the_vocabulary():
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_auto_means_the_same_format_in_evaluation_and_prediction(monkeypatch, native):
-    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
+def test_auto_means_the_same_format_in_evaluation_and_prediction(fake_cpu, native):
+    fake_cpu("amx" if native else "avx512")
     model = build_model(ModelConfig(arch="fcn32s", backbone="small", num_classes=6, pad=100))
     dataset = SyntheticDataset("val", 1, size=(40, 40), normalization=IMAGENET_RGB)
     evaluated = evaluate(model, dataset, precision="auto", progress=False)["precision"]

@@ -52,13 +52,13 @@ def test_bf16_runs_channels_last_under_autocast_and_fp32_adds_nothing():
     assert not plain.channels_last and plain.autocast_dtype is None and plain.net is plain.model
 
 
-def test_auto_layout_follows_the_precision_and_the_cpu(monkeypatch):
+def test_auto_layout_follows_the_precision_and_the_cpu(fake_cpu):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert select_layout(cpu, "bf16") == "channels_last" and select_layout(cuda, "fp16") == "channels_last"
     assert select_layout(cuda, "fp32") == "contiguous"
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    fake_cpu("avx512")
     assert select_layout(cpu, "fp32") == "contiguous"
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    fake_cpu("avx2")
     assert select_layout(cpu, "fp32") == "channels_last"
     assert select_layout(cpu, "fp32", "contiguous") == "contiguous"
     with pytest.raises(ConfigError, match="layout 'nhwc'"):

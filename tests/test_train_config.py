@@ -58,10 +58,12 @@ def test_bad_values_are_config_errors(tmp_path):
         resolve_run_config(overrides={"data": {"dataset": "synthetic"}, "train": {"channels_last": "yes"}})
 
 
-@pytest.mark.parametrize("value", ["auto", True, False])
-def test_channels_last_takes_a_switch_or_auto(value):
-    config = resolve_run_config(overrides={"data": {"dataset": "synthetic"}, "train": {"channels_last": value}})
-    assert config.train.channels_last == value
+@pytest.mark.parametrize("value", ["auto", "channels_last", "contiguous"])
+def test_layout_takes_one_of_the_three_words(value):
+    config = resolve_run_config(overrides={"data": {"dataset": "synthetic"}, "train": {"layout": value}})
+    assert config.train.layout == value
+    with pytest.raises(ConfigError, match="layout 'nhwc' is not one of auto, channels_last, contiguous"):
+        resolve_run_config(overrides={"data": {"dataset": "synthetic"}, "train": {"layout": "nhwc"}})
 
 
 def test_cli_flags_become_overrides_and_win(tmp_path):

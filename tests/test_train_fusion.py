@@ -14,6 +14,7 @@ from fcnseg.config import ModelConfig, TrainConfig, resolve_run_config
 from fcnseg.data.kinds import NYUD_MODALITIES
 from fcnseg.data.normalization import PAPER_BGR
 from fcnseg.data.nyud import MODALITY_OPTIONS
+from fcnseg.precision import resolve_execution
 from fcnseg.data.synthetic_layouts import make_synthetic_layout
 from fcnseg.errors import ConfigError
 from fcnseg.losses import build_loss, per_head_loss
@@ -135,7 +136,7 @@ def test_a_head_of_weight_zero_is_not_trained_by_the_step():
     masks = torch.stack([torch.randint(0, 4, (2, 33, 30)), torch.randint(0, 3, (2, 33, 30))], dim=1)
     batches = iter([(torch.randn(2, 3, 33, 30), masks)])
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    train_step(model, optimizer, scaler, batches, config, 0, torch.device("cpu"))
+    train_step(model, optimizer, scaler, batches, config, 0, resolve_execution("cpu", "fp32", purpose="training"))
     after = model.state_dict()
     assert torch.equal(after["score_fr_geo.weight"], before["score_fr_geo.weight"])
     assert not torch.equal(after["score_fr_sem.weight"], before["score_fr_sem.weight"])

@@ -9,10 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from fcnseg.config import TrainConfig
+from fcnseg.precision import resolve_execution
 from fcnseg.training import loop
 from fcnseg.training.loop import TrainingDiverged, train_step
 
-CPU = torch.device("cpu")
+CPU = resolve_execution("cpu", "fp32", "contiguous", purpose="training")  # the plan the step runs on
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -118,35 +119,22 @@ def test_staged_training_takes_the_shared_step(monkeypatch):
     assert all(math.isfinite(v) for v in trained.final_loss.values())
 
 
-@pytest.mark.parametrize(("setting", "device", "amp", "capability", "expected"), [
-    (True, "cpu", None, "AVX2", True),
-    (False, "cpu", None, "AVX512", False),
-    ("auto", "cpu", None, "AVX512", True),
-    ("auto", "cpu", torch.bfloat16, "AVX512", True),
-    ("auto", "cpu", None, "AVX2", False),
-    ("auto", "cpu", None, "DEFAULT", False),
-    ("auto", "cuda", torch.float16, "AVX2", True),
-    ("auto", "cuda", None, "AVX512", False),
-])
-def test_channels_last_auto_follows_the_measured_hardware_rule(monkeypatch, setting, device, amp, capability, expected):
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
-    assert loop.uses_channels_last(setting, torch.device(device), amp) is expected
-
-
-def test_a_channels_last_step_trains_as_the_contiguous_one(monkeypatch):
+def test_a_channels_last_step_trains_as_the_contiguous_one(fake_cpu):
     # The NHWC layout changes kernels, not the arithmetic: the same loss and the same weights after the step.
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    fake_cpu("avx512")  # where "auto" trains fp32 in channels_last
     items = batches()
     results = []
-    for setting in (False, "auto"):
+    for setting in ("contiguous", "auto"):
         model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1))
         torch.manual_seed(3)
         model[0].reset_parameters()
         model[3].reset_parameters()
-        if setting == "auto":
+        config = TrainConfig(lr=0.1, iter_size=2, lr_policy="fixed", layout=setting)
+        plan = resolve_execution("cpu", "fp32", config.layout, purpose="training")
+        assert plan.channels_last is (setting == "auto")
+        if plan.channels_last:
             model.to(memory_format=torch.channels_last)
-        config = TrainConfig(lr=0.1, iter_size=2, lr_policy="fixed", channels_last=setting)
-        step = train_step(model, sgd(model, 0.1), no_scaler(), iter(items), config, 0, CPU)
+        step = train_step(model, sgd(model, 0.1), no_scaler(), iter(items), config, 0, plan)
         results.append((step.loss, torch.cat([p.detach().flatten() for p in model.parameters()])))
     (loss_plain, weights_plain), (loss_nhwc, weights_nhwc) = results
     assert loss_nhwc == pytest.approx(loss_plain, rel=1e-5)

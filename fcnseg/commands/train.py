@@ -12,7 +12,7 @@ import yaml
 from fcnseg.config import NORMALIZATIONS, PRESETS, resolve_run_config
 from fcnseg.data.kinds import AUTO, DATASET_KINDS, NYUD_MODALITIES, SYNTHETIC_STYLES
 from fcnseg.errors import ConfigError
-from fcnseg.precision import PRECISIONS
+from fcnseg.precision import LAYOUTS, PRECISIONS
 
 # What each preset is for; its numbers are read from PRESETS (preset_summary) so the help cannot drift from them.
 PRESET_PURPOSES = {
@@ -131,7 +131,8 @@ FLAG_KEYS = {
     "deterministic": ("train", "deterministic"),
     "device": ("train", "device"),
     "precision": ("train", "precision"),
-    "channels_last": ("train", "channels_last"),
+    "layout": ("train", "layout"),
+    "channels_last": ("train", "channels_last"),  # the earlier switch, read as train.layout
     "init_from": ("train", "init_from"),
     "classifier_weights": ("train", "classifier_weights"),
     "class_map": ("train", "class_map"),
@@ -220,9 +221,11 @@ def register(subparsers) -> None:
     g.add_argument("--precision", choices=PRECISIONS,
                    help="auto (default) = fp16 autocast on CUDA, bf16 on CPUs with native bf16 (AMX / AVX512-BF16), "
                    "fp32 elsewhere; fp32; bf16 forces it (emulated and slow on other CPUs); fp16")
+    g.add_argument("--layout", choices=LAYOUTS,
+                   help="memory layout (default: train.layout, auto = per CPU kind as measured: channels_last "
+                   "under autocast and on AVX-512 CPUs, contiguous on AVX2-only ones)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="NHWC memory layout (default: train.channels_last, auto = where measured faster: "
-                   "CUDA autocast and AVX-512 CPUs)")
+                   help="the earlier switch: --channels-last = --layout channels_last, --no-channels-last = contiguous")
     p.set_defaults(func=run)
 
 

@@ -18,7 +18,7 @@ from fcnseg.config import ModelConfig, TrainConfig
 from fcnseg.data.synthetic import SyntheticDataset
 from fcnseg.models import FCN, build_model
 from fcnseg.models.surgery import transplant
-from fcnseg.precision import autocast_dtype
+from fcnseg.precision import resolve_execution
 from fcnseg.training import loop
 from fcnseg.training.optim import build_optimizer
 
@@ -58,9 +58,9 @@ def train_staged(budget_seconds: float = 45.0, seed: int = 0, max_steps: int = 4
     masks = torch.stack([m for _, m in items])
     batches = _random_batches(images, masks, torch.Generator().manual_seed(seed))
     recipe = TrainConfig(optimizer="adamw", lr=LEARNING_RATE, weight_decay=0.0, bias_lr_mult=1.0, lr_policy="fixed",
-                         batch_size=BATCH_SIZE, iter_size=1, max_iter=max_steps, channels_last=False)
-    device = torch.device("cpu")
-    amp_dtype = autocast_dtype("auto", device)  # bf16 where the CPU has it natively; emulated bf16 would crawl
+                         batch_size=BATCH_SIZE, iter_size=1, max_iter=max_steps, layout="contiguous")
+    # bf16 where the CPU has it natively; emulated bf16 would crawl
+    plan = resolve_execution("cpu", "auto", recipe.layout, purpose="training")
     models: dict[str, FCN] = {}
     result = TrainedModels(models, dataset.class_names, dataset.normalization, "trained here")
     previous = None
@@ -74,7 +74,7 @@ def train_staged(budget_seconds: float = 45.0, seed: int = 0, max_steps: int = 4
         budget = budget_seconds * STAGE_SHARE[arch]
         bar = tqdm(desc=f"training {arch} ({budget:.0f} s)", unit="step", disable=not progress, leave=False)
         while steps < max_steps and time.perf_counter() - start < budget:
-            loss = loop.train_step(model, optimizer, scaler, batches, recipe, steps, device, amp_dtype).loss
+            loss = loop.train_step(model, optimizer, scaler, batches, recipe, steps, plan).loss
             steps += 1
             bar.update()
             bar.set_postfix(loss=f"{loss:.3f}")

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from fcnseg.data.normalization import Normalization
-from fcnseg.precision import autocast
+from fcnseg.precision import forward_in
 
 
 def normalize_pixels(pixels: torch.Tensor, normalization: Normalization, channels_last: bool = False) -> torch.Tensor:
@@ -32,14 +32,9 @@ def normalize_pixels(pixels: torch.Tensor, normalization: Normalization, channel
 
 
 def forward_logits(model: nn.Module, x: torch.Tensor, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Normalised float32 ``[N, 3, H, W]`` -> float32 logits ``[N, C, H, W]``, the forward under autocast when given a dtype.
-
-    The low-precision logits of autocast are cast to float32 after it ends (its cached weight casts
-    are freed by then), so that the argmax and the softmax see the same values in any precision.
-    """
-    with autocast(x.device, autocast_dtype):
-        y = model(x)
-    return y.float()
+    """Normalised float32 ``[N, 3, H, W]`` -> float32 logits ``[N, C, H, W]``, the forward under autocast when given a
+    dtype: :func:`fcnseg.precision.forward_in`, the same function the model handle runs."""
+    return forward_in(model, x, autocast_dtype)
 
 
 def class_indices(scores: torch.Tensor, dim: int = 0) -> torch.Tensor:

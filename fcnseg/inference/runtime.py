@@ -22,18 +22,14 @@ from fcnseg.inference.memory import MemoryEstimate, estimate_forward, estimate_o
 from fcnseg.inference.tiling import context_margin
 from fcnseg.models.batchnorm import fold_batch_norm
 from fcnseg.models.fcn import build_model
-from fcnseg.precision import LAYOUTS, resolve_execution
+# select_layout: the layout rule of the one resolver, re-exported for the callers of the layout alone
+from fcnseg.precision import LAYOUTS, resolve_execution, select_layout
 from fcnseg.weights.handle import LoadedModel
 from fcnseg.weights.onnx_format import is_onnx_file
 
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "torch", "onnxruntime")
-
-
-def select_layout(device: torch.device, precision: str, layout: str = "auto") -> str:
-    """The layout :func:`fcnseg.precision.resolve_execution` gives for ``precision`` on ``device``."""
-    return resolve_execution(device, precision, layout).layout
 
 
 def _as_tensor(pixels) -> torch.Tensor:

@@ -14,7 +14,7 @@ from fcnseg import distributed as D
 from fcnseg.config import TrainConfig
 from fcnseg.errors import FcnsegError
 from fcnseg.losses import Loss, build_loss, per_head_loss
-from fcnseg.precision import autocast
+from fcnseg.precision import ExecutionPlan, autocast
 from fcnseg.training.optim import set_learning_rate
 
 
@@ -24,21 +24,6 @@ class TrainingDiverged(FcnsegError):
     def __init__(self, loss: float, iteration: int, lr: float, advice: str = "") -> None:
         self.loss, self.iteration, self.lr = loss, iteration, lr
         super().__init__(f"the training loss became {loss} at iteration {iteration} (lr {lr:g}){advice}")
-
-
-def uses_channels_last(setting: bool | str, device: torch.device, amp_dtype: torch.dtype | None) -> bool:
-    """Whether training runs in NHWC: ``train.channels_last`` true/false, or "auto" resolved for the hardware.
-
-    auto: on CUDA under autocast (tensor-core convolutions want NHWC) and on CPUs whose oneDNN kernels are
-    AVX-512 (measured there with benchmarks/training.py: the small same-padded net 1.43x in fp32 and 1.22x
-    under bf16, VGG16 FCN-8s 1.06x); off elsewhere: on AVX2-only CPUs it slowed VGG16's backward to 0.63x
-    and left the small net within noise (docs/training.md gives the tables).
-    """
-    if setting != "auto":
-        return bool(setting)
-    if device.type == "cuda":
-        return amp_dtype is not None
-    return device.type == "cpu" and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 @dataclass
@@ -54,8 +39,7 @@ def train_step(
     batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
     config: TrainConfig,
     iteration: int,
-    device: torch.device,
-    amp_dtype: torch.dtype | None = None,
+    plan: ExecutionPlan,
     loss_fn: Loss | None = None,
     progress: float | None = None,
 ) -> Step:
@@ -63,12 +47,13 @@ def train_step(
 
     Sets the learning rate of update ``iteration`` (0-based; on a time budget, with ``progress`` the fraction
     of it spent: :func:`fcnseg.training.optim.set_learning_rate`),
-    runs each pass's forward under autocast in ``amp_dtype`` (None: float32), takes ``loss_fn`` (default:
+    runs each pass on ``plan.device``, its forward under autocast in ``plan.autocast_dtype`` (None: float32),
+    with the images in ``plan.layout`` (the trainer places the model to match; the plan comes from
+    :func:`fcnseg.precision.resolve_execution` with ``purpose="training"``), takes ``loss_fn`` (default:
     the paper's pixel-wise cross-entropy over the labelled pixels, 255 ignored, normalised or summed as
     ``config.normalize_loss`` says; see :func:`fcnseg.losses.build_loss`), accumulates gradients
     (GradScaler for fp16), clips their norm to ``config.grad_clip`` (0: no clipping) and steps the optimiser.
-    Images go NHWC where :func:`uses_channels_last` says so for ``config.channels_last`` (the trainer
-    places the model to match). A net of several heads (a dict of logits, masks ``[N, K, H, W]``) trains
+    A net of several heads (a dict of logits, masks ``[N, K, H, W]``) trains
     on the sum of ``loss_fn`` over its heads, weighted by ``config.head_weights``
     (:func:`fcnseg.losses.per_head_loss`).
 
@@ -83,7 +68,7 @@ def train_step(
     world = D.get_world_size()
     loss_fn = per_head_loss(loss_fn or build_loss("cross_entropy", normalize=config.normalize_loss), config.head_weights)
     lr = set_learning_rate(optimizer, config, iteration, progress)
-    channels_last = uses_channels_last(config.channels_last, device, amp_dtype)
+    device, channels_last = plan.device, plan.channels_last
     optimizer.zero_grad(set_to_none=True)
     net.train()
     logged = torch.zeros((), dtype=torch.float64, device=device)
@@ -95,7 +80,7 @@ def train_step(
         last = micro == config.iter_size - 1
         # DDP reduces gradients on the last pass only; the earlier ones accumulate locally
         with nullcontext() if last or world == 1 else net.no_sync():
-            with autocast(device, amp_dtype):
+            with autocast(device, plan.autocast_dtype):
                 logits = net(images)
             loss = loss_fn(logits, masks) / config.iter_size
             scaler.scale(loss * world).backward()

@@ -23,7 +23,7 @@ from fcnseg.config import RunConfig
 from fcnseg.data.normalization import Normalization
 from fcnseg.distributed import DistInfo
 from fcnseg.models.batchnorm import synchronise_batch_norm
-from fcnseg.precision import autocast_dtype, describe
+from fcnseg.precision import ExecutionPlan, resolve_execution
 from fcnseg.training.datasets import (
     TrainingData,
     build_training_data,
@@ -34,7 +34,7 @@ from fcnseg.training.datasets import (
 )
 from fcnseg.training.initialization import fit_classes, initialize_model, resolve_normalization
 from fcnseg.losses import Loss, build_loss
-from fcnseg.training.loop import TrainingDiverged, train_step, uses_channels_last
+from fcnseg.training.loop import TrainingDiverged, train_step
 from fcnseg.training.optim import build_optimizer
 from fcnseg.training.reporter import Reporter
 from fcnseg.training.sampling import (
@@ -91,24 +91,25 @@ class Trainer:
         state: where the run stands (fresh or restored).
         reporter: the run folder's outputs (started).
         dist: this process's rank, process count and device.
-        amp_dtype: the autocast dtype, None for float32.
+        plan: device, precision and layout (:func:`fcnseg.precision.resolve_execution`, purpose training).
         clock: seconds, for ``train.time_budget`` (tests pass a fake one).
     """
 
     def __init__(self, config: RunConfig, model: nn.Module, net: nn.Module, optimizer: torch.optim.Optimizer,
                  scaler: torch.amp.GradScaler, batches: Iterator, data: TrainingData, normalization: Normalization,
-                 state: RunState, reporter: Reporter, dist: DistInfo, amp_dtype: torch.dtype | None,
+                 state: RunState, reporter: Reporter, dist: DistInfo, plan: ExecutionPlan,
                  loss_fn: Loss | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
         self.config, self.model, self.net, self.optimizer, self.scaler = config, model, net, optimizer, scaler
         self.batches, self.data, self.state, self.reporter, self.dist = batches, data, state, reporter, dist
-        self.amp_dtype, self.loss_fn, self.clock = amp_dtype, loss_fn, clock
+        self.plan, self.loss_fn, self.clock = plan, loss_fn, clock
         self.budget = config.train.time_budget_seconds
         t = config.train
         self.images_per_update = t.batch_size * t.iter_size * dist.world_size
         # The model's contract, as every other command takes it: validation runs it, checkpoints save it.
         self.handle = LoadedModel(model, config.model, data.class_names, normalization, "training",
                                   head_class_names={h.name: list(h.class_names) for h in data.train_set.heads},
-                                  inputs=getattr(data.train_set, "input_spec", None), palette=data.val_set.palette)
+                                  inputs=getattr(data.train_set, "input_spec", None), palette=data.val_set.palette,
+                                  plan=plan)  # validation runs in the training's precision and layout
 
     def write_checkpoint(self, path: Path, extra: dict) -> None:
         self.handle.save(path, extra)
@@ -160,7 +161,7 @@ class Trainer:
         began = self.clock()
         try:
             step = train_step(self.net, self.optimizer, self.scaler, self.batches, self.config.train,
-                              self.state.iteration, self.dist.device, self.amp_dtype, self.loss_fn, progress=progress)
+                              self.state.iteration, self.plan, self.loss_fn, progress=progress)
         except TrainingDiverged as e:
             raise TrainingDiverged(e.loss, e.iteration, e.lr, self._divergence_advice(e.lr)) from None
         seconds = self.clock() - began
@@ -181,7 +182,7 @@ class Trainer:
     def validate(self) -> None:
         """Score the val split (every process), then record and report it (rank 0)."""
         state, t = self.state, self.config.train
-        result = validate(self.handle, self.data.val_set, self.dist.device, self.amp_dtype, self.config.data.val_max_images)
+        result = validate(self.handle, self.data.val_set, self.config.data.val_max_images)
         pending = state.pending_losses()
         train_loss = float(np.mean(pending)) if pending else math.nan
         state.validated_at = state.iteration
@@ -189,7 +190,7 @@ class Trainer:
             return
         epoch = state.iteration * self.images_per_update / max(1, len(self.data.train_set))
         record = validation_record(result, state.iteration, epoch, train_loss, state.lrs[-1] if state.lrs else t.lr)
-        panels = panel_items(self.handle, self.data.val_set, t.num_panels, self.dist.device, self.amp_dtype)
+        panels = panel_items(self.handle, self.data.val_set, t.num_panels)
         self.reporter.validation(record, state, panels, self.data.val_set.palette, self.save_best)
 
     def _checkpoint_extra(self) -> dict:
@@ -274,11 +275,10 @@ def train(config: RunConfig, resume: str | Path | Resume | None = None, progress
         weights = class_weights(t, data.train_set, data.class_names)
         loss_fn = build_loss(t.loss, class_weights=weights, normalize=t.normalize_loss, focal_gamma=t.focal_gamma)
 
-        amp_dtype = autocast_dtype(t.precision, dist.device)
-        channels_last = uses_channels_last(t.channels_last, dist.device, amp_dtype)
-        model, net = place_model(initialized.model, dist, channels_last)
+        plan = resolve_execution(dist.device, t.precision, t.layout, purpose="training")
+        model, net = place_model(initialized.model, dist, plan.channels_last)
         optimizer = build_optimizer(model, t)
-        scaler = torch.amp.GradScaler(dist.device.type, enabled=amp_dtype == torch.float16)
+        scaler = torch.amp.GradScaler(dist.device.type, enabled=plan.autocast_dtype == torch.float16)
         loader, sampler = training_loader(data.train_set, t, config.data.num_workers, dist.world_size, dist.rank,
                                           pin_memory=dist.device.type == "cuda")
         state = RunState()
@@ -288,11 +288,11 @@ def train(config: RunConfig, resume: str | Path | Resume | None = None, progress
             resume.release()
 
         reporter.start(config, data.class_names)
-        layout = ", channels_last" if channels_last else ""
-        reporter.log_start(len(data.train_set), len(data.val_set), dist.world_size, dist.device, describe(amp_dtype) + layout,
+        reporter.log_start(len(data.train_set), len(data.val_set), dist.world_size, dist.device,
+                           f"{plan.precision}, {plan.layout}",
                            sum(p.numel() for p in model.parameters() if p.requires_grad))
         trainer = Trainer(config, model, net, optimizer, scaler, training_batches(loader, sampler, state), data,
-                          normalization, state, reporter, dist, amp_dtype, loss_fn, clock)
+                          normalization, state, reporter, dist, plan, loss_fn, clock)
         return trainer.run(progress=progress)
     finally:
         if reporter is not None:

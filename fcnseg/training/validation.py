@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import torch
 
 from fcnseg.evaluation import evaluate, predict_items
 from fcnseg.metrics import collapse_warning
-from fcnseg.precision import describe
 from fcnseg.weights.handle import LoadedModel
 
 
-def validate(model: LoadedModel, val_set, device: torch.device, amp_dtype: torch.dtype | None, limit: int = 0) -> dict:
+def validate(model: LoadedModel, val_set, limit: int = 0) -> dict:
     """The four metrics on ``val_set`` (its first ``limit`` images; 0: all); each process scores a shard and counts are summed.
 
-    ``model`` is the handle of the net being trained. Every head is scored (:func:`fcnseg.evaluation.evaluate`):
-    the metrics are the first head's, ``heads`` holds each.
+    ``model`` is the handle of the net being trained, run in its plan (the training's device, precision and
+    layout). Every head is scored (:func:`fcnseg.evaluation.evaluate`): the metrics are the first head's,
+    ``heads`` holds each.
     """
-    return evaluate(model, val_set, device=device, precision=describe(amp_dtype), limit=limit or None, progress=False)
+    return evaluate(model, val_set, limit=limit or None, progress=False)
 
 
 def validation_record(result: dict, iteration: int, epoch: float, train_loss: float, lr: float) -> dict:
@@ -44,11 +43,10 @@ def validation_record(result: dict, iteration: int, epoch: float, train_loss: fl
     }
 
 
-def panel_items(model: LoadedModel, val_set, count: int, device: torch.device, amp_dtype: torch.dtype | None) -> list[dict]:
+def panel_items(model: LoadedModel, val_set, count: int) -> list[dict]:
     """Predictions for the first ``count`` validation images, as :func:`fcnseg.training.figures.draw_panels` takes them.
 
     Each item: ``name``, ``image`` (RGB uint8 ``[H, W, 3]``), ``mask`` and ``prediction`` (int ``[H, W]``), the
     first head's (:func:`fcnseg.evaluation.predict_items`).
     """
-    return predict_items(model, val_set, list(range(min(count, len(val_set)))), device=device,
-                         precision=describe(amp_dtype))
+    return predict_items(model, val_set, list(range(min(count, len(val_set)))))

@@ -23,7 +23,7 @@ from torch import nn
 from fcnseg.config import ModelConfig
 from fcnseg.data.normalization import InputSpec, Normalization
 from fcnseg.errors import CheckpointError, ConfigError
-from fcnseg.precision import autocast
+from fcnseg.precision import forward_in
 
 log = logging.getLogger(__name__)
 
@@ -181,9 +181,7 @@ class LoadedModel:
         x = x.to(plan.device, non_blocking=True)
         if plan.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(plan.device, plan.autocast_dtype):
-            y = self.model(x)
-        return {k: v.float() for k, v in y.items()} if isinstance(y, dict) else y.float()
+        return forward_in(self.model, x, plan.autocast_dtype)
 
     __call__ = forward
 
