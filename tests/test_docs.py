@@ -42,7 +42,8 @@ def docs_workspace(tmp_path_factory) -> Path:
     """A folder holding the files the docs name, built once (a few seconds; the ONNX export most of them)."""
     import torch
 
-    from fcnseg import IMAGENET_RGB, ModelConfig, build_dataset, build_model, export_onnx, make_synthetic, save_checkpoint
+    from fcnseg import (IMAGENET_RGB, ModelConfig, build_dataset, build_model, export_onnx, load_model, make_synthetic,
+                        save_checkpoint)
 
     from fcnseg.data.synthetic_layouts import make_synthetic_layout
 
@@ -60,7 +61,7 @@ def docs_workspace(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = build_model(config).eval()
     save_checkpoint(root / "runs" / "demo" / "checkpoints" / "best.pt", model, config, data["class_names"], IMAGENET_RGB)
-    export_onnx(model, IMAGENET_RGB, root / "model.onnx", data["class_names"])
+    export_onnx(load_model(root / "runs" / "demo" / "checkpoints" / "best.pt"), root / "model.onnx")
     # A two-head SIFT Flow net (small trunk), as `fcnseg train --config configs/siftflow-fcn8s.yaml` writes one.
     siftflow = build_dataset("siftflow", root / "data" / "sift-flow", "test")
     heads = [[head.name, len(head.class_names)] for head in siftflow.heads]
