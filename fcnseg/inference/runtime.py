@@ -23,7 +23,7 @@ from fcnseg.inference.tiling import context_margin
 from fcnseg.models.batchnorm import fold_batch_norm
 from fcnseg.models.fcn import build_model
 # select_layout: the layout rule of the one resolver, re-exported for the callers of the layout alone
-from fcnseg.precision import LAYOUTS, resolve_execution, select_layout
+from fcnseg.precision import LAYOUTS, select_layout
 from fcnseg.weights.handle import LoadedModel
 from fcnseg.weights.onnx_format import is_onnx_file
 

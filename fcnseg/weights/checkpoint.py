@@ -1,4 +1,4 @@
-"""Weights in and out: our self-describing checkpoints, and the loader that dispatches other layouts to their importers.
+"""Weights in: load_model, the one loader of every model file (ours, pytorch-fcn, Caffe, torchvision, ONNX).
 
 Each file is read once. Loading never runs code from a file: ``torch.load(weights_only=True)`` only,
 and a pickle that needs more is refused. The importers of pytorch-fcn, torchvision-style VGG16 and
@@ -8,7 +8,6 @@ so a crash mid-write leaves the previous file intact.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +15,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from fcnseg.files import atomic_write
 from fcnseg.config import RESNET_ARCH, ModelConfig, from_dict
 from fcnseg.data.normalization import IMAGENET_RGB, PAPER_BGR, InputSpec, Normalization, normalization_from_dict
-from fcnseg.errors import CheckpointError, ConfigError
+from fcnseg.errors import CheckpointError
 from fcnseg.models.fcn import FCN, build_model
 from fcnseg.models.surgery import transplant_trunk
+# Writing lives in checkpoint_writer (the handle saves through it without importing this loader); re-exported.
+from fcnseg.weights.checkpoint_writer import FORMAT, FORMAT_VERSION, atomic_save, checkpoint_dict, save_checkpoint  # noqa: F401
 from fcnseg.weights.handle import LoadedModel, default_class_names
 from fcnseg.weights.onnx_format import is_onnx_file
 from fcnseg.weights.imported import ImportedWeights
@@ -30,83 +30,6 @@ from fcnseg.weights.torch_files import explain_load_failure
 from fcnseg.weights.torchvision_resnet import (classifier_trunk, fcn_config, is_torchvision_resnet_classifier,
                                                is_torchvision_resnet_fcn, resnet_depth, with_batch_counts)
 from fcnseg.weights.torchvision_vgg import is_torchvision_vgg16, torchvision_vgg16_to_fcnseg
-
-FORMAT = "fcnseg-checkpoint"
-FORMAT_VERSION = 1
-
-
-# --- writing ---------------------------------------------------------------------------------------
-
-
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temp file in the same folder, fsync it, then rename over ``path``."""
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-
-    atomic_write(path, write, durable=True)
-
-
-def checkpoint_dict(
-    model: nn.Module,
-    config: ModelConfig,
-    class_names: list[str],
-    normalization: Normalization,
-    extra: dict[str, Any] | None = None,
-    *,
-    head_class_names: dict[str, list[str]] | None = None,
-    inputs: InputSpec | None = None,
-    palette=None,
-) -> dict[str, Any]:
-    """The dict our checkpoints hold; only tensors and plain Python values, so it loads with weights_only.
-
-    ``class_names`` are the first head's; ``head_class_names`` (every head's, for a net of several) and
-    ``inputs`` (NYUD's modalities and normalisations) are stored when given.
-    """
-    model = getattr(model, "module", model)  # unwrap DDP
-    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
-    if len(class_names) != config.num_classes:
-        raise ConfigError(f"{len(class_names)} class names for a model of {config.num_classes} classes")
-    ckpt = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "model_config": asdict(config),
-        "class_names": list(class_names),
-        "normalization": normalization.to_dict(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-    }
-    if head_class_names:
-        heads = config.output_heads()
-        found = [(name, len(head_class_names.get(name, ()))) for name, _ in heads]
-        if found != heads:
-            raise ConfigError(f"class names for the heads {found} of a model whose heads are {heads}")
-        ckpt["heads"] = {name: list(head_class_names[name]) for name, _ in heads}
-    if inputs is not None:
-        ckpt["inputs"] = inputs.to_dict()
-    if palette is not None:
-        ckpt["palette"] = torch.as_tensor(np.asarray(palette, dtype=np.uint8))
-    ckpt.update(extra or {})
-    return ckpt
-
-
-def save_checkpoint(
-    path: str | Path,
-    model: nn.Module,
-    config: ModelConfig,
-    class_names: list[str],
-    normalization: Normalization,
-    extra: dict[str, Any] | None = None,
-    *,
-    head_class_names: dict[str, list[str]] | None = None,
-    inputs: InputSpec | None = None,
-    palette=None,
-) -> None:
-    """Write a self-describing checkpoint atomically: ``load_model(path)`` needs nothing else (``palette``: the
-    class colours, uint8 ``[K, 3]``, stored when given)."""
-    atomic_save(checkpoint_dict(model, config, class_names, normalization, extra, head_class_names=head_class_names,
-                                inputs=inputs, palette=palette), path)
-
 
 # --- reading ---------------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from fcnseg.config import ModelConfig
 from fcnseg.data.normalization import InputSpec, Normalization
 from fcnseg.errors import CheckpointError, ConfigError
 from fcnseg.precision import forward_in
+from fcnseg.weights.checkpoint_writer import save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +230,6 @@ class LoadedModel:
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
         """Write the torch module and its contract as a self-describing fcnseg checkpoint (atomic)."""
-        from fcnseg.weights.checkpoint import save_checkpoint
-
         if self.model is None:
             raise ConfigError(f"{self.path}: an ONNX file has no torch weights to save as a checkpoint")
         save_checkpoint(path, self.model, self.config, self.class_names, self.normalization, {**self.extra, **(extra or {})},
