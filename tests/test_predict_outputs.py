@@ -73,7 +73,7 @@ def test_outputs_in_an_input_folder_are_not_segmented_again(tmp_path, checkpoint
     printed = capsys.readouterr().out
     assert "1 segmented" in printed
     assert "skipped 2 files that fcnseg wrote" in printed and "photo_labels.png" in printed
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["photo_labels.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["classes.txt", "photo_labels.png"]  # and the model's class list
 
 
 def test_an_output_that_would_replace_an_input_fails_that_image_and_keeps_the_file(tmp_path, checkpoint, capsys):
@@ -92,7 +92,7 @@ def test_without_o_the_outputs_go_beside_the_input_and_the_folder_is_printed(tmp
     assert main(["predict", str(checkpoint), str(folder), *ARGS]) == 0
     expected = tmp_path / "photos_fcnseg"
     assert f"writing to {expected}" in capsys.readouterr().out
-    assert sorted(p.name for p in expected.iterdir()) == ["one_labels.png", "two_labels.png"]
+    assert sorted(p.name for p in expected.iterdir()) == ["classes.txt", "one_labels.png", "two_labels.png"]
     assert default_output_folder(folder / "one.png") == folder / "one_fcnseg"
 
 

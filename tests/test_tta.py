@@ -127,8 +127,11 @@ def test_tta_model_for_evaluation_averages_probabilities():
 def test_predict_and_eval_take_tta(tmp_path, capsys):
     from fcnseg.weights.checkpoint import save_checkpoint
 
+    from fcnseg.data import SyntheticDataset
+
     model = build_model(ModelConfig(arch="fcn8s", backbone="small", num_classes=6))
-    save_checkpoint(tmp_path / "m.pt", model, model.config, [f"c{i}" for i in range(6)], IMAGENET_RGB)
+    # the synthetic set's class names: eval compares them with the data set's
+    save_checkpoint(tmp_path / "m.pt", model, model.config, list(SyntheticDataset().class_names), IMAGENET_RGB)
     (tmp_path / "in").mkdir()
     Image.fromarray(generate_sample(0, "val", 7, size=(70, 90)).image).save(tmp_path / "in" / "a.png")
     assert main(["predict", str(tmp_path / "m.pt"), str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--tta", "flip",
