@@ -7,9 +7,14 @@ everywhere).
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -77,3 +82,35 @@ def live_server(app, timeout: float = 30.0) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def serve_then_signal(checkpoint: Path, signum: int, timeout: float = 90.0) -> tuple[int, str]:
+    """Start ``fcnseg serve CHECKPOINT`` in a process, wait until ``/healthz`` answers, send ``signum``.
+
+    Returns the process's exit code and everything it printed (stdout and stderr together).
+    """
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    server = subprocess.Popen([sys.executable, "-m", "fcnseg", "serve", str(checkpoint), "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert server.poll() is None, server.stdout.read()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    assert json.load(r)["status"] == "ok"
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not come up"
+                time.sleep(0.2)
+        server.send_signal(signum)
+        output, _ = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    return server.returncode, output

@@ -10,11 +10,8 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +31,9 @@ from fcnseg.metrics import class_pixel_counts  # noqa: E402
 from fcnseg.serve.app import create_app  # noqa: E402
 from fcnseg.serve.queue import QueueFull, WorkQueue  # noqa: E402
 from fcnseg.serve.upload import UploadError, read_body  # noqa: E402
-from serve_support import CLASS_NAMES, free_port, live_server, save_small_checkpoint, sample_image  # noqa: E402
+from serve_support import (CLASS_NAMES, live_server, save_small_checkpoint, sample_image,  # noqa: E402
+                           serve_then_signal)
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 # --- fixtures -----------------------------------------------------------------------------------
@@ -478,29 +475,7 @@ def test_serve_rejects_bad_numbers_in_one_line(checkpoint, capsys):
 
 
 def test_ctrl_c_stops_the_server_cleanly(checkpoint):
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "fcnseg", "serve", str(checkpoint), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert server.poll() is None, server.stdout.read()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    assert json.load(r)["status"] == "ok"
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the server did not come up"
-                time.sleep(0.2)
-        server.send_signal(signal.SIGINT)
-        output, _ = server.communicate(timeout=30)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-    assert server.returncode == 0, output
+    returncode, output = serve_then_signal(checkpoint, signal.SIGINT)
+    assert returncode == 0, output
     assert "Traceback" not in output
     assert "Shutting down" in output or "Finished server process" in output

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,9 +15,8 @@ pytest.importorskip("python_multipart", reason="fcnseg serve needs the serve ext
 
 from fcnseg.inference.predictor import Predictor  # noqa: E402
 from fcnseg.serve.app import create_app  # noqa: E402
-from serve_support import free_port, live_server, save_small_checkpoint  # noqa: E402
+from serve_support import live_server, save_small_checkpoint, serve_then_signal  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -32,28 +26,8 @@ def checkpoint(tmp_path_factory) -> Path:
 
 def test_sigterm_stops_the_server_with_exit_0_and_says_stopped(checkpoint):
     # it died with 143 and no "stopped", where docs/serve.md promises exit 0
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    server = subprocess.Popen([sys.executable, "-m", "fcnseg", "serve", str(checkpoint), "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert server.poll() is None, server.stdout.read()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    assert json.load(r)["status"] == "ok"
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the server did not come up"
-                time.sleep(0.2)
-        server.send_signal(signal.SIGTERM)
-        output, _ = server.communicate(timeout=30)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-    assert server.returncode == 0, output
+    returncode, output = serve_then_signal(checkpoint, signal.SIGTERM)
+    assert returncode == 0, output
     assert "Traceback" not in output
     assert output.rstrip().splitlines()[-1].endswith("stopped"), output
 
