@@ -157,7 +157,8 @@ def test_odd_frame_sizes_keep_their_label_maps_and_pad_the_overlay_to_even(av, t
     assert decode(av, out / "odd_overlay.mp4")[0].shape == (48, 64, 3)
 
 
-def test_a_finished_video_is_skipped_and_redone_with_overwrite(av, tmp_path, clip, checkpoint, capsys):
+def test_a_finished_video_is_skipped_and_redone_with_overwrite(av, tmp_path, checkpoint, capsys):
+    clip = write_clip(av, tmp_path / "clip.mkv", scenes(3))
     out = tmp_path / "out"
     assert main(["predict", str(checkpoint), str(clip), "-o", str(out), *ARGS]) == 0
     first = (out / "clip_overlay.mp4").stat().st_mtime_ns
@@ -166,7 +167,31 @@ def test_a_finished_video_is_skipped_and_redone_with_overwrite(av, tmp_path, cli
     assert "already segmented" in capsys.readouterr().out
     assert (out / "clip_overlay.mp4").stat().st_mtime_ns == first
     assert main(["predict", str(checkpoint), str(clip), "-o", str(out), "--overwrite", *ARGS]) == 0
-    assert "12 frames of 64x48" in capsys.readouterr().out
+    assert "3 frames of 64x48" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("label_video", [False, True])
+def test_a_run_that_fails_midway_leaves_no_overlay_label_video_or_temp_file(av, tmp_path, clip, checkpoint,
+                                                                            label_video):
+    from fcnseg.errors import DataError
+    from fcnseg.inference.video import predict_video
+
+    class FailingAtFrameFive(Predictor):
+        calls = 0
+
+        def predict(self, image, **kwargs):
+            FailingAtFrameFive.calls += 1
+            if FailingAtFrameFive.calls == 5:
+                raise DataError("stop", path="frame 4")
+            return super().predict(image, **kwargs)
+
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match="stop"):
+        predict_video(FailingAtFrameFive.from_checkpoint(checkpoint, precision="fp32"), clip, out,
+                      label_video=label_video)
+    left = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    frames = [] if label_video else ["clip_labels", *(f"clip_labels/{i:06d}.png" for i in range(4))]
+    assert left == sorted(["classes.txt", *frames])
 
 
 @pytest.mark.parametrize("content", ["garbage", "empty", "truncated"])
@@ -243,3 +268,9 @@ def test_the_overlay_keeps_the_clips_frame_rate(av, tmp_path, checkpoint):
     assert main(["predict", str(checkpoint), str(clip), "-o", str(out), *ARGS]) == 0
     with av.open(str(out / "ntsc_overlay.mp4")) as container:
         assert container.streams.video[0].average_rate == Fraction(30000, 1001)
+
+
+def test_frames_over_the_pixel_limit_are_refused_before_the_model_loads(av, tmp_path, clip, checkpoint, capsys):
+    assert main(["predict", str(checkpoint), str(clip), "-o", str(tmp_path / "out"), *ARGS, "--max-pixels", "1000"]) == 1
+    line = one_line_error(capsys)
+    assert str(clip) in line and "64x48 = 3,072 pixels exceed the limit of 1,000" in line and "--max-pixels" in line
