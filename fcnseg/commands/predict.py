@@ -1,4 +1,4 @@
-"""`fcnseg predict`: segment images or folders with a checkpoint: label PNGs, overlays, probabilities, class areas."""
+"""`fcnseg predict`: segment images, folders and videos with a checkpoint: label PNGs, overlays, probabilities, class areas."""
 
 from __future__ import annotations
 
@@ -19,15 +19,19 @@ log = logging.getLogger("fcnseg.inference.predictor")
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "predict",
-        help="segment images or folders of images with a checkpoint",
+        help="segment images, folders of images or videos with a checkpoint",
         description="Writes OUT/<name>_labels.png (palette label map) per image, and on request an overlay, "
-        "float16 probabilities and per-class area tables. Picks the fastest precision for the machine "
+        "float16 probabilities and per-class area tables. A video (.mp4 .mov .avi .mkv .webm, named as an input; "
+        "folders are searched for images only) gives OUT/<name>_overlay.mp4 and OUT/<name>_labels/000000.png ... "
+        "(or --label-video), frame by frame; it needs PyAV: pip install 'fcnseg[video]'. "
+        "Picks the fastest precision for the machine "
         "(bf16 + channels_last on CPUs with native bf16, fp16 on CUDA) and tiles images too large for "
         "--max-memory. Images whose label map exists are skipped, so an interrupted run resumes.",
     )
     p.add_argument("checkpoint", type=Path,
                    help="model: a checkpoint (fcnseg, pytorch-fcn .pth or .caffemodel) or an fcnseg .onnx (fp32 or int8)")
-    p.add_argument("inputs", nargs="+", type=Path, help="image files and/or folders (searched recursively)")
+    p.add_argument("inputs", nargs="+", type=Path,
+                   help="image files, folders (searched recursively for images) and/or video files")
     p.add_argument("-o", "--out", type=Path,
                    help="output folder, outside every input folder (default: <first input's stem or folder name>_fcnseg "
                    "beside it)")
@@ -52,7 +56,10 @@ def register(subparsers) -> None:
     p.add_argument("--overlay", action="store_true", help="also write <name>_overlay.jpg (class colours over the image)")
     p.add_argument("--probabilities", action="store_true", help="also write <name>_prob.npy, float16 [C, H, W]")
     p.add_argument("--stats", action="store_true", help="write areas.csv and areas.json: per-class pixels and fractions")
-    p.add_argument("--overwrite", action="store_true", help="redo images whose outputs exist")
+    p.add_argument("--label-video", action="store_true",
+                   help="a video's label maps as one lossless video, OUT/<name>_labels.mkv (FFV1, grey pixel = class id), "
+                   "instead of a folder of PNGs")
+    p.add_argument("--overwrite", action="store_true", help="redo images and videos whose outputs exist")
     p.add_argument("--workers", type=int, default=2, help="image-decoding processes (default: 2; 0 = none)")
     p.add_argument(
         "--max-pixels",
@@ -68,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from fcnseg.inference.predictor import Predictor
     from fcnseg.inference.folder import check_output_folder, default_output_folder, predict_folder
     from fcnseg.inference.tta import parse_tta
+    from fcnseg.inference.video import is_video_file
 
     try:
         max_memory = parse_bytes(args.max_memory)
@@ -75,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-memory: {e}") from e
     if args.tile is not None and args.tile < 32:
         raise ConfigError(f"--tile must be at least 32 pixels, got {args.tile}")
+    # Videos are named as inputs (by suffix); folders are searched for images only.
+    videos = [p for p in args.inputs if not p.is_dir() and is_video_file(p)]
+    images = [p for p in args.inputs if p not in videos]
     # Before the model loads: where the outputs go, and that they can neither be written over an input
     # nor be listed as inputs on the next run.
     if args.out is None:
@@ -82,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"writing to {args.out} (choose another folder with -o)")
     check_output_path(args.out, "folder", "-o")
     check_output_folder(args.inputs, args.out)
+    if videos:
+        _check_videos(args, videos)
     tta = parse_tta(args.tta)
     predictor = Predictor.from_checkpoint(
         args.checkpoint,
@@ -95,20 +108,58 @@ def run(args: argparse.Namespace) -> int:
         tile=args.tile,
     )
     log.info("%s: %s", args.checkpoint, predictor.describe())
-    report = predict_folder(
+    failed = False
+    if images:
+        report = predict_folder(
+            predictor,
+            images,
+            args.out,
+            overlay_images=args.overlay,
+            probabilities=args.probabilities,
+            stats=args.stats,
+            overwrite=args.overwrite,
+            workers=args.workers,
+            max_pixels=args.max_pixels or None,
+            palette=predictor.palette,
+            progress=not args.no_progress,
+        )
+        print(report.summary())
+        if args.stats:
+            print(f"class areas: {args.out / 'areas.csv'}  {args.out / 'areas.json'}")
+        found = [name for name in report.not_images if is_video_file(name)]
+        if found:
+            print(f"{len(found)} of the files skipped are videos, which folders are not searched for; "
+                  f"name each as an input to segment it, e.g. fcnseg predict {args.checkpoint} {found[0]}")
+        failed = bool(report.failed)
+    for video in videos:
+        print(_predict_one_video(args, predictor, video).summary())
+    return 1 if failed else 0
+
+
+def _check_videos(args: argparse.Namespace, videos: list[Path]) -> None:
+    """Refuse, before the model loads: no PyAV, an unreadable video, outputs that would replace an input."""
+    from fcnseg.inference.video import check_video_outputs, import_av, probe_video
+
+    import_av(videos[0])
+    for video in videos:
+        probe_video(video, args.max_pixels or None)
+    check_video_outputs(videos, args.inputs, args.out, args.label_video)
+    ignored = [flag for flag, given in (("--overlay", args.overlay), ("--probabilities", args.probabilities),
+                                        ("--stats", args.stats)) if given]
+    if ignored:
+        log.info("%s apply to images only: a video always gets its overlay video and label maps", " ".join(ignored))
+
+
+def _predict_one_video(args: argparse.Namespace, predictor, video: Path):
+    from fcnseg.inference.video import predict_video
+
+    return predict_video(
         predictor,
-        args.inputs,
+        video,
         args.out,
-        overlay_images=args.overlay,
-        probabilities=args.probabilities,
-        stats=args.stats,
+        label_video=args.label_video,
         overwrite=args.overwrite,
-        workers=args.workers,
         max_pixels=args.max_pixels or None,
         palette=predictor.palette,
         progress=not args.no_progress,
     )
-    print(report.summary())
-    if args.stats:
-        print(f"class areas: {args.out / 'areas.csv'}  {args.out / 'areas.json'}")
-    return 1 if report.failed else 0
