@@ -17,7 +17,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 import numpy as np
 import torch
@@ -44,6 +44,8 @@ from fcnseg.weights.handle import LoadedModel
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MEMORY = 2 * 1024**3  # bytes for weights + one tile's activations (the interpreter not included)
+
+TileCallback = Callable[[int, int], None]  # on_tile(done, total): after each tile's forward, 1-based, in order
 
 
 # --- results --------------------------------------------------------------------------------------
@@ -296,6 +298,7 @@ class Predictor:
         image: np.ndarray,
         probabilities: bool = False,
         probabilities_path: str | Path | None = None,
+        on_tile: TileCallback | None = None,
     ) -> Prediction:
         """Segment one RGB uint8 image ``[H, W, 3]``.
 
@@ -304,6 +307,8 @@ class Predictor:
                 (``C * H * W * 2`` bytes: for a 6000x4000 scan and 21 classes, 1 GB).
             probabilities_path: stream float16 ``[C, H, W]`` probabilities into this ``.npy`` file
                 band by band instead, holding one band in memory (written atomically).
+            on_tile: called as ``on_tile(done, total)`` after each forward, ``done`` = 1 .. ``total``, in order;
+                ``total`` counts the tiles of the whole image (of every test-time variant), known before the first.
         Returns:
             Prediction with uint8 labels ``[H, W]``. Under TTA, the labels are the argmax of the
             variants' mean probabilities.
@@ -311,14 +316,19 @@ class Predictor:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {list(image.shape)}")
         if self.tta:
-            return self._predict_tta(image, probabilities, probabilities_path)
-        return self._predict_once(image, probabilities, probabilities_path)
+            return self._predict_tta(image, probabilities, probabilities_path, on_tile)
+        return self._predict_once(image, probabilities, probabilities_path, on_tile=_TileCount.of(on_tile, None))
+
+    def _plan_for(self, height: int, width: int, probabilities_path, reserved: int) -> TilePlan:
+        # Under TTA (``reserved``) each variant's probabilities are kept: budget their softmax as well.
+        return self.plan(height, width, probability_band=probabilities_path is not None or reserved > 0, reserved=reserved)
 
     def _predict_once(self, image: np.ndarray, probabilities: bool, probabilities_path, reserved: int = 0,
-                      probability_dtype=np.float16) -> Prediction:
+                      probability_dtype=np.float16, on_tile: "_TileCount | None" = None) -> Prediction:
         height, width = image.shape[:2]
-        # Under TTA (``reserved``) each variant's probabilities are kept: budget their softmax as well.
-        plan = self.plan(height, width, probability_band=probabilities_path is not None or reserved > 0, reserved=reserved)
+        plan = self._plan_for(height, width, probabilities_path, reserved)
+        if on_tile is not None and on_tile.total is None:
+            on_tile.total = plan.num_tiles
         if not plan.whole and self.tile is None:
             log.info("%dx%d image in %d tiles of %d+2x%d px to stay within the memory budget of %s "
                      "(whole it would need %s; a larger --max-memory means fewer, faster tiles)",
@@ -336,19 +346,27 @@ class Predictor:
                     band = np.empty((self.num_classes, row[0].y1 - row[0].y0, width), dtype=np.float16)
                 for t in row:
                     self._predict_tile(image, t, labels, in_memory, band)
+                    if on_tile is not None:
+                        on_tile.step()
                 if writer is not None:
                     writer.write_band(row[0].y0, band)
         return Prediction(labels, in_memory, plan, self.precision)
 
-    def _predict_tta(self, image: np.ndarray, probabilities: bool, probabilities_path) -> Prediction:
+    def _predict_tta(self, image: np.ndarray, probabilities: bool, probabilities_path, on_tile=None) -> Prediction:
         """Each variant predicted (and tiled) on its own, its probabilities restored to the input size, the mean taken."""
         height, width = image.shape[:2]
         reserved = tta_variants.reserved_bytes(self.num_classes, height, width, self.tta)
+        count = None
+        if on_tile is not None:  # every variant's tiles, counted before the first forward
+            total = sum(self._plan_for(*tta_variants.scaled_size(height, width, v.scale), None, reserved).num_tiles
+                        for v in self.tta)
+            count = _TileCount.of(on_tile, total)
         total = torch.zeros(self.num_classes, height, width)
         plan = None
         for variant in self.tta:
             # float32 probabilities per variant: their mean's argmax then rounds no differently from one forward's
-            part = self._predict_once(tta_variants.transform_image(image, variant), True, None, reserved, np.float32)
+            part = self._predict_once(tta_variants.transform_image(image, variant), True, None, reserved, np.float32,
+                                      on_tile=count)
             total += tta_variants.restore(torch.from_numpy(part.probabilities), variant, height, width)
             if plan is None or part.plan.num_tiles > plan.num_tiles:
                 plan = part.plan
@@ -374,6 +392,21 @@ class Predictor:
                 band[:, :, t.x0 : t.x1] = prob
 
 
+class _TileCount:
+    """Counts forwards for an ``on_tile(done, total)`` callback across the calls of one prediction."""
+
+    def __init__(self, callback: TileCallback, total: int | None):
+        self.callback, self.total, self.done = callback, total, 0
+
+    @classmethod
+    def of(cls, callback: TileCallback | None, total: int | None) -> "_TileCount | None":
+        return None if callback is None else cls(callback, total)
+
+    def step(self) -> None:
+        self.done += 1
+        self.callback(self.done, self.total)
+
+
 def normalize_tile(pixels: np.ndarray, normalization: Normalization, channels_last: bool = False) -> torch.Tensor:
     """RGB uint8 ``[h, w, 3]`` -> normalised float32 ``[1, 3, h, w]``, the same values as ``image_to_tensor``.
 
@@ -390,6 +423,7 @@ __all__ = [
     "Prediction",
     "Predictor",
     "ProbabilityFile",
+    "TileCallback",
     "normalize_tile",
     "select_layout",
 ]

@@ -108,9 +108,9 @@ class Reporter:
         ``show`` (rank 0)."""
         self._mark = (time.perf_counter(), initial)
         if self.enabled and show:
-            from tqdm import tqdm
+            from fcnseg.progress import progress_bar
 
-            self._bar = tqdm(total=total, initial=initial, desc="train", unit="it", dynamic_ncols=True, smoothing=0.1)
+            self._bar = progress_bar(total=total, initial=initial, desc="train", unit="it", dynamic_ncols=True, smoothing=0.1)
 
     def close_progress(self) -> None:
         if self._bar is not None:
