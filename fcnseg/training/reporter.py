@@ -221,8 +221,15 @@ class Reporter:
             if final.get("warning"):
                 table += f"\n\nwarning: {final['warning']}"
             atomic_write_text(table + "\n", self.out_dir / "metrics.txt")
-            log.info("validation at iteration %d:\n%s", state.iteration, table)
+            # Into train.log only: the console has had the validation's line, and `fcnseg train` prints metrics.txt.
+            self._to_file_log(logging.INFO, "validation at iteration %d:\n%s", state.iteration, table)
         log.info("done: %d updates in %.0f s (%.1f images/s); outputs in %s", updates, seconds, speed, self.out_dir)
+
+
+    def _to_file_log(self, level: int, message: str, *args) -> None:
+        """A record for ``train.log`` alone (not the console)."""
+        if self._file_log is not None:
+            self._file_log.handle(log.makeRecord(log.name, level, __file__, 0, message, args, None))
 
 
 class _HeldRecords(logging.Handler):
