@@ -214,20 +214,27 @@ class Predictor:
     def from_checkpoint(cls, path: str | Path, *, runtime: str = "auto", device: str = "auto", precision: str = "auto",
                         layout: str = "auto", compile: bool = False, **kwargs) -> "Predictor":
         """Load a model file (anything :func:`fcnseg.load_model` reads: a checkpoint, run by PyTorch, or an
-        fcnseg ``.onnx``, fp32 or int8, run by ONNX Runtime) and wrap it; the runtime's choice and its reason
-        are logged (:func:`~fcnseg.inference.runtime.select_runtime`)."""
+        fcnseg ``.onnx``, fp32 or int8, run by ONNX Runtime) and wrap it; the runtime's choice
+        (:func:`~fcnseg.inference.runtime.select_runtime`) is logged at debug level, and its reason becomes part of
+        :meth:`describe` where it tells the user something (a faster way for a CPU)."""
         from fcnseg.precision import select_device
         from fcnseg.weights.checkpoint import load_model
 
         chosen, why = select_runtime(runtime, path, select_device(device), precision)
-        log.info("%s: runtime %s (%s)", path, chosen, why)
-        return cls(load_model(path), device=device, precision=precision, layout=layout, compile=compile, **kwargs)
+        log.debug("%s: runtime %s (%s)", path, chosen, why)
+        predictor = cls(load_model(path), device=device, precision=precision, layout=layout, compile=compile, **kwargs)
+        if runtime == "auto" and ";" in why:  # a hint after the choice (see select_runtime)
+            predictor.hint = why.split(";", 1)[1].strip()
+        return predictor
 
     palette = None  # uint8 [256, 3] class colours: the model's (its file's, else VOC's)
+    hint = None  # a faster way to run this model, named by from_checkpoint
 
     def describe(self) -> str:
+        """One line: the net, where and how it runs (threads), TTA, and the hint if any."""
         text = self.runtime.describe()
-        return text + (f"; TTA: {tta_variants.describe_tta(self.tta)}" if self.tta else "")
+        text += f"; TTA: {tta_variants.describe_tta(self.tta)}" if self.tta else ""
+        return text + (f"; {self.hint}" if self.hint else "")
 
     # -- the forward --
 
