@@ -24,7 +24,7 @@ import torch
 
 from fcnseg.data.normalization import Normalization
 from fcnseg.errors import FcnsegError
-from fcnseg.files import atomic_open, format_bytes
+from fcnseg.files import atomic_open, format_bytes, plural
 from fcnseg.inference import tta as tta_variants
 from fcnseg.inference.forward import class_indices, normalize_pixels
 from fcnseg.inference.memory import MemoryEstimate
@@ -337,9 +337,9 @@ class Predictor:
         if on_tile is not None and on_tile.total is None:
             on_tile.total = plan.num_tiles
         if not plan.whole and self.tile is None:
-            log.info("%dx%d image in %d tiles of %d+2x%d px to stay within the memory budget of %s "
+            log.info("%dx%d image in %s of %d+2x%d px to stay within the memory budget of %s "
                      "(whole it would need %s; a larger --max-memory means fewer, faster tiles)",
-                     width, height, plan.num_tiles, plan.tile, plan.margin, format_bytes(self.max_memory or 0),
+                     width, height, plural(plan.num_tiles, "tile"), plan.tile, plan.margin, format_bytes(self.max_memory or 0),
                      format_bytes(self.estimate(_on_grid(height), _on_grid(width)).total))
         labels = np.empty((height, width), dtype=np.uint8 if self.num_classes <= 256 else np.int32)
         in_memory = np.empty((self.num_classes, height, width), dtype=probability_dtype) if probabilities else None
