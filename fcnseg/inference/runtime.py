@@ -211,7 +211,7 @@ def select_runtime(runtime: str, model_path: str | Path, device: torch.device, p
     if device.type == "cpu":
         # ONNX Runtime ran fcnseg's nets as fast or faster in fp32 on the CPUs measured (docs/inference.md) and int8
         # 2-3x faster again; auto does not export on its own (10-90 s per checkpoint), it says how to.
-        return "torch", "a checkpoint runs with PyTorch; 'fcnseg export' or 'quantize' makes an .onnx that runs faster on a CPU"
+        return "torch", "a checkpoint runs with PyTorch; an .onnx ('fcnseg export') runs faster on a CPU"
     return "torch", "a checkpoint runs with PyTorch"
 
 
