@@ -435,7 +435,7 @@ def test_work_queue_runs_jobs_on_its_workers_and_refuses_beyond_its_capacity():
         while queue.state().busy < 2:
             await asyncio.sleep(0.01)
         assert queue.state().waiting == 1 and queue.full()
-        with pytest.raises(QueueFull, match="2 image.s. being segmented and 1 waiting"):
+        with pytest.raises(QueueFull, match="2 images being segmented and 1 waiting"):
             await queue.run(lambda: None)
         gate.set()
         outcomes = await asyncio.gather(*jobs)
