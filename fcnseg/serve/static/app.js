@@ -168,28 +168,41 @@ async function send(result) {
   const form = new FormData();
   form.append("image", result.file, result.name);
   const started = performance.now();
-  // What is going on, and for how long: the upload's bytes, then the seconds the server has been at it.
-  let phase = "uploading", sent = 0, total = result.file.size, sentAt = null;
+  // What is going on, and for how long: the upload's bytes, then the seconds the server has been at it and,
+  // for an image cut into tiles, the tiles done (GET /api/progress/JOB while the request runs).
+  const job = Math.random().toString(36).slice(2) + Date.now().toString(36);
+  let phase = "uploading", sent = 0, total = result.file.size, sentAt = null, tiles = null, asking = false;
   const tick = () => {
     const now = performance.now();
     const text = phase === "uploading"
       ? `uploading ${formatBytes(sent)} of ${formatBytes(total)}`
-      : `segmenting… ${formatSeconds(now - sentAt)}`;
+      : `segmenting… ${tiles && tiles.total > 1 ? `tile ${tiles.done}/${tiles.total}, ` : ""}${formatSeconds(now - sentAt)}`;
     setStatus(result, text);
     showProgress(`${result.name}: ${text} (${formatSeconds(now - started)} in all)`);
   };
+  const ask = () => {
+    if (phase !== "segmenting" || asking) return;
+    asking = true;
+    fetch(`/api/progress/${job}`).then((r) => (r.ok ? r.json() : null))
+      .then((p) => { if (p && phase === "segmenting") { tiles = p; tick(); } })
+      .catch(() => {})
+      .finally(() => { asking = false; });
+  };
   tick();
   const clock = setInterval(tick, 200);
+  const poll = setInterval(ask, 500);
   let response;
   try {
-    response = await postForm("/api/predict?image=true", form,
+    response = await postForm(`/api/predict?image=true&progress=${job}`, form,
       (loaded, size) => { sent = loaded; total = size; tick(); },
       () => { phase = "segmenting"; sentAt = performance.now(); tick(); });
   } catch (e) {
     fail(result, `${result.name}: the upload failed (${e.message || e})`);
     return;
   } finally {
+    phase = "done";
     clearInterval(clock);
+    clearInterval(poll);
     showProgress("");
   }
   const answer = response.answer;
