@@ -269,6 +269,7 @@ def create_app(
 
         def on_tile(done: int, total: int) -> None:  # on a worker thread; one dict update is atomic
             report.update(stage="segmenting", done=done, total=total)
+
         try:
             upload = await receive_upload(
                 request.stream(),
