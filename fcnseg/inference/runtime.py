@@ -116,8 +116,8 @@ class TorchNet:
         cfg = self.config
         threads = f", {torch.get_num_threads()} threads" if self.device.type == "cpu" else ""
         return (
-            f"{cfg.arch} ({cfg.backbone}, {self.num_classes} classes) on {self.device}{threads}, precision {self.precision}"
-            f"{', channels_last' if self.channels_last else ''}{', compiled' if self.net is not self.model else ''} (PyTorch)"
+            f"{cfg.arch} ({cfg.backbone}, {self.num_classes} classes) on {self.device}, precision {self.precision}"
+            f"{', channels_last' if self.channels_last else ''}{', compiled' if self.net is not self.model else ''}{threads} (PyTorch)"
         )
 
 
