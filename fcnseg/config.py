@@ -171,7 +171,7 @@ def from_dict(cls: type[T], values: dict[str, Any], source: str) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(fields)}")
+        raise ConfigError(f"{source}: unknown {'key' if len(unknown) == 1 else 'keys'} {', '.join(unknown)}; known keys: {', '.join(fields)}")
     kwargs = {}
     for name, value in values.items():
         types = fields[name].metadata.get("types")
@@ -561,7 +561,7 @@ def check_run_dict(values: Any, source: str) -> None:
         raise ConfigError(f"{source}: expected a mapping of settings, found {type(values).__name__}")
     unknown = sorted(set(values) - {"preset", *SECTIONS})
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; expected preset, {', '.join(SECTIONS)}")
+        raise ConfigError(f"{source}: unknown {'key' if len(unknown) == 1 else 'keys'} {', '.join(unknown)}; expected preset, {', '.join(SECTIONS)}")
     preset = values.get("preset") or ""
     if preset and preset not in PRESETS:
         raise ConfigError(f"{source}: unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
@@ -573,7 +573,7 @@ def check_run_dict(values: Any, source: str) -> None:
         known = {f.name for f in dataclasses.fields(cls)}
         bad = sorted(set(part) - known)
         if bad:
-            raise ConfigError(f"{source}: unknown key(s) {', '.join(f'{section}.{k}' for k in bad)}; known {section} keys: {', '.join(sorted(known))}")
+            raise ConfigError(f"{source}: unknown {'key' if len(bad) == 1 else 'keys'} {', '.join(f'{section}.{k}' for k in bad)}; known {section} keys: {', '.join(sorted(known))}")
 
 
 def merge_settings(*layers: dict[str, Any]) -> dict[str, Any]:

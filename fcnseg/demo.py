@@ -11,7 +11,7 @@ from fcnseg.weights.checkpoint import load_model
 from fcnseg.config import RunConfig, resolve_run_config
 from fcnseg.data import build_dataset, make_synthetic
 from fcnseg.evaluation import evaluate
-from fcnseg.files import write_json
+from fcnseg.files import plural, write_json
 from fcnseg.metrics import format_table
 from fcnseg.files import atomic_write_text
 from fcnseg.training.trainer import TrainResult, train
@@ -107,7 +107,7 @@ def run_demo(
     metrics = evaluate(loaded, val_set, progress=progress)  # normalised as the model expects
     metrics["checkpoint"] = str(checkpoint)
     table = format_table(metrics, loaded.class_names)
-    atomic_write_text(f"{checkpoint} on {data_dir} ({config.data.val_split}, {len(val_set)} images)\n\n{table}\n",
+    atomic_write_text(f"{checkpoint} on {data_dir} ({config.data.val_split}, {plural(len(val_set), 'image')})\n\n{table}\n",
                       out_dir / "metrics.txt")
     write_json(metrics, out_dir / "eval.json")
     return DemoResult(out_dir=out_dir, data_dir=data_dir, metrics=metrics, table=table, train=result)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from fcnseg.data.base import require_folder
 from fcnseg.data.class_match import PREDICTION_CLASS_FILE, match_classes, read_class_map
@@ -25,6 +24,7 @@ from fcnseg.images import images_by_stem
 from fcnseg.distributed import all_gather_objects, all_reduce_sum, get_rank, get_world_size
 from fcnseg.metrics import ConfusionMatrix, image_scores
 from fcnseg.precision import autocast, autocast_dtype, describe
+from fcnseg.progress import progress_bar
 from fcnseg.scoring import HeadScores
 
 logger = logging.getLogger(__name__)
@@ -238,7 +238,7 @@ def evaluate(
     failed: list[dict[str, str]] = []
     start = time.perf_counter()
     with subject.eval_mode():
-        for index, image, mask in tqdm(loader, desc="eval", unit="img", disable=not progress or rank != 0):
+        for index, image, mask in progress_bar(loader, desc="eval", unit="img", show=progress and rank == 0):
             if image is None:
                 logger.warning("not scored: %s: %s", mask["path"], mask["message"])
                 failed.append(mask)
@@ -377,7 +377,7 @@ def score_folders(
     scored = 0
     rows: list[dict] | None = [] if per_image else None
     start = time.perf_counter()
-    for stem in tqdm(list(truths), desc="score", unit="img", disable=not progress):
+    for stem in progress_bar(list(truths), desc="score", unit="img", show=progress):
         if stem not in predictions:
             message = f"ground truth {truths[stem]} has no prediction"
             skipped.append(skipped_entry(stem, pred_dir / f"{stem}.png", "missing_prediction", message))

@@ -84,7 +84,7 @@ def test_check_data_prints_every_problem_and_exits_non_zero(bad_tree, capsys):
     out = capsys.readouterr().out
     for _, path, _ in EXPECTED.values():
         assert path in out
-    assert "7 problem(s) found" in out
+    assert "7 problems found" in out
 
 
 def test_check_data_exits_zero_on_a_clean_tree(tmp_path, capsys):

@@ -94,7 +94,7 @@ def test_shapes_become_class_indices_at_pixel_centres_with_labels_sorted(tmp_pat
     expected[rectangle | circle] = 1
     assert np.array_equal(read_mask_png(out / "masks" / "first.png"), expected)
     assert [(n.kind, n.name) for n in report.notes] == [("ignored_shape", "first")]
-    assert "2 shape(s) without area" in report.notes[0].message
+    assert "2 shapes without area" in report.notes[0].message
 
     second = np.zeros((H, W), dtype=np.int64)
     second[:12] = 255  # __ignore__ goes underneath

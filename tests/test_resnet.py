@@ -148,7 +148,7 @@ def test_truncated_files_are_refused_saying_what_is_missing(tmp_path):
         load_model(no_scores)
     no_bn = tmp_path / "no_bn.pth"
     torch.save({k: v for k, v in sd.items() if not k.startswith("backbone.layer2.1.bn2.")}, no_bn)
-    with pytest.raises(CheckpointError, match=r"missing 5 key\(s\): backbone.layer2.1.bn2"):
+    with pytest.raises(CheckpointError, match=r"missing 5 keys: backbone.layer2.1.bn2"):
         load_model(no_bn)
     whole = tmp_path / "whole.pth"
     torch.save(sd, whole)

@@ -117,7 +117,7 @@ def test_int8_file_through_fcnseg_predict_end_to_end(models, tmp_path, caplog, c
         code = main(["predict", str(models["int8"]), str(tmp_path / "in"), "-o", str(out), "--stats", "--overlay",
                      "--probabilities", "--no-progress", "--workers", "0"])
     assert code == 0, capsys.readouterr()
-    assert "runtime onnxruntime" in caplog.text and "int8" in caplog.text
+    assert "ONNX Runtime int8" in caplog.text
     expected = Predictor(net=OrtNet.from_file(models["int8"]))
     for name, image in images.items():
         labels = read_mask_png(out / f"{name}_labels.png")
@@ -169,3 +169,17 @@ def test_eval_scores_an_int8_file_and_compares_precisions(models, tmp_path, caps
     assert abs(rows[-1]["mean_iu"] - result["mean_iu"]) < 1e-9  # the same int8 file scores the same
     for word in ("fp32", "bf16", "int8", "mean IU"):
         assert word in text
+
+
+@pytest.mark.parametrize("kind", ["checkpoint", "fp32", "int8"])
+def test_predict_starts_with_one_short_line_of_what_runs(models, tmp_path, capfd, caplog, kind):
+    write_folder(tmp_path / "in", count=1)
+    with caplog.at_level("INFO"):
+        assert main(["predict", str(models[kind]), str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--no-progress",
+                     "--workers", "0"]) == 0
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"{models[kind]}: ") and "threads" in lines[0]
+    assert len(lines[0]) - len(str(models[kind])) < 150, lines[0]
+    assert ("ONNX Runtime" in lines[0]) == (kind != "checkpoint") and ("PyTorch" in lines[0]) == (kind == "checkpoint")
+    assert capfd.readouterr().err == ""  # the file descriptor: ONNX Runtime's own logger writes there, past Python's

@@ -432,7 +432,7 @@ def test_work_queue_runs_jobs_on_its_workers_and_refuses_beyond_its_capacity():
         while queue.state().busy < 2:
             await asyncio.sleep(0.01)
         assert queue.state().waiting == 1 and queue.full()
-        with pytest.raises(QueueFull, match="2 image.s. being segmented and 1 waiting"):
+        with pytest.raises(QueueFull, match="2 images being segmented and 1 waiting"):
             await queue.run(lambda: None)
         gate.set()
         outcomes = await asyncio.gather(*jobs)
@@ -479,3 +479,41 @@ def test_ctrl_c_stops_the_server_cleanly(checkpoint):
     assert returncode == 0, output
     assert "Traceback" not in output
     assert "Shutting down" in output or "Finished server process" in output
+
+
+class TiledPredictor(SlowPredictor):
+    """Reports two of three tiles done, then waits for ``release``."""
+
+    def predict(self, image, on_tile=None):
+        if on_tile is not None:
+            on_tile(1, 3)
+            on_tile(2, 3)
+        return super().predict(image)
+
+
+def test_progress_reports_the_tiles_done_while_a_request_runs_and_forgets_it_after(predictor):
+    slow = TiledPredictor(predictor)
+    data = png_bytes(sample_image())
+    with TestClient(create_app(slow, workers=1)) as client:
+        assert client.get("/api/progress/job-1").status_code == 404
+        answers = []
+        thread = threading.Thread(target=lambda: answers.append(client.post(
+            "/api/predict?progress=job-1", content=data, headers={"content-type": "image/png"})))
+        thread.start()
+        wait_for(lambda: client.get("/api/progress/job-1").json().get("done") == 2)
+        assert client.get("/api/progress/job-1").json() == {"stage": "segmenting", "done": 2, "total": 3}
+        slow.release.set()
+        thread.join(60)
+        assert answers[0].status_code == 200
+        missing = client.get("/api/progress/job-1")
+        assert missing.status_code == 404 and "job-1" in missing.json()["error"]
+
+
+def test_the_real_predictor_reports_every_tile_to_the_progress_callback(checkpoint):
+    from fcnseg.serve.result import segment_upload
+
+    loaded = load_model(checkpoint)
+    tiled = Predictor(loaded.model, loaded.normalization, loaded.class_names, margin=32, tile=64)
+    calls = []
+    result = segment_upload(tiled, png_bytes(sample_image(150, 200)), "a.png", None, on_tile=lambda *c: calls.append(c))
+    assert result.tiles == 12 and calls == [(k, 12) for k in range(1, 13)]

@@ -217,3 +217,68 @@ def test_page_states_why_a_file_was_refused(page, tmp_path):
 def test_the_page_uses_the_model_palette(page):
     colours = page.eval_on_selector_all("#legend tbody tr .swatch", "s => s.map(e => getComputedStyle(e).backgroundColor)")
     assert colours == [f"rgb({r}, {g}, {b})" for r, g, b in voc_palette(len(CLASS_NAMES)).tolist()]
+
+
+def drawn_width(page) -> float:
+    return page.locator("#view").bounding_box()["width"]
+
+
+def test_controls_wait_for_a_result_errors_can_be_dismissed_and_a_tiny_image_is_drawn_readably(page, tmp_path):
+    # before any upload: no toolbar, no downloads (the overlay link would download the page itself), no empty stage
+    for selector in ("#toolbar", "#download-labels", "#download-overlay", "#stage", "#zoom-in"):
+        assert not page.locator(selector).is_visible(), selector
+
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg at all")
+    page.set_input_files("#file-input", str(tmp_path / "broken.jpg"))
+    page.wait_for_selector("#messages .message", timeout=60_000)
+    assert not page.locator("#toolbar").is_visible()  # a failure shows no controls either
+    page.click("#messages .message button.close")
+    assert page.locator("#messages .message").count() == 0
+
+    Image.fromarray(sample_image(10, 10, seed=2)).save(tmp_path / "tiny.png")
+    page.set_input_files("#file-input", str(tmp_path / "tiny.png"))
+    page.wait_for_selector('body[data-state="ready"]', timeout=60_000)
+    assert page.locator("#toolbar").is_visible() and page.locator("#download-overlay").is_visible()
+    assert drawn_width(page) >= 200  # 10 px drawn at a size a person can read
+    assert page.eval_on_selector("#view", "c => getComputedStyle(c).imageRendering") == "pixelated"
+    assert page.eval_on_selector("#view", "c => [c.width, c.height]") == [10, 10]  # the canvas holds the image's pixels
+
+
+def test_the_picture_zooms_and_pans_and_uploads_show_their_progress(page, tmp_path):
+    page.evaluate("""() => {
+        window.statuses = [];
+        new MutationObserver(() => document.querySelectorAll('#results li .status')
+            .forEach(s => window.statuses.push(s.textContent)))
+          .observe(document.getElementById('results'), {subtree: true, childList: true, characterData: true});
+    }""")
+    Image.fromarray(sample_image(48, 64, seed=4)).save(tmp_path / "street.png")
+    page.set_input_files("#file-input", str(tmp_path / "street.png"))
+    page.wait_for_selector('body[data-state="ready"]', timeout=60_000)
+    statuses = page.evaluate("window.statuses")
+    assert any(s.startswith("uploading ") and " of " in s for s in statuses), statuses
+    assert any(s.startswith("segmenting… ") and s.endswith(" s") for s in statuses), statuses
+    assert statuses[-1].endswith(" ms") and not page.locator("#progress").is_visible()
+
+    fitted = drawn_width(page)
+    page.click("#zoom-in")
+    assert drawn_width(page) == pytest.approx(1.25 * fitted, abs=1.5)
+    page.click("#zoom-actual")
+    assert drawn_width(page) == pytest.approx(64, abs=0.5) and page.inner_text("#zoom-value") == "100%"
+    page.click("#zoom-fit")
+    assert drawn_width(page) == pytest.approx(fitted, abs=0.5)
+    box = page.locator("#view").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    for _ in range(8):  # the wheel zooms in past the stage
+        page.mouse.wheel(0, -100)
+        page.wait_for_timeout(30)
+    assert drawn_width(page) > 4 * fitted
+    stage = page.locator("#stage").bounding_box()
+    assert drawn_width(page) > stage["width"]  # now larger than its frame: it scrolls, and dragging pans
+    before = page.eval_on_selector("#stage", "s => [s.scrollLeft, s.scrollTop]")
+    cx, cy = stage["x"] + stage["width"] / 2, stage["y"] + stage["height"] / 2
+    page.mouse.move(cx, cy)
+    page.mouse.down()
+    page.mouse.move(cx + 120, cy + 60, steps=4)
+    page.mouse.up()
+    after = page.eval_on_selector("#stage", "s => [s.scrollLeft, s.scrollTop]")
+    assert after[0] < before[0] or after[1] < before[1], (before, after)  # dragged right/down: the view moved left/up

@@ -9,7 +9,7 @@ from fcnseg.data import build_dataset, detect_kind
 from fcnseg.data.kinds import AUTO, DATASET_KINDS
 from fcnseg.data.nyud import find_nyud_root
 from fcnseg.data.pascal_voc import find_voc_root
-from fcnseg.files import write_json
+from fcnseg.files import plural, write_json
 
 
 def register(subparsers) -> None:
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         write_json([r.to_dict() for r in reports], args.json)
     bad = sum(len(r.problems) for r in reports)
     if bad:
-        print(f"{bad} problem(s) found; training and evaluation skip these items")
+        print(f"{plural(bad, 'problem')} found; training and evaluation skip {'this item' if bad == 1 else 'these items'}")
         return 1
     print("no problems found")
     return 0

@@ -53,7 +53,10 @@ def register(subparsers) -> None:
         help="memory for weights + one forward; larger images are tiled (e.g. 4GiB, 512MiB; default %(default)s)",
     )
     p.add_argument("--tile", type=int, help="force tiles of this many pixels (multiple of 32) instead of choosing from --max-memory")
-    p.add_argument("--overlay", action="store_true", help="also write <name>_overlay.jpg (class colours over the image)")
+    p.add_argument("--overlay", action="store_true",
+                   help="also write <name>_overlay.jpg (class colours over the image, a legend of the classes present "
+                   "and their shares to its right)")
+    p.add_argument("--no-legend", action="store_true", help="overlays without the legend (the picture alone)")
     p.add_argument("--probabilities", action="store_true", help="also write <name>_prob.npy, float16 [C, H, W]")
     p.add_argument("--stats", action="store_true", help="write areas.csv and areas.json: per-class pixels and fractions")
     p.add_argument("--label-video", action="store_true",
@@ -115,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
             images,
             args.out,
             overlay_images=args.overlay,
+            legend=not args.no_legend,
             probabilities=args.probabilities,
             stats=args.stats,
             overwrite=args.overwrite,

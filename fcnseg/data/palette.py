@@ -9,7 +9,7 @@ from PIL import Image
 
 from fcnseg.data.classes import IGNORE_INDEX, ClassInfo
 from fcnseg.errors import DataError
-from fcnseg.files import atomic_write
+from fcnseg.files import atomic_write, plural
 from fcnseg.images import open_image
 
 IGNORE_COLOUR = (224, 224, 192)  # the colour VOC's palette gives to label 255
@@ -108,7 +108,7 @@ def read_mask_png(path: str | Path, colours: tuple[tuple[int, int, int], ...] | 
     unknown = [int(u) for u in unique if int(u) not in table]
     if unknown:
         shown = ", ".join(f"({u >> 16}, {(u >> 8) & 255}, {u & 255})" for u in unknown[:5])
-        raise DataError(f"{len(unknown)} colour(s) not in the class file, e.g. {shown}", path=path)
+        raise DataError(f"{plural(len(unknown), 'colour')} not in the class file, e.g. {shown}", path=path)
     return np.array([table[int(u)] for u in unique], dtype=np.int64)[inverse].reshape(codes.shape)
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from fcnseg.data.classes import IGNORE_INDEX, class_pixel_counts
 from fcnseg.errors import DataError
 from fcnseg.images import image_size
+from fcnseg.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def scan_samples(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = pool.map(check, samples)
         if progress:
-            results = tqdm(results, total=len(samples), desc=f"scan {split}", unit="item")
+            results = progress_bar(results, total=len(samples), desc=f"scan {split}", unit="item")
         results = list(results)
     report = ScanReport(root=str(root), split=split, scanned=len(samples))
     report.problems.extend(extra_problems)

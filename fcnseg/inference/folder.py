@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from fcnseg.data.class_match import PREDICTION_CLASS_FILE
 from fcnseg.data.classes import ClassInfo, write_class_file
@@ -20,6 +19,8 @@ from fcnseg.files import atomic_write_text, plural, write_json
 from fcnseg.images import DEFAULT_MAX_PIXELS, is_image_file, list_images, read_image, save_rgb
 from fcnseg.inference.predictor import Predictor
 from fcnseg.metrics import class_pixel_counts
+from fcnseg.progress import progress_bar, set_status
+from fcnseg.reports.legend import legend_rows, with_legend
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,7 @@ def predict_folder(
     output_dir: str | Path,
     *,
     overlay_images: bool = False,
+    legend: bool = True,
     probabilities: bool = False,
     stats: bool = False,
     overwrite: bool = False,
@@ -213,7 +215,7 @@ def predict_folder(
 
     ``output_dir`` must not be an input folder or lie inside one (see :func:`check_output_folder`).
     Per image ``<name>``: ``<name>_labels.png`` (palette label map), with ``overlay_images``
-    ``<name>_overlay.jpg``, with ``probabilities`` ``<name>_prob.npy`` (float16 ``[C, H, W]``). Every
+    ``<name>_overlay.jpg`` (with a legend of the classes present to its right unless not ``legend``), with ``probabilities`` ``<name>_prob.npy`` (float16 ``[C, H, W]``). Every
     file is written atomically and the label map last, so an existing label map means the image is
     done: a re-run skips it (unless ``overwrite``) and an interrupted job resumes. ``classes.txt`` lists the
     model's classes in label order (read back by :func:`fcnseg.evaluation.score_folders`). With ``stats``,
@@ -251,20 +253,28 @@ def predict_folder(
         num_workers=workers if len(todo) > 1 else 0,
         prefetch_factor=2 if workers and len(todo) > 1 else None,
     )
-    bar = tqdm(loader, total=len(todo), desc="predict", unit="img", disable=not progress)
+    bar = progress_bar(loader, total=len(todo), desc="predict", unit="img", show=progress)
     for index, image, error in bar:
         job = todo[index]
         if error is not None:
             report.failed.append((str(job.path), error))
             log.warning("skipping %s: %s", job.path, error)
             continue
+
+        def on_tile(done: int, total: int, name: str = job.name) -> None:
+            if total > 1:  # a large image: its tiles, so that a long forward shows it moves
+                set_status(bar, f"{name}: tile {done}/{total}")
+
         try:
-            _predict_one(predictor, job, image, overlay_images, probabilities, palette, report, stats)
+            _predict_one(predictor, job, image, overlay_images, probabilities, palette, report, stats,
+                         legend=legend, on_tile=on_tile)
         except FcnsegError as e:
             reason = failure_reason(e, job.path)
             report.failed.append((str(job.path), reason))
             log.warning("skipping %s: %s", job.path, reason)
             continue
+        finally:
+            set_status(bar, "")
         report.processed += 1
     if stats:
         write_area_tables(report.areas, predictor.class_names, output_dir)
@@ -294,11 +304,15 @@ def _record_existing(report: FolderReport, job: Job, num_classes: int) -> None:
     report.areas[job.name] = _area_entry(labels, num_classes)
 
 
-def _predict_one(predictor, job, image, overlay_images, probabilities, palette, report, stats) -> None:
+def _predict_one(predictor, job, image, overlay_images, probabilities, palette, report, stats, *, legend=True,
+                 on_tile=None) -> None:
     prob_path = Path(f"{job.stem}{PROBABILITY_SUFFIX}") if probabilities else None
-    result = predictor.predict(image, probabilities_path=prob_path)
+    result = predictor.predict(image, probabilities_path=prob_path, on_tile=on_tile)
     if overlay_images:
-        save_rgb(overlay(image, result.labels, palette), f"{job.stem}{OVERLAY_SUFFIX}")
+        picture = overlay(image, result.labels, palette)
+        if legend:
+            picture = with_legend(picture, legend_rows(result.labels, list(predictor.class_names), palette))
+        save_rgb(picture, f"{job.stem}{OVERLAY_SUFFIX}")
     write_mask_png(result.labels, f"{job.stem}{MASK_SUFFIX}", palette)  # last: its presence marks the image done
     if stats:
         report.areas[job.name] = _area_entry(result.labels, predictor.num_classes)

@@ -17,14 +17,14 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 import numpy as np
 import torch
 
 from fcnseg.data.normalization import Normalization
 from fcnseg.errors import FcnsegError
-from fcnseg.files import atomic_open, format_bytes
+from fcnseg.files import atomic_open, format_bytes, plural
 from fcnseg.inference import tta as tta_variants
 from fcnseg.inference.forward import class_indices, normalize_pixels
 from fcnseg.inference.memory import MemoryEstimate
@@ -44,6 +44,8 @@ from fcnseg.weights.handle import LoadedModel
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MEMORY = 2 * 1024**3  # bytes for weights + one tile's activations (the interpreter not included)
+
+TileCallback = Callable[[int, int], None]  # on_tile(done, total): after each tile's forward, 1-based, in order
 
 
 # --- results --------------------------------------------------------------------------------------
@@ -212,20 +214,27 @@ class Predictor:
     def from_checkpoint(cls, path: str | Path, *, runtime: str = "auto", device: str = "auto", precision: str = "auto",
                         layout: str = "auto", compile: bool = False, **kwargs) -> "Predictor":
         """Load a model file (anything :func:`fcnseg.load_model` reads: a checkpoint, run by PyTorch, or an
-        fcnseg ``.onnx``, fp32 or int8, run by ONNX Runtime) and wrap it; the runtime's choice and its reason
-        are logged (:func:`~fcnseg.inference.runtime.select_runtime`)."""
+        fcnseg ``.onnx``, fp32 or int8, run by ONNX Runtime) and wrap it; the runtime's choice
+        (:func:`~fcnseg.inference.runtime.select_runtime`) is logged at debug level, and its reason becomes part of
+        :meth:`describe` where it tells the user something (a faster way for a CPU)."""
         from fcnseg.precision import select_device
         from fcnseg.weights.checkpoint import load_model
 
         chosen, why = select_runtime(runtime, path, select_device(device), precision)
-        log.info("%s: runtime %s (%s)", path, chosen, why)
-        return cls(load_model(path), device=device, precision=precision, layout=layout, compile=compile, **kwargs)
+        log.debug("%s: runtime %s (%s)", path, chosen, why)
+        predictor = cls(load_model(path), device=device, precision=precision, layout=layout, compile=compile, **kwargs)
+        if runtime == "auto" and ";" in why:  # a hint after the choice (see select_runtime)
+            predictor.hint = why.split(";", 1)[1].strip()
+        return predictor
 
     palette = None  # uint8 [256, 3] class colours: the model's (its file's, else VOC's)
+    hint = None  # a faster way to run this model, named by from_checkpoint
 
     def describe(self) -> str:
+        """One line: the net, where and how it runs (threads), TTA, and the hint if any."""
         text = self.runtime.describe()
-        return text + (f"; TTA: {tta_variants.describe_tta(self.tta)}" if self.tta else "")
+        text += f"; TTA: {tta_variants.describe_tta(self.tta)}" if self.tta else ""
+        return text + (f"; {self.hint}" if self.hint else "")
 
     # -- the forward --
 
@@ -296,6 +305,7 @@ class Predictor:
         image: np.ndarray,
         probabilities: bool = False,
         probabilities_path: str | Path | None = None,
+        on_tile: TileCallback | None = None,
     ) -> Prediction:
         """Segment one RGB uint8 image ``[H, W, 3]``.
 
@@ -304,6 +314,8 @@ class Predictor:
                 (``C * H * W * 2`` bytes: for a 6000x4000 scan and 21 classes, 1 GB).
             probabilities_path: stream float16 ``[C, H, W]`` probabilities into this ``.npy`` file
                 band by band instead, holding one band in memory (written atomically).
+            on_tile: called as ``on_tile(done, total)`` after each forward, ``done`` = 1 .. ``total``, in order;
+                ``total`` counts the tiles of the whole image (of every test-time variant), known before the first.
         Returns:
             Prediction with uint8 labels ``[H, W]``. Under TTA, the labels are the argmax of the
             variants' mean probabilities.
@@ -311,18 +323,23 @@ class Predictor:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {list(image.shape)}")
         if self.tta:
-            return self._predict_tta(image, probabilities, probabilities_path)
-        return self._predict_once(image, probabilities, probabilities_path)
+            return self._predict_tta(image, probabilities, probabilities_path, on_tile)
+        return self._predict_once(image, probabilities, probabilities_path, on_tile=_TileCount.of(on_tile, None))
+
+    def _plan_for(self, height: int, width: int, probabilities_path, reserved: int) -> TilePlan:
+        # Under TTA (``reserved``) each variant's probabilities are kept: budget their softmax as well.
+        return self.plan(height, width, probability_band=probabilities_path is not None or reserved > 0, reserved=reserved)
 
     def _predict_once(self, image: np.ndarray, probabilities: bool, probabilities_path, reserved: int = 0,
-                      probability_dtype=np.float16) -> Prediction:
+                      probability_dtype=np.float16, on_tile: "_TileCount | None" = None) -> Prediction:
         height, width = image.shape[:2]
-        # Under TTA (``reserved``) each variant's probabilities are kept: budget their softmax as well.
-        plan = self.plan(height, width, probability_band=probabilities_path is not None or reserved > 0, reserved=reserved)
+        plan = self._plan_for(height, width, probabilities_path, reserved)
+        if on_tile is not None and on_tile.total is None:
+            on_tile.total = plan.num_tiles
         if not plan.whole and self.tile is None:
-            log.info("%dx%d image in %d tiles of %d+2x%d px to stay within the memory budget of %s "
+            log.info("%dx%d image in %s of %d+2x%d px to stay within the memory budget of %s "
                      "(whole it would need %s; a larger --max-memory means fewer, faster tiles)",
-                     width, height, plan.num_tiles, plan.tile, plan.margin, format_bytes(self.max_memory or 0),
+                     width, height, plural(plan.num_tiles, "tile"), plan.tile, plan.margin, format_bytes(self.max_memory or 0),
                      format_bytes(self.estimate(_on_grid(height), _on_grid(width)).total))
         labels = np.empty((height, width), dtype=np.uint8 if self.num_classes <= 256 else np.int32)
         in_memory = np.empty((self.num_classes, height, width), dtype=probability_dtype) if probabilities else None
@@ -336,19 +353,27 @@ class Predictor:
                     band = np.empty((self.num_classes, row[0].y1 - row[0].y0, width), dtype=np.float16)
                 for t in row:
                     self._predict_tile(image, t, labels, in_memory, band)
+                    if on_tile is not None:
+                        on_tile.step()
                 if writer is not None:
                     writer.write_band(row[0].y0, band)
         return Prediction(labels, in_memory, plan, self.precision)
 
-    def _predict_tta(self, image: np.ndarray, probabilities: bool, probabilities_path) -> Prediction:
+    def _predict_tta(self, image: np.ndarray, probabilities: bool, probabilities_path, on_tile=None) -> Prediction:
         """Each variant predicted (and tiled) on its own, its probabilities restored to the input size, the mean taken."""
         height, width = image.shape[:2]
         reserved = tta_variants.reserved_bytes(self.num_classes, height, width, self.tta)
+        count = None
+        if on_tile is not None:  # every variant's tiles, counted before the first forward
+            total = sum(self._plan_for(*tta_variants.scaled_size(height, width, v.scale), None, reserved).num_tiles
+                        for v in self.tta)
+            count = _TileCount.of(on_tile, total)
         total = torch.zeros(self.num_classes, height, width)
         plan = None
         for variant in self.tta:
             # float32 probabilities per variant: their mean's argmax then rounds no differently from one forward's
-            part = self._predict_once(tta_variants.transform_image(image, variant), True, None, reserved, np.float32)
+            part = self._predict_once(tta_variants.transform_image(image, variant), True, None, reserved, np.float32,
+                                      on_tile=count)
             total += tta_variants.restore(torch.from_numpy(part.probabilities), variant, height, width)
             if plan is None or part.plan.num_tiles > plan.num_tiles:
                 plan = part.plan
@@ -374,6 +399,21 @@ class Predictor:
                 band[:, :, t.x0 : t.x1] = prob
 
 
+class _TileCount:
+    """Counts forwards for an ``on_tile(done, total)`` callback across the calls of one prediction."""
+
+    def __init__(self, callback: TileCallback, total: int | None):
+        self.callback, self.total, self.done = callback, total, 0
+
+    @classmethod
+    def of(cls, callback: TileCallback | None, total: int | None) -> "_TileCount | None":
+        return None if callback is None else cls(callback, total)
+
+    def step(self) -> None:
+        self.done += 1
+        self.callback(self.done, self.total)
+
+
 def normalize_tile(pixels: np.ndarray, normalization: Normalization, channels_last: bool = False) -> torch.Tensor:
     """RGB uint8 ``[h, w, 3]`` -> normalised float32 ``[1, 3, h, w]``, the same values as ``image_to_tensor``.
 
@@ -390,6 +430,7 @@ __all__ = [
     "Prediction",
     "Predictor",
     "ProbabilityFile",
+    "TileCallback",
     "normalize_tile",
     "select_layout",
 ]

@@ -353,8 +353,8 @@ def quantize(
     if method not in METHODS:
         raise ConfigError(f"--method {method!r} is not one of {', '.join(METHODS)}")
     calibration = read_calibration_images(calib_dir, num_calib, max_side)
-    log.info("calibrating on %d image(s) from %s (%d unreadable skipped)",
-             len(calibration.images), calib_dir, len(calibration.skipped))
+    log.info("calibrating on %s from %s (%d unreadable skipped)",
+             plural(len(calibration.images), "image"), calib_dir, len(calibration.skipped))
     with tempfile.TemporaryDirectory(prefix="fcnseg-export-") as tmp:
         if handle.onnx_info is not None:
             if handle.precision != "fp32":

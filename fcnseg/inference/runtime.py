@@ -110,9 +110,10 @@ class TorchNet:
 
     def describe(self) -> str:
         cfg = self.config
+        threads = f", {torch.get_num_threads()} threads" if self.device.type == "cpu" else ""
         return (
             f"{cfg.arch} ({cfg.backbone}, {self.num_classes} classes) on {self.device}, precision {self.precision}"
-            f"{', channels_last' if self.channels_last else ''}{', compiled' if self.net is not self.model else ''} (PyTorch)"
+            f"{', channels_last' if self.channels_last else ''}{', compiled' if self.net is not self.model else ''}{threads} (PyTorch)"
         )
 
 
@@ -204,10 +205,9 @@ def select_runtime(runtime: str, model_path: str | Path, device: torch.device, p
     if runtime == "torch":
         return "torch", "asked for"
     if device.type == "cpu":
-        return "torch", ("a checkpoint runs with PyTorch; ONNX Runtime ran fcnseg's nets as fast or faster in fp32 on the "
-                         "CPUs measured (docs/inference.md), and int8 2-3x faster again: 'fcnseg export' or "
-                         "'fcnseg quantize' the checkpoint once and predict with the .onnx (auto does not export on its "
-                         "own: that takes 10-90 s per checkpoint)")
+        # ONNX Runtime ran fcnseg's nets as fast or faster in fp32 on the CPUs measured (docs/inference.md) and int8
+        # 2-3x faster again; auto does not export on its own (10-90 s per checkpoint), it says how to.
+        return "torch", "a checkpoint runs with PyTorch; an .onnx ('fcnseg export') runs faster on a CPU"
     return "torch", "a checkpoint runs with PyTorch"
 
 

@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fcnseg.errors import ConfigError
+from fcnseg.files import plural
 
 MIN_SCALE, MAX_SCALE = 0.1, 4.0
 
@@ -67,7 +68,7 @@ def describe_tta(variants: tuple[Variant, ...]) -> str:
     """``"4 variants: scales 0.75, 1 x (plain, flipped)"``-like one-liner for logs; ``"none"`` without TTA."""
     if not variants:
         return "none"
-    return f"{len(variants)} variants ({', '.join(str(v) for v in variants)}), softmax averaged"
+    return f"{plural(len(variants), 'variant')} ({', '.join(str(v) for v in variants)}), softmax averaged"
 
 
 def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:

@@ -127,7 +127,7 @@ def transplant_trunk(model: nn.Module, trunk: dict[str, torch.Tensor], source: s
         renamed = {k: f"backbone.{k.removeprefix(prefix + '.')}" for k in wanted}
         missing = [renamed[k] for k in wanted if renamed[k] not in trunk]
         if missing:
-            raise CheckpointError(f"{source}: classifier weights lack {len(missing)} trunk layer(s), e.g. {missing[:3]}")
+            raise CheckpointError(f"{source}: classifier weights lack {len(missing)} trunk {'layer' if len(missing) == 1 else 'layers'}, e.g. {missing[:3]}")
         weights = {k: trunk[renamed[k]] for k in wanted}
         if weights[first].dim() == 4 and weights[first].shape[1] == 3:
             weights[first] = widen_first_conv(weights[first], own[first].shape[1])

@@ -70,6 +70,15 @@ class ErrorAnswer(BaseModel):
     error: str
 
 
+class ProgressAnswer(BaseModel):
+    stage: str = Field(description="'waiting' (received, queued or decoding) or 'segmenting' (tiles under way)")
+    done: int = Field(description="forwards finished")
+    total: int | None = Field(description="forwards the image takes (tiles; every TTA variant's), once known")
+
+
+MAX_TRACKED = 1000  # progress reports kept at once (each request removes its own when it ends)
+
+
 ERRORS = {
     413: {"model": ErrorAnswer, "description": "upload over --max-upload-mb, image over --max-pixels or the memory budget"},
     415: {"model": ErrorAnswer, "description": "the body is not an image upload (wrong Content-Type)"},
@@ -198,6 +207,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.queue = queue
+    progress: dict[str, dict] = {}  # ?progress=ID of requests under way -> their ProgressAnswer
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -218,6 +228,13 @@ def create_app(
     async def healthz():
         return {"status": "ok", "queue": queue.state().to_dict()}
 
+    @app.get("/api/progress/{job}", summary="how far the request sent with ?progress=JOB is", response_model=ProgressAnswer,
+             responses={404: {"model": ErrorAnswer, "description": "no request under way with that id"}})
+    async def progress_of(job: str):
+        if job not in progress:
+            return error(404, f"no request under way with progress id {job!r} (finished, or never sent)")
+        return progress[job]
+
     @app.get("/api/model", summary="the model being served, its classes and colours, precision, runtime and limits")
     async def model():
         return {**model_info, "runtime": runtime, "limits": limits}
@@ -232,10 +249,27 @@ def create_app(
     async def predict(
         request: Request,
         image: bool = Query(False, description="also return the image as segmented (upright RGB JPEG, base64)"),
+        progress_id: str | None = Query(None, alias="progress", max_length=64,
+                                        description="an id of the client's choosing: GET /api/progress/{id} reports "
+                                                    "the tiles done while this request runs"),
     ):
         start = time.perf_counter()
         if queue.full():  # refuse before reading a body that could not be served anyway
             return error(503, str(queue.refusal()), {"Retry-After": "1"})
+        if progress_id is None or len(progress) >= MAX_TRACKED or progress_id in progress:
+            return await segment_request(request, image, None, start)
+        progress[progress_id] = {"stage": "waiting", "done": 0, "total": None}
+        try:
+            return await segment_request(request, image, progress[progress_id], start)
+        finally:
+            progress.pop(progress_id, None)
+
+    async def segment_request(request: Request, image: bool, report: dict | None, start: float):
+        """Read the upload, segment it on the queue (``report`` follows its tiles), answer."""
+
+        def on_tile(done: int, total: int) -> None:  # on a worker thread; one dict update is atomic
+            report.update(stage="segmenting", done=done, total=total)
+
         try:
             upload = await receive_upload(
                 request.stream(),
@@ -253,7 +287,8 @@ def create_app(
             return error(400, str(e))
         received = time.perf_counter()
         try:
-            outcome = await queue.run(segment_upload, predictor, upload.data, upload.name, max_pixels, palette, image)
+            outcome = await queue.run(segment_upload, predictor, upload.data, upload.name, max_pixels, palette, image,
+                                      on_tile if report is not None else None)
         except QueueFull as e:
             return error(503, str(e), {"Retry-After": "1"})
         except ImageTooLargeError as e:

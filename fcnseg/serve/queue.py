@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from fcnseg.files import plural
+
 
 class QueueFull(Exception):
     """Every worker is busy and every waiting place is taken."""
@@ -76,7 +78,7 @@ class WorkQueue:
         """The error a refused job gets, saying how busy the server is."""
         state = self.state()
         return QueueFull(
-            f"the server is busy: {state.busy} image(s) being segmented and {state.waiting} waiting, the most it "
+            f"the server is busy: {plural(state.busy, 'image')} being segmented and {state.waiting} waiting, the most it "
             f"queues (--workers {state.workers}, --queue {state.capacity}); try again shortly"
         )
 

@@ -67,6 +67,7 @@ def segment_upload(
     max_pixels: int | None,
     palette: np.ndarray | None = None,
     with_image: bool = False,
+    on_tile=None,
 ) -> Segmentation:
     """Decode ``data`` (any file :func:`fcnseg.images.read_image` reads), segment it with ``predictor``, encode the answer.
 
@@ -77,6 +78,7 @@ def segment_upload(
         max_pixels: refuse larger images (``None``: no limit).
         with_image: also return the decoded image (upright, RGB) as JPEG, so that a page shows exactly
             the pixels that were segmented (browsers cannot show TIFF or 16-bit files).
+        on_tile: ``on_tile(done, total)`` after each forward (:meth:`Predictor.predict`'s), for a progress report.
     Raises:
         ImageTooLargeError: more than ``max_pixels`` pixels.
         DataError: not an image, truncated or empty.
@@ -92,7 +94,7 @@ def segment_upload(
     except Exception as e:  # noqa: BLE001 - a decoder plugin tripping over a damaged file (struct.error, IndexError...)
         raise DataError(f"cannot read the image ({type(e).__name__}: {e})", path=source.name) from e
     decoded = time.perf_counter()
-    prediction = predictor.predict(image)
+    prediction = predictor.predict(image) if on_tile is None else predictor.predict(image, on_tile=on_tile)
     predicted = time.perf_counter()
     labels = prediction.labels
     areas = class_areas(labels, list(predictor.class_names))

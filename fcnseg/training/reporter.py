@@ -24,6 +24,7 @@ from fcnseg.config import RunConfig
 from fcnseg.files import (
     atomic_write_bytes,
     atomic_write_text,
+    plural,
     sweep_temp_files,
     write_json,
 )
@@ -108,9 +109,9 @@ class Reporter:
         ``show`` (rank 0)."""
         self._mark = (time.perf_counter(), initial)
         if self.enabled and show:
-            from tqdm import tqdm
+            from fcnseg.progress import progress_bar
 
-            self._bar = tqdm(total=total, initial=initial, desc="train", unit="it", dynamic_ncols=True, smoothing=0.1)
+            self._bar = progress_bar(total=total, initial=initial, desc="train", unit="it", dynamic_ncols=True, smoothing=0.1)
 
     def close_progress(self) -> None:
         if self._bar is not None:
@@ -193,18 +194,19 @@ class Reporter:
             return
         c, t = self.config, self.config.train
         log.info(
-            "training %s (%s backbone, %d classes) on %s %s: %d train / %d val images, %d process(es) on %s, precision %s",
-            c.model.arch, c.model.backbone, c.model.num_classes, c.data.dataset, c.data.root or "(in memory)",
-            train_images, val_images, world_size, device, precision,
+            "training %s (%s backbone, %s) on %s %s: %d train / %s, %s on %s, precision %s",
+            c.model.arch, c.model.backbone, plural(c.model.num_classes, "class", "classes"), c.data.dataset,
+            c.data.root or "(in memory)", train_images, plural(val_images, "val image"),
+            plural(world_size, "process", "processes"), device, precision,
         )
         log.info(
-            "%s lr %g (%s), momentum %g, weight decay %g, %d images per update (%d x %d passes x %d processes), "
+            "%s lr %g (%s), momentum %g, weight decay %g, %s per update (%d x %s x %s), "
             "%s %s loss%s, %d trainable parameters, %s; outputs in %s",
-            t.optimizer, t.lr, t.lr_policy, t.momentum, t.weight_decay, t.batch_size * t.iter_size * world_size,
-            t.batch_size, t.iter_size, world_size, "normalised" if t.normalize_loss else "summed", t.loss,
+            t.optimizer, t.lr, t.lr_policy, t.momentum, t.weight_decay, plural(t.batch_size * t.iter_size * world_size, "image"),
+            t.batch_size, plural(t.iter_size, "pass", "passes"), plural(world_size, "process", "processes"), "normalised" if t.normalize_loss else "summed", t.loss,
             "" if t.class_weights == "none" else f" with class weights ({t.class_weights if isinstance(t.class_weights, str) else 'given'})",
             trainable,
-            f"{t.time_budget} of training" if t.time_budget else f"{t.max_iter} updates", self.out_dir,
+            f"{t.time_budget} of training" if t.time_budget else plural(t.max_iter, "update"), self.out_dir,
         )
 
     def finish(self, state: RunState, final: dict | None, updates: int, seconds: float, speed: float) -> None:
@@ -221,8 +223,15 @@ class Reporter:
             if final.get("warning"):
                 table += f"\n\nwarning: {final['warning']}"
             atomic_write_text(table + "\n", self.out_dir / "metrics.txt")
-            log.info("validation at iteration %d:\n%s", state.iteration, table)
-        log.info("done: %d updates in %.0f s (%.1f images/s); outputs in %s", updates, seconds, speed, self.out_dir)
+            # Into train.log only: the console has had the validation's line, and `fcnseg train` prints metrics.txt.
+            self._to_file_log(logging.INFO, "validation at iteration %d:\n%s", state.iteration, table)
+        log.info("done: %s in %.0f s (%.1f images/s); outputs in %s", plural(updates, "update"), seconds, speed, self.out_dir)
+
+
+    def _to_file_log(self, level: int, message: str, *args) -> None:
+        """A record for ``train.log`` alone (not the console)."""
+        if self._file_log is not None:
+            self._file_log.handle(log.makeRecord(log.name, level, __file__, 0, message, args, None))
 
 
 class _HeldRecords(logging.Handler):

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fcnseg.files import plural
 from fcnseg.config import RESNET_ARCH, ModelConfig, from_dict
 from fcnseg.data.normalization import IMAGENET_RGB, PAPER_BGR, InputSpec, Normalization, normalization_from_dict
 from fcnseg.errors import CheckpointError
@@ -90,9 +91,9 @@ def load_state_dict_strict(model: nn.Module, state_dict: dict[str, torch.Tensor]
     ]
     problems = []
     if missing:
-        problems.append(f"missing {len(missing)} key(s): {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        problems.append(f"missing {plural(len(missing), 'key')}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
     if unexpected:
-        problems.append(f"unexpected {len(unexpected)} key(s): {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
+        problems.append(f"unexpected {plural(len(unexpected), 'key')}: {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
     if wrong:
         problems.append("shape mismatch: " + "; ".join(wrong[:5]))
     if problems:

@@ -203,6 +203,9 @@ def _ort():
         import onnxruntime
     except ImportError as e:
         raise FcnsegError("running ONNX models needs onnxruntime: pip install 'fcnseg[onnx]'") from e
+    # Errors only, for the process-wide logger too (the session's option covers its own): fcnseg logs one line
+    # of what runs (Predictor.describe), ORT's warnings about initializers and providers say nothing a user can act on.
+    onnxruntime.set_default_logger_severity(3)
     return onnxruntime
 
 

@@ -23,7 +23,7 @@ from fcnseg.data.importers.items import Export, ImportOptions, Item, SkippedItem
 from fcnseg.data.importers.raster import Bitmap, Drawing, Polygon, Shape, draw_shapes
 from fcnseg.data.scan import Problem
 from fcnseg.errors import DataError
-from fcnseg.files import read_text
+from fcnseg.files import plural, read_text
 from fcnseg.images import read_image
 
 
@@ -334,6 +334,6 @@ def _draw_panoptic(annotation, index, masks: Path, height, width, *, name, path:
     if unknown:
         shown = ", ".join(str(u) for u in unknown[:5])
         findings.append(Problem(name, str(png), "unknown_segment",
-                                f"{len(unknown)} segment id(s) in the PNG have no segments_info entry (e.g. {shown}); their pixels set to 255"))
+                                f"{plural(len(unknown), 'segment id')} in the PNG {'has' if len(unknown) == 1 else 'have'} no segments_info entry (e.g. {shown}); their pixels set to 255"))
     table = np.array([label_of.get(int(u), IGNORE_INDEX) for u in unique], dtype=np.uint8)
     return Drawing(table[inverse].reshape(height, width), findings)

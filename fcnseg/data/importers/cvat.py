@@ -29,7 +29,7 @@ from fcnseg.data.importers.raster import Drawing
 from fcnseg.data.palette import IGNORE_COLOUR, voc_palette
 from fcnseg.data.scan import Problem
 from fcnseg.errors import DataError
-from fcnseg.files import read_text
+from fcnseg.files import plural, read_text
 from fcnseg.images import images_by_stem, open_image
 
 LABELMAP, MASK_DIR, IMAGE_DIR, LIST_DIR = "labelmap.txt", "SegmentationClass", "JPEGImages", "ImageSets/Segmentation"
@@ -152,7 +152,7 @@ def _draw(mask_path: Path, table: dict[int, int], line_index: list[int], height:
         if unknown:
             shown = ", ".join(f"({u >> 16},{(u >> 8) & 255},{u & 255}) x{n}" for u, n in unknown[:5])
             findings.append(Problem(name, str(mask_path), "unknown_colour",
-                                    f"{len(unknown)} colour(s) not in the labelmap ({shown} pixels); those pixels set to 255"))
+                                    f"{plural(len(unknown), 'colour')} not in the labelmap ({shown} pixels); those pixels set to 255"))
         lookup = np.array([table.get(int(u), IGNORE_INDEX) for u in unique], dtype=np.uint8)
     else:  # a one-channel mask: values are labelmap line numbers (0-based)
         unique, inverse = np.unique(values.astype(np.int64), return_inverse=True)

@@ -28,7 +28,7 @@ from fcnseg.data.importers.items import Export, ImportOptions, Item
 from fcnseg.data.importers.raster import Bitmap, Drawing, Ellipse, Polygon, Rectangle, Shape, draw_shapes
 from fcnseg.data.scan import Problem
 from fcnseg.errors import DataError
-from fcnseg.files import read_text
+from fcnseg.files import plural, read_text
 
 ANNOTATIONS = "annotations.xml"
 AREA_TAGS = ("box", "polygon", "ellipse", "mask")
@@ -136,7 +136,7 @@ def _draw(elements: list, index: dict[str, int], height: int, width: int, *, ove
     drawing.findings[:0] = findings
     if ignored:
         listed = ", ".join(f"{n} {tag}" for tag, n in ignored.items())
-        drawing.findings.append(Problem(name, path, "ignored_shape", f"{sum(ignored.values())} shape(s) without area left out ({listed})"))
+        drawing.findings.append(Problem(name, path, "ignored_shape", f"{plural(sum(ignored.values()), 'shape')} without area left out ({listed})"))
     return drawing
 
 

@@ -35,7 +35,7 @@ from fcnseg.data.importers.raster import (
 )
 from fcnseg.data.scan import Problem
 from fcnseg.errors import DataError
-from fcnseg.files import read_text
+from fcnseg.files import plural, read_text
 from fcnseg.images import open_image
 
 AREA_TYPES = ("polygon", "rectangle", "oriented_rectangle", "circle", "mask")
@@ -163,7 +163,7 @@ def _draw(shapes: list, index: dict[str, int], height: int, width: int, *, overl
     drawing.findings[:0] = findings
     if ignored:
         listed = ", ".join(f"{n} {kind}" for kind, n in ignored.items())
-        drawing.findings.append(Problem(name, path, "ignored_shape", f"{sum(ignored.values())} shape(s) without area left out ({listed})"))
+        drawing.findings.append(Problem(name, path, "ignored_shape", f"{plural(sum(ignored.values()), 'shape')} without area left out ({listed})"))
     return drawing
 
 
@@ -182,7 +182,7 @@ def _geometry(kind: str, shape: dict):
     if kind == "rectangle":
         points = _points(shape)  # two corners (labelme); any more: their bounding box
         if len(points) < 2:
-            raise ValueError(f"has {len(points)} point(s); expected 2 corners")
+            raise ValueError(f"has {plural(len(points), 'point')}; expected 2 corners")
         (x0, y0), (x1, y1) = points.min(0), points.max(0)
         return Rectangle(x0, y0, x1, y1)
     if kind == "circle":

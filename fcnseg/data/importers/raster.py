@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw
 
 from fcnseg.data.classes import IGNORE_INDEX
 from fcnseg.data.scan import Problem
+from fcnseg.files import plural
 
 OVERLAPS = ("area", "order")
 
@@ -98,7 +99,7 @@ class Polygon:
             raise ValueError("a polygon without points")
         for ring in rings:
             if len(ring) < 3:
-                raise ValueError(f"a polygon ring has {len(ring)} point(s); expected at least 3")
+                raise ValueError(f"a polygon ring has {plural(len(ring), 'point')}; expected at least 3")
             if not np.isfinite(ring).all():
                 raise ValueError("a polygon has a coordinate that is not a finite number")
         return cls(tuple(rings))

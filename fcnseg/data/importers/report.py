@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from fcnseg.data.classes import ClassInfo
 from fcnseg.data.scan import Problem, ScanReport
+from fcnseg.files import plural
 
 # An item (image) is skipped: nothing of it is written.
 ITEM_KINDS = (
@@ -73,19 +74,19 @@ class ImportReport:
 
     def summary(self) -> str:
         """One line: ``coco import of SRC into OUT: 98 of 100 images written, 2 skipped (...); ...``."""
-        head = f"{self.format} import of {self.source} into {self.out}: {len(self.written)} of {self.items} images written"
+        head = f"{self.format} import of {self.source} into {self.out}: {len(self.written)} of {plural(self.items, 'image')} written"
         parts = [head]
         skipped = Counter(p.kind for p in self.skipped)
         if skipped:
             parts[0] += f", {sum(skipped.values())} skipped ({_counts(skipped)})"
         dropped = Counter(p.kind for p in self.problems if p.kind not in ITEM_KINDS)
         if dropped:
-            parts.append(f"{sum(dropped.values())} annotation problem(s) ({_counts(dropped)})")
+            parts.append(f"{plural(sum(dropped.values()), 'annotation problem')} ({_counts(dropped)})")
         notes = Counter(p.kind for p in self.notes)
         if notes:
-            parts.append(f"{sum(notes.values())} note(s) ({_counts(notes)})")
+            parts.append(f"{plural(sum(notes.values()), 'note')} ({_counts(notes)})")
         if self.classes is not None:
-            parts.append(f"{self.classes.num_classes} classes")
+            parts.append(plural(self.classes.num_classes, "class", "classes"))
         if self.splits:
             parts.append(", ".join(f"{split} {len(names)}" for split, names in self.splits.items()))
         return "; ".join(parts)

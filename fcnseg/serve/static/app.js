@@ -11,7 +11,13 @@ const state = {
   current: null,      // the result on show
   view: "overlay",
   opacity: 0.5,
+  scale: 1,           // screen pixels per image pixel of the picture on show
+  fitted: true,       // the scale follows the window ("fit") until the user zooms
 };
+
+const READABLE_SIDE = 256;  // small images are drawn at least this many screen pixels on their long side
+const ZOOM_STEP = 1.25;
+const MIN_SCALE = 0.01, MAX_SCALE = 64;
 
 const $ = (id) => document.getElementById(id);
 
@@ -27,9 +33,22 @@ function percent(fraction) { return (100 * fraction).toFixed(2) + "%"; }
 function showMessage(text) {
   const div = document.createElement("div");
   div.className = "message";
-  div.textContent = text;
+  div.setAttribute("role", "alert");
+  const span = document.createElement("span");
+  span.className = "text";
+  span.textContent = text;
+  const close = document.createElement("button");
+  close.type = "button";
+  close.className = "close";
+  close.title = "dismiss";
+  close.setAttribute("aria-label", "dismiss");
+  close.textContent = "\u00d7";
+  close.addEventListener("click", () => div.remove());
+  div.append(span, close);
   $("messages").appendChild(div);
 }
+
+function formatSeconds(ms) { return (ms / 1000).toFixed(ms < 10000 ? 1 : 0) + " s"; }
 
 // --- the model ---------------------------------------------------------------------------------
 
@@ -115,6 +134,30 @@ function handleFiles(files) {
   }
 }
 
+// POST a form with XMLHttpRequest (fetch cannot report upload progress): onUpload(sentBytes, totalBytes) while
+// the body goes out, onSent() once it is all sent. Resolves to {ok, status, statusText, answer}.
+function postForm(url, form, onUpload, onSent) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", url);
+    xhr.upload.onprogress = (e) => { if (e.lengthComputable) onUpload(e.loaded, e.total); };
+    xhr.upload.onload = onSent;
+    xhr.onerror = () => reject(new Error("the connection to the server failed"));
+    xhr.onload = () => {
+      let answer;
+      try { answer = JSON.parse(xhr.responseText); } catch (e) { answer = { error: xhr.statusText || "no answer" }; }
+      resolve({ ok: xhr.status >= 200 && xhr.status < 300, status: xhr.status, statusText: xhr.statusText, answer });
+    };
+    xhr.send(form);
+  });
+}
+
+function showProgress(text) {
+  const progress = $("progress");
+  progress.textContent = text;
+  progress.hidden = !text;
+}
+
 async function send(result) {
   const limit = state.model.limits.max_upload_bytes;
   if (result.file.size > limit) {
@@ -122,18 +165,47 @@ async function send(result) {
     return;
   }
   document.body.dataset.state = "working";
-  setStatus(result, "segmenting…");
   const form = new FormData();
   form.append("image", result.file, result.name);
   const started = performance.now();
-  let response, answer;
+  // What is going on, and for how long: the upload's bytes, then the seconds the server has been at it and,
+  // for an image cut into tiles, the tiles done (GET /api/progress/JOB while the request runs).
+  const job = Math.random().toString(36).slice(2) + Date.now().toString(36);
+  let phase = "uploading", sent = 0, total = result.file.size, sentAt = null, tiles = null, asking = false;
+  const tick = () => {
+    const now = performance.now();
+    const text = phase === "uploading"
+      ? `uploading ${formatBytes(sent)} of ${formatBytes(total)}`
+      : `segmenting… ${tiles && tiles.total > 1 ? `tile ${tiles.done}/${tiles.total}, ` : ""}${formatSeconds(now - sentAt)}`;
+    setStatus(result, text);
+    showProgress(`${result.name}: ${text} (${formatSeconds(now - started)} in all)`);
+  };
+  const ask = () => {
+    if (phase !== "segmenting" || asking) return;
+    asking = true;
+    fetch(`/api/progress/${job}`).then((r) => (r.ok ? r.json() : null))
+      .then((p) => { if (p && phase === "segmenting") { tiles = p; tick(); } })
+      .catch(() => {})
+      .finally(() => { asking = false; });
+  };
+  tick();
+  const clock = setInterval(tick, 200);
+  const poll = setInterval(ask, 500);
+  let response;
   try {
-    response = await fetch("/api/predict?image=true", { method: "POST", body: form });
-    answer = await response.json();
+    response = await postForm(`/api/predict?image=true&progress=${job}`, form,
+      (loaded, size) => { sent = loaded; total = size; tick(); },
+      () => { phase = "segmenting"; sentAt = performance.now(); tick(); });
   } catch (e) {
     fail(result, `${result.name}: the upload failed (${e.message || e})`);
     return;
+  } finally {
+    phase = "done";
+    clearInterval(clock);
+    clearInterval(poll);
+    showProgress("");
   }
+  const answer = response.answer;
   if (!response.ok) {
     const reason = answer.error || response.statusText;
     // The server names the file in most messages already.
@@ -230,22 +302,60 @@ function render() {
   view.dataset.opacity = state.opacity;
 }
 
+// The scale that shows the whole picture: as large as the stage and the window below it allow (leaving
+// room for the readouts under it); a small image at least READABLE_SIDE px on its long side (4x at the
+// least), its pixels drawn as squares, not blurred.
+function fitScale(a) {
+  const stage = $("stage");
+  const stageWidth = stage.clientWidth - 20;
+  const height = Math.max(240, window.innerHeight - stage.getBoundingClientRect().top - 90);
+  const fit = Math.min(stageWidth / a.width, height / a.height);
+  const readable = Math.max(4, READABLE_SIDE / Math.max(a.width, a.height));
+  return Math.min(fit, readable);
+}
+
+// Draw the picture at `scale`, keeping the image point under `anchor` (a mouse event), else the one at the
+// stage's centre, where it was on the screen.
+function setScale(scale, anchor) {
+  const result = state.current;
+  if (!result) return;
+  const a = result.answer;
+  const stage = $("stage"), view = $("view");
+  scale = Math.min(MAX_SCALE, Math.max(MIN_SCALE, scale));
+  const before = view.getBoundingClientRect(), frame = stage.getBoundingClientRect();
+  const at = anchor ? { x: anchor.clientX, y: anchor.clientY } : { x: frame.left + frame.width / 2, y: frame.top + frame.height / 2 };
+  const fx = before.width ? Math.min(1, Math.max(0, (at.x - before.left) / before.width)) : 0.5;
+  const fy = before.height ? Math.min(1, Math.max(0, (at.y - before.top) / before.height)) : 0.5;
+  state.scale = scale;
+  view.style.width = Math.max(1, Math.round(a.width * scale)) + "px";
+  view.classList.toggle("pixelated", scale > 1);
+  const after = view.getBoundingClientRect();
+  stage.scrollLeft += after.left + fx * after.width - at.x;
+  stage.scrollTop += after.top + fy * after.height - at.y;
+  stage.classList.toggle("pannable", stage.scrollWidth > stage.clientWidth || stage.scrollHeight > stage.clientHeight);
+  view.dataset.scale = scale;
+  $("zoom-value").textContent = Math.round(100 * scale) + "%";
+}
+
+function zoom(factor, anchor) {
+  state.fitted = false;
+  setScale(state.scale * factor, anchor);
+}
+
+function fit() {
+  if (!state.current) return;
+  state.fitted = true;
+  setScale(fitScale(state.current.answer));
+}
+
 function show(result) {
   state.current = result;
   state.results.forEach((r) => r.item.classList.toggle("current", r === result));
   const a = result.answer;
   $("toolbar").hidden = false;
   $("stage").hidden = false;
-  const view = $("view");
-  // As large as the stage and the window below it allow (leaving room for the readouts under it);
-  // small images up to 4x, their pixels shown as squares, not blurred.
-  const stage = $("stage");
-  const stageWidth = stage.clientWidth - 20;
-  const height = Math.max(240, window.innerHeight - stage.getBoundingClientRect().top - 90);
-  const width = Math.floor(Math.min(stageWidth, height * a.width / a.height, 4 * a.width));
-  view.style.width = width + "px";
-  view.classList.toggle("pixelated", width > a.width);
   render();
+  fit();
   renderLegend(a);
   const stem = result.name.replace(/\.[^.]+$/, "");
   const labels = $("download-labels");
@@ -307,6 +417,37 @@ function downloadOverlay(event) {
   }, "image/png");
 }
 
+// Dragging the zoomed picture scrolls the stage.
+function setUpPanning() {
+  const stage = $("stage");
+  let drag = null;
+  stage.addEventListener("mousedown", (e) => {
+    if (e.button !== 0 || !stage.classList.contains("pannable")) return;
+    drag = { x: e.clientX, y: e.clientY, left: stage.scrollLeft, top: stage.scrollTop };
+    stage.classList.add("panning");
+    e.preventDefault();
+  });
+  window.addEventListener("mousemove", (e) => {
+    if (!drag) return;
+    stage.scrollLeft = drag.left - (e.clientX - drag.x);
+    stage.scrollTop = drag.top - (e.clientY - drag.y);
+  });
+  window.addEventListener("mouseup", () => {
+    drag = null;
+    stage.classList.remove("panning");
+  });
+  stage.addEventListener("wheel", (e) => {
+    if (!state.current) return;
+    e.preventDefault();
+    zoom(e.deltaY < 0 ? ZOOM_STEP : 1 / ZOOM_STEP, e);
+  }, { passive: false });
+  $("zoom-in").addEventListener("click", () => zoom(ZOOM_STEP));
+  $("zoom-out").addEventListener("click", () => zoom(1 / ZOOM_STEP));
+  $("zoom-actual").addEventListener("click", () => { state.fitted = false; setScale(1); });
+  $("zoom-fit").addEventListener("click", fit);
+  window.addEventListener("resize", () => { if (state.fitted) fit(); });
+}
+
 function setUp() {
   const drop = $("drop");
   ["dragenter", "dragover"].forEach((type) => drop.addEventListener(type, (e) => {
@@ -337,6 +478,7 @@ function setUp() {
   $("view").addEventListener("mousemove", hover);
   $("view").addEventListener("mouseleave", () => { $("hover").innerHTML = "&nbsp;"; });
   $("download-overlay").addEventListener("click", downloadOverlay);
+  setUpPanning();
   loadModel().catch((e) => showMessage(`cannot reach the server (${e.message || e})`));
 }
 
