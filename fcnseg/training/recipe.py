@@ -23,6 +23,7 @@ CPU_DEFAULT_VALIDATIONS = 5  # the default recipe validates at least this often 
 STARTING_WEIGHTS = ("classifier_weights", "init_from", "init_streams_from")
 # Backbones a CPU trains in minutes from scratch; an explicit other one is the user's choice, warned about.
 CPU_BACKBONES = ("small",)
+BACKBONE_NAMES = {"vgg16": "VGG16", "alexnet": "AlexNet"}
 
 
 @dataclass
@@ -117,7 +118,8 @@ def slow_start_warning(config: RunConfig, device_type: str, input_size: tuple[in
         f"{input_size[1]}x{input_size[0]}, {rate:.0f} GFLOP/s measured here)")
     if seconds is not None and not t.time_budget:
         per_update += f", {_duration(seconds * t.max_iter)} for the {t.max_iter} updates"
-    kind = "ResNet" if config.model.backbone in RESNET_BACKBONES else config.model.backbone.upper()
+    kind = "ResNet" if config.model.backbone in RESNET_BACKBONES else BACKBONE_NAMES.get(config.model.backbone,
+                                                                                          config.model.backbone)
     return (f"training a {kind} FCN from scratch on a CPU{per_update}. The paper starts from ImageNet weights "
             f"(--classifier-weights) on a GPU; on a CPU, --preset small-cpu --time-budget 10m trains a small FCN")
 
