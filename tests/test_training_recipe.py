@@ -63,6 +63,8 @@ def test_the_users_own_flags_win_over_the_chosen_preset(no_gpu):
     counted = resolved("--dataset", "synthetic", "--max-iter", "7", "--val-every", "2")
     assert counted.preset == "small-cpu" and counted.train.time_budget == "" and counted.train.max_iter == 7
     assert counted.train.val_every == 2 and counted.train.val_every_time == ""
+    padded = resolved("--dataset", "synthetic", "--pad", "50")  # the pad of the paper geometry, not "same"
+    assert padded.preset == "small-cpu" and padded.model.pad == 50 and padded.model.padding == "paper"
 
 
 @pytest.mark.parametrize("flags", [

@@ -41,7 +41,8 @@ def cpu_default_recipe(overrides: dict[str, Any], config_file: Any, resumed: boo
     settings, starting weights (``--classifier-weights``, ``--init-from``, ``train.init_streams_from``), or a
     backbone other than the small one. A run on a GPU keeps the defaults. Every flag the user gave still wins
     over the preset (they are layered above it); the budget is added only where neither ``--time-budget``
-    nor ``--max-iter`` was given, and validations every budget / 5 only where ``--val-every`` was not.
+    nor ``--max-iter`` was given, and validations every budget / 5 only where ``--val-every`` was not; a
+    ``--pad`` without ``--padding`` keeps the paper geometry it belongs to.
 
     Args:
         overrides: the command line's settings, ``{"preset": ..., "model": {...}, "train": {...}}``.
@@ -57,6 +58,8 @@ def cpu_default_recipe(overrides: dict[str, Any], config_file: Any, resumed: boo
     if model.get("backbone", CPU_BACKBONES[0]) not in CPU_BACKBONES:
         return None
     chosen = {**overrides, "preset": CPU_DEFAULT_PRESET}
+    if "pad" in model and "padding" not in model:  # conv1_1's pad exists under the paper geometry only
+        chosen["model"] = {**model, "padding": "paper"}
     added = dict(train)
     if "time_budget" not in train and "max_iter" not in train:
         added["time_budget"] = CPU_DEFAULT_BUDGET
