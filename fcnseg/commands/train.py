@@ -65,6 +65,10 @@ presets:
 """ + _presets_help() + """
 
 examples:
+  # no preset, config file or starting weights on a machine without a GPU: the small-cpu preset for
+  # 10 minutes of training (said in one log line); --preset paper-cvpr for the paper's recipe
+  fcnseg train --dataset folder --data-root data/my-set --out runs/mine
+
   # the small net on the built-in synthetic shapes (generated in memory), a few minutes on a CPU
   fcnseg train --preset small-cpu --dataset synthetic --num-classes 6 --out runs/shapes
 
