@@ -97,8 +97,9 @@ def demo_config(
         schedule = {"max_iter": max_iter, "time_budget": "", "val_every": max(1, max_iter // 5),
                     "checkpoint_every": max(1, max_iter // 5), "log_every": max(1, min(25, max_iter // 10))}
     else:
+        every = val_every_time or validation_interval(parse_duration(time_budget, "--time-budget"))
         schedule = {"time_budget": time_budget, "val_every": DEMO_VAL_EVERY, "checkpoint_every": DEMO_VAL_EVERY,
-                    "log_every": 100, "val_every_time": val_every_time or validation_interval(parse_duration(time_budget, "--time-budget"))}
+                    "log_every": 100, "val_every_time": every}
     overrides = {
         "preset": "small-cpu",
         "model": {"arch": "fcn8s", "backbone": "small", "num_classes": 6},
