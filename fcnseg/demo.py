@@ -97,7 +97,8 @@ def demo_config(
         schedule = {"max_iter": max_iter, "time_budget": "", "val_every": max(1, max_iter // 5),
                     "checkpoint_every": max(1, max_iter // 5), "log_every": max(1, min(25, max_iter // 10))}
     else:
-        every = val_every_time or validation_interval(parse_duration(time_budget, "--time-budget"))
+        budget = parse_duration(time_budget, "--time-budget")
+        every = val_every_time or (validation_interval(budget) if budget else "")
         schedule = {"time_budget": time_budget, "val_every": DEMO_VAL_EVERY, "checkpoint_every": DEMO_VAL_EVERY,
                     "log_every": 100, "val_every_time": every}
     overrides = {
@@ -149,8 +150,9 @@ def run_demo(
     runs = [result]
     best = max((r["mean_iu"] for r in result.history if math.isfinite(r["mean_iu"])), default=0.0)
     cap = parse_duration(time_cap, "--time-cap") if time_cap else None
-    extend = (max_iter is None and target_mean_iu > 0 and cap is not None
-              and cap > config.train.time_budget_seconds and best < target_mean_iu)
+    budget = config.train.time_budget_seconds
+    extend = (max_iter is None and target_mean_iu > 0 and cap is not None and budget is not None and cap > budget
+              and best < target_mean_iu)
     if extend:
         log.info("best mean IU %.1f%% after %d updates is below the %.0f%% target: training on for up to %s in all "
                  "(the poly schedule restarts over %s), stopping once %d validations in a row reach %.0f%%",
@@ -159,7 +161,7 @@ def run_demo(
         target = {"target_mean_iu": target_mean_iu, "target_validations": DEMO_TARGET_VALIDATIONS}
         extended_extra = {**(extra or {}), "train": {**(extra or {}).get("train", {}), **target}}
         config = demo_config(data_dir, out_dir, style, None, precision, extended_extra, time_cap,
-                             val_every_time=validation_interval(cap - config.train.time_budget_seconds))
+                             val_every_time=validation_interval(cap - budget))
         result = train(config, resume=result.last_checkpoint, progress=progress, clock=clock)
         runs.append(result)
     checkpoint = result.best_checkpoint or result.last_checkpoint
