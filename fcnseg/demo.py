@@ -194,10 +194,11 @@ def summary_lines(result: DemoResult) -> list[str]:
         return lines
     per_minute = result.updates / max(result.train_minutes, 1e-9)
     minutes = 5 * math.ceil(README_UPDATES / max(per_minute, 1e-9) / 5)
-    suggestion = max(parse_duration(DEMO_TIME_CAP) / 60, minutes)
+    minutes = max(parse_duration(DEMO_TIME_CAP) / 60, minutes)
+    suggestion = f"{minutes:.0f}m" if minutes < 120 else f"{math.ceil(minutes / 60):.0f}h"
     lines.append(
         f"undertrained on this machine: mean IU {100 * mean_iu:.1f}% is below the {100 * result.target_mean_iu:.0f}% "
         f"target because it made {result.updates} updates ({per_minute:.0f} a minute) where the README's figure "
         f"needs ~{README_UPDATES} (a slower or busy CPU: see `uptime`). Train longer, on a quiet machine: "
-        f"fcnseg demo --time-budget {suggestion:.0f}m")
+        f"fcnseg demo --time-budget {suggestion}")
     return lines
