@@ -344,6 +344,12 @@ class TrainConfig:
     warmup_iter: int = 0  # linear warm-up from 0 over this many updates
     grad_clip: float = 0.0  # clip the global gradient norm to this; 0 = off
     val_every: int = 4000  # validate every N updates (and at the end); 0 = only at the end
+    # Also validate once this much training time has passed since the last validation: "30s", "2m"
+    # ("" = off), so that a slow machine's curves get points too. Counted as time_budget counts.
+    val_every_time: str = ""
+    # Stop early once target_validations validations in a row reach this mean IU (a fraction; 0 = off).
+    target_mean_iu: float = 0.0
+    target_validations: int = 2
     checkpoint_every: int = 1000  # write checkpoints/last.pt every N updates (and at the end)
     log_every: int = 20  # log a line every N updates
     per_class_curves: bool = False  # also per_class_curves.png: each class's validation IU over the run
@@ -409,7 +415,18 @@ class TrainConfig:
             raise ConfigError(f"{source}: head_weights must be numbers >= 0, one per head; found {self.head_weights!r}")
         self.head_weights = [float(w) for w in self.head_weights]
         parse_duration(self.time_budget, f"{source}: time_budget")
+        parse_duration(self.val_every_time, f"{source}: val_every_time")
+        if not 0.0 <= self.target_mean_iu <= 1.0:
+            raise ConfigError(f"{source}: target_mean_iu is a fraction in [0, 1] (0.9 = 90% mean IU; 0 = off), "
+                              f"got {self.target_mean_iu}")
+        if self.target_validations < 1:
+            raise ConfigError(f"{source}: target_validations must be >= 1, got {self.target_validations}")
         return self
+
+    @property
+    def val_every_seconds(self) -> float | None:
+        """``val_every_time`` in seconds, or None when validations follow the update count only."""
+        return parse_duration(self.val_every_time, "train.val_every_time")
 
     @property
     def time_budget_seconds(self) -> float | None:

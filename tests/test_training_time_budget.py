@@ -106,3 +106,37 @@ def test_the_cli_takes_a_time_budget(tmp_path):
     argv = ["train", "--time-budget", "5m"]
     args = build_parser(argv).parse_args(argv)
     assert overrides_from_args(args)["train"]["time_budget"] == "5m"
+
+
+def test_validations_also_follow_the_training_time(tmp_path):
+    config = resolve_run_config(overrides=settings(tmp_path / "run", val_every_time="4s"))
+    result = train(config, progress=False, clock=FakeClock(tick=2.0))  # 5 updates of 2 s
+    # every 4 s of training (updates 2 and 4), and at the end (update 5)
+    assert [record["iteration"] for record in result.history] == [2, 4, 5]
+    assert not result.reached_target and result.train_seconds == pytest.approx(10.0)
+
+
+def test_a_target_reached_in_a_row_ends_the_run_early(tmp_path, monkeypatch):
+    import fcnseg.training.trainer as trainer
+
+    scores = iter([0.95, 0.5, 0.95, 0.95, 0.95])  # the second validation breaks the first streak
+    real_validate = trainer.validate
+
+    def faked(*args, **kwargs):
+        return {**real_validate(*args, **kwargs), "mean_iu": next(scores)}
+
+    monkeypatch.setattr(trainer, "validate", faked)
+    config = resolve_run_config(overrides=settings(tmp_path / "run", time_budget="", max_iter=8, val_every=1,
+                                                   target_mean_iu=0.9, target_validations=2))
+    result = train(config, progress=False)
+    assert result.reached_target and result.iteration == 4  # validations 3 and 4 reached 0.9 in a row
+    assert [r["mean_iu"] for r in result.history] == [0.95, 0.5, 0.95, 0.95]
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["train_state"]["iteration"] == 4
+
+
+@pytest.mark.parametrize("key,value,message", [("val_every_time", "soon", "val_every_time: expected a positive"),
+                                               ("target_mean_iu", 90.0, "target_mean_iu is a fraction"),
+                                               ("target_validations", 0, "target_validations must be >= 1")])
+def test_bad_validation_timing_or_target_is_a_config_error(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_run_config(overrides=settings("x", **{key: value}))

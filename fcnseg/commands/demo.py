@@ -7,7 +7,16 @@ from pathlib import Path
 
 from fcnseg.precision import PRECISIONS
 from fcnseg.data.synthetic import STYLES
-from fcnseg.demo import DEMO_OUT, DEMO_STYLE, DEMO_TIME_BUDGET, DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES
+from fcnseg.demo import (
+    DEMO_OUT,
+    DEMO_STYLE,
+    DEMO_TARGET_MEAN_IU,
+    DEMO_TARGET_VALIDATIONS,
+    DEMO_TIME_BUDGET,
+    DEMO_TIME_CAP,
+    DEMO_TRAIN_IMAGES,
+    DEMO_VAL_IMAGES,
+)
 
 
 def register(subparsers) -> None:
@@ -24,6 +33,12 @@ def register(subparsers) -> None:
                    help=f"synthetic data style (default {DEMO_STYLE}, the one the small-cpu preset was tuned on)")
     p.add_argument("--time-budget", default=DEMO_TIME_BUDGET, metavar="DURATION",
                    help=f"training time, e.g. 90s, 4m, 1h (default {DEMO_TIME_BUDGET}); validations not counted")
+    p.add_argument("--time-cap", default=DEMO_TIME_CAP, metavar="DURATION",
+                   help=f"below the target after --time-budget, train on up to this much training time in all "
+                   f"(default {DEMO_TIME_CAP}; the poly schedule restarts over it); no longer than --time-budget: off")
+    p.add_argument("--target", type=float, default=100 * DEMO_TARGET_MEAN_IU, metavar="PERCENT",
+                   help=f"the mean IU the extension stops at, {DEMO_TARGET_VALIDATIONS} validations in a row "
+                   f"(default {100 * DEMO_TARGET_MEAN_IU:.0f}; 0: no extension)")
     p.add_argument("--max-iter", type=int, help="a fixed number of updates instead of the time budget")
     p.add_argument("--train-images", type=int, default=DEMO_TRAIN_IMAGES, help="synthetic training images")
     p.add_argument("--val-images", type=int, default=DEMO_VAL_IMAGES, help="synthetic validation images")
@@ -38,7 +53,11 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from fcnseg.demo import run_demo
+    from fcnseg.demo import run_demo, summary_lines
+    from fcnseg.errors import ConfigError
+
+    if not 0 <= args.target <= 100:
+        raise ConfigError(f"--target is a mean IU in percent, 0 to 100 (0: no extension), found {args.target:g}")
 
     extra = {"data": {"num_workers": args.workers}} if args.workers is not None else None
     with logging_redirect_tqdm():
@@ -48,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
             style=args.style,
             max_iter=args.max_iter,
             time_budget=args.time_budget,
+            time_cap=args.time_cap,
+            target_mean_iu=args.target / 100,
             num_train=args.train_images,
             num_val=args.val_images,
             precision=args.precision,
@@ -57,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     out = result.out_dir
     print(f"\nvalidation ({result.data_dir}, {result.metrics['num_images']} images), best checkpoint:\n")
     print(result.table)
-    print(f"\nmean IU {100 * result.metrics['mean_iu']:.1f}% after {result.train.iteration} updates "
-          f"({result.train.seconds / 60:.1f} min, {result.train.images_per_second:.1f} images/s)")
+    print()
+    for line in summary_lines(result):
+        print(line)
     print(f"outputs: {out / 'metrics.txt'}  {out / 'curves.png'}  {out / 'panels.png'}  {out / 'checkpoints'}")
     return 0

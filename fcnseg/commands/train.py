@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from fcnseg.config import NORMALIZATIONS, PRESETS, resolve_run_config
 from fcnseg.data.kinds import AUTO, DATASET_KINDS, NYUD_MODALITIES, SYNTHETIC_STYLES
 from fcnseg.errors import ConfigError
 from fcnseg.precision import LAYOUTS, PRECISIONS
+
+log = logging.getLogger(__name__)
 
 # What each preset is for; its numbers are read from PRESETS (preset_summary) so the help cannot drift from them.
 PRESET_PURPOSES = {
@@ -62,6 +65,10 @@ presets:
 """ + _presets_help() + """
 
 examples:
+  # no preset, config file or starting weights on a machine without a GPU: the small-cpu preset for
+  # 10 minutes of training (said in one log line); --preset paper-cvpr for the paper's recipe
+  fcnseg train --dataset folder --data-root data/my-set --out runs/mine
+
   # the small net on the built-in synthetic shapes (generated in memory), a few minutes on a CPU
   fcnseg train --preset small-cpu --dataset synthetic --num-classes 6 --out runs/shapes
 
@@ -257,13 +264,27 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
+def with_cpu_default(overrides: dict[str, Any], config_file: Path | None, resumed: bool) -> dict[str, Any]:
+    """``overrides`` with the small-cpu preset on a time budget where the user gave no recipe and there is no GPU
+    (:func:`fcnseg.training.recipe.cpu_default_recipe`), the choice logged in one line; else as given."""
+    from fcnseg.precision import select_device
+    from fcnseg.training.recipe import cpu_default_recipe
+
+    on_gpu = select_device((overrides.get("train") or {}).get("device", "auto")).type != "cpu"
+    choice = cpu_default_recipe(overrides, config_file, resumed, on_gpu)
+    if choice is None:
+        return overrides
+    log.info("%s", choice.message)
+    return choice.overrides
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from fcnseg.training.state import read_resume
     from fcnseg.training.trainer import train
 
-    overrides = overrides_from_args(args)
+    overrides = with_cpu_default(overrides_from_args(args), args.config, args.resume is not None)
     base = None
     resume = None
     if args.resume is not None:

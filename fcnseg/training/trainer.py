@@ -36,6 +36,7 @@ from fcnseg.training.initialization import fit_classes, initialize_model, resolv
 from fcnseg.losses import Loss, build_loss
 from fcnseg.training.loop import TrainingDiverged, train_step
 from fcnseg.training.optim import build_optimizer
+from fcnseg.training.recipe import slow_start_warning
 from fcnseg.training.reporter import Reporter
 from fcnseg.training.sampling import (
     configure_determinism,
@@ -59,6 +60,8 @@ __all__ = ["TrainResult", "Trainer", "TrainingDiverged", "train"]
 
 log = logging.getLogger(__name__)
 
+TYPICAL_IMAGE = (375, 500)  # (height, width) of a PASCAL VOC photo: the time estimate's input without crops
+
 
 @dataclass
 class TrainResult:
@@ -74,6 +77,8 @@ class TrainResult:
     config: RunConfig
     seconds: float = 0.0
     images_per_second: float = 0.0
+    train_seconds: float = 0.0  # the training time of the whole run (updates and their data), what a budget counts
+    reached_target: bool = False  # stopped early: train.target_validations validations in a row at train.target_mean_iu
     extra: dict = field(default_factory=dict)
 
 
@@ -92,7 +97,7 @@ class Trainer:
         reporter: the run folder's outputs (started).
         dist: this process's rank, process count and device.
         plan: device, precision and layout (:func:`fcnseg.precision.resolve_execution`, purpose training).
-        clock: seconds, for ``train.time_budget`` (tests pass a fake one).
+        clock: seconds, for ``train.time_budget`` and ``train.val_every_time`` (tests pass a fake one).
     """
 
     def __init__(self, config: RunConfig, model: nn.Module, net: nn.Module, optimizer: torch.optim.Optimizer,
@@ -104,6 +109,9 @@ class Trainer:
         self.plan, self.loss_fn, self.clock = plan, loss_fn, clock
         self.budget = config.train.time_budget_seconds
         t = config.train
+        self.val_interval = t.val_every_seconds
+        self.validated_seconds = state.train_seconds  # training time at the last validation
+        self.target_streak = 0  # validations in a row at train.target_mean_iu
         self.images_per_update = t.batch_size * t.iter_size * dist.world_size
         # The model's contract, as every other command takes it: validation runs it, checkpoints save it.
         self.handle = LoadedModel(model, config.model, data.class_names, normalization, "training",
@@ -114,15 +122,27 @@ class Trainer:
     def write_checkpoint(self, path: Path, extra: dict) -> None:
         self.handle.save(path, extra)
 
+    def reached_target(self) -> bool:
+        """Whether the last ``target_validations`` validations all reached ``target_mean_iu`` (when one is set)."""
+        t = self.config.train
+        return t.target_mean_iu > 0 and self.target_streak >= t.target_validations
+
+    def validation_due(self) -> bool:
+        """Whether ``val_every_time`` of training has passed since the last validation."""
+        return self.val_interval is not None and self.state.train_seconds - self.validated_seconds >= self.val_interval
+
     def done(self) -> bool:
-        """Whether the run has its ``max_iter`` updates, or has spent its ``time_budget``."""
+        """Whether the run has its ``max_iter`` updates, has spent its ``time_budget``, or reached its target."""
+        if self.reached_target():
+            return True
         if self.budget is not None:
             return self.state.train_seconds >= self.budget
         return self.state.iteration >= self.config.train.max_iter
 
     def run(self, progress: bool = True) -> TrainResult:
         """Train to ``train.max_iter`` updates (or for ``train.time_budget``), validating every ``val_every``
-        and checkpointing every ``checkpoint_every`` updates, and both at the end."""
+        updates and every ``val_every_time`` of training, checkpointing every ``checkpoint_every`` updates, and
+        both at the end; a run with a ``target_mean_iu`` ends at the validation that reaches it (in a row)."""
         t, state = self.config.train, self.state
         start_iteration = state.iteration
         self.reporter.open_progress(None if self.budget else t.max_iter, state.iteration, show=progress)
@@ -132,8 +152,9 @@ class Trainer:
                 self.step()
                 done = self.done()
                 self.reporter.update(state, self.images_per_update, state.iteration % t.log_every == 0 or done)
-                if (t.val_every and state.iteration % t.val_every == 0) or done:
+                if (t.val_every and state.iteration % t.val_every == 0) or done or self.validation_due():
                     self.validate()
+                    done = self.done()
                 if (t.checkpoint_every and state.iteration % t.checkpoint_every == 0) or done:
                     self.save_last()
         except KeyboardInterrupt:
@@ -151,7 +172,8 @@ class Trainer:
         return TrainResult(out_dir=self.reporter.out_dir, iteration=state.iteration, losses=list(state.losses),
                            history=list(state.history), final_metrics=final, last_checkpoint=self.reporter.checkpoints / LAST,
                            best_checkpoint=best if best.exists() else None, config=self.config, seconds=seconds,
-                           images_per_second=speed)
+                           images_per_second=speed, train_seconds=state.train_seconds,
+                           reached_target=self.reached_target())
 
     def step(self) -> float:
         """One parameter update (:func:`fcnseg.training.loop.train_step`); returns its loss over all processes."""
@@ -165,7 +187,7 @@ class Trainer:
         except TrainingDiverged as e:
             raise TrainingDiverged(e.loss, e.iteration, e.lr, self._divergence_advice(e.lr)) from None
         seconds = self.clock() - began
-        if self.budget is not None and self.dist.world_size > 1:
+        if (self.budget is not None or self.val_interval is not None) and self.dist.world_size > 1:
             total = D.all_reduce_sum(torch.tensor(seconds, dtype=torch.float64, device=self.dist.device))
             seconds = total.item() / self.dist.world_size
         self.state.train_seconds += seconds
@@ -186,6 +208,10 @@ class Trainer:
         pending = state.pending_losses()
         train_loss = float(np.mean(pending)) if pending else math.nan
         state.validated_at = state.iteration
+        self.validated_seconds = state.train_seconds
+        # every process has the all-reduced result, so all stop after the same update
+        target = t.target_mean_iu
+        self.target_streak = self.target_streak + 1 if target and result["mean_iu"] >= target else 0
         if not self.reporter.enabled:
             return
         epoch = state.iteration * self.images_per_update / max(1, len(self.data.train_set))
@@ -272,6 +298,11 @@ def train(config: RunConfig, resume: str | Path | Resume | None = None, progress
                         class_map=t.class_map or None, ignore_names=t.ignore_class_names)
         normalization = data.train_set.normalization  # None above: the data set's own mean pixel
         log.info("%s", initialized.description)  # after the data: a run that fails on them says only why
+        if resume is None and dist.is_main:
+            crop = config.data.crop_size
+            slow = slow_start_warning(config, dist.device.type, (crop, crop) if crop else TYPICAL_IMAGE)
+            if slow:
+                log.warning("%s", slow)
         weights = class_weights(t, data.train_set, data.class_names)
         loss_fn = build_loss(t.loss, class_weights=weights, normalize=t.normalize_loss, focal_gamma=t.focal_gamma)
 
