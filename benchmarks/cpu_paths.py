@@ -43,6 +43,7 @@ from fcnseg.inference.predictor import Predictor  # noqa: E402
 from fcnseg.inference.runtime import TorchNet  # noqa: E402
 from fcnseg.models.fcn import build_model  # noqa: E402
 from fcnseg.precision import cpu_kind, resolve_execution  # noqa: E402
+from fcnseg.weights.handle import LoadedModel  # noqa: E402
 
 SIZE = 500
 NETS = {
@@ -75,7 +76,8 @@ def time_inference(name: str, repeats: int) -> dict:
     pixels = torch.from_numpy(image)[None]
     fns = {}
     for precision, layout in variants():
-        net = TorchNet(copy.deepcopy(model), IMAGENET_RGB, device="cpu", precision=precision, layout=layout)
+        handle = LoadedModel(copy.deepcopy(model), model.config, [], IMAGENET_RGB, "memory")
+        net = TorchNet(handle.prepare("cpu", precision, layout))
         fns[f"{precision} {layout}"] = lambda net=net: net(pixels)
     plain = peer_model(name, model)
 
