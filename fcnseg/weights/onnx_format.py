@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from fcnseg.config import ModelConfig, from_dict
 from fcnseg.data.normalization import Normalization
@@ -298,26 +297,10 @@ class OnnxNet:
         return torch.from_numpy(logits)
 
 
-class OnnxModule(nn.Module):
-    """An :class:`OnnxNet` as a torch module (for :func:`fcnseg.evaluation.evaluate` and test-time augmentation).
-
-    ``forward(x float32 [N, 3, H, W] RGB 0..255) -> float32 logits [N, C, H, W]`` (on the CPU); feed it a
-    data set built with :data:`RAW_PIXELS`. It has no parameters: ``.to()`` and ``.eval()`` change nothing.
-    """
-
-    def __init__(self, net: OnnxNet):
-        super().__init__()
-        self.onnx_net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.onnx_net(x.float())
-
-
 __all__ = [
     "INPUT_NAME",
     "OUTPUT_NAME",
     "OnnxModelInfo",
-    "OnnxModule",
     "RAW_PIXELS",
     "OnnxNet",
     "available_cores",
