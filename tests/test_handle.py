@@ -242,7 +242,7 @@ def test_a_class_map_scores_a_reordered_data_set_as_the_correctly_ordered_one(sy
     save_checkpoint(tmp_path / "m.pt", model, model.config, reordered, PAPER_BGR)
     dataset = build_dataset("synthetic", synthetic, "val")
     identity = {name: name for name in CLASSES}
-    mapped = evaluate(load_model(tmp_path / "m.pt"), dataset, class_map=identity, progress=False)
+    mapped = evaluate(load_model(tmp_path / "m.pt"), dataset, precision="fp32", class_map=identity, progress=False)
     # Independent: the data's labels 1 and 2 swapped by hand, scored by index against the model's predictions.
     confusion = np.zeros((6, 6), dtype=np.int64)
     for i in range(len(dataset)):
