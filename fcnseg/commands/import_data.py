@@ -6,7 +6,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-FORMAT_NAMES = ("coco", "labelme", "cvat-mask", "cvat-xml")  # the keys of fcnseg.data.importers.FORMATS (kept torch-free here)
+FORMAT_NAMES = ("coco", "labelme", "cvat-mask", "cvat-xml")  # the keys of fcnseg.annotations.FORMATS (kept torch-free here)
 MAX_NOTES = 20  # notes printed (problems are all printed); the rest are in OUT/import.json
 TRAIN_BUDGET = "10m"  # the training time the printed command asks for: a first model on a CPU
 
@@ -78,7 +78,7 @@ It prints the command ("train with: ...") that trains on OUT with the CPU recipe
 
 
 def run(args: argparse.Namespace) -> int:
-    from fcnseg.data.importers import import_dataset
+    from fcnseg.annotations import import_dataset
     from fcnseg.files import check_output_path, write_json
 
     check_output_path(args.out, "folder", "OUT")

@@ -10,9 +10,9 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from fcnseg.data.importers.items import Export, ImportOptions, Item
-from fcnseg.data.importers.raster import OVERLAPS
-from fcnseg.data.importers.report import (
+from fcnseg.annotations.items import Export, ImportOptions, Item
+from fcnseg.annotations.raster import OVERLAPS
+from fcnseg.annotations.report import (
     ANNOTATION_KINDS,
     ITEM_KINDS,
     NOTE_KINDS,
@@ -22,10 +22,10 @@ from fcnseg.errors import ConfigError
 
 # Format name -> (module, reader function, the ImportOptions fields it reads besides overlap and the split).
 FORMATS = {
-    "coco": ("fcnseg.data.importers.coco", "read_coco", ("classes", "images", "masks")),
-    "labelme": ("fcnseg.data.importers.labelme", "read_labelme", ("classes",)),
-    "cvat-mask": ("fcnseg.data.importers.cvat", "read_cvat", ("classes", "images")),
-    "cvat-xml": ("fcnseg.data.importers.cvat_xml", "read_cvat_xml", ("classes", "images")),
+    "coco": ("fcnseg.annotations.coco", "read_coco", ("classes", "images", "masks")),
+    "labelme": ("fcnseg.annotations.labelme", "read_labelme", ("classes",)),
+    "cvat-mask": ("fcnseg.annotations.cvat", "read_cvat", ("classes", "images")),
+    "cvat-xml": ("fcnseg.annotations.cvat", "read_cvat_xml", ("classes", "images")),
 }
 
 
@@ -77,7 +77,7 @@ def import_dataset(
         DataError: the export as a whole cannot be read (no JSON, no labelmap colours, duplicate class
             names, a category missing from the class file), or ``out`` is not empty. Bad items do not raise: they are in the report.
     """
-    from fcnseg.data.importers.pipeline import write_export
+    from fcnseg.annotations.pipeline import write_export
 
     options = ImportOptions(
         overlap=overlap,

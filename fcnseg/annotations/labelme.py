@@ -1,7 +1,7 @@
 """labelme exports: one JSON per image (polygons, rectangles, circles, masks) -> items with class-index label maps.
 
 Classes: background 0, then the labels of shapes with an area sorted alphabetically (case-insensitive),
-or a class file (``ImportOptions.classes``) fixing the order (see :mod:`fcnseg.data.importers.class_list`).
+or a class file (``ImportOptions.classes``) fixing the order (see :mod:`fcnseg.annotations.class_list`).
 Labels ``_background_``/``background`` paint 0 and ``__ignore__`` paints 255, as in
 labelme's labels.txt. Lines, points and line strips cover no area: they are counted and left out.
 The image is the JSON's embedded ``imageData`` when present (as labelme itself reads it), else
@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fcnseg.data.importers.class_list import clean_name, import_classes
-from fcnseg.data.importers.items import Export, ImportOptions, Item
-from fcnseg.data.importers.raster import (
+from fcnseg.annotations.class_list import clean_name, import_classes
+from fcnseg.annotations.items import Export, ImportOptions, Item
+from fcnseg.annotations.raster import (
     Bitmap,
     Circle,
     Drawing,

@@ -1,9 +1,9 @@
 """COCO exports: instances JSON (polygons, RLE) or panoptic JSON + PNGs -> items with class-index label maps.
 
 Classes: background is 0, then the category names sorted alphabetically (case-insensitive), whatever
-their ids, or in the order of a class file (see :mod:`fcnseg.data.importers.class_list`; a category
+their ids, or in the order of a class file (see :mod:`fcnseg.annotations.class_list`; a category
 named ``background`` is label 0). Crowd regions (``iscrowd: 1``) become the ignore label 255.
-Instances overlap by ``ImportOptions.overlap`` (see :func:`fcnseg.data.importers.raster.paint_order`).
+Instances overlap by ``ImportOptions.overlap`` (see :func:`fcnseg.annotations.raster.paint_order`).
 Panoptic: every pixel belongs to one segment (``id = R + 256 G + 256^2 B`` in the PNG); id 0 (void)
 and crowd segments become 255.
 """
@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from fcnseg.data.classes import IGNORE_INDEX
-from fcnseg.data.importers.class_list import clean_name, import_classes, special_label
-from fcnseg.data.importers.items import Export, ImportOptions, Item, SkippedItem
-from fcnseg.data.importers.raster import Bitmap, Drawing, Polygon, Shape, draw_shapes
+from fcnseg.annotations.class_list import clean_name, import_classes, special_label
+from fcnseg.annotations.items import Export, ImportOptions, Item, SkippedItem
+from fcnseg.annotations.raster import Bitmap, Drawing, Polygon, Shape, draw_shapes
 from fcnseg.data.scan import Problem
 from fcnseg.errors import DataError
 from fcnseg.files import plural, read_text
@@ -66,7 +66,7 @@ def load_json(path: Path) -> dict:
 
 def category_classes(categories: list, path: Path, class_file: Path | None = None):
     """Class list and ``category id -> class index`` from COCO ``categories``, in the class order of every
-    import (:mod:`fcnseg.data.importers.class_list`: background 0, the names sorted; or ``class_file``'s)."""
+    import (:mod:`fcnseg.annotations.class_list`: background 0, the names sorted; or ``class_file``'s)."""
     where = str(path)
     by_id: dict[int, str] = {}
     for number, category in enumerate(categories):
