@@ -337,3 +337,29 @@ def _draw_panoptic(annotation, index, masks: Path, height, width, *, name, path:
                                 f"{plural(len(unknown), 'segment id')} in the PNG {'has' if len(unknown) == 1 else 'have'} no segments_info entry (e.g. {shown}); their pixels set to 255"))
     table = np.array([label_of.get(int(u), IGNORE_INDEX) for u in unique], dtype=np.uint8)
     return Drawing(table[inverse].reshape(height, width), findings)
+
+
+def encode_rle(mask: np.ndarray) -> dict:
+    """bool ``[H, W]`` -> a compressed COCO RLE ``{"size": [H, W], "counts": str}`` (the inverse of :func:`decode_rle`).
+
+    The runs alternate 0s and 1s, starting with 0s, over the pixels in column-major order, and are
+    written as :func:`rle_string_counts` reads them (pycocotools' ``rleToString``, written out).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    height, width = mask.shape
+    flat = mask.T.ravel()  # column-major
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        counts.insert(0, 0)  # the runs start with 0s
+    text = []
+    for i, count in enumerate(counts):
+        value = count - counts[i - 2] if i > 2 else count
+        more = True
+        while more:
+            group = value & 0x1F
+            value >>= 5  # arithmetic shift: a negative difference ends at -1
+            more = value != -1 if group & 0x10 else value != 0
+            text.append(chr(48 + (group | (0x20 if more else 0))))
+    return {"size": [height, width], "counts": "".join(text)}
