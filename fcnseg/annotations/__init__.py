@@ -1,8 +1,11 @@
-"""Annotation-tool exports (COCO, labelme, CVAT masks and XML) -> the image/mask folder that ``fcnseg train --dataset folder`` reads.
+"""Labelling tools' formats (COCO, labelme, CVAT masks and XML, Label Studio, GeoJSON), read and written.
 
-``import_dataset("coco", "annotations/instances_val2017.json", "data/coco-val")`` writes
+Read: ``import_dataset("coco", "annotations/instances_val2017.json", "data/coco-val")`` writes
 ``images/``, ``masks/`` (palette PNGs of class indices, 255 = ignore), ``classes.txt``, ``train.txt``
 and ``val.txt`` and ``import.json`` (the report), then scans the result as training will.
+Written: ``export_annotations("coco", images, class_names, out)`` turns label maps into the format's
+files (:mod:`fcnseg.annotations.export`), for ``fcnseg predict --save-annotations`` and
+``fcnseg export-annotations``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from fcnseg.annotations.report import (
     NOTE_KINDS,
     ImportReport,
 )
+from fcnseg.annotations.export import WRITERS, ExportReport, export_annotations, export_label_folder
+from fcnseg.annotations.writing import ExportOptions, LabelledImage
 from fcnseg.errors import ConfigError
 
 # Format name -> (module, reader function, the ImportOptions fields it reads besides overlap and the split).
@@ -26,6 +31,8 @@ FORMATS = {
     "labelme": ("fcnseg.annotations.labelme", "read_labelme", ("classes",)),
     "cvat-mask": ("fcnseg.annotations.cvat", "read_cvat", ("classes", "images")),
     "cvat-xml": ("fcnseg.annotations.cvat", "read_cvat_xml", ("classes", "images")),
+    "label-studio": ("fcnseg.annotations.label_studio", "read_label_studio", ("classes", "images")),
+    "geojson": ("fcnseg.annotations.geojson", "read_geojson", ("classes", "images")),
 }
 
 
@@ -94,6 +101,12 @@ def import_dataset(
 
 __all__ = [
     "ANNOTATION_KINDS",
+    "WRITERS",
+    "ExportOptions",
+    "ExportReport",
+    "LabelledImage",
+    "export_annotations",
+    "export_label_folder",
     "FORMATS",
     "ITEM_KINDS",
     "NOTE_KINDS",

@@ -1,4 +1,4 @@
-"""COCO exports: instances JSON (polygons, RLE) or panoptic JSON + PNGs -> items with class-index label maps.
+"""COCO: instances JSON (polygons, RLE) or panoptic JSON + PNGs read into items with class-index label maps; label maps written as instances JSON.
 
 Classes: background is 0, then the category names sorted alphabetically (case-insensitive), whatever
 their ids, or in the order of a class file (see :mod:`fcnseg.annotations.class_list`; a category
@@ -19,11 +19,20 @@ import numpy as np
 
 from fcnseg.data.classes import IGNORE_INDEX
 from fcnseg.annotations.class_list import clean_name, import_classes, special_label
+from fcnseg.annotations.writing import (
+    ExportOptions,
+    LabelledImage,
+    bounding_box,
+    class_masks,
+    label_name,
+    polygon_pieces,
+    rounded,
+)
 from fcnseg.annotations.items import Export, ImportOptions, Item, SkippedItem
 from fcnseg.annotations.raster import Bitmap, Drawing, Polygon, Shape, draw_shapes
 from fcnseg.data.scan import Problem
 from fcnseg.errors import DataError
-from fcnseg.files import plural, read_text
+from fcnseg.files import plural, read_text, write_json
 from fcnseg.images import read_image
 
 
@@ -363,3 +372,53 @@ def encode_rle(mask: np.ndarray) -> dict:
             more = value != -1 if group & 0x10 else value != 0
             text.append(chr(48 + (group | (0x20 if more else 0))))
     return {"size": [height, width], "counts": "".join(text)}
+
+
+def write_coco(images: list[LabelledImage], class_names: list[str], out: Path, options: ExportOptions) -> list[Path]:
+    """Write ``out/annotations.json``: a COCO instances file of the label maps, one annotation per shape.
+
+    Polygons (default): one annotation per region (COCO polygons have no holes: a hole is an annotation of
+    category ``background``, id 0, painted over its region and under what it holds, the order of fcnseg's
+    importers and of COCO tools that paint larger objects first). Masks: one compressed-RLE annotation per
+    class present. Category ids are the class indices; ``file_name`` the image's relative name.
+    """
+    categories = {i: name for i, name in enumerate(class_names) if i > 0}
+    records, annotations = [], []
+    for image_id, image in enumerate(images, start=1):
+        labels = image.load()
+        height, width = labels.shape
+        records.append({"id": image_id, "file_name": (options.image_prefix or "") + image.name,
+                        "height": height, "width": width})
+        for label, segmentation, box, area in _coco_shapes(labels, options):
+            if label == 0:
+                categories[0] = label_name(class_names, 0)
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": label,
+                                "segmentation": segmentation, "area": area, "bbox": box, "iscrowd": 0})
+    document = {
+        "info": {"description": "label maps written by fcnseg", "version": "1.0"},
+        "licenses": [],
+        "images": records,
+        "annotations": annotations,
+        "categories": [{"id": i, "name": categories[i], "supercategory": ""} for i in sorted(categories)],
+    }
+    target = out / "annotations.json"
+    write_json(document, target)
+    return [target]
+
+
+def _coco_shapes(labels: np.ndarray, options: ExportOptions):
+    """``(label, segmentation, bbox, area)`` per annotation, in painting order."""
+    if (options.shapes or "polygon") == "mask":
+        for label, mask in class_masks(labels):
+            top, left, bottom, right = bounding_box(mask)
+            yield label, encode_rle(mask), [left, top, right - left, bottom - top], int(mask.sum())
+        return
+    for piece in polygon_pieces(labels, options):
+        x, y = piece.ring[:, 0], piece.ring[:, 1]
+        box = [_json_number(x.min()), _json_number(y.min()), _json_number(x.max() - x.min()), _json_number(y.max() - y.min())]
+        flat = [value for point in rounded(piece.ring) for value in point]
+        yield piece.label, [flat], box, round(piece.area, 2)
+
+
+def _json_number(value) -> float | int:
+    return int(value) if float(value).is_integer() else float(value)

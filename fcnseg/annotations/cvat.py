@@ -1,4 +1,5 @@
-"""CVAT's two exports of an image task, read and written: "Segmentation mask 1.1" and "CVAT for images 1.1".
+"""CVAT's two exports of an image task, read into items with label maps and written from label maps:
+"Segmentation mask 1.1" and "CVAT for images 1.1".
 
 Segmentation mask 1.1 (``cvat-mask``; images in JPEGImages/ when exported with them, else ``--images``)::
 
@@ -39,12 +40,13 @@ from PIL import Image
 from fcnseg.annotations.class_list import BACKGROUND, BACKGROUND_NAMES, clean_name, import_classes
 from fcnseg.annotations.items import Export, ImportOptions, Item, SkippedItem
 from fcnseg.annotations.raster import Bitmap, Drawing, Ellipse, Polygon, Rectangle, Shape, draw_shapes
+from fcnseg.annotations.writing import ExportOptions, LabelledImage, bounding_box, class_masks, label_name, polygon_pieces, rounded
 from fcnseg.data.base import read_split_file
 from fcnseg.data.classes import IGNORE_INDEX, VOC_CLASSES, ClassInfo
 from fcnseg.data.palette import IGNORE_COLOUR, voc_palette
 from fcnseg.data.scan import Problem
 from fcnseg.errors import DataError
-from fcnseg.files import plural, read_text
+from fcnseg.files import atomic_write, atomic_write_text, plural, read_text
 from fcnseg.images import images_by_stem, open_image
 
 LABELMAP, MASK_DIR, IMAGE_DIR, LIST_DIR = "labelmap.txt", "SegmentationClass", "JPEGImages", "ImageSets/Segmentation"
@@ -324,3 +326,91 @@ def _xml_geometry(element: ElementTree.Element):
     values = np.zeros(len(counts), dtype=bool)
     values[1::2] = True
     return Bitmap(np.repeat(values, counts).reshape(box_height, box_width), top=top, left=left)
+
+
+# Writers
+
+
+def write_cvat_xml(images: list[LabelledImage], class_names: list[str], out: Path, options: ExportOptions) -> list[Path]:
+    """Write ``out/annotations.xml`` in CVAT for images 1.1, the file CVAT's "Upload annotations" reads.
+
+    Polygons (default): one ``<polygon>`` per region, ``z_order`` in painting order; a hole is a
+    ``background`` polygon above its region and below what it holds. Masks: one ``<mask>`` per class
+    (CVAT's run lengths over the class's bounding box). Image names are the relative names.
+    """
+    root = ElementTree.Element("annotations")
+    ElementTree.SubElement(root, "version").text = "1.1"
+    task = ElementTree.SubElement(ElementTree.SubElement(root, "meta"), "task")
+    ElementTree.SubElement(task, "name").text = "fcnseg"
+    ElementTree.SubElement(task, "size").text = str(len(images))
+    ElementTree.SubElement(task, "mode").text = "annotation"
+    labels_element = ElementTree.SubElement(task, "labels")
+    colours = _colours(class_names)
+    uses_background = False
+    image_elements = []
+    for image_id, image in enumerate(images):
+        labels = image.load()
+        height, width = labels.shape
+        element = ElementTree.Element("image", id=str(image_id), name=(options.image_prefix or "") + image.name,
+                                      width=str(width), height=str(height))
+        if (options.shapes or "polygon") == "mask":
+            for label, mask in class_masks(labels):
+                top, left, bottom, right = bounding_box(mask)
+                box = mask[top:bottom, left:right].ravel()
+                change = np.flatnonzero(box[1:] != box[:-1]) + 1
+                counts = np.diff(np.concatenate([[0], change, [box.size]])).tolist()
+                if box[0]:
+                    counts.insert(0, 0)  # runs start with 0s
+                ElementTree.SubElement(element, "mask", label=class_names[label], source="auto", occluded="0",
+                                       rle=", ".join(map(str, counts)), left=str(left), top=str(top),
+                                       width=str(right - left), height=str(bottom - top), z_order="0")
+        else:
+            for z, piece in enumerate(polygon_pieces(labels, options)):
+                uses_background |= piece.label == 0
+                points = ";".join(f"{x},{y}" for x, y in rounded(piece.ring))
+                ElementTree.SubElement(element, "polygon", label=label_name(class_names, piece.label), source="auto",
+                                       occluded="0", points=points, z_order=str(z))
+        image_elements.append(element)
+    names = ([label_name(class_names, 0)] if uses_background else []) + list(class_names[1:])
+    for name in names:
+        label = ElementTree.SubElement(labels_element, "label")
+        ElementTree.SubElement(label, "name").text = name
+        ElementTree.SubElement(label, "color").text = colours.get(name, "#000000")
+        ElementTree.SubElement(label, "type").text = "any"
+        ElementTree.SubElement(label, "attributes")
+    root.extend(image_elements)
+    ElementTree.indent(root)
+    target = out / ANNOTATIONS
+    atomic_write_text('<?xml version="1.0" encoding="utf-8"?>\n' + ElementTree.tostring(root, encoding="unicode") + "\n", target)
+    return [target]
+
+
+def _colours(class_names: list[str]) -> dict[str, str]:
+    palette = voc_palette(256)
+    return {name: "#{:02x}{:02x}{:02x}".format(*palette[i]) for i, name in enumerate(class_names)}
+
+
+def write_cvat_mask(images: list[LabelledImage], class_names: list[str], out: Path, options: ExportOptions) -> list[Path]:
+    """Write a CVAT "Segmentation mask 1.1" folder: ``labelmap.txt``, ``SegmentationClass/<name>.png`` (the label
+    map in the labelmap's colours, every pixel as it is) and ``ImageSets/Segmentation/default.txt``.
+
+    Unlabelled pixels (255) are written in the VOC ignore colour, which fcnseg's import reads back as 255.
+    """
+    palette = voc_palette(256)
+    lines = [f"{label_name(class_names, 0)}:0,0,0::"]
+    lines += [f"{name}:{','.join(str(int(v)) for v in palette[i])}::" for i, name in enumerate(class_names) if i > 0]
+    atomic_write_text("# label:color_rgb:parts:actions\n" + "\n".join(lines) + "\n", out / LABELMAP)
+    colours = np.zeros((256, 3), dtype=np.uint8)
+    colours[1 : len(class_names)] = palette[1 : len(class_names)]
+    colours[IGNORE_INDEX] = IGNORE_COLOUR
+    written = [out / LABELMAP]
+    for image in images:
+        target = out / MASK_DIR / f"{image.stem}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        rgb = colours[image.load().astype(np.uint8)]
+        atomic_write(target, lambda tmp, rgb=rgb: Image.fromarray(rgb).save(tmp, format="PNG"))
+        written.append(target)
+    listing = out / LIST_DIR / "default.txt"
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text("".join(f"{image.stem}\n" for image in images), listing)
+    return written + [listing]
