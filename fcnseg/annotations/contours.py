@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-DEFAULT_TOLERANCE = 1.0  # pixels: the largest distance of a dropped vertex from the simplified outline
+DEFAULT_TOLERANCE = 0.5  # pixels: the largest distance of a dropped vertex from the simplified outline
 DEFAULT_MIN_AREA = 4  # pixels: smaller regions (and holes) are left out of polygon outputs
 
 # Edge directions along a ring, the region on the right (y points down): 0 +x, 1 +y, 2 -x, 3 -y.
