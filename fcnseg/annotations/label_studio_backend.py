@@ -180,7 +180,7 @@ class Backend:
         for task in tasks:
             try:
                 image = self.load_image(task, control)
-                result = self.predictor.predict(image)
+                result = self.predictor.predict(image, probabilities=True)
                 labels = np.asarray(result.labels)
                 results = prediction_results(labels, self.class_names, shapes=shapes, from_name=control.name,
                                              to_name=control.to_name, options=self.options, names=mapping)
