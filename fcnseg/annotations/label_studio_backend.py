@@ -16,8 +16,6 @@ Images come from the task's data URL: ``/data/local-files/?d=PATH`` under the lo
 http(s) from Label Studio (``/data/upload/...`` relative to ``--label-studio-url``), with its API token.
 """
 
-from __future__ import annotations
-
 import io
 import logging
 import os
@@ -262,7 +260,11 @@ def _mean_confidence(result) -> float:
 
 
 def create_backend_app(backend: Backend):
-    """The FastAPI app of the ML backend protocol over ``backend``."""
+    """The FastAPI app of the ML backend protocol over ``backend``.
+
+    (This module has no ``from __future__ import annotations``: FastAPI reads the endpoints' ``Request``
+    annotation as a class, and it is imported here, where FastAPI is known to be installed.)
+    """
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
