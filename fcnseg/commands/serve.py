@@ -53,10 +53,10 @@ def register(subparsers) -> None:
                     help="serve Label Studio's ML backend protocol (GET /health, POST /setup, /predict, /webhook) instead of "
                          "the page: pre-annotations as brush masks or polygons, by the project's labelling config")
     ls.add_argument("--label-studio-root", type=Path, metavar="DIR",
-                    help="Label Studio's local-files document root (LOCAL_FILES_DOCUMENT_ROOT): /data/local-files/?d=PATH "
-                         "is read as DIR/PATH")
+                    help="Label Studio's local-files document root (LOCAL_FILES_DOCUMENT_ROOT): a task's local-files "
+                         "URL ?d=PATH is read as DIR/PATH")
     ls.add_argument("--label-studio-url", metavar="URL",
-                    help="Label Studio's address (default $LABEL_STUDIO_URL), for images it serves itself (/data/upload/...)")
+                    help="Label Studio's address (default $LABEL_STUDIO_URL), for images it serves itself (uploads)")
     ls.add_argument("--label-studio-token", metavar="TOKEN",
                     help="API token sent with those downloads (default $LABEL_STUDIO_API_KEY)")
     p.set_defaults(func=run)
