@@ -61,7 +61,8 @@ reads the files back with the same labels.""",
     p.add_argument("labels", type=Path, help="folder of label PNGs (class indices; 255 = unlabelled, left out)")
     p.add_argument("--images", type=Path, required=True, help="the folder of the images the label maps belong to")
     p.add_argument("--format", required=True, choices=FORMAT_NAMES, help="the tool's format")
-    p.add_argument("-o", "--out", type=Path, required=True, help="output folder (new, or one this command wrote)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder (new or empty, unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="write into OUT although it holds files (the format's files are replaced)")
     classes = p.add_mutually_exclusive_group(required=True)
     classes.add_argument("--classes", type=Path, metavar="FILE", help="class file: one class a line in label order, background first")
     classes.add_argument("--model", type=Path, metavar="CHECKPOINT", help="take the class names from this model")
@@ -74,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
     from fcnseg.files import check_output_path
 
     check_output_path(args.out, "folder", "-o")
+    if not args.overwrite and args.out.is_dir() and any(args.out.iterdir()):
+        raise ConfigError(f"-o {args.out}: holds files already; name a new or empty folder, or add --overwrite to replace "
+                          "the files this format writes there")
     if not args.labels.is_dir():
         raise ConfigError(f"{args.labels}: not a folder; expected the folder of label PNGs")
     if args.classes is not None:
