@@ -228,3 +228,34 @@ def test_predict_saves_its_label_maps_as_annotations(tmp_path):
     assert report.ok, report.summary()
     assert list(report.classes.names) == CLASS_NAMES
     assert np.array_equal(read_mask_png(tmp_path / "back" / "masks" / "photo.png"), predicted)
+
+
+def test_export_annotations_refuses_a_folder_holding_files_unless_told(tmp_path, capsys):
+    labels = hard_label_map()
+    write_image(tmp_path / "images", "a.png", *labels.shape)
+    write_mask_png(labels, tmp_path / "pred" / "a.png")
+    (tmp_path / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "annotations.json").write_text("the user's own")
+    argv = ["export-annotations", str(tmp_path / "pred"), "--images", str(tmp_path / "images"), "--format", "coco",
+            "--classes", str(tmp_path / "classes.txt"), "-o", str(tmp_path / "out")]
+    assert main(argv) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert (tmp_path / "out" / "annotations.json").read_text() == "the user's own"
+    assert main(argv + ["--overwrite"]) == 0
+    assert json.loads((tmp_path / "out" / "annotations.json").read_text())["images"][0]["file_name"] == "a.png"
+
+
+def test_label_studio_tasks_name_local_files_and_come_with_a_config_for_the_classes(tmp_path):
+    from fcnseg.annotations.label_studio_backend import parse_label_config
+
+    labels = hard_label_map()
+    image = write_image(tmp_path / "images", "photo.png", *labels.shape)
+    export_annotations("label-studio", [LabelledImage("photo.png", image, lambda: labels)], CLASSES, tmp_path / "ls")
+    (task,) = json.loads((tmp_path / "ls" / "tasks.json").read_text())
+    assert task["data"] == {"image": "/data/local-files/?d=photo.png"}
+    results = task["predictions"][0]["result"]
+    assert {r["type"] for r in results} == {"brushlabels"} and {r["from_name"] for r in results} == {"tag"}
+    (control,) = parse_label_config((tmp_path / "ls" / "label_config.xml").read_text())
+    assert (control.tag, control.name, control.to_name) == ("BrushLabels", "tag", "image")
+    assert control.labels == tuple(CLASSES[1:])
