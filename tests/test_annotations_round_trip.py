@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from fcnseg.annotations import ExportOptions, LabelledImage, export_annotations, import_dataset
-from fcnseg.annotations.contours import DEFAULT_TOLERANCE, outlines, ring_area, trace_rings
+from fcnseg.annotations.contours import outlines, ring_area, trace_rings
 from fcnseg.cli import main
 from fcnseg.data.palette import read_mask_png, write_mask_png
 

@@ -341,3 +341,17 @@ def test_an_export_is_imported_from_its_first_annotation_not_cancelled(tmp_path)
     expected[0:3, 0:4] = 2  # the rectangle: 50% of 6 x 8
     expected[3:6, 4:8] = 1  # the polygon's square
     assert np.array_equal(mask, expected)
+
+
+def test_serve_label_studio_serves_the_backend_instead_of_the_page(tmp_path, monkeypatch):
+    uvicorn = pytest.importorskip("uvicorn", reason="uvicorn (the serve extra) runs fcnseg serve")
+    from serve_support import save_small_checkpoint
+
+    from fcnseg.cli import main
+
+    served = {}
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: served.setdefault("app", self.config.app))
+    checkpoint = save_small_checkpoint(tmp_path / "model.pt")
+    assert main(["serve", str(checkpoint), "--label-studio", "--label-studio-root", str(tmp_path), "--port", "0"]) == 0
+    routes = {route.path for route in served["app"].routes}
+    assert {"/health", "/setup", "/predict", "/webhook"} <= routes and "/api/predict" not in routes
