@@ -46,18 +46,19 @@ class Outline:
 def ring_area(ring: np.ndarray) -> float:
     """Signed area of a ring ``[N, 2]`` (shoelace), positive when clockwise on screen (y down)."""
     x, y = ring[:, 0].astype(np.float64), ring[:, 1].astype(np.float64)
-    return float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y)) / 2
+    return float(np.dot(x[:-1], y[1:]) + x[-1] * y[0] - np.dot(x[1:], y[:-1]) - x[0] * y[-1]) / 2
 
 
-def trace_rings(mask: np.ndarray) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
+def trace_rings(mask: np.ndarray) -> tuple[list[np.ndarray], list[tuple[int, int]], list[float]]:
     """The boundary rings of ``mask`` (bool ``[H, W]``) along pixel edges, and for each a pixel of its region.
 
     Where two pixels of the mask touch only at a corner the ring turns so as to keep them apart
     (4-connectivity). Only the corners of a ring are kept (no vertex in the middle of a straight run).
 
     Returns:
-        ``(rings, pixels)``: int64 ``[N, 2]`` ``(x, y)`` rings, and the ``(row, column)`` of a mask pixel
-        on the right of each ring's first edge (so inside the region the ring bounds).
+        ``(rings, pixels, areas)``: int64 ``[N, 2]`` ``(x, y)`` rings; the ``(row, column)`` of a mask pixel
+        on the right of each ring's first edge (so inside the region the ring bounds); each ring's
+        :func:`ring_area` (the pixels it holds, negative for a hole).
     """
     mask = np.asarray(mask, dtype=bool)
     height, width = mask.shape
@@ -77,7 +78,7 @@ def trace_rings(mask: np.ndarray) -> tuple[list[np.ndarray], list[tuple[int, int
     direction = np.concatenate(directions)
     owner = np.concatenate(owners)
     if len(start) == 0:
-        return [], []
+        return [], [], []
     end = start + _STEPS[direction]
     stride = width + 1
     key = (start[:, 1] * stride + start[:, 0]) * 4 + direction
@@ -92,35 +93,73 @@ def trace_rings(mask: np.ndarray) -> tuple[list[np.ndarray], list[tuple[int, int
         found = (sorted_keys[at] == wanted) & (following < 0)
         following[found] = order[at[found]]
     assert (following >= 0).all(), "every boundary edge continues"
-    seen = np.zeros(len(start), dtype=bool)
-    rings, pixels = [], []
-    for first in range(len(start)):
-        if seen[first]:
-            continue
-        cycle = []
-        edge = first
-        while not seen[edge]:
-            seen[edge] = True
-            cycle.append(edge)
-            edge = following[edge]
-        cycle = np.asarray(cycle)
-        turns = direction[cycle] != direction[np.roll(cycle, 1)]  # keep the corners only
-        corners = cycle[turns]
-        rings.append(start[corners])
-        pixels.append((int(owner[corners[0], 0]), int(owner[corners[0], 1])))
-    return rings, pixels
+    cycle, position = _cycles(following)
+    order = np.lexsort((position, cycle))  # edges ring by ring, in walking order
+    cycle, direction, start, owner = cycle[order], direction[order], start[order], owner[order]
+    first = np.flatnonzero(np.r_[True, cycle[1:] != cycle[:-1]])
+    last = np.r_[first[1:], len(cycle)] - 1
+    previous = np.arange(len(cycle)) - 1
+    previous[first] = last  # the edge before a ring's first is its last
+    corner = direction != direction[previous]  # keep the corners only
+    # signed area of each ring, from its edges (shoelace), y down: positive for an outer ring
+    end = start + _STEPS[direction]
+    cross = start[:, 0] * end[:, 1] - end[:, 0] * start[:, 1]
+    areas = np.bincount(cycle, weights=cross, minlength=cycle[-1] + 1)[cycle[first]] / 2
+    kept = np.flatnonzero(corner)
+    bounds = np.searchsorted(kept, first)  # where each ring's corners start among the kept edges
+    rings = np.split(start[kept], bounds[1:])
+    firsts = kept[bounds]
+    pixels = [(int(r), int(c)) for r, c in owner[firsts].tolist()]
+    return rings, pixels, areas.tolist()
+
+
+def _cycles(following: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For a permutation ``following`` (edge -> next edge), each edge's cycle and its place in it.
+
+    The cycles are the weakly connected components of the graph; places are counted from the cycle's
+    lowest edge by pointer jumping (log2 of the longest ring rounds of whole-array steps, no loop per edge).
+    """
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(following)
+    every = np.arange(n)
+    _, cycle = connected_components(csr_matrix((np.ones(n, dtype=np.int8), (every, following)), shape=(n, n)),
+                                    directed=True, connection="weak")
+    lowest = np.full(cycle.max() + 1, n)
+    np.minimum.at(lowest, cycle, every)
+    successor = following.copy()
+    ends = following == lowest[cycle]  # the last edge of each cycle, walking from its lowest
+    successor[ends] = every[ends]
+    steps = (~ends).astype(np.int64)  # steps to the last edge
+    for _ in range(max(1, int(np.ceil(np.log2(max(n, 2))))) + 1):
+        steps = steps + steps[successor]
+        successor = successor[successor]
+    length = np.bincount(cycle)
+    return cycle, length[cycle] - 1 - steps
 
 
 def midpoint_ring(corners: np.ndarray) -> np.ndarray:
     """The ring through the midpoints of the unit pixel edges of a traced ring (its ``corners``, int ``[N, 2]``),
     keeping only the points where its direction changes. float64 ``[M, 2]``, coordinates multiples of 0.5."""
-    incoming = np.sign(corners - np.roll(corners, 1, axis=0))  # unit steps (traced rings are axis-aligned)
-    outgoing = np.sign(np.roll(corners, -1, axis=0) - corners)
+    outgoing = np.sign(_next(corners) - corners)  # unit steps (traced rings are axis-aligned)
+    incoming = _previous(outgoing)
     doubled = np.stack([2 * corners - incoming, 2 * corners + outgoing], axis=1).reshape(-1, 2)  # in half pixels
-    doubled = doubled[np.any(doubled != np.roll(doubled, 1, axis=0), axis=1)]  # a run of one edge: its midpoint once
-    before, after = doubled - np.roll(doubled, 1, axis=0), np.roll(doubled, -1, axis=0) - doubled
+    doubled = doubled[np.any(doubled != _previous(doubled), axis=1)]  # a run of one edge: its midpoint once
+    before = doubled - _previous(doubled)
+    after = _previous(before, -1)
     turning = before[:, 0] * after[:, 1] - before[:, 1] * after[:, 0] != 0
     return doubled[turning] / 2.0
+
+
+def _next(ring: np.ndarray) -> np.ndarray:
+    """Each vertex's successor around the ring (``np.roll(ring, -1, 0)``, without its overhead on small rings)."""
+    return np.concatenate([ring[1:], ring[:1]])
+
+
+def _previous(ring: np.ndarray, shift: int = 1) -> np.ndarray:
+    """Each vertex's predecessor around the ring (``shift=-1``: its successor)."""
+    return np.concatenate([ring[-1:], ring[:-1]]) if shift == 1 else _next(ring)
 
 
 def simplify_ring(ring: np.ndarray, tolerance: float) -> np.ndarray:
@@ -182,20 +221,18 @@ def outlines(
         mask = label_map == label
         regions, count = ndimage.label(mask)  # 4-connected (the default cross)
         sizes = np.bincount(regions.ravel(), minlength=count + 1)
-        rings, pixels = trace_rings(mask)
+        rings, pixels, areas = trace_rings(mask)
         outer: dict[int, np.ndarray] = {}
         holes: dict[int, list[np.ndarray]] = {}
-        for ring, (row, col) in zip(rings, pixels):
+        for ring, (row, col), area in zip(rings, pixels, areas):  # area: of the pixel-edge ring, the pixels it holds
             region = int(regions[row, col])
-            area = ring_area(ring)  # of the pixel-edge ring: the pixels it holds
+            if sizes[region] < min_area:
+                continue
             if area > 0:
                 outer[region] = midpoint_ring(ring)
             elif -area >= max(min_area, 1):
                 holes.setdefault(region, []).append(midpoint_ring(ring))
-        first_pixel = ndimage.minimum(np.arange(mask.size).reshape(mask.shape), regions, range(1, count + 1))
-        for region in sorted(outer, key=lambda r: first_pixel[r - 1]):
-            if sizes[region] < min_area:
-                continue
+        for region in sorted(outer):  # ndimage.label numbers regions in the row-major order of their first pixels
             found.append(Outline(
                 int(label),
                 simplify_ring(outer[region], tolerance),
