@@ -29,6 +29,7 @@ COMMANDS = {
     "models": ("models", "list the architectures with parameters and GFLOPs"),
     "convert": ("convert", "turn pytorch-fcn, Caffe or VGG16 classifier weights into an fcnseg checkpoint"),
     "import": ("import_data", "convert a COCO, labelme or CVAT mask export into the folder layout fcnseg train reads"),
+    "export-annotations": ("export_annotations", "write label PNGs as COCO, labelme, CVAT, Label Studio or GeoJSON annotations"),
 }
 
 

@@ -7,8 +7,8 @@ import pytest
 
 from fcnseg.cli import main
 from fcnseg.data import read_class_file, read_split_file
-from fcnseg.data.importers import import_dataset
-from fcnseg.data.importers.cvat import read_labelmap
+from fcnseg.annotations import import_dataset
+from fcnseg.annotations.cvat import read_labelmap
 from fcnseg.data.pascal_context import read_context_labels
 from fcnseg.errors import DataError
 from fcnseg.files import read_text

@@ -224,8 +224,12 @@ def test_serve_help_names_only_routes_the_server_has(tmp_path, capsys):
     from tests.serve_support import save_small_checkpoint
 
     text = help_of("serve", capsys)
-    app = create_app(Predictor.from_checkpoint(save_small_checkpoint(tmp_path / "small.pt")))
+    from fcnseg.annotations.label_studio_backend import Backend, create_backend_app
+
+    predictor = Predictor.from_checkpoint(save_small_checkpoint(tmp_path / "small.pt"))
+    app = create_app(predictor)
     routes = {route.path for route in app.routes}
+    routes |= {route.path for route in create_backend_app(Backend(predictor)).routes}  # serve --label-studio
     named = set(re.findall(r"(?<![\w/'])/[\w./]*\w", text))
     offered = {path for path in named if f"no {path}" not in text}
     assert {"/api/predict", "/openapi.json"} <= offered <= routes, f"help names {offered}, the server has {routes}"

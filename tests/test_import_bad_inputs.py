@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from fcnseg.data import read_mask_png
-from fcnseg.data.importers import import_dataset
+from fcnseg.annotations import import_dataset
 from fcnseg.errors import DataError
 from fcnseg.images import DEFAULT_MAX_PIXELS, ImageTooLargeError
 
@@ -88,7 +88,7 @@ def leftovers(folder):
 
 
 def test_an_import_failing_midway_leaves_no_output_folder_and_no_temporary_files(tmp_path, monkeypatch):
-    import fcnseg.data.importers.pipeline as pipeline
+    import fcnseg.annotations.pipeline as pipeline
 
     src = cvat_export(tmp_path / "export", ["a", "b", "c"])
     real_write_mask, calls = pipeline.write_mask, []
@@ -182,7 +182,7 @@ def test_each_malformed_coco_annotation_is_reported_with_its_id_and_the_rest_imp
 
 def test_compressed_rle_decodes_as_pycocotools_on_masks_with_long_runs(tmp_path):
     mask_utils = pytest.importorskip("pycocotools.mask")
-    from fcnseg.data.importers.coco import decode_rle
+    from fcnseg.annotations.coco import decode_rle
 
     rng = np.random.default_rng(0)
     for height, width in ((1, 1), (7, 5), (90, 130)):
@@ -214,7 +214,7 @@ def test_rle_runs_covering_other_than_height_times_width_pixels_are_refused(tmp_
 
 
 def test_compressed_rle_strings_that_are_not_run_lengths_are_refused():
-    from fcnseg.data.importers.coco import decode_rle
+    from fcnseg.annotations.coco import decode_rle
 
     for counts, message in (("0 1", "expected characters"), ("0\u00e9", "expected characters"), ("o", "middle of a run"),
                             ("1" + "0" * 2, "cover 1 pixels")):
@@ -238,7 +238,7 @@ def test_a_polygon_reaching_out_to_huge_coordinates_covers_what_it_covers(tmp_pa
 
 
 def test_clipping_a_ring_keeps_the_part_inside_the_box_and_drops_one_outside():
-    from fcnseg.data.importers.raster import clip_ring
+    from fcnseg.annotations.raster import clip_ring
 
     square = np.array([[-1e9, -1e9], [1e9, -1e9], [1e9, 1e9], [-1e9, 1e9]])
     clipped = clip_ring(square, 16, 12)

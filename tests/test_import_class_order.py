@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from fcnseg.data import read_class_file, read_mask_png
-from fcnseg.data.importers import import_dataset
-from fcnseg.data.importers.class_list import class_order
+from fcnseg.annotations import import_dataset
+from fcnseg.annotations.class_list import class_order
 from fcnseg.errors import DataError
 
 H, W = 16, 20

@@ -10,7 +10,7 @@ from PIL import Image
 
 from fcnseg.cli import main
 from fcnseg.data import build_dataset, read_class_file, read_mask_png, read_split_file
-from fcnseg.data.importers import import_dataset
+from fcnseg.annotations import import_dataset
 from fcnseg.errors import DataError
 
 pycocotools_mask = pytest.importorskip("pycocotools.mask")
@@ -313,7 +313,7 @@ def test_duplicate_category_names_and_a_non_empty_output_folder_are_errors(tmp_p
 
 def test_the_command_offers_every_registered_format_and_refuses_options_a_format_ignores(tmp_path):
     from fcnseg.commands.import_data import FORMAT_NAMES
-    from fcnseg.data.importers import FORMATS
+    from fcnseg.annotations import FORMATS
     from fcnseg.errors import ConfigError
 
     assert set(FORMAT_NAMES) == set(FORMATS)

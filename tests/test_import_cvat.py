@@ -14,7 +14,7 @@ from fcnseg.data import (
     read_split_file,
     voc_palette,
 )
-from fcnseg.data.importers import import_dataset
+from fcnseg.annotations import import_dataset
 
 H, W = 20, 28
 ROAD, CAR, ODD = (128, 64, 128), (0, 0, 142), (1, 2, 3)

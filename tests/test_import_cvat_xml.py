@@ -9,7 +9,7 @@ from PIL import Image
 
 from fcnseg.cli import main
 from fcnseg.data import read_class_file, read_mask_png
-from fcnseg.data.importers import import_dataset
+from fcnseg.annotations import import_dataset
 from fcnseg.errors import DataError
 
 H, W = 30, 40

@@ -12,7 +12,7 @@ from PIL import Image
 
 from fcnseg.cli import main
 from fcnseg.data import build_dataset, read_class_file, read_mask_png, read_split_file
-from fcnseg.data.importers import import_dataset
+from fcnseg.annotations import import_dataset
 from fcnseg.errors import DataError
 
 H, W = 30, 40

@@ -6,7 +6,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-FORMAT_NAMES = ("coco", "labelme", "cvat-mask", "cvat-xml")  # the keys of fcnseg.data.importers.FORMATS (kept torch-free here)
+FORMAT_NAMES = ("coco", "labelme", "cvat-mask", "cvat-xml", "label-studio", "geojson")  # the keys of fcnseg.annotations.FORMATS (kept torch-free here)
 MAX_NOTES = 20  # notes printed (problems are all printed); the rest are in OUT/import.json
 TRAIN_BUDGET = "10m"  # the training time the printed command asks for: a first model on a CPU
 
@@ -43,6 +43,11 @@ Convert an annotation tool's export into OUT/images, OUT/masks (palette PNGs of 
              JPEGImages/ or --images). Colours map to classes; unknown colours are reported, -> 255.
   cvat-xml   SRC is a CVAT "CVAT for images 1.1" annotations.xml (or the unzipped export holding it,
              images/ or --images). Boxes, polygons, ellipses, masks; polylines and points left out.
+  label-studio  SRC is a Label Studio JSON export (a list of tasks): per task its first annotation not
+             cancelled, else its first prediction; brushes, polygons, rectangles, ellipses. Images by
+             data.image under --images (the local-files document root; default: beside the JSON).
+  geojson    SRC is a folder of GeoJSON files, one FeatureCollection per image (fcnseg's, or Polygons
+             with a 'class' property and the image beside them); map coordinates need rasterio.
 
 Class order, the same in every format: background is 0, then the category names sorted
 alphabetically, case-insensitively (ties by the exact string), whatever the tool, the category ids
@@ -71,14 +76,14 @@ It prints the command ("train with: ...") that trains on OUT with the CPU recipe
     p.add_argument("--classes", type=Path, metavar="FILE",
                    help="class file imposing the class order, any format (labelme's labels.txt works); "
                         "default: background, then the names sorted")
-    p.add_argument("--images", type=Path, metavar="DIR", help="coco, cvat-mask, cvat-xml: the image folder (default: guessed from the export)")
+    p.add_argument("--images", type=Path, metavar="DIR", help="coco, cvat-mask, cvat-xml, label-studio, geojson: the image folder (default: guessed from the export)")
     p.add_argument("--masks", type=Path, metavar="DIR", help="coco panoptic: the PNG folder (default: the JSON's path without .json)")
     p.add_argument("--json", type=Path, help="also write the report here (it is always written to OUT/import.json)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from fcnseg.data.importers import import_dataset
+    from fcnseg.annotations import import_dataset
     from fcnseg.files import check_output_path, write_json
 
     check_output_path(args.out, "folder", "OUT")

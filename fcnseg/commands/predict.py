@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from fcnseg.commands.export_annotations import FORMAT_NAMES as ANNOTATION_FORMATS, add_shape_flags, options_from
 from fcnseg.errors import ConfigError
 from fcnseg.images import DEFAULT_MAX_PIXELS
 from fcnseg.files import check_output_path, format_bytes, parse_bytes
@@ -71,6 +72,10 @@ def register(subparsers) -> None:
         help=f"refuse images with more pixels than this (default {DEFAULT_MAX_PIXELS:,}; 0 = no limit)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--save-annotations", metavar="FORMAT", choices=ANNOTATION_FORMATS,
+                   help="also write the label maps as a labelling tool's annotations in OUT/FORMAT/: "
+                   + ", ".join(ANNOTATION_FORMATS) + " (see fcnseg export-annotations --help)")
+    add_shape_flags(p, prefix="annotation-")
     p.set_defaults(func=run)
 
 
@@ -135,6 +140,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"{len(found)} of the files skipped are videos, which folders are not searched for; "
                   f"name each as an input to segment it, e.g. fcnseg predict {args.checkpoint} {found[0]}")
         failed = bool(report.failed)
+        if args.save_annotations:
+            from fcnseg.annotations.export import save_predictions
+
+            print(save_predictions(images, args.out, args.save_annotations, list(predictor.class_names),
+                                   options_from(args, model_version=args.checkpoint.name)).summary())
     for video in videos:
         print(_predict_one_video(args, predictor, video).summary())
     return 1 if failed else 0

@@ -48,6 +48,17 @@ def register(subparsers) -> None:
     )
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="forward precision (default: auto)")
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1 ... (default: auto)")
+    ls = p.add_argument_group("Label Studio ML backend (docs/annotations.md)")
+    ls.add_argument("--label-studio", action="store_true",
+                    help="serve Label Studio's ML backend protocol (GET /health, POST /setup, /predict, /webhook) instead of "
+                         "the page: pre-annotations as brush masks or polygons, by the project's labelling config")
+    ls.add_argument("--label-studio-root", type=Path, metavar="DIR",
+                    help="Label Studio's local-files document root (LOCAL_FILES_DOCUMENT_ROOT): a task's local-files "
+                         "URL ?d=PATH is read as DIR/PATH")
+    ls.add_argument("--label-studio-url", metavar="URL",
+                    help="Label Studio's address (default $LABEL_STUDIO_URL), for images it serves itself (uploads)")
+    ls.add_argument("--label-studio-token", metavar="TOKEN",
+                    help="API token sent with those downloads (default $LABEL_STUDIO_API_KEY)")
     p.set_defaults(func=run)
 
 
@@ -91,14 +102,23 @@ def run(args: argparse.Namespace) -> int:
 
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision, max_memory=max_memory)
     log.info("%s: %s", args.checkpoint, predictor.describe())
-    app = create_app(
-        predictor,
-        model_name=args.checkpoint.name,
-        workers=args.workers,
-        queue_size=args.queue,
-        max_upload_bytes=int(args.max_upload_mb * 1024**2),
-        max_pixels=args.max_pixels or None,
-    )
+    if args.label_studio:
+        from fcnseg.annotations.label_studio_backend import Backend, create_backend_app
+
+        app = create_backend_app(Backend(predictor, root=args.label_studio_root, url=args.label_studio_url,
+                                         token=args.label_studio_token, model_version=args.checkpoint.name,
+                                         max_pixels=args.max_pixels or None))
+        log.info("Label Studio ML backend: connect it in the project's Settings > Model as http://%s:%d",
+                 args.host, args.port)
+    else:
+        app = create_app(
+            predictor,
+            model_name=args.checkpoint.name,
+            workers=args.workers,
+            queue_size=args.queue,
+            max_upload_bytes=int(args.max_upload_mb * 1024**2),
+            max_pixels=args.max_pixels or None,
+        )
     if not is_loopback(args.host):
         log.warning("listening on %s: the page and API are reachable from other machines, without authentication "
                     "(the default, 127.0.0.1, keeps them to this one)", args.host)

@@ -1,8 +1,11 @@
-"""Annotation-tool exports (COCO, labelme, CVAT masks and XML) -> the image/mask folder that ``fcnseg train --dataset folder`` reads.
+"""Labelling tools' formats (COCO, labelme, CVAT masks and XML, Label Studio, GeoJSON), read and written.
 
-``import_dataset("coco", "annotations/instances_val2017.json", "data/coco-val")`` writes
+Read: ``import_dataset("coco", "annotations/instances_val2017.json", "data/coco-val")`` writes
 ``images/``, ``masks/`` (palette PNGs of class indices, 255 = ignore), ``classes.txt``, ``train.txt``
 and ``val.txt`` and ``import.json`` (the report), then scans the result as training will.
+Written: ``export_annotations("coco", images, class_names, out)`` turns label maps into the format's
+files (:mod:`fcnseg.annotations.export`), for ``fcnseg predict --save-annotations`` and
+``fcnseg export-annotations``.
 """
 
 from __future__ import annotations
@@ -10,22 +13,26 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from fcnseg.data.importers.items import Export, ImportOptions, Item
-from fcnseg.data.importers.raster import OVERLAPS
-from fcnseg.data.importers.report import (
+from fcnseg.annotations.items import Export, ImportOptions, Item
+from fcnseg.annotations.raster import OVERLAPS
+from fcnseg.annotations.report import (
     ANNOTATION_KINDS,
     ITEM_KINDS,
     NOTE_KINDS,
     ImportReport,
 )
+from fcnseg.annotations.export import WRITERS, ExportReport, export_annotations, export_label_folder
+from fcnseg.annotations.writing import ExportOptions, LabelledImage
 from fcnseg.errors import ConfigError
 
 # Format name -> (module, reader function, the ImportOptions fields it reads besides overlap and the split).
 FORMATS = {
-    "coco": ("fcnseg.data.importers.coco", "read_coco", ("classes", "images", "masks")),
-    "labelme": ("fcnseg.data.importers.labelme", "read_labelme", ("classes",)),
-    "cvat-mask": ("fcnseg.data.importers.cvat", "read_cvat", ("classes", "images")),
-    "cvat-xml": ("fcnseg.data.importers.cvat_xml", "read_cvat_xml", ("classes", "images")),
+    "coco": ("fcnseg.annotations.coco", "read_coco", ("classes", "images", "masks")),
+    "labelme": ("fcnseg.annotations.labelme", "read_labelme", ("classes",)),
+    "cvat-mask": ("fcnseg.annotations.cvat", "read_cvat", ("classes", "images")),
+    "cvat-xml": ("fcnseg.annotations.cvat", "read_cvat_xml", ("classes", "images")),
+    "label-studio": ("fcnseg.annotations.label_studio", "read_label_studio", ("classes", "images")),
+    "geojson": ("fcnseg.annotations.geojson", "read_geojson", ("classes", "images")),
 }
 
 
@@ -77,7 +84,7 @@ def import_dataset(
         DataError: the export as a whole cannot be read (no JSON, no labelmap colours, duplicate class
             names, a category missing from the class file), or ``out`` is not empty. Bad items do not raise: they are in the report.
     """
-    from fcnseg.data.importers.pipeline import write_export
+    from fcnseg.annotations.pipeline import write_export
 
     options = ImportOptions(
         overlap=overlap,
@@ -94,6 +101,12 @@ def import_dataset(
 
 __all__ = [
     "ANNOTATION_KINDS",
+    "WRITERS",
+    "ExportOptions",
+    "ExportReport",
+    "LabelledImage",
+    "export_annotations",
+    "export_label_folder",
     "FORMATS",
     "ITEM_KINDS",
     "NOTE_KINDS",

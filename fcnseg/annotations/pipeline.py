@@ -9,9 +9,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from fcnseg.data import build_dataset
-from fcnseg.data.importers.items import Export, ImportOptions, Item, SkippedItem
-from fcnseg.data.importers.report import ITEM_KINDS, ImportReport
-from fcnseg.data.importers.writer import (
+from fcnseg.annotations.items import Export, ImportOptions, Item, SkippedItem
+from fcnseg.annotations.report import ITEM_KINDS, ImportReport
+from fcnseg.annotations.import_folder import (
     check_out,
     choose_split,
     copy_image,

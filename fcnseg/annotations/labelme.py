@@ -1,7 +1,7 @@
-"""labelme exports: one JSON per image (polygons, rectangles, circles, masks) -> items with class-index label maps.
+"""labelme: one JSON per image (polygons, rectangles, circles, masks) read into items with label maps; label maps written as such JSONs.
 
 Classes: background 0, then the labels of shapes with an area sorted alphabetically (case-insensitive),
-or a class file (``ImportOptions.classes``) fixing the order (see :mod:`fcnseg.data.importers.class_list`).
+or a class file (``ImportOptions.classes``) fixing the order (see :mod:`fcnseg.annotations.class_list`).
 Labels ``_background_``/``background`` paint 0 and ``__ignore__`` paints 255, as in
 labelme's labels.txt. Lines, points and line strips cover no area: they are counted and left out.
 The image is the JSON's embedded ``imageData`` when present (as labelme itself reads it), else
@@ -15,6 +15,7 @@ import binascii
 import io
 import json
 import math
+import os
 from collections import Counter
 from functools import partial
 from pathlib import Path
@@ -22,9 +23,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fcnseg.data.importers.class_list import clean_name, import_classes
-from fcnseg.data.importers.items import Export, ImportOptions, Item
-from fcnseg.data.importers.raster import (
+from fcnseg.annotations.class_list import clean_name, import_classes
+from fcnseg.annotations.writing import ExportOptions, LabelledImage, bounding_box, class_masks, label_name, polygon_pieces, rounded
+from fcnseg.annotations.items import Export, ImportOptions, Item
+from fcnseg.annotations.raster import (
     Bitmap,
     Circle,
     Drawing,
@@ -35,7 +37,7 @@ from fcnseg.data.importers.raster import (
 )
 from fcnseg.data.scan import Problem
 from fcnseg.errors import DataError
-from fcnseg.files import plural, read_text
+from fcnseg.files import atomic_write_text, plural, read_text, write_json
 from fcnseg.images import open_image
 
 AREA_TYPES = ("polygon", "rectangle", "oriented_rectangle", "circle", "mask")
@@ -196,3 +198,55 @@ def _geometry(kind: str, shape: dict):
     with open_image(io.BytesIO(base64.b64decode(encoded))) as picture:  # the pixel limit of images
         bitmap = np.asarray(picture.convert("L")) > 0
     return Bitmap(bitmap, top=int(y0), left=int(x0))
+
+
+LABELME_VERSION = "5.5.0"  # the file version written (labelme reads files of older and newer versions)
+
+
+def write_labelme(images: list[LabelledImage], class_names: list[str], out: Path, options: ExportOptions) -> list[Path]:
+    """Write ``out/<name>.json`` per image (labelme's own file, ``imagePath`` relative to it) and ``out/labels.txt``.
+
+    Polygons (default): one ``polygon`` shape per region; a hole is a polygon labelled ``_background_``
+    listed after its region, so that labelme's z-order (later on top) and fcnseg's import both paint it
+    over the region. Masks: one ``mask`` shape per class (a PNG of its bounding box, labelme 5.3 and later).
+    ``labels.txt`` (``__ignore__``, ``_background_``, then the classes) is labelme's ``--labels`` file and
+    fcnseg import's ``--classes``.
+    """
+    written = []
+    for image in images:
+        labels = image.load()
+        height, width = labels.shape
+        target = out / f"{image.stem}.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        relative = os.path.relpath(image.image.absolute(), target.parent.absolute()).replace("\\", "/")
+        document = {
+            "version": LABELME_VERSION,
+            "flags": {},
+            "shapes": _labelme_shapes(labels, class_names, options),
+            "imagePath": relative,
+            "imageData": None,
+            "imageHeight": height,
+            "imageWidth": width,
+        }
+        write_json(document, target)
+        written.append(target)
+    names = ["__ignore__", "_background_"] + list(class_names[1:])
+    atomic_write_text("".join(f"{name}\n" for name in names), out / "labels.txt")
+    return written + [out / "labels.txt"]
+
+
+def _labelme_shapes(labels: np.ndarray, class_names: list[str], options: ExportOptions) -> list[dict]:
+    def shape(label: int, points, shape_type: str, **extra) -> dict:
+        return {"label": label_name(class_names, label, "_background_"), "points": points, "group_id": None,
+                "description": "", "shape_type": shape_type, "flags": {}, **extra}
+
+    if (options.shapes or "polygon") == "mask":
+        shapes = []
+        for label, mask in class_masks(labels):
+            top, left, bottom, right = bounding_box(mask)
+            buffer = io.BytesIO()
+            Image.fromarray(mask[top:bottom, left:right]).save(buffer, format="PNG")  # mode 1
+            encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+            shapes.append(shape(label, [[left, top], [right - 1, bottom - 1]], "mask", mask=encoded))
+        return shapes
+    return [shape(piece.label, rounded(piece.ring), "polygon") for piece in polygon_pieces(labels, options)]

@@ -266,7 +266,32 @@ class Bitmap:
         return Region(top, left, mask)
 
 
-Geometry = Polygon | Rectangle | Circle | Ellipse | Bitmap
+@dataclass(frozen=True)
+class PolygonWithHoles:
+    """An area with holes (a GeoJSON polygon): the pixels of ``outer`` less those of each of ``holes``."""
+
+    outer: Polygon
+    holes: tuple[Polygon, ...] = ()
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        return self.outer.bounds()
+
+    def region(self, height: int, width: int) -> Region:
+        region = self.outer.region(height, width)
+        mask = region.mask.copy()
+        h, w = mask.shape
+        for hole in self.holes:
+            cut = hole.region(height, width)
+            top, left = max(region.top, cut.top), max(region.left, cut.left)
+            bottom = min(region.top + h, cut.top + cut.mask.shape[0])
+            right = min(region.left + w, cut.left + cut.mask.shape[1])
+            if top < bottom and left < right:
+                inside = cut.mask[top - cut.top : bottom - cut.top, left - cut.left : right - cut.left]
+                mask[top - region.top : bottom - region.top, left - region.left : right - region.left] &= ~inside
+        return Region(region.top, region.left, mask)
+
+
+Geometry = Polygon | PolygonWithHoles | Rectangle | Circle | Ellipse | Bitmap
 
 
 @dataclass(frozen=True)

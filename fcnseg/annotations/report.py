@@ -41,7 +41,7 @@ NOTE_KINDS = (
 
 @dataclass
 class ImportReport:
-    """Outcome of :func:`fcnseg.data.importers.import_dataset`.
+    """Outcome of :func:`fcnseg.annotations.import_dataset`.
 
     ``problems`` (kinds in ``ITEM_KINDS`` and ``ANNOTATION_KINDS``) make the import fail (``ok`` is
     False, the command exits 1) although every good item is written; ``notes`` (``NOTE_KINDS``) do not.

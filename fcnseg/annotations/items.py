@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fcnseg.data.classes import ClassInfo
-from fcnseg.data.importers.raster import OVERLAPS, Drawing
+from fcnseg.annotations.raster import OVERLAPS, Drawing
 from fcnseg.data.scan import Problem
 from fcnseg.errors import ConfigError, DataError
 

@@ -1,9 +1,9 @@
-"""COCO exports: instances JSON (polygons, RLE) or panoptic JSON + PNGs -> items with class-index label maps.
+"""COCO: instances JSON (polygons, RLE) or panoptic JSON + PNGs read into items with class-index label maps; label maps written as instances JSON.
 
 Classes: background is 0, then the category names sorted alphabetically (case-insensitive), whatever
-their ids, or in the order of a class file (see :mod:`fcnseg.data.importers.class_list`; a category
+their ids, or in the order of a class file (see :mod:`fcnseg.annotations.class_list`; a category
 named ``background`` is label 0). Crowd regions (``iscrowd: 1``) become the ignore label 255.
-Instances overlap by ``ImportOptions.overlap`` (see :func:`fcnseg.data.importers.raster.paint_order`).
+Instances overlap by ``ImportOptions.overlap`` (see :func:`fcnseg.annotations.raster.paint_order`).
 Panoptic: every pixel belongs to one segment (``id = R + 256 G + 256^2 B`` in the PNG); id 0 (void)
 and crowd segments become 255.
 """
@@ -18,12 +18,21 @@ from pathlib import Path
 import numpy as np
 
 from fcnseg.data.classes import IGNORE_INDEX
-from fcnseg.data.importers.class_list import clean_name, import_classes, special_label
-from fcnseg.data.importers.items import Export, ImportOptions, Item, SkippedItem
-from fcnseg.data.importers.raster import Bitmap, Drawing, Polygon, Shape, draw_shapes
+from fcnseg.annotations.class_list import clean_name, import_classes, special_label
+from fcnseg.annotations.writing import (
+    ExportOptions,
+    LabelledImage,
+    bounding_box,
+    class_masks,
+    label_name,
+    polygon_pieces,
+    rounded,
+)
+from fcnseg.annotations.items import Export, ImportOptions, Item, SkippedItem
+from fcnseg.annotations.raster import Bitmap, Drawing, Polygon, Shape, draw_shapes
 from fcnseg.data.scan import Problem
 from fcnseg.errors import DataError
-from fcnseg.files import plural, read_text
+from fcnseg.files import plural, read_text, write_json
 from fcnseg.images import read_image
 
 
@@ -66,7 +75,7 @@ def load_json(path: Path) -> dict:
 
 def category_classes(categories: list, path: Path, class_file: Path | None = None):
     """Class list and ``category id -> class index`` from COCO ``categories``, in the class order of every
-    import (:mod:`fcnseg.data.importers.class_list`: background 0, the names sorted; or ``class_file``'s)."""
+    import (:mod:`fcnseg.annotations.class_list`: background 0, the names sorted; or ``class_file``'s)."""
     where = str(path)
     by_id: dict[int, str] = {}
     for number, category in enumerate(categories):
@@ -337,3 +346,79 @@ def _draw_panoptic(annotation, index, masks: Path, height, width, *, name, path:
                                 f"{plural(len(unknown), 'segment id')} in the PNG {'has' if len(unknown) == 1 else 'have'} no segments_info entry (e.g. {shown}); their pixels set to 255"))
     table = np.array([label_of.get(int(u), IGNORE_INDEX) for u in unique], dtype=np.uint8)
     return Drawing(table[inverse].reshape(height, width), findings)
+
+
+def encode_rle(mask: np.ndarray) -> dict:
+    """bool ``[H, W]`` -> a compressed COCO RLE ``{"size": [H, W], "counts": str}`` (the inverse of :func:`decode_rle`).
+
+    The runs alternate 0s and 1s, starting with 0s, over the pixels in column-major order, and are
+    written as :func:`rle_string_counts` reads them (pycocotools' ``rleToString``, written out).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    height, width = mask.shape
+    flat = mask.T.ravel()  # column-major
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        counts.insert(0, 0)  # the runs start with 0s
+    text = []
+    for i, count in enumerate(counts):
+        value = count - counts[i - 2] if i > 2 else count
+        more = True
+        while more:
+            group = value & 0x1F
+            value >>= 5  # arithmetic shift: a negative difference ends at -1
+            more = value != -1 if group & 0x10 else value != 0
+            text.append(chr(48 + (group | (0x20 if more else 0))))
+    return {"size": [height, width], "counts": "".join(text)}
+
+
+def write_coco(images: list[LabelledImage], class_names: list[str], out: Path, options: ExportOptions) -> list[Path]:
+    """Write ``out/annotations.json``: a COCO instances file of the label maps, one annotation per shape.
+
+    Polygons (default): one annotation per region (COCO polygons have no holes: a hole is an annotation of
+    category ``background``, id 0, painted over its region and under what it holds, the order of fcnseg's
+    importers and of COCO tools that paint larger objects first). Masks: one compressed-RLE annotation per
+    class present. Category ids are the class indices; ``file_name`` the image's relative name.
+    """
+    categories = {i: name for i, name in enumerate(class_names) if i > 0}
+    records, annotations = [], []
+    for image_id, image in enumerate(images, start=1):
+        labels = image.load()
+        height, width = labels.shape
+        records.append({"id": image_id, "file_name": (options.image_prefix or "") + image.name,
+                        "height": height, "width": width})
+        for label, segmentation, box, area in _coco_shapes(labels, options):
+            if label == 0:
+                categories[0] = label_name(class_names, 0)
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": label,
+                                "segmentation": segmentation, "area": area, "bbox": box, "iscrowd": 0})
+    document = {
+        "info": {"description": "label maps written by fcnseg", "version": "1.0"},
+        "licenses": [],
+        "images": records,
+        "annotations": annotations,
+        "categories": [{"id": i, "name": categories[i], "supercategory": ""} for i in sorted(categories)],
+    }
+    target = out / "annotations.json"
+    write_json(document, target)
+    return [target]
+
+
+def _coco_shapes(labels: np.ndarray, options: ExportOptions):
+    """``(label, segmentation, bbox, area)`` per annotation, in painting order."""
+    if (options.shapes or "polygon") == "mask":
+        for label, mask in class_masks(labels):
+            top, left, bottom, right = bounding_box(mask)
+            yield label, encode_rle(mask), [left, top, right - left, bottom - top], int(mask.sum())
+        return
+    for piece in polygon_pieces(labels, options):
+        x, y = piece.ring[:, 0], piece.ring[:, 1]
+        box = [_json_number(x.min()), _json_number(y.min()), _json_number(x.max() - x.min()), _json_number(y.max() - y.min())]
+        flat = [value for point in rounded(piece.ring) for value in point]
+        yield piece.label, [flat], box, round(piece.area, 2)
+
+
+def _json_number(value) -> float | int:
+    return int(value) if float(value).is_integer() else float(value)
