@@ -1,0 +1,147 @@
+"""Images/s of each prediction engine on the same images: plain `fcnseg predict`, torchrun with 1 and 2 processes, Ray with 1 and 2 actors.
+
+Every engine runs as the command a user types, in a subprocess, on a small and a large set of the same
+images (synthetic scenes, JPEG), the runs interleaved round by round (A B C ... A B C ...) so that the load
+of a shared machine falls on all alike; medians over the rounds. From the two set sizes:
+
+- s/img: the slope, (wall(large) - wall(small)) / (large - small): what each further image costs;
+  images/s is its inverse (the steady rate a long run approaches).
+- start s: the intercept, wall(small) - small x slope: interpreter, model load, process group or Ray start.
+- overhead/img: the engine's s/img minus plain `fcnseg predict`'s (negative: faster per image).
+
+The forward alone (Predictor.predict in this process, all cores) is timed too, as the floor. Prints the
+CPU (model, flags, cores) and a markdown table that docs/cluster.md quotes.
+
+    python benchmarks/cluster_predict.py [--small 8] [--large 40] [--size 240x320] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cpu_inference import cpu_description  # noqa: E402  (benchmarks/cpu_inference.py)
+from tables import markdown_table  # noqa: E402
+
+from fcnseg.config import ModelConfig  # noqa: E402
+from fcnseg.data.normalization import IMAGENET_RGB  # noqa: E402
+from fcnseg.data.synthetic import generate_sample  # noqa: E402
+from fcnseg.inference.predictor import Predictor  # noqa: E402
+from fcnseg.models import build_model  # noqa: E402
+from fcnseg.weights.checkpoint import save_checkpoint  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PREDICT = ["-m", "fcnseg", "predict"]
+ENGINES = {
+    "fcnseg predict": lambda m, i, o: [sys.executable, *PREDICT, m, i, "-o", o],
+    "torchrun, 1 process": lambda m, i, o: [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                            "--nproc_per_node=1", *PREDICT, m, i, "-o", o],
+    "torchrun, 2 processes": lambda m, i, o: [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                              "--nproc_per_node=2", *PREDICT, m, i, "-o", o],
+    "ray, 1 actor": lambda m, i, o: [sys.executable, *PREDICT, m, i, "-o", o, "--engine", "ray", "--actors", "1"],
+    "ray, 2 actors": lambda m, i, o: [sys.executable, *PREDICT, m, i, "-o", o, "--engine", "ray", "--actors", "2"],
+}
+
+
+def write_model(path: Path) -> Path:
+    """The small CPU FCN-8s (21 classes, "same" padding) with random weights: the compute of a trained one."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="fcn8s", backbone="small", num_classes=21, padding="same")).eval()
+    save_checkpoint(path, model, model.config, [f"class_{i}" for i in range(21)], IMAGENET_RGB)
+    return path
+
+
+def write_images(folder: Path, count: int, size: tuple[int, int]) -> list[np.ndarray]:
+    folder.mkdir(parents=True)
+    images = [generate_sample(0, "val", i, style="blobs", size=size).image for i in range(count)]
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"img_{i:04d}.jpg", quality=90)
+    return images
+
+
+def run_once(command: list[str], out: Path, count: int) -> float:
+    shutil.rmtree(out, ignore_errors=True)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
+    start = time.perf_counter()
+    done = subprocess.run([*command, "--no-progress"], env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    written = len(list(out.rglob("*_labels.png")))
+    if done.returncode != 0 or written != count:
+        raise SystemExit(f"{' '.join(command)} failed ({written} of {count} label maps):\n{done.stdout[-2000:]}"
+                         f"{done.stderr[-2000:]}")
+    return seconds
+
+
+def forward_seconds(model: Path, images: list[np.ndarray], repeats: int = 3) -> float:
+    """Median seconds of Predictor.predict per image in this process (all cores): the floor every engine pays."""
+    predictor = Predictor.from_checkpoint(model)
+    predictor.predict(images[0])
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for image in images:
+            predictor.predict(image)
+        times.append((time.perf_counter() - start) / len(images))
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--small", type=int, default=8, help="images in the small set (default 8)")
+    parser.add_argument("--large", type=int, default=40, help="images in the large set (default 40)")
+    parser.add_argument("--size", default="240x320", help="image height x width (default 240x320)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; medians over them (default 2)")
+    parser.add_argument("--engines", nargs="*", choices=list(ENGINES), default=list(ENGINES))
+    args = parser.parse_args()
+    height, width = map(int, args.size.split("x"))
+
+    print(f"CPU: {cpu_description()}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; load average {os.getloadavg()[0]:.1f} "
+          f"at the start (a shared machine: compare within one run)")
+    with tempfile.TemporaryDirectory(prefix="cluster-predict-") as tmp:
+        tmp = Path(tmp)
+        model = str(write_model(tmp / "model.pt"))
+        images = write_images(tmp / "large", args.large, (height, width))
+        (tmp / "small").mkdir()
+        for path in sorted((tmp / "large").iterdir())[: args.small]:
+            shutil.copy(path, tmp / "small" / path.name)
+        floor = forward_seconds(Path(model), images[: args.small])
+        walls: dict[tuple[str, int], list[float]] = {}
+        for round_ in range(args.rounds):
+            for name in args.engines:
+                for count, folder in ((args.small, "small"), (args.large, "large")):
+                    seconds = run_once(ENGINES[name](model, str(tmp / folder), str(tmp / "out")), tmp / "out", count)
+                    walls.setdefault((name, count), []).append(seconds)
+                    print(f"  round {round_ + 1}: {name}, {count} images: {seconds:.1f} s", flush=True)
+        rows, plain_slope = [], None
+        for name in args.engines:
+            small = statistics.median(walls[(name, args.small)])
+            large = statistics.median(walls[(name, args.large)])
+            slope = (large - small) / (args.large - args.small)
+            if name == "fcnseg predict":
+                plain_slope = slope
+            rows.append({"engine": name, f"wall {args.small} img (s)": small, f"wall {args.large} img (s)": large,
+                         "start (s)": small - args.small * slope, "s/img": f"{slope:.3f}",
+                         "images/s": f"{1 / slope:.2f}" if slope > 0 else "n/a",
+                         "overhead/img (s)": "" if plain_slope is None else f"{slope - plain_slope:+.3f}"})
+    print(f"\nforward alone (Predictor.predict, this process, {torch.get_num_threads()} threads): {floor:.3f} s/img "
+          f"({1 / floor:.2f} images/s), {height}x{width} images, small FCN-8s, 21 classes")
+    print(f"{args.rounds} interleaved rounds, medians; load average {os.getloadavg()[0]:.1f} at the end\n")
+    print(markdown_table(rows))
+
+
+if __name__ == "__main__":
+    main()
