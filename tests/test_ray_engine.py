@@ -203,3 +203,8 @@ def test_without_ray_the_engine_says_how_to_install_it(monkeypatch, tmp_path, ca
         ray_engine.import_ray()
     assert main(["predict", str(tmp_path / "m.pt"), str(tmp_path), "-o", str(tmp_path.parent / "o"), "--engine", "ray"]) != 0
     assert "pip install 'fcnseg[ray]'" in capsys.readouterr().err
+
+
+def test_ray_flags_without_the_ray_engine_are_refused(tmp_path, capsys):
+    assert main(["predict", str(tmp_path / "m.pt"), str(tmp_path), "-o", str(tmp_path.parent / "o2"), "--actors", "2"]) != 0
+    assert "--actors is for --engine ray" in capsys.readouterr().err

@@ -114,9 +114,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"writing to {args.out} (choose another folder with -o)")
     check_output_path(args.out, "folder", "-o")
     check_output_folder(args.inputs, args.out)
-    if args.engine == "ray":
-        from fcnseg.inference.ray_engine import predict_with_ray
+    from fcnseg.inference.ray_engine import check_engine_flags, predict_with_ray
 
+    check_engine_flags(args)
+    if args.engine == "ray":
         return predict_with_ray(args, max_memory)
     from fcnseg.inference.torchrun import predict_with_torchrun, under_torchrun
 

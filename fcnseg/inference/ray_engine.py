@@ -29,7 +29,8 @@ import numpy as np
 from fcnseg.errors import ConfigError, DataError, FcnsegError
 from fcnseg.files import check_output_path, plural, sweep_temp_files
 from fcnseg.images import DEFAULT_MAX_PIXELS, is_image_file, read_image
-from fcnseg.inference.folder import MASK_SUFFIX, OVERLAY_SUFFIX, PROBABILITY_SUFFIX, failure_reason, plan_jobs
+from fcnseg.inference.folder import (MASK_SUFFIX, OVERLAY_SUFFIX, PROBABILITY_SUFFIX, check_output_folder, failure_reason,
+                                     plan_jobs)
 from fcnseg.inference.manifest import (DONE, FAILED, MANIFEST_NAME, ManifestRow, read_manifest, row_from_label_file,
                                        row_from_labels, write_manifest, write_parquet)
 from fcnseg.inference.predictor import DEFAULT_MAX_MEMORY
@@ -40,6 +41,7 @@ INSTALL_HINT = "pip install 'fcnseg[ray]'"
 PARTS_FOLDER = "manifest.parts"  # the rows of a run so far, one Parquet file per flush
 LIST_SUFFIXES = (".txt", ".lst")  # an input with this suffix lists images, one path or URI a line
 TASK_CPUS = 0.5  # what each decode or write task reserves
+MAX_BLOCKS = 10_000  # input blocks of a run (a million images: 100 a block)
 FLUSH_SECONDS = 10.0  # how often the driver saves the manifest rows it has (a killed driver loses at most these)
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -399,7 +401,11 @@ class _Manifest:
             if row is None:  # done by an earlier run
                 row = self.earlier.get(item.name)
                 if row is None or row.status != DONE:
-                    row = row_from_label_file(item.name, item.source, f"{item.stem}{MASK_SUFFIX}", len(self.class_names))
+                    try:
+                        row = row_from_label_file(item.name, item.source, f"{item.stem}{MASK_SUFFIX}",
+                                                  len(self.class_names))
+                    except DataError as e:  # not done after all (the run stopped early): left for the next
+                        row = ManifestRow(item.name, item.source, FAILED, error=f"not segmented ({e.reason})")
             rows.append(row)
         rows += [ManifestRow(Path(source).name, source, FAILED, error=reason) for source, reason in failed]
         path = write_manifest(rows, self.class_names, self.output_dir)
@@ -480,6 +486,7 @@ def segment_with_ray(
     started = time.perf_counter()
     output_dir = Path(output_dir)
     check_output_path(output_dir, "folder", "-o")
+    check_output_folder([p for p in inputs if not is_uri(as_source(p))], output_dir)
     handle = load_model(model)  # on the driver too: a bad file fails here, before the cluster starts on it
     class_names, palette = list(handle.class_names), handle.palette
     del handle
@@ -546,7 +553,9 @@ def _pipeline(ray, todo: list[Item], model: Path, options: dict, plan: RayPlan, 
     context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     model_ref = ray.put(model.read_bytes())
-    blocks = max(1, min(len(todo), math.ceil(len(todo) / plan.batch_size)))
+    # About one batch per block, so that work spreads over the actors from the start; at most MAX_BLOCKS
+    # (Ray Data splits blocks that grow too large once decoded).
+    blocks = max(1, min(MAX_BLOCKS, math.ceil(len(todo) / plan.batch_size)))
     dataset = ray.data.from_items([{"source": i.source, "name": i.name, "stem": i.stem} for i in todo],
                                   override_num_blocks=blocks)
     dataset = dataset.map(_decode, fn_kwargs={"max_pixels": max_pixels}, num_cpus=TASK_CPUS)
@@ -588,6 +597,17 @@ def _plain(value):
 
 
 # --- the command line ------------------------------------------------------------------------------------
+
+
+RAY_FLAGS = ("address", "actors", "batch_size", "cpus_per_actor", "gpus_per_actor")
+
+
+def check_engine_flags(args: argparse.Namespace) -> None:
+    """Refuse --engine ray's flags without --engine ray (they would be ignored in silence)."""
+    given = [f"--{name.replace('_', '-')}" for name in RAY_FLAGS if getattr(args, name, None) is not None]
+    if given and args.engine != "ray":
+        raise ConfigError(f"{' '.join(given)} {'is' if len(given) == 1 else 'are'} for --engine ray; add --engine ray "
+                          f"or leave {'it' if len(given) == 1 else 'them'} out")
 
 
 def predict_with_ray(args: argparse.Namespace, max_memory: int) -> int:
