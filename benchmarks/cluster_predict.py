@@ -1,18 +1,21 @@
 """Images/s of each prediction engine on the same images: plain `fcnseg predict`, torchrun with 1 and 2 processes, Ray with 1 and 2 actors.
 
-Every engine runs as the command a user types, in a subprocess, on a small and a large set of the same
-images (synthetic scenes, JPEG), the runs interleaved round by round (A B C ... A B C ...) so that the load
-of a shared machine falls on all alike; medians over the rounds. From the two set sizes:
+Every engine runs as the command a user types, in a subprocess, on the same folder of images (synthetic
+scenes, JPEG), the runs interleaved round by round (A B C ... A B C ...) so that the load of a shared
+machine falls on all alike; medians over the rounds. The label maps' modification times split each run:
 
-- s/img: the slope, (wall(large) - wall(small)) / (large - small): what each further image costs;
-  images/s is its inverse (the steady rate a long run approaches).
-- start s: the intercept, wall(small) - small x slope: interpreter, model load, process group or Ray start.
-- overhead/img: the engine's s/img minus plain `fcnseg predict`'s (negative: faster per image).
+- start s: from the launch to the first label map: interpreter, model load, process group or Ray start,
+  the actor's own start, and the first image.
+- images/s: the steady rate, (images - 1) / (last label map - first label map).
+- overhead/img: the engine's seconds per image at that rate minus plain `fcnseg predict`'s (negative: faster).
 
-The forward alone (Predictor.predict in this process, all cores) is timed too, as the floor. Prints the
-CPU (model, flags, cores) and a markdown table that docs/cluster.md quotes.
+Every process and actor runs one thread (OMP_NUM_THREADS=1; Ray's plan gives each actor one on a 2-core
+machine): the engines are compared per core, and on a loaded machine OpenMP threads that wait on each
+other would measure the load, not the engine. The forward alone (Predictor.predict in this process, one
+thread) is timed too: the floor. Prints the CPU
+(model, flags, cores) and a markdown table that docs/cluster.md quotes.
 
-    python benchmarks/cluster_predict.py [--small 8] [--large 40] [--size 240x320] [--rounds 2]
+    python benchmarks/cluster_predict.py [--images 40] [--size 240x320] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -72,21 +75,23 @@ def write_images(folder: Path, count: int, size: tuple[int, int]) -> list[np.nda
     return images
 
 
-def run_once(command: list[str], out: Path, count: int) -> float:
+def run_once(command: list[str], out: Path, count: int) -> dict:
+    """Wall seconds of one run, seconds to its first label map, and its steady seconds per image."""
     shutil.rmtree(out, ignore_errors=True)
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
-    start = time.perf_counter()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    launch = time.time()
     done = subprocess.run([*command, "--no-progress"], env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    written = len(list(out.rglob("*_labels.png")))
-    if done.returncode != 0 or written != count:
-        raise SystemExit(f"{' '.join(command)} failed ({written} of {count} label maps):\n{done.stdout[-2000:]}"
+    wall = time.time() - launch
+    times = sorted(p.stat().st_mtime for p in out.rglob("*_labels.png"))
+    if done.returncode != 0 or len(times) != count:
+        raise SystemExit(f"{' '.join(command)} failed ({len(times)} of {count} label maps):\n{done.stdout[-2000:]}"
                          f"{done.stderr[-2000:]}")
-    return seconds
+    return {"wall": wall, "start": times[0] - launch, "per_image": (times[-1] - times[0]) / (count - 1)}
 
 
 def forward_seconds(model: Path, images: list[np.ndarray], repeats: int = 3) -> float:
-    """Median seconds of Predictor.predict per image in this process (all cores): the floor every engine pays."""
+    """Median seconds of Predictor.predict per image in this process (one thread): the floor every engine pays."""
+    torch.set_num_threads(1)
     predictor = Predictor.from_checkpoint(model)
     predictor.predict(images[0])
     times = []
@@ -100,8 +105,7 @@ def forward_seconds(model: Path, images: list[np.ndarray], repeats: int = 3) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--small", type=int, default=8, help="images in the small set (default 8)")
-    parser.add_argument("--large", type=int, default=40, help="images in the large set (default 40)")
+    parser.add_argument("--images", type=int, default=40, help="images in the folder (default 40)")
     parser.add_argument("--size", default="240x320", help="image height x width (default 240x320)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; medians over them (default 2)")
     parser.add_argument("--engines", nargs="*", choices=list(ENGINES), default=list(ENGINES))
@@ -109,35 +113,28 @@ def main() -> None:
     height, width = map(int, args.size.split("x"))
 
     print(f"CPU: {cpu_description()}")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; load average {os.getloadavg()[0]:.1f} "
+    print(f"torch {torch.__version__}, one thread per process; load average {os.getloadavg()[0]:.1f} "
           f"at the start (a shared machine: compare within one run)")
     with tempfile.TemporaryDirectory(prefix="cluster-predict-") as tmp:
         tmp = Path(tmp)
         model = str(write_model(tmp / "model.pt"))
-        images = write_images(tmp / "large", args.large, (height, width))
-        (tmp / "small").mkdir()
-        for path in sorted((tmp / "large").iterdir())[: args.small]:
-            shutil.copy(path, tmp / "small" / path.name)
-        floor = forward_seconds(Path(model), images[: args.small])
-        walls: dict[tuple[str, int], list[float]] = {}
+        images = write_images(tmp / "images", args.images, (height, width))
+        floor = forward_seconds(Path(model), images[:8])
+        runs: dict[str, list[dict]] = {name: [] for name in args.engines}
         for round_ in range(args.rounds):
             for name in args.engines:
-                for count, folder in ((args.small, "small"), (args.large, "large")):
-                    seconds = run_once(ENGINES[name](model, str(tmp / folder), str(tmp / "out")), tmp / "out", count)
-                    walls.setdefault((name, count), []).append(seconds)
-                    print(f"  round {round_ + 1}: {name}, {count} images: {seconds:.1f} s", flush=True)
-        rows, plain_slope = [], None
-        for name in args.engines:
-            small = statistics.median(walls[(name, args.small)])
-            large = statistics.median(walls[(name, args.large)])
-            slope = (large - small) / (args.large - args.small)
-            if name == "fcnseg predict":
-                plain_slope = slope
-            rows.append({"engine": name, f"wall {args.small} img (s)": small, f"wall {args.large} img (s)": large,
-                         "start (s)": small - args.small * slope, "s/img": f"{slope:.3f}",
-                         "images/s": f"{1 / slope:.2f}" if slope > 0 else "n/a",
-                         "overhead/img (s)": "" if plain_slope is None else f"{slope - plain_slope:+.3f}"})
-    print(f"\nforward alone (Predictor.predict, this process, {torch.get_num_threads()} threads): {floor:.3f} s/img "
+                run = run_once(ENGINES[name](model, str(tmp / "images"), str(tmp / "out")), tmp / "out", args.images)
+                runs[name].append(run)
+                print(f"  round {round_ + 1}: {name}: {run['wall']:.1f} s, first label map after {run['start']:.1f} s, "
+                      f"{run['per_image']:.3f} s/img after it", flush=True)
+    rows, plain = [], None
+    for name in args.engines:
+        wall, start, per_image = (statistics.median(r[key] for r in runs[name]) for key in ("wall", "start", "per_image"))
+        plain = per_image if name == "fcnseg predict" else plain
+        rows.append({"engine": name, f"wall, {args.images} img (s)": wall, "start (s)": start,
+                     "images/s": f"{1 / per_image:.2f}", "s/img": f"{per_image:.3f}",
+                     "overhead/img (s)": "" if plain is None else f"{per_image - plain:+.3f}"})
+    print(f"\nforward alone (Predictor.predict, this process, 1 thread): {floor:.3f} s/img "
           f"({1 / floor:.2f} images/s), {height}x{width} images, small FCN-8s, 21 classes")
     print(f"{args.rounds} interleaved rounds, medians; load average {os.getloadavg()[0]:.1f} at the end\n")
     print(markdown_table(rows))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +112,3 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
     table = pq.read_table(str(path))
     return [ManifestRow(**{k: v for k, v in row.items() if k in ManifestRow.__dataclass_fields__})
             for row in table.to_pylist()]
-
-
-def manifest_dicts(rows: list[ManifestRow]) -> list[dict]:
-    return [asdict(r) for r in rows]
