@@ -71,12 +71,6 @@ def test_labels_equal_one_process_each_image_once_and_a_corrupt_image_is_recorde
     rows = check_manifest(out, setup["names"])
     assert all(rows[n].seconds > 0 for n in setup["names"])
 
-    # A re-run finds everything done; a removed label map is redone, alone.
-    (out / "img004_labels.png").unlink()
-    again = segment_with_ray(setup["checkpoint"], [setup["images"]], out, **FP32)
-    assert (again.processed, again.skipped_existing) == (1, 9)
-    assert_same_label_maps(out, setup["single"])
-    check_manifest(out, setup["names"])
 
 
 def _actor_pids() -> list[int]:
@@ -150,6 +144,36 @@ def test_a_two_node_cluster_segments_each_image_once(setup, tmp_path):
 
 
 # --- no cluster needed ---------------------------------------------------------------------------------
+
+
+def test_a_resumed_run_keeps_earlier_rows_and_rebuilds_missing_ones_from_the_label_maps(tmp_path):
+    """The driver's record: rows of an earlier manifest and of a killed driver's parts are kept; an image done
+    without a row (the driver died before saving it) gets one from its label map; the parts go."""
+    import numpy as np
+
+    from fcnseg.data.palette import write_mask_png
+    from fcnseg.inference.manifest import ManifestRow, write_manifest, write_parquet
+    from fcnseg.inference.ray_engine import Item, _Manifest
+
+    out = tmp_path / "out"
+    labels = {name: np.random.default_rng(i).integers(0, 4, (6, 9)).astype(np.uint8) for i, name in enumerate("abc")}
+    for name, mask in labels.items():
+        write_mask_png(mask, out / f"{name}_labels.png")
+    rows = {name: ManifestRow(name, f"in/{name}.jpg", "done", 6, 9, np.bincount(labels[name].ravel(), minlength=4).tolist(),
+                              0.5 + i) for i, name in enumerate("ab")}
+    write_manifest([rows["a"], ManifestRow("b", "in/b.jpg", "failed", error="was broken")], list("wxyz"), out)
+    (out / "manifest.parts").mkdir()
+    write_parquet([rows["b"]], list("wxyz"), out / "manifest.parts" / "0-1.parquet")  # b done later
+    record = _Manifest(out, list("wxyz"))
+    items = [Item(f"in/{n}.jpg", n, str(out / n)) for n in "abcd"]
+    path, merged = record.finish(items, [("in/e.jpg", "no such file or folder")])
+    by_name = {r.image: r for r in read_manifest(path)}
+    assert by_name["a"] == rows["a"] and by_name["b"] == rows["b"]
+    assert by_name["c"].status == "done" and by_name["c"].seconds is None
+    assert by_name["c"].class_pixels == np.bincount(labels["c"].ravel(), minlength=4).tolist()
+    assert by_name["d"].status == "failed" and "not segmented" in by_name["d"].error
+    assert by_name["e.jpg"].error == "no such file or folder"
+    assert not (out / "manifest.parts").exists() and len(merged) == 5
 
 
 def test_the_plan_follows_the_cluster_and_the_flags():
