@@ -8,6 +8,10 @@ machine falls on all alike; medians over the rounds. The label maps' modificatio
   the actor's own start, and the first image.
 - images/s: the steady rate, (images - 1) / (last label map - first label map).
 - overhead/img: the engine's seconds per image at that rate minus plain `fcnseg predict`'s (negative: faster).
+- images/s, whole run: images / wall, start included.
+
+A caveat on the steady rate: Ray's write tasks may trail the forwards and write label maps in bursts, which
+makes its first-to-last span short; read its rate beside the wall time.
 
 Every process and actor runs one thread (OMP_NUM_THREADS=1; Ray's plan gives each actor one on a 2-core
 machine): the engines are compared per core, and on a loaded machine OpenMP threads that wait on each
@@ -133,7 +137,8 @@ def main() -> None:
         plain = per_image if name == "fcnseg predict" else plain
         rows.append({"engine": name, f"wall, {args.images} img (s)": wall, "start (s)": start,
                      "images/s": f"{1 / per_image:.2f}", "s/img": f"{per_image:.3f}",
-                     "overhead/img (s)": "" if plain is None else f"{per_image - plain:+.3f}"})
+                     "overhead/img (s)": "" if plain is None else f"{per_image - plain:+.3f}",
+                     "images/s, whole run": f"{args.images / wall:.2f}"})
     print(f"\nforward alone (Predictor.predict, this process, 1 thread): {floor:.3f} s/img "
           f"({1 / floor:.2f} images/s), {height}x{width} images, small FCN-8s, 21 classes")
     print(f"{args.rounds} interleaved rounds, medians; load average {os.getloadavg()[0]:.1f} at the end\n")
