@@ -114,7 +114,7 @@ def test_a_killed_driver_resumes_from_its_outputs_and_manifest(setup, local_ray,
     env = {**env_without_torchrun(), "RAY_USAGE_STATS_ENABLED": "0"}
     driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        assert wait_for(lambda: len(label_maps(out)) >= 2, timeout=90), "the driver wrote nothing"
+        assert wait_for(lambda: len(label_maps(out)) >= 1, timeout=120), "the driver wrote nothing"
     finally:
         kill_group(driver)
     first = len(label_maps(out))
