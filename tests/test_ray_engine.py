@@ -134,7 +134,8 @@ def test_a_two_node_cluster_segments_each_image_once(setup, tmp_path):
         ray.init(address=cluster.address, logging_level="WARNING")
         assert len([n for n in ray.nodes() if n["Alive"]]) == 2
         out = tmp_path / "out"
-        report = segment_with_ray(setup["checkpoint"], [setup["images"]], out, actors=2, batch_size=2, **FP32)
+        # stack=True: same-size images of a batch in one forward, the GPU path, here on CPU actors
+        report = segment_with_ray(setup["checkpoint"], [setup["images"]], out, actors=2, batch_size=3, stack=True, **FP32)
         assert report.plan.actors == 2 and report.processed == 10
         assert_same_label_maps(out, setup["single"])
         check_manifest(out, setup["names"])
@@ -174,6 +175,31 @@ def test_a_resumed_run_keeps_earlier_rows_and_rebuilds_missing_ones_from_the_lab
     assert by_name["d"].status == "failed" and "not segmented" in by_name["d"].error
     assert by_name["e.jpg"].error == "no such file or folder"
     assert not (out / "manifest.parts").exists() and len(merged) == 5
+
+
+def test_same_size_images_stacked_into_one_forward_give_each_image_s_own_labels(tmp_path):
+    import numpy as np
+
+    from fcnseg.data.synthetic import generate_sample
+    from fcnseg.inference.predictor import Predictor
+    from fcnseg.inference.ray_engine import forward_stacked, stacked_groups
+
+    predictor = Predictor.from_checkpoint(write_checkpoint(tmp_path / "m.pt"), precision="fp32", layout="contiguous")
+    images = [generate_sample(2, "val", i, size=(40, 56) if i != 2 else (48, 40)).image for i in range(5)]
+    groups = stacked_groups(predictor, images, max_stack=3)
+    assert sorted(map(sorted, groups)) == [[0, 1, 3], [2], [4]]  # 3 at most; the odd size alone
+    for group in groups:
+        for k, labels in zip(group, forward_stacked(predictor, [images[k] for k in group])):
+            expected = predictor.predict(images[k]).labels
+            assert labels.shape == expected.shape and (labels == expected).mean() > 0.999
+    # a budget that holds one forward at a time, or test-time augmentation: one image per forward
+    from fcnseg.inference.tta import parse_tta
+
+    one = predictor.estimate(64, 64)  # 40x56 on the 32-pixel grid
+    predictor.max_memory = one.total + 4 * 40 * 56 + 1000
+    assert all(len(g) == 1 for g in stacked_groups(predictor, images, max_stack=3))
+    predictor.max_memory, predictor.tta = None, parse_tta("flip")
+    assert all(len(g) == 1 for g in stacked_groups(predictor, images, max_stack=3))
 
 
 def test_the_plan_follows_the_cluster_and_the_flags():

@@ -34,6 +34,7 @@ from fcnseg.inference.folder import (MASK_SUFFIX, OVERLAY_SUFFIX, PROBABILITY_SU
 from fcnseg.inference.manifest import (DONE, FAILED, MANIFEST_NAME, ManifestRow, read_manifest, row_from_label_file,
                                        row_from_labels, write_manifest, write_parquet)
 from fcnseg.inference.predictor import DEFAULT_MAX_MEMORY
+from fcnseg.inference.tiling import OUTPUT_STRIDE
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +256,42 @@ def _decode(row: dict, max_pixels: int | None) -> dict:
     return {**row, "image": image, "error": error, "seconds": time.perf_counter() - start}
 
 
+def stacked_groups(predictor, images: list[np.ndarray], max_stack: int) -> list[list[int]]:
+    """Indices of ``images`` to run as one forward each: same-size images together (at most ``max_stack``, and only
+    as many as the memory budget holds side by side in one whole-image forward), every other image alone.
+
+    Stacking is for GPUs, where one forward of k images costs little more than one; tiles, test-time
+    augmentation and probabilities keep the one-image path.
+    """
+    groups: list[list[int]] = []
+    by_size: dict[tuple, list[int]] = {}
+    for index, image in enumerate(images):
+        by_size.setdefault(image.shape, []).append(index)
+    for (height, width, _), indices in by_size.items():
+        fit = 1
+        if max_stack > 1 and len(indices) > 1 and not predictor.tta and predictor.tile is None:
+            plan = predictor.plan(height, width)
+            if plan.whole:  # estimated on the output grid, as the plan is
+                estimate = predictor.estimate(-(-height // OUTPUT_STRIDE) * OUTPUT_STRIDE,
+                                              -(-width // OUTPUT_STRIDE) * OUTPUT_STRIDE)
+                per_image = estimate.total - estimate.weights + 4 * height * width  # the forward, the pixels, labels
+                fit = max_stack if predictor.max_memory is None else \
+                    max(1, min(max_stack, int((predictor.max_memory - estimate.weights) // max(per_image, 1))))
+        groups += [indices[i:i + fit] for i in range(0, len(indices), fit)]
+    return groups
+
+
+def forward_stacked(predictor, images: list[np.ndarray]) -> list[np.ndarray]:
+    """Label maps ``[H, W]`` of same-size RGB uint8 images ``[H, W, 3]`` from one forward of ``[k, H, W, 3]``."""
+    import torch
+
+    from fcnseg.inference.forward import class_indices
+
+    logits = predictor.runtime(torch.from_numpy(np.stack(images)))  # [k, C, H, W]
+    labels = class_indices(logits, 1).cpu().numpy().astype(np.uint8 if predictor.num_classes <= 256 else np.int32)
+    return list(labels)
+
+
 class _Segmenter:
     """Ray actor: loads the model once, then turns batches of decoded images into label maps."""
 
@@ -273,23 +310,35 @@ class _Segmenter:
             layout=options["layout"], max_memory=options["max_memory"], tile=options["tile"], tta=options["tta"])
         self.probabilities = options["probabilities"]
         self.keep_image = options["overlay"]
+        stack = options["stack"]
+        on_gpu = getattr(getattr(self.predictor.runtime, "device", None), "type", "") == "cuda"
+        self.max_stack = options["batch_size"] if (stack or (stack is None and on_gpu)) and not self.probabilities else 1
 
     def __call__(self, batch: dict) -> dict:
         count = len(batch["name"])
-        labels, errors, seconds = [], list(batch["error"]), list(batch["seconds"])
-        for i in range(count):
-            if errors[i]:
-                labels.append(np.zeros((0, 0), np.uint8))
-                continue
+        labels = [np.zeros((0, 0), np.uint8)] * count
+        errors, seconds = list(batch["error"]), list(batch["seconds"])
+        good = [i for i in range(count) if not errors[i]]
+        images = [np.array(batch["image"][i]) for i in good]  # writable copies, for torch.from_numpy
+        groups = stacked_groups(self.predictor, images, self.max_stack) if self.max_stack > 1 else \
+            [[k] for k in range(len(good))]
+        for group in groups:
             start = time.perf_counter()
-            prob_path = Path(f"{batch['stem'][i]}{PROBABILITY_SUFFIX}") if self.probabilities else None
             try:
-                result = self.predictor.predict(np.array(batch["image"][i]), probabilities_path=prob_path)  # a writable copy
-                labels.append(result.labels)
+                if len(group) > 1:
+                    maps = forward_stacked(self.predictor, [images[k] for k in group])
+                else:
+                    i = good[group[0]]
+                    prob_path = Path(f"{batch['stem'][i]}{PROBABILITY_SUFFIX}") if self.probabilities else None
+                    maps = [self.predictor.predict(images[group[0]], probabilities_path=prob_path).labels]
             except FcnsegError as e:
-                labels.append(np.zeros((0, 0), np.uint8))
-                errors[i] = failure_reason(e, Path(batch["source"][i]))
-            seconds[i] += time.perf_counter() - start
+                for k in group:
+                    errors[good[k]] = failure_reason(e, Path(batch["source"][good[k]]))
+                continue
+            share = (time.perf_counter() - start) / len(group)
+            for k, labels_k in zip(group, maps):
+                labels[good[k]] = labels_k
+                seconds[good[k]] += share
         out = {key: list(batch[key]) for key in ("source", "name", "stem")}
         out.update(labels=labels, error=errors, seconds=seconds)
         if self.keep_image:
@@ -455,6 +504,7 @@ def segment_with_ray(
     stats: bool = False,
     overwrite: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    stack: bool | None = None,
     progress: bool = True,
 ) -> RayReport:
     """Segment every image of ``inputs`` into ``output_dir`` with Ray Data; returns a :class:`RayReport`.
@@ -475,6 +525,8 @@ def segment_with_ray(
         stats: also write ``areas.csv`` and ``areas.json`` (as ``fcnseg predict --stats``) from the manifest.
         overwrite: redo images whose label map exists.
         max_pixels: refuse larger images (recorded as failed).
+        stack: run same-size images of a batch as one forward where the memory budget holds them whole
+            (:func:`stacked_groups`); None: on GPU actors only.
     Outputs per image as a plain ``fcnseg predict`` names them (``<name>_labels.png``...), and
     ``manifest.parquet``: one row per image (:class:`~fcnseg.inference.manifest.ManifestRow`).
     """
@@ -522,7 +574,8 @@ def segment_with_ray(
                                          actors=actors, batch_size=batch_size, cpus_per_actor=cpus_per_actor,
                                          gpus_per_actor=gpus_per_actor)
             log.info("ray: %s", report.plan.describe())
-            options = {"threads": report.plan.threads, "runtime": runtime, "device": device, "precision": precision,
+            options = {"threads": report.plan.threads, "batch_size": report.plan.batch_size, "stack": stack,
+                       "runtime": runtime, "device": device, "precision": precision,
                        "layout": layout, "max_memory": max_memory, "tile": tile, "tta": tuple(tta),
                        "probabilities": probabilities, "overlay": overlay_images}
             dataset = _pipeline(ray, todo, Path(model), options, report.plan, palette, class_names, overlay_images,
