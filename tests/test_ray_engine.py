@@ -258,3 +258,10 @@ def test_without_ray_the_engine_says_how_to_install_it(monkeypatch, tmp_path, ca
 def test_ray_flags_without_the_ray_engine_are_refused(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "m.pt"), str(tmp_path), "-o", str(tmp_path.parent / "o2"), "--actors", "2"]) != 0
     assert "--actors is for --engine ray" in capsys.readouterr().err
+
+
+def test_segment_with_ray_is_public_and_importing_it_leaves_ray_unloaded():
+    code = ("import sys, fcnseg, fcnseg.inference as inference; "
+            "assert fcnseg.segment_with_ray is inference.segment_with_ray; assert 'ray' not in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], env=env_without_torchrun(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
