@@ -102,3 +102,19 @@ def _environ(pid: int) -> dict:
     except OSError:
         return {}
     return dict(item.decode(errors="replace").split("=", 1) for item in items if b"=" in item)
+
+
+def test_without_pyarrow_the_manifest_is_a_csv_with_a_column_per_class(tmp_path, monkeypatch):
+    import csv
+
+    from fcnseg.inference import manifest as M
+
+    monkeypatch.setattr(M, "have_parquet", lambda: False)
+    rows = [M.ManifestRow("b.jpg", "in/b.jpg", "failed", error="empty file (0 bytes)"),
+            M.ManifestRow("a.jpg", "in/a.jpg", "done", 2, 3, [4, 2], 0.25)]
+    path = M.write_manifest(rows, ["sky", "road"], tmp_path)
+    assert path.name == "manifest.csv"
+    table = list(csv.DictReader(open(path)))
+    assert [r["image"] for r in table] == ["a.jpg", "b.jpg"]
+    assert (table[0]["sky_pixels"], table[0]["road_pixels"], table[0]["seconds"]) == ("4", "2", "0.2500")
+    assert table[1]["error"] == "empty file (0 bytes)" and table[1]["sky_pixels"] == ""
