@@ -38,7 +38,7 @@ _EXPORTS = {
     # inference and deployment
     "Predictor": "fcnseg.inference.predictor", "Prediction": "fcnseg.inference.predictor",
     "predict_folder": "fcnseg.inference.folder", "export_onnx": "fcnseg.inference.export",
-    "estimate_forward": "fcnseg.inference.memory",
+    "estimate_forward": "fcnseg.inference.memory", "segment_with_ray": "fcnseg.inference.ray_engine",
     # device and precision
     "select_device": "fcnseg.precision", "resolve_precision": "fcnseg.precision",
     "resolve_execution": "fcnseg.precision", "ExecutionPlan": "fcnseg.precision",

@@ -76,7 +76,25 @@ def register(subparsers) -> None:
                    help="also write the label maps as a labelling tool's annotations in OUT/FORMAT/: "
                    + ", ".join(ANNOTATION_FORMATS) + " (see fcnseg export-annotations --help)")
     add_shape_flags(p, prefix="annotation-")
+    _register_cluster_flags(p)
     p.set_defaults(func=run)
+
+
+def _register_cluster_flags(p: argparse.ArgumentParser) -> None:
+    """--engine ray and its sizing flags (docs/cluster.md); under torchrun the plain engine splits the images by rank."""
+    g = p.add_argument_group("many images on many machines (docs/cluster.md)")
+    g.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this process (under torchrun: the images split between the processes); "
+                   "ray: a Ray Data pipeline on a Ray cluster, reading folders, list files (.txt, one path or URI "
+                   "a line) or URIs (s3://, gs://), writing OUT/manifest.parquet; needs pip install 'fcnseg[ray]'")
+    g.add_argument("--address", help="--engine ray: the cluster, auto (the one this machine belongs to) or "
+                   "ray://HEAD:10001 (default: a Ray started on this machine)")
+    g.add_argument("--actors", type=int, help="--engine ray: model actors (default: from the cluster's CPUs and GPUs)")
+    g.add_argument("--batch-size", type=int, help="--engine ray: images per actor call (default: 4 on CPUs, 8 on GPUs)")
+    g.add_argument("--cpus-per-actor", type=float, help="--engine ray: CPUs each actor reserves and runs threads on "
+                   "(default: up to 4)")
+    g.add_argument("--gpus-per-actor", type=float, help="--engine ray: GPUs per actor (default: 1 where the cluster "
+                   "has GPUs, else 0)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,6 +119,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"writing to {args.out} (choose another folder with -o)")
     check_output_path(args.out, "folder", "-o")
     check_output_folder(args.inputs, args.out)
+    from fcnseg.inference.ray_engine import check_engine_flags, predict_with_ray
+
+    check_engine_flags(args)
+    if args.engine == "ray":
+        return predict_with_ray(args, max_memory)
+    from fcnseg.inference.torchrun import predict_with_torchrun, under_torchrun
+
+    if under_torchrun():
+        return predict_with_torchrun(args, max_memory)
     if videos:
         _check_videos(args, videos)
     tta = parse_tta(args.tta)

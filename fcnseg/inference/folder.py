@@ -210,6 +210,7 @@ def predict_folder(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     palette: np.ndarray | None = None,
     progress: bool = True,
+    shard: tuple[int, int] = (0, 1),
 ) -> FolderReport:
     """Segment every image in ``inputs`` (files or folders, searched recursively) into ``output_dir``.
 
@@ -224,11 +225,21 @@ def predict_folder(
 
     Decoding runs in ``workers`` DataLoader processes (0: in this process), one image at a time since
     sizes differ. Unreadable images are reported in the returned report and skipped.
+
+    ``shard=(rank, world_size)``: this process segments every ``world_size``-th image of the full, fixed
+    input list (finished ones included, so that every process splits the same list however far the
+    others got); planning failures are reported by rank 0 only and the area tables are left to the
+    caller, which merges the processes' reports (:mod:`fcnseg.inference.torchrun`).
     """
     output_dir = Path(output_dir)
     check_output_folder(inputs, output_dir)
     palette = voc_palette(256) if palette is None else palette
     plan = plan_jobs([Path(p) for p in inputs], output_dir)
+    rank, world_size = shard
+    if world_size > 1:
+        plan.jobs = plan.jobs[rank::world_size]
+        if rank != 0:
+            plan.failed, plan.not_images, plan.earlier_outputs = [], [], []
     report = FolderReport(failed=plan.failed, not_images=plan.not_images, earlier_outputs=plan.earlier_outputs)
     output_dir.mkdir(parents=True, exist_ok=True)
     # the model's classes, so that scoring the folder (fcnseg eval --pred-dir) can compare them by name
@@ -276,7 +287,7 @@ def predict_folder(
         finally:
             set_status(bar, "")
         report.processed += 1
-    if stats:
+    if stats and world_size == 1:
         write_area_tables(report.areas, predictor.class_names, output_dir)
     return report
 
