@@ -122,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_path(args.save_predictions, "folder", "--save-predictions")
     subject = dataset = None
     if args.pred_dir is not None or args.gt_dir is not None:
+        _refuse_under_torchrun("--pred-dir scoring")
         if args.pred_dir is None or args.gt_dir is None or args.checkpoint is not None:
             raise ConfigError("score folders with both --pred-dir and --gt-dir, and no checkpoint")
         if args.tta or args.compare_precisions:
@@ -147,19 +148,61 @@ def run(args: argparse.Namespace) -> int:
 
         tta = parse_tta(args.tta)
         if args.compare_precisions:
+            _refuse_under_torchrun("--compare-precisions")
             return compare_precisions(args, tta)
+        if _under_torchrun():
+            return _evaluate_under_torchrun(args, tta)
         subject, dataset = _model_and_data(args)
-        if tta and len(dataset.heads) > 1:
-            raise ConfigError(f"--tta averages one score map; {args.checkpoint} has the heads "
-                              f"{', '.join(h.name for h in dataset.heads)}")
-        result = evaluate(subject, dataset, tta=tta, num_workers=args.workers, limit=args.limit,
-                          save_predictions=args.save_predictions, progress=not args.no_progress,
-                          per_image=args.report is not None, leave_out_absent=args.leave_out_absent,
-                          **_class_options(args))
-        result.update(checkpoint=str(args.checkpoint), split=args.split, tta=[str(v) for v in tta])
-        source = f"{args.checkpoint} on {args.data or 'synthetic'} {args.split}"
-        if subject.runtime == "onnxruntime" or tta:
-            source += f" ({subject.runtime}, {result['precision']}{', TTA ' + args.tta if tta else ''})"
+        result, source = _evaluate_checkpoint(args, tta, subject, dataset)
+    return _write_results(args, result, source, subject, dataset)
+
+
+def _evaluate_checkpoint(args: argparse.Namespace, tta, subject, dataset) -> tuple[dict, str]:
+    """Score the model on the data set (this process's share of it under torchrun) and name what was scored."""
+    if tta and len(dataset.heads) > 1:
+        raise ConfigError(f"--tta averages one score map; {args.checkpoint} has the heads "
+                          f"{', '.join(h.name for h in dataset.heads)}")
+    result = evaluate(subject, dataset, tta=tta, num_workers=args.workers, limit=args.limit,
+                      save_predictions=args.save_predictions, progress=not args.no_progress,
+                      per_image=args.report is not None, leave_out_absent=args.leave_out_absent,
+                      **_class_options(args))
+    result.update(checkpoint=str(args.checkpoint), split=args.split, tta=[str(v) for v in tta])
+    source = f"{args.checkpoint} on {args.data or 'synthetic'} {args.split}"
+    if subject.runtime == "onnxruntime" or tta:
+        source += f" ({subject.runtime}, {result['precision']}{', TTA ' + args.tta if tta else ''})"
+    return result, source
+
+
+def _under_torchrun() -> bool:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _refuse_under_torchrun(what: str) -> None:
+    if _under_torchrun():
+        raise ConfigError(f"{what} runs in one process; start it without torchrun (only evaluating a checkpoint on a "
+                          "data set is split between processes)")
+
+
+def _evaluate_under_torchrun(args: argparse.Namespace, tta) -> int:
+    """Each process scores every world_size-th image on its own device; the counts are summed, rank 0 writes."""
+    from fcnseg import distributed
+
+    info = distributed.init_distributed(args.device)
+    args.device = str(info.device)
+    try:
+        subject, dataset = _model_and_data(args)
+        result, source = _evaluate_checkpoint(args, tta, subject, dataset)
+        if not info.is_main:
+            return 0
+        return _write_results(args, result, source + f" ({info.world_size} processes)", subject, dataset)
+    finally:
+        distributed.cleanup()
+
+
+def _write_results(args: argparse.Namespace, result: dict, source: str, subject, dataset) -> int:
+    """Print the scores and write the JSON (and the report), once."""
     rows = result.pop("per_image", None)
     print(f"{source}: {scored_line(result, args.out)}")
     if result["skipped"]:
