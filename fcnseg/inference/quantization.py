@@ -26,6 +26,8 @@ from fcnseg.weights.onnx_format import INPUT_NAME, OnnxNet, is_onnx_file, load_p
 log = logging.getLogger(__name__)
 
 METHODS = ("minmax", "entropy", "percentile")
+FORMATS = ("QDQ", "QOperator")
+ACTIVATION_TYPES = ("uint8", "int8")
 # Layer groups that may stay in float (``--keep-fp32``), found in the graph by their weights' names.
 KEEP_GROUPS = ("first", "score", "head")
 SCORE_LAYERS = ("score_fr", "score_pool4", "score_pool3")
@@ -247,6 +249,9 @@ def quantize_onnx(
     reduce_range: bool = True,
     metadata: dict[str, str] | None = None,
     calibration_cache: str | Path | None = None,
+    quant_format: str = "QDQ",
+    activations: str = "uint8",
+    per_channel: bool = True,
 ) -> dict[str, list[str]]:
     """Quantize the fp32 fcnseg ONNX file ``fp32_path`` into ``out_path`` (written atomically).
 
@@ -259,7 +264,11 @@ def quantize_onnx(
         metadata: ``fcnseg.*`` keys for the output (default: the input's), ``fcnseg.precision`` set to int8.
         calibration_cache: a JSON file of the calibrated activation ranges: read when it exists
             (calibration is skipped; ``images`` may then be empty), else written. The ranges cover every
-            layer, so one cache serves any ``keep_fp32``.
+            layer, so one cache serves any ``keep_fp32``, format and activation type.
+        quant_format: "QDQ" (Quantize/Dequantize pairs that ONNX Runtime fuses into int8 kernels when it
+            loads the file; other runtimes read them too) or "QOperator" (the int8 operators written out).
+        activations: "uint8" or "int8" activations (weights are always int8).
+        per_channel: one weight scale per output channel (else one per layer).
     Returns:
         The node names kept in float, per group.
     """
@@ -268,6 +277,10 @@ def quantize_onnx(
 
     if method not in METHODS:
         raise ConfigError(f"--method {method!r} is not one of {', '.join(METHODS)}")
+    if quant_format not in FORMATS:
+        raise ConfigError(f"quantization format {quant_format!r} is not one of {', '.join(FORMATS)}")
+    if activations not in ACTIVATION_TYPES:
+        raise ConfigError(f"activation type {activations!r} is not one of {', '.join(ACTIVATION_TYPES)}")
     methods = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
                "percentile": q.CalibrationMethod.Percentile}
     source = read_info(fp32_path)
@@ -288,10 +301,10 @@ def quantize_onnx(
             str(model),
             str(quantized),
             calibration_reader(images),
-            quant_format=q.QuantFormat.QDQ,
-            per_channel=True,
+            quant_format=q.QuantFormat.QDQ if quant_format == "QDQ" else q.QuantFormat.QOperator,
+            per_channel=per_channel,
             reduce_range=reduce_range,
-            activation_type=q.QuantType.QUInt8,
+            activation_type=q.QuantType.QUInt8 if activations == "uint8" else q.QuantType.QInt8,
             weight_type=q.QuantType.QInt8,
             calibrate_method=methods[method],
             calibration_cache_path=None if calibration_cache is None else str(calibration_cache),
