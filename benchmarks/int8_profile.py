@@ -59,6 +59,7 @@ VARIANTS = {
     "s8act": {"activations": "int8", "reduce_range": False},
     "qop": {"quant_format": "QOperator"},
     "per-tensor": {"per_channel": False},
+    "ungrouped": {"group_upsampling": False},
 }
 # operator type -> the group the tables report
 GROUPS = {

@@ -185,6 +185,48 @@ def float_nodes(proto, keep: tuple[str, ...]) -> dict[str, list[str]]:
 
 
 
+# --- graph rewrites -------------------------------------------------------------------------------
+
+
+def group_diagonal_deconvolutions(proto) -> list[str]:
+    """Rewrite, in place, each class-to-class ``ConvTranspose`` of ``proto`` whose weight is diagonal (channel
+    ``i`` feeds only channel ``i``: the fixed bilinear upsampling of the reference nets) as a grouped one
+    (``group = C``, weight ``[C, 1, k, k]``): the same output, a ``C``-th of the work. A learned upsampling
+    with weights off the diagonal is left as it is.
+
+    Returns:
+        The rewritten nodes' names.
+    """
+    from onnx import helper, numpy_helper
+
+    initializers = {t.name: t for t in proto.graph.initializer}
+    uses: dict[str, int] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    rewritten = []
+    for node in proto.graph.node:
+        if node.op_type != "ConvTranspose" or len(node.input) < 2 or node.input[1] not in initializers:
+            continue
+        if uses[node.input[1]] != 1 or any(a.name == "group" and a.i != 1 for a in node.attribute):
+            continue
+        weight = numpy_helper.to_array(initializers[node.input[1]])  # [C_in, C_out, k, k]
+        channels = weight.shape[0]
+        if weight.ndim != 4 or weight.shape[1] != channels or channels < 2:
+            continue
+        off_diagonal = weight.copy()
+        off_diagonal[np.arange(channels), np.arange(channels)] = 0
+        if np.any(off_diagonal):
+            continue
+        grouped = np.ascontiguousarray(weight[np.arange(channels), np.arange(channels)][:, None])  # [C, 1, k, k]
+        initializers[node.input[1]].CopyFrom(numpy_helper.from_array(grouped, node.input[1]))
+        kept = [a for a in node.attribute if a.name != "group"]
+        del node.attribute[:]
+        node.attribute.extend(kept + [helper.make_attribute("group", channels)])
+        rewritten.append(node.name)
+    return rewritten
+
+
 # --- quantization ---------------------------------------------------------------------------------
 
 
@@ -252,6 +294,7 @@ def quantize_onnx(
     quant_format: str = "QDQ",
     activations: str = "uint8",
     per_channel: bool = True,
+    group_upsampling: bool = True,
 ) -> dict[str, list[str]]:
     """Quantize the fp32 fcnseg ONNX file ``fp32_path`` into ``out_path`` (written atomically).
 
@@ -269,6 +312,8 @@ def quantize_onnx(
             loads the file; other runtimes read them too) or "QOperator" (the int8 operators written out).
         activations: "uint8" or "int8" activations (weights are always int8).
         per_channel: one weight scale per output channel (else one per layer).
+        group_upsampling: run the fixed (diagonal) bilinear upsamplings as grouped transposed convolutions
+            (:func:`group_diagonal_deconvolutions`): the same output for a class count's fraction of the work.
     Returns:
         The node names kept in float, per group.
     """
@@ -295,7 +340,11 @@ def quantize_onnx(
         except Exception as e:  # noqa: BLE001 - the optimiser is an aid: quantize the graph as exported without it
             log.info("quantization pre-processing skipped (%s: %s)", type(e).__name__, e)
             model = Path(fp32_path)
-        kept = float_nodes(load_proto(model), keep_fp32)
+        proto = load_proto(model)
+        if group_upsampling and group_diagonal_deconvolutions(proto):
+            model = Path(tmp) / "grouped.onnx"
+            onnx.save(proto, str(model))
+        kept = float_nodes(proto, keep_fp32)
         quantized = Path(tmp) / "int8.onnx"
         q.quantize_static(
             str(model),
@@ -410,6 +459,7 @@ __all__ = [
     "agreement",
     "calibration_reader",
     "float_nodes",
+    "group_diagonal_deconvolutions",
     "parse_keep_fp32",
     "quantize",
     "quantize_onnx",
