@@ -224,6 +224,10 @@ def group_diagonal_deconvolutions(proto) -> list[str]:
         del node.attribute[:]
         node.attribute.extend(kept + [helper.make_attribute("group", channels)])
         rewritten.append(node.name)
+        # a shape recorded for the old weight (shape inference) would contradict the new one
+        stale = [v for v in proto.graph.value_info if v.name == node.input[1]]
+        for value in stale:
+            proto.graph.value_info.remove(value)
     return rewritten
 
 
