@@ -139,12 +139,6 @@ def test_a_learned_upsampling_with_weights_off_the_diagonal_is_left_alone():
     assert list(proto.graph.initializer[0].dims) == [3, 3, 4, 4]
 
 
-def test_the_int8_file_runs_its_fixed_upsamplings_grouped(models):
-    proto = onnx.load(str(models["int8"]))
-    groups = [next((a.i for a in n.attribute if a.name == "group"), 1) for n in proto.graph.node if n.op_type == "ConvTranspose"]
-    assert groups and all(g == len(CLASSES) for g in groups)
-
-
 def test_float_nodes_finds_the_first_convolution_and_the_score_layers(models):
     proto = onnx.load(str(models["fp32"]))
     by_name = {n.name: n for n in proto.graph.node}

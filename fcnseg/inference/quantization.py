@@ -298,7 +298,7 @@ def quantize_onnx(
     quant_format: str = "QDQ",
     activations: str = "uint8",
     per_channel: bool = True,
-    group_upsampling: bool = True,
+    group_upsampling: bool = False,
 ) -> dict[str, list[str]]:
     """Quantize the fp32 fcnseg ONNX file ``fp32_path`` into ``out_path`` (written atomically).
 
@@ -317,7 +317,9 @@ def quantize_onnx(
         activations: "uint8" or "int8" activations (weights are always int8).
         per_channel: one weight scale per output channel (else one per layer).
         group_upsampling: run the fixed (diagonal) bilinear upsamplings as grouped transposed convolutions
-            (:func:`group_diagonal_deconvolutions`): the same output for a class count's fraction of the work.
+            (:func:`group_diagonal_deconvolutions`): the same output for a class count's fraction of the
+            arithmetic, but ONNX Runtime 1.32 runs a grouped ConvTranspose group by group and was no faster
+            (docs/inference.md, "Where int8's time goes"), so it is off by default.
     Returns:
         The node names kept in float, per group.
     """
