@@ -137,3 +137,26 @@ def test_a_compiled_training_step_gives_the_eager_loss_and_gradients():
     assert loss_c == pytest.approx(loss_e, rel=1e-5)
     for ge, gc in zip(grads_e, grads_c):
         torch.testing.assert_close(gc, ge, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+def test_a_max_iter_run_decides_after_its_second_update_and_logs_why(tmp_path, monkeypatch, caplog):
+    seen = []
+
+    def fake_decide(setting, cpu, precision, expected_seconds, unavailable=""):
+        seen.append(expected_seconds)
+        return decide_compile(setting, cpu, precision, expected_seconds, measured={(cpu, precision): PAYS[("amx", "bf16")]})
+
+    monkeypatch.setattr(trainer_module, "decide_compile", fake_decide)
+    settings = {
+        "model": {"arch": "fcn8s", "backbone": "small", "num_classes": 6, "padding": "same", "batch_norm": True},
+        "data": {"dataset": "synthetic", "root": "", "synthetic_train_images": 4, "synthetic_val_images": 1,
+                 "synthetic_size": 32, "crop_size": 32, "num_workers": 0, "normalization": "imagenet_rgb"},
+        "train": {"out_dir": str(tmp_path), "batch_size": 2, "iter_size": 1, "max_iter": 4, "val_every": 0,
+                  "checkpoint_every": 0, "log_every": 1, "precision": "fp32", "num_panels": 0, "device": "cpu"},
+    }
+    with caplog.at_level("INFO", logger="fcnseg.training.trainer"):
+        trainer_module.train(resolve_run_config(overrides=settings), progress=False)
+    # before the first update the length is unknown (it waits); after the second, 2 updates left x its seconds
+    assert seen[0] is None and len(seen) == 2 and 0 < seen[1] < 300
+    assert any("training step: eager: torch.compile (1.25x after a 60-s compile" in r.getMessage() for r in caplog.records)
