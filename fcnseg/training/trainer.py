@@ -114,10 +114,10 @@ class Trainer:
         self.validated_seconds = state.train_seconds  # training time at the last validation
         self.target_streak = 0  # validations in a row at train.target_mean_iu
         self.images_per_update = t.batch_size * t.iter_size * dist.world_size
-        # The model's contract, as every other command takes it: validation runs it, checkpoints save it.
         # train.compile: decided before the first update where the run's length is known (a time budget, on,
         # off), else once an update has been timed (fcnseg.training.compile)
         self.compile_pending = True
+        # The model's contract, as every other command takes it: validation runs it, checkpoints save it.
         self.handle = LoadedModel(model, config.model, data.class_names, normalization, "training",
                                   head_class_names={h.name: list(h.class_names) for h in data.train_set.heads},
                                   inputs=getattr(data.train_set, "input_spec", None), palette=data.val_set.palette,
