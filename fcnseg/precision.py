@@ -259,8 +259,9 @@ def _choose_precision(precision: str, device: "torch.device", kind: CpuKind | No
         if device.type == "cuda":
             return _Choice("fp16", "fp16 autocast on CUDA (tensor cores)")
         if device.type == "cpu" and kind is not None and kind.name == "amx" and purpose == "training":
-            # benchmarks/train_paths.py on a Sapphire Rapids Xeon (AMX), two runs: the small net's update in
-            # fp32 channels_last 1.14x / 1.21x fp32 contiguous, bf16 + channels_last 0.82x / 0.83x (docs/training.md)
+            # benchmarks/train_paths.py on a Sapphire Rapids Xeon (AMX): the small net's update in fp32 channels_last
+            # 1.14x / 1.21x fp32 contiguous, bf16 + channels_last 0.82x / 0.83x (two runs); VGG16 FCN-8s bf16 +
+            # channels_last 0.82x, bf16 0.65x (docs/training.md)
             return _Choice("fp32", "fp32: on AMX the training step ran faster in fp32 than in bf16 autocast (docs/training.md)")
         if device.type == "cpu" and kind is not None and kind.native_bf16:
             return _Choice("bf16", "bf16 autocast: the CPU runs bf16 natively")
