@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from fcnseg.errors import ConfigError
 from fcnseg.precision import LAYOUTS, LEGACY_LAYOUTS, LEGACY_PRECISIONS, PRECISIONS
+from fcnseg.training.compile import LEGACY_COMPILE, check_compile_setting
 
 T = TypeVar("T")
 
@@ -362,6 +363,9 @@ class TrainConfig:
     # Memory layout: auto (per CPU kind and precision, as measured: fcnseg.precision.resolve_execution)
     # | channels_last (NHWC) | contiguous (NCHW). Earlier configs' channels_last true/false are read as these.
     layout: str = "auto"
+    # torch.compile of the training step: auto (only where a measurement on this kind of CPU found it faster,
+    # and the run is long enough to earn its compile back: fcnseg.training.compile) | on | off
+    compile: str = "auto"
     init_from: str = ""  # checkpoint of a coarser FCN to start from (16s from 32s, 8s from 16s)
     classifier_weights: str = ""  # ImageNet VGG16 classifier to start from (net surgery, paper section 4)
     # How the classes of the init_from checkpoint are read in the data set's (docs/data.md, "Class names"):
@@ -381,6 +385,7 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{source}: {name} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        self.compile = check_compile_setting(self.compile, f"{source}: compile")
         for name in ("batch_size", "iter_size", "max_iter", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{source}: {name} must be >= 1, got {getattr(self, name)}")
@@ -546,7 +551,8 @@ _MODEL_FIELDS_BEFORE_PADDING = frozenset({"arch", "backbone", "num_classes", "pa
 def upgrade_legacy_keys(values: Any, source: str = "settings") -> Any:
     """Settings written by earlier versions, in today's words: ``train.amp`` (auto | fast | off | bf16 | fp16)
     becomes ``train.precision`` (off -> fp32, fast -> auto); ``train.channels_last`` (true | false | auto)
-    becomes ``train.layout`` (channels_last | contiguous | auto); a stored model section without ``padding``
+    becomes ``train.layout`` (channels_last | contiguous | auto); ``train.compile`` true / false (YAML's reading
+    of a bare on / off) becomes on / off; a stored model section without ``padding``
     gets ``padding: paper``, the geometry it was built with (the small-cpu preset now says "same").
     Returns a new dict; other values unchanged.
 
@@ -557,6 +563,9 @@ def upgrade_legacy_keys(values: Any, source: str = "settings") -> Any:
     model = values.get("model")
     if isinstance(model, dict) and "padding" not in model and _MODEL_FIELDS_BEFORE_PADDING <= set(model):
         values = {**values, "model": {**model, "padding": "paper"}}
+    if isinstance(values.get("train"), dict) and isinstance(values["train"].get("compile"), bool):
+        # YAML reads a bare ``compile: on`` / ``off`` as true / false
+        values = {**values, "train": {**values["train"], "compile": LEGACY_COMPILE[values["train"]["compile"]]}}
     if not isinstance(values.get("train"), dict) or not {"amp", "channels_last"} & set(values["train"]):
         return values
     train = dict(values["train"])

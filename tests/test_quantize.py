@@ -24,6 +24,7 @@ from fcnseg.weights.onnx_format import OnnxNet, parse_metadata, read_info  # noq
 from fcnseg.inference.quantization import (  # noqa: E402
     calibration_reader,
     float_nodes,
+    group_diagonal_deconvolutions,
     parse_keep_fp32,
     read_calibration_images,
 )
@@ -92,6 +93,50 @@ def test_kept_layers_stay_float_and_the_rest_is_int8(models):
     quantized_tensors = {n.input[0] for n in proto.graph.node if n.op_type == "QuantizeLinear"}
     head_outputs = {o for n in proto.graph.node if n.op_type == "ConvTranspose" for o in n.output}
     assert not (quantized_tensors & (head_outputs | {"logits"}))
+
+
+def _upsampling_graph(weight: np.ndarray):
+    """An ONNX graph of one ConvTranspose (stride 2) with ``weight`` [C, C, 4, 4] as its initialiser."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    c = weight.shape[0]
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="upscore", strides=[2, 2])
+    graph = helper.make_graph([node], "up", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 5, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(weight.astype(np.float32), "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _run(proto, x):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def test_diagonal_upsampling_becomes_grouped_with_the_same_output():
+    from fcnseg.models.upsample import bilinear_weight
+
+    weight = bilinear_weight(5, 4).numpy() * np.arange(1, 6, dtype=np.float32)[:, None, None, None]
+    proto = _upsampling_graph(weight)
+    x = np.random.default_rng(0).standard_normal((1, 5, 5, 6)).astype(np.float32)
+    before = _run(proto, x)
+    # a shape recorded for the weight by shape inference (as quantization's pre-processing leaves it) goes too
+    proto.graph.value_info.append(onnx.helper.make_tensor_value_info("w", onnx.TensorProto.FLOAT, [5, 5, 4, 4]))
+    assert group_diagonal_deconvolutions(proto) == ["upscore"]
+    onnx.shape_inference.infer_shapes(proto, strict_mode=True)
+    group = next(a.i for a in proto.graph.node[0].attribute if a.name == "group")
+    assert group == 5 and list(proto.graph.initializer[0].dims) == [5, 1, 4, 4]
+    np.testing.assert_allclose(_run(proto, x), before, rtol=1e-5, atol=1e-5)
+
+
+def test_a_learned_upsampling_with_weights_off_the_diagonal_is_left_alone():
+    from fcnseg.models.upsample import bilinear_weight
+
+    weight = bilinear_weight(3, 4).numpy()
+    weight[0, 2, 1, 1] = 0.5  # class 0 feeds class 2
+    proto = _upsampling_graph(weight)
+    assert group_diagonal_deconvolutions(proto) == []
+    assert list(proto.graph.initializer[0].dims) == [3, 3, 4, 4]
 
 
 def test_float_nodes_finds_the_first_convolution_and_the_score_layers(models):

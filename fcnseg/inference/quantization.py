@@ -26,6 +26,8 @@ from fcnseg.weights.onnx_format import INPUT_NAME, OnnxNet, is_onnx_file, load_p
 log = logging.getLogger(__name__)
 
 METHODS = ("minmax", "entropy", "percentile")
+FORMATS = ("QDQ", "QOperator")
+ACTIVATION_TYPES = ("uint8", "int8")
 # Layer groups that may stay in float (``--keep-fp32``), found in the graph by their weights' names.
 KEEP_GROUPS = ("first", "score", "head")
 SCORE_LAYERS = ("score_fr", "score_pool4", "score_pool3")
@@ -183,6 +185,52 @@ def float_nodes(proto, keep: tuple[str, ...]) -> dict[str, list[str]]:
 
 
 
+# --- graph rewrites -------------------------------------------------------------------------------
+
+
+def group_diagonal_deconvolutions(proto) -> list[str]:
+    """Rewrite, in place, each class-to-class ``ConvTranspose`` of ``proto`` whose weight is diagonal (channel
+    ``i`` feeds only channel ``i``: the fixed bilinear upsampling of the reference nets) as a grouped one
+    (``group = C``, weight ``[C, 1, k, k]``): the same output, a ``C``-th of the work. A learned upsampling
+    with weights off the diagonal is left as it is.
+
+    Returns:
+        The rewritten nodes' names.
+    """
+    from onnx import helper, numpy_helper
+
+    initializers = {t.name: t for t in proto.graph.initializer}
+    uses: dict[str, int] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    rewritten = []
+    for node in proto.graph.node:
+        if node.op_type != "ConvTranspose" or len(node.input) < 2 or node.input[1] not in initializers:
+            continue
+        if uses[node.input[1]] != 1 or any(a.name == "group" and a.i != 1 for a in node.attribute):
+            continue
+        weight = numpy_helper.to_array(initializers[node.input[1]])  # [C_in, C_out, k, k]
+        channels = weight.shape[0]
+        if weight.ndim != 4 or weight.shape[1] != channels or channels < 2:
+            continue
+        off_diagonal = weight.copy()
+        off_diagonal[np.arange(channels), np.arange(channels)] = 0
+        if np.any(off_diagonal):
+            continue
+        grouped = np.ascontiguousarray(weight[np.arange(channels), np.arange(channels)][:, None])  # [C, 1, k, k]
+        initializers[node.input[1]].CopyFrom(numpy_helper.from_array(grouped, node.input[1]))
+        kept = [a for a in node.attribute if a.name != "group"]
+        del node.attribute[:]
+        node.attribute.extend(kept + [helper.make_attribute("group", channels)])
+        rewritten.append(node.name)
+        # a shape recorded for the old weight (shape inference) would contradict the new one
+        stale = [v for v in proto.graph.value_info if v.name == node.input[1]]
+        for value in stale:
+            proto.graph.value_info.remove(value)
+    return rewritten
+
+
 # --- quantization ---------------------------------------------------------------------------------
 
 
@@ -247,6 +295,10 @@ def quantize_onnx(
     reduce_range: bool = True,
     metadata: dict[str, str] | None = None,
     calibration_cache: str | Path | None = None,
+    quant_format: str = "QDQ",
+    activations: str = "uint8",
+    per_channel: bool = True,
+    group_upsampling: bool = False,
 ) -> dict[str, list[str]]:
     """Quantize the fp32 fcnseg ONNX file ``fp32_path`` into ``out_path`` (written atomically).
 
@@ -259,7 +311,15 @@ def quantize_onnx(
         metadata: ``fcnseg.*`` keys for the output (default: the input's), ``fcnseg.precision`` set to int8.
         calibration_cache: a JSON file of the calibrated activation ranges: read when it exists
             (calibration is skipped; ``images`` may then be empty), else written. The ranges cover every
-            layer, so one cache serves any ``keep_fp32``.
+            layer, so one cache serves any ``keep_fp32``, format and activation type.
+        quant_format: "QDQ" (Quantize/Dequantize pairs that ONNX Runtime fuses into int8 kernels when it
+            loads the file; other runtimes read them too) or "QOperator" (the int8 operators written out).
+        activations: "uint8" or "int8" activations (weights are always int8).
+        per_channel: one weight scale per output channel (else one per layer).
+        group_upsampling: run the fixed (diagonal) bilinear upsamplings as grouped transposed convolutions
+            (:func:`group_diagonal_deconvolutions`): the same output for a class count's fraction of the
+            arithmetic, but ONNX Runtime 1.32 runs a grouped ConvTranspose group by group and was no faster
+            (docs/inference.md, "Where int8's time goes"), so it is off by default.
     Returns:
         The node names kept in float, per group.
     """
@@ -268,6 +328,10 @@ def quantize_onnx(
 
     if method not in METHODS:
         raise ConfigError(f"--method {method!r} is not one of {', '.join(METHODS)}")
+    if quant_format not in FORMATS:
+        raise ConfigError(f"quantization format {quant_format!r} is not one of {', '.join(FORMATS)}")
+    if activations not in ACTIVATION_TYPES:
+        raise ConfigError(f"activation type {activations!r} is not one of {', '.join(ACTIVATION_TYPES)}")
     methods = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
                "percentile": q.CalibrationMethod.Percentile}
     source = read_info(fp32_path)
@@ -282,16 +346,20 @@ def quantize_onnx(
         except Exception as e:  # noqa: BLE001 - the optimiser is an aid: quantize the graph as exported without it
             log.info("quantization pre-processing skipped (%s: %s)", type(e).__name__, e)
             model = Path(fp32_path)
-        kept = float_nodes(load_proto(model), keep_fp32)
+        proto = load_proto(model)
+        if group_upsampling and group_diagonal_deconvolutions(proto):
+            model = Path(tmp) / "grouped.onnx"
+            onnx.save(proto, str(model))
+        kept = float_nodes(proto, keep_fp32)
         quantized = Path(tmp) / "int8.onnx"
         q.quantize_static(
             str(model),
             str(quantized),
             calibration_reader(images),
-            quant_format=q.QuantFormat.QDQ,
-            per_channel=True,
+            quant_format=q.QuantFormat.QDQ if quant_format == "QDQ" else q.QuantFormat.QOperator,
+            per_channel=per_channel,
             reduce_range=reduce_range,
-            activation_type=q.QuantType.QUInt8,
+            activation_type=q.QuantType.QUInt8 if activations == "uint8" else q.QuantType.QInt8,
             weight_type=q.QuantType.QInt8,
             calibrate_method=methods[method],
             calibration_cache_path=None if calibration_cache is None else str(calibration_cache),
@@ -397,6 +465,7 @@ __all__ = [
     "agreement",
     "calibration_reader",
     "float_nodes",
+    "group_diagonal_deconvolutions",
     "parse_keep_fp32",
     "quantize",
     "quantize_onnx",

@@ -24,6 +24,7 @@ from fcnseg.data.normalization import Normalization
 from fcnseg.distributed import DistInfo
 from fcnseg.models.batchnorm import synchronise_batch_norm
 from fcnseg.precision import ExecutionPlan, resolve_execution
+from fcnseg.training.compile import compile_available, decide_compile
 from fcnseg.training.datasets import (
     TrainingData,
     build_training_data,
@@ -113,6 +114,9 @@ class Trainer:
         self.validated_seconds = state.train_seconds  # training time at the last validation
         self.target_streak = 0  # validations in a row at train.target_mean_iu
         self.images_per_update = t.batch_size * t.iter_size * dist.world_size
+        # train.compile: decided before the first update where the run's length is known (a time budget, on,
+        # off), else once an update has been timed (fcnseg.training.compile)
+        self.compile_pending = True
         # The model's contract, as every other command takes it: validation runs it, checkpoints save it.
         self.handle = LoadedModel(model, config.model, data.class_names, normalization, "training",
                                   head_class_names={h.name: list(h.class_names) for h in data.train_set.heads},
@@ -147,6 +151,7 @@ class Trainer:
         start_iteration = state.iteration
         self.reporter.open_progress(None if self.budget else t.max_iter, state.iteration, show=progress)
         started = time.perf_counter()
+        self.settle_compile(None)
         try:
             while not self.done():
                 self.step()
@@ -192,7 +197,32 @@ class Trainer:
             seconds = total.item() / self.dist.world_size
         self.state.train_seconds += seconds
         self.state.record(step.loss, step.lr)
+        if self.compile_pending and self.state.iteration >= 2:  # the first update pays one-off set-up costs
+            self.settle_compile(seconds)
         return step.loss
+
+    def settle_compile(self, update_seconds: float | None) -> None:
+        """Apply ``train.compile``: wrap the training net in ``torch.compile`` where :func:`decide_compile` says
+        it pays over the run's remaining length (its time budget left, or its updates left times
+        ``update_seconds``, the processes' mean), and log why; nothing when the length is not known yet."""
+        t = self.config.train
+        if self.budget is not None:
+            expected = max(0.0, self.budget - self.state.train_seconds)
+        elif update_seconds is not None:
+            if self.dist.world_size > 1:  # one decision on every process
+                total = D.all_reduce_sum(torch.tensor(update_seconds, dtype=torch.float64, device=self.dist.device))
+                update_seconds = total.item() / self.dist.world_size
+            expected = max(0, t.max_iter - self.state.iteration) * update_seconds
+        else:
+            expected = None
+        unavailable = compile_available() if t.compile != "off" else ""
+        decision = decide_compile(t.compile, self.plan.cpu, self.plan.precision, expected, unavailable)
+        if decision.waits:
+            return
+        self.compile_pending = False
+        log.info("training step: %s", decision.why)
+        if decision.compile:
+            self.net = torch.compile(self.net)
 
     def _divergence_advice(self, lr: float) -> str:
         last = self.reporter.checkpoints / LAST
