@@ -13,10 +13,12 @@ round (A B C A B C ...) so that a shared machine's load falls on all alike:
 Per path: wall seconds (min / median), CPU seconds of this process per image divided by the threads (what
 the image costs when the cores are the process's own: robust to other people's load), and the argmax
 agreement with fp32 on ``--agreement-images`` pictures none of the paths was calibrated on. Then, in a child
-process, ``fcnseg predict`` of a 6000x4000 picture with the default memory budget: its peak RSS and tiles.
+process, the Predictor with ``fcnseg predict``'s defaults (the default memory budget) on a 6000x4000 picture:
+its peak RSS and tiles (``--large-tiles N`` stops after N tiles: they are alike, so the peak comes in the first).
 
     python benchmarks/resnet_predict.py                       # resnet50, 2 threads, 3 rounds, the 6000x4000 run
     python benchmarks/resnet_predict.py --backbone resnet101 --skip-large
+    python benchmarks/resnet_predict.py --large-only --large-tiles 1      # the memory figure alone
 """
 
 from __future__ import annotations
@@ -60,15 +62,39 @@ def timed(predictor: Predictor, image: np.ndarray, threads: int) -> tuple[float,
     return time.perf_counter() - wall, (time.process_time() - cpu) / threads
 
 
-def large_run(model: Path, size: tuple[int, int], out: Path) -> dict:
-    """``fcnseg predict`` of one ``size`` (height, width) picture in a child process, default memory budget:
-    its peak RSS (the child's, from getrusage), wall seconds and what it printed last."""
+# The child of large_run: the Predictor with fcnseg predict's defaults (memory budget included) on one picture,
+# stopped after TILES tiles when TILES > 0 (the tiles are alike, so the peak of the first ones is the run's).
+LARGE_CHILD = """
+import sys, numpy as np
+from PIL import Image
+from fcnseg import Predictor, read_image
+model, path, tiles = sys.argv[1], sys.argv[2], int(sys.argv[3])
+predictor = Predictor.from_checkpoint(model)
+print(predictor.describe())
+class Enough(Exception):
+    pass
+def on_tile(done, total):
+    print(f"tile {done} of {total}", flush=True)
+    if tiles and done >= tiles:
+        raise Enough
+try:
+    predictor.predict(read_image(path), on_tile=on_tile)
+    print("whole image done")
+except Enough:
+    print(f"stopped after {tiles} tile{'s' if tiles != 1 else ''}")
+"""
+
+
+def large_run(model: Path, size: tuple[int, int], out: Path, tiles: int = 0) -> dict:
+    """The Predictor (``fcnseg predict``'s defaults: the default memory budget) on one ``size`` (height, width)
+    picture in a child process, stopped after ``tiles`` tiles when > 0: its peak RSS (the child's, from
+    getrusage), wall seconds and what it printed last."""
     image = out / f"large_{size[1]}x{size[0]}.png"
     Image.fromarray(picture(7, *size)).save(image)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPOSITORY), os.environ.get("PYTHONPATH", "")])}
     began = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "fcnseg", "predict", str(model), str(image), "-o", str(out / "large"),
-                           "--no-progress"], env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", LARGE_CHILD, str(model), str(image), str(tiles)],
+                          env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - began
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB -> MiB (Linux)
     tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
@@ -84,6 +110,11 @@ def main() -> None:
     p.add_argument("--agreement-images", type=int, default=3)
     p.add_argument("--skip-large", action="store_true", help="no 6000x4000 run")
     p.add_argument("--large", default="4000x6000", help="HEIGHTxWIDTH of the large picture (default 4000x6000)")
+    p.add_argument("--large-tiles", type=int, default=0,
+                   help="stop the large run after this many tiles (0 = the whole picture); its peak RSS is reached in the first")
+    p.add_argument("--large-only", action="store_true", help="only the large run")
+    p.add_argument("--calib-images", type=int, default=8, help="calibration pictures for int8 (default 8)")
+    p.add_argument("--calib-size", type=int, default=500, help="their side in pixels (default 500)")
     p.add_argument("--out", type=Path, default=None, help="folder for the files (default: a temporary one)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -94,11 +125,17 @@ def main() -> None:
     print(f"{cpu_description()}; {args.threads} threads; load average at the start "
           f"{'/'.join(f'{v:.1f}' for v in os.getloadavg())}", flush=True)
 
+    if args.large_only:
+        height, width = (int(v) for v in args.large.split("x"))
+        result = large_run(weights, (height, width), out, args.large_tiles)
+        print(f"\nthe Predictor on a {width}x{height} picture, default memory budget: peak RSS {result['peak_mib']:.0f} MiB, "
+              f"{result['seconds']:.0f} s wall, exit {result['returncode']}; it printed: {' | '.join(result['output'])}")
+        return
     from fcnseg.inference.quantization import quantize
 
     (out / "calib").mkdir(exist_ok=True)
-    for i in range(8):
-        Image.fromarray(picture(100 + i, 375, 500)).save(out / "calib" / f"{i}.png")
+    for i in range(args.calib_images):
+        Image.fromarray(picture(100 + i, args.calib_size, args.calib_size)).save(out / "calib" / f"{i}.png")
     int8_path = out / f"fcn_{args.backbone}-int8.onnx"
     began = time.perf_counter()
     report = quantize(weights, int8_path, out / "calib", check_images=0)
@@ -137,8 +174,8 @@ def main() -> None:
     print(markdown_table(rows), flush=True)
     if not args.skip_large:
         height, width = (int(v) for v in args.large.split("x"))
-        result = large_run(weights, (height, width), out)
-        print(f"\nfcnseg predict of a {width}x{height} picture, default memory budget: peak RSS {result['peak_mib']:.0f} MiB, "
+        result = large_run(weights, (height, width), out, args.large_tiles)
+        print(f"\nthe Predictor on a {width}x{height} picture, default memory budget: peak RSS {result['peak_mib']:.0f} MiB, "
               f"{result['seconds']:.0f} s wall, exit {result['returncode']}; it printed: {' | '.join(result['output'])}")
 
 
