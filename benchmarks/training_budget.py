@@ -1,4 +1,4 @@
-"""What the same training time buys: the demo's small FCN-8s for N minutes, today's small-cpu preset vs the old one.
+"""What the same training time buys: the small-cpu preset for N minutes against the preset before it and a plain FCN.
 
 Every row trains for the same wall time (``--minutes``, default 5; the poly schedule runs over it, see
 ``train.time_budget``) on the demo's synthetic set (400 training images), then evaluates its best
@@ -10,11 +10,23 @@ median frequency balancing. The preset was tuned on "blobs"; "shapes" is the hel
 (small, thin objects on ~94% background, wires under 1% of the pixels) is the imbalanced one: its
 rows show the rare class's IU, with and without class weights, and the mean IU of answering
 background everywhere; "rare" (blobs whose waves cover under 1% of the pixels) is the set for class
-weights. Prints the CPU's flags, the instruction set PyTorch and oneDNN use, and the load average around every row: on a shared machine the images/s (and so the updates a budget buys)
+weights.
+
+Real data (``brain``, ``nuclei``: grey images that installed packages ship, written by
+``benchmarks/real_data.py``; nothing is downloaded) go through ``fcnseg.train`` on the folder layout, each
+row scoring its *last* weights on the validation split (no checkpoint is picked by it), and "plain" is
+the baseline written here in a hundred lines: the small trunk's widths without BatchNorm (two 3x3
+conv + ReLU and a max-pool per stage, output stride 32), a 1x1 score and a bilinear resize, Adam at 1e-3,
+fp32, batches of 8 random 128-pixel crops with flips, every update timed against the same budget. The
+preset was tuned on ``brain`` (axial slices to train on, coronal ones to validate); ``nuclei`` (16 tiles of
+one microscopy image, the 4 diagonal ones held out) was not looked at while choosing. Prints the CPU's flags, the instruction set PyTorch and oneDNN use, and the load average around every row: on a shared machine the images/s (and so the updates a budget buys)
 fall with the load.
 
     python benchmarks/training_budget.py                  # 8 rows x 5 minutes
     python benchmarks/training_budget.py --minutes 2 --rows blobs:today
+    python benchmarks/training_budget.py --minutes 2 --rows nuclei:plain nuclei:today nuclei:plain nuclei:today
+    # on a shared machine: budgets of CPU time (one thread each), one process per row, side by side
+    python benchmarks/training_budget.py --clock cpu --minutes 1 --rows brain:plain --out runs/tb/brain-plain &
     # an AVX2-only CPU's kernels on a newer one (no native bf16, so fp32):
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/training_budget.py
 """
@@ -34,6 +46,8 @@ import torch
 
 from tables import markdown_table  # benchmarks/tables.py
 
+from real_data import CLASSES, SETS as REAL_SETS, write_set  # benchmarks/real_data.py
+
 from fcnseg.data.synthetic import STYLES
 from fcnseg.demo import DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES, run_demo
 from fcnseg.precision import autocast_dtype, describe, select_device
@@ -47,7 +61,16 @@ OLD_PRESET = {
               "lr_power": 0.9, "warmup_iter": 50, "grad_clip": 5.0, "layout": "contiguous"},
     "data": {"mirror": True, "crop_size": 128, "scale_min": 0.75, "scale_max": 1.25, "normalization": "imagenet_rgb"},
 }
-VARIANTS = {"today": {}, "old (pad 100)": OLD_PRESET, "class_weights auto": {"train": {"class_weights": "auto"}}}
+VARIANTS = {
+    "today": {}, "old (pad 100)": OLD_PRESET, "class_weights auto": {"train": {"class_weights": "auto"}},
+    # settings tried while choosing the preset on real data
+    "fp32": {"train": {"precision": "fp32"}},
+    "lr 1e-3": {"train": {"lr": 1e-3}}, "lr 1e-2": {"train": {"lr": 1e-2}},
+    "crop 192": {"data": {"crop_size": 192}}, "batch 4": {"train": {"batch_size": 4}},
+    "batch 16": {"train": {"batch_size": 16}}, "no rescale": {"data": {"scale_min": 1.0, "scale_max": 1.0}},
+    "fcn32s": {"model": {"arch": "fcn32s"}}, "workers 0": {"data": {"num_workers": 0}},
+    "plain": None,  # the baseline below, not fcnseg
+}
 DEFAULT_ROWS = ["blobs:today", "blobs:old (pad 100)", "shapes:today", "shapes:old (pad 100)", "thin:today",
                 "thin:class_weights auto", "rare:today", "rare:class_weights auto"]
 
@@ -77,6 +100,126 @@ def class_shares(data_dir: Path) -> np.ndarray:
     return pixels / max(1, pixels.sum())
 
 
+class PlainFCN(torch.nn.Module):
+    """The baseline: a plain FCN-32s as one writes it in an afternoon (the small trunk's widths, no BatchNorm)."""
+
+    def __init__(self, num_classes: int, widths=(16, 32, 64, 128, 128)) -> None:
+        super().__init__()
+        layers, channels = [], 3
+        for width in widths:
+            layers += [torch.nn.Conv2d(channels, width, 3, padding=1), torch.nn.ReLU(inplace=True),
+                       torch.nn.Conv2d(width, width, 3, padding=1), torch.nn.ReLU(inplace=True), torch.nn.MaxPool2d(2)]
+            channels = width
+        self.features = torch.nn.Sequential(*layers)
+        self.score = torch.nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, 3, H, W] -> [N, C, H, W]
+        scores = self.score(self.features(x))  # [N, C, H/32, W/32]
+        return torch.nn.functional.interpolate(scores, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def read_split(data_dir: Path, split: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(float [3, H, W] image scaled to about zero mean and unit spread, int64 [H, W] labels) of every pair."""
+    from PIL import Image
+
+    pairs = []
+    for image_path in sorted((data_dir / split / "images").glob("*.png")):
+        image = np.asarray(Image.open(image_path).convert("RGB"), np.float32) / 255.0
+        labels = np.asarray(Image.open(data_dir / split / "masks" / image_path.name), np.int64)
+        pairs.append((torch.from_numpy((image - 0.45) / 0.25).permute(2, 0, 1).contiguous(), torch.from_numpy(labels)))
+    return pairs
+
+
+def mean_iu_of(predict, pairs, num_classes: int) -> dict:
+    """The paper's metrics (fcnseg.metrics.ConfusionMatrix) of ``predict(image [1, 3, H, W]) -> labels [H, W]``."""
+    from fcnseg.metrics import ConfusionMatrix
+
+    matrix = ConfusionMatrix(num_classes)
+    with torch.inference_mode():
+        for image, labels in pairs:
+            matrix.update(predict(image[None]), labels)
+    return matrix.compute()
+
+
+def train_plain(data_dir: Path, seconds: float, seed: int, crop: int = 128, batch: int = 8,
+                clock=time.perf_counter) -> dict:
+    """Train :class:`PlainFCN` for ``seconds`` of updates on ``clock``; its metrics on the validation split, updates,
+    images/s."""
+    torch.manual_seed(seed)
+    generator = np.random.default_rng(seed)
+    train_pairs, val_pairs = read_split(data_dir, "train"), read_split(data_dir, "val")
+    num_classes = len(CLASSES[data_dir.name])
+    model = PlainFCN(num_classes)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    updates, spent = 0, 0.0
+    while spent < seconds:
+        began = clock()
+        images, masks = [], []
+        for index in generator.integers(len(train_pairs), size=batch):
+            image, labels = train_pairs[index]
+            top = int(generator.integers(image.shape[1] - crop + 1))
+            left = int(generator.integers(image.shape[2] - crop + 1))
+            image, labels = image[:, top:top + crop, left:left + crop], labels[top:top + crop, left:left + crop]
+            if generator.random() < 0.5:
+                image, labels = image.flip(-1), labels.flip(-1)
+            images.append(image)
+            masks.append(labels)
+        loss = torch.nn.functional.cross_entropy(model(torch.stack(images)), torch.stack(masks))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        updates += 1
+        spent += clock() - began
+    model.eval()
+    metrics = mean_iu_of(lambda x: model(x).argmax(1)[0], val_pairs, num_classes)
+    return {"metrics": metrics, "updates": updates, "images_per_second": updates * batch / spent}
+
+
+def train_preset(data_dir: Path, out_dir: Path, seconds: float, seed: int, precision: str, extra: dict,
+                 clock=time.perf_counter) -> dict:
+    """``fcnseg.train`` with the small-cpu preset (FCN-8s) for ``seconds`` on the folder set at ``data_dir``; the
+    metrics of its last weights on the validation split (fcnseg.evaluate), updates, images/s."""
+    from fcnseg import build_dataset, evaluate, load_model, resolve_run_config, train
+
+    overrides = {
+        "preset": "small-cpu",
+        "model": {"arch": "fcn8s", "backbone": "small", "num_classes": len(CLASSES[data_dir.name])},
+        "data": {"dataset": "folder", "root": str(data_dir)},
+        "train": {"out_dir": str(out_dir), "precision": precision, "time_budget": f"{seconds:g}s", "seed": seed,
+                  "val_every": 10**9, "checkpoint_every": 10**9, "log_every": 10**9},
+    }
+    for section, values in extra.items():
+        overrides.setdefault(section, {}).update(values)
+    config = resolve_run_config(overrides=overrides)
+    result = train(config, progress=False, clock=clock)
+    loaded = load_model(result.last_checkpoint).prepare(config.train.device, config.train.precision)
+    metrics = evaluate(loaded, build_dataset("folder", data_dir, "val"), progress=False)
+    images = result.iteration * config.train.batch_size * config.train.iter_size
+    return {"metrics": metrics, "updates": result.iteration, "images_per_second": images / max(result.train_seconds, 1e-9)}
+
+
+def real_row(style: str, variant: str, args, threads: int) -> dict:
+    """One row on a real set: the plain baseline or the preset with ``variant``'s settings."""
+    data_dir = write_set(style, args.data / "real")
+    seconds = args.minutes * 60
+    # --clock cpu: the budget counts this process's CPU time, one thread, the data read in the same process
+    # (num_workers 0), so that other people's load on a shared machine takes nothing from a row's budget.
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    if variant == "plain":
+        run = train_plain(data_dir, seconds, args.seed, clock=clock)
+    else:
+        out = args.out / f"{style}-{variant.replace(' ', '_')}{f'-seed{args.seed}' if args.seed else ''}"
+        extra = {section: dict(values) for section, values in VARIANTS[variant].items()}
+        if args.clock == "cpu":
+            extra.setdefault("data", {})["num_workers"] = 0
+        run = train_preset(data_dir, out, seconds, args.seed, args.precision, extra, clock=clock)
+    m = run["metrics"]
+    per_class = " / ".join("-" if v is None or v != v else f"{100 * v:.1f}" for v in m["per_class_iu"])
+    return {"data": style, "settings": variant, "updates": run["updates"], "images/s": run["images_per_second"],
+            "images/s/core": run["images_per_second"] / threads, "mean IU": 100 * m["mean_iu"],
+            "pixel acc.": 100 * m["pixel_accuracy"], "per-class IU": per_class}
+
+
 def load() -> str:
     return "/".join(f"{v:.1f}" for v in os.getloadavg())
 
@@ -85,11 +228,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=5.0, help="training time of every row (default 5)")
     p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, metavar="STYLE:SETTINGS",
-                   help=f"rows to train, style ({', '.join(STYLES)}) and settings ({', '.join(VARIANTS)})")
+                   help=f"rows to train, style ({', '.join((*STYLES, *REAL_SETS))}) and settings ({', '.join(VARIANTS)}; "
+                        f"plain: real sets only)")
     p.add_argument("--precision", default="auto", help="auto: bf16 where the CPU has it natively, else fp32")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="what a real-data row's budget counts: wall time, or (cpu) this process's CPU time on one "
+                   "thread with the data read in-process, for a shared machine (rows may then run side by side)")
     p.add_argument("--seed", type=int, default=0, help="train.seed of every row (the data stay the same): run-to-run spread")
     p.add_argument("--out", type=Path, default=Path("runs/training-budget"))
-    p.add_argument("--data", type=Path, default=Path("data"), help="synthetic sets are written to DATA/synthetic-STYLE")
+    p.add_argument("--data", type=Path, default=Path("data"),
+                   help="synthetic sets are written to DATA/synthetic-STYLE, real ones to DATA/real/NAME")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -97,10 +245,12 @@ def main() -> None:
     plan = []
     for row in args.rows:
         style, _, variant = row.partition(":")
-        if style not in STYLES or variant not in VARIANTS:
-            p.error(f"row {row!r}: expected STYLE:SETTINGS with a style of {', '.join(STYLES)} and settings of "
-                    f"{', '.join(VARIANTS)}")
+        if style not in (*STYLES, *REAL_SETS) or variant not in VARIANTS or (variant == "plain" and style in STYLES):
+            p.error(f"row {row!r}: expected STYLE:SETTINGS with a style of {', '.join((*STYLES, *REAL_SETS))} and "
+                    f"settings of {', '.join(VARIANTS)} (plain: on {', '.join(REAL_SETS)} only)")
         plan.append((style, variant))
+    if args.clock == "cpu":
+        torch.set_num_threads(1)
     threads = torch.get_num_threads()
     print(f"{cpu_flags()}; {kernels()}; precision {precision}; {threads} threads; train.seed {args.seed}; {args.minutes:g} min of training "
           f"per row; load average (1/5/15 min) at the start {load()}", flush=True)
@@ -108,6 +258,11 @@ def main() -> None:
     for style, variant in plan:
         before = load()
         started = time.perf_counter()
+        if style in REAL_SETS:
+            rows.append({**real_row(style, variant, args, threads), "minutes (all)": (time.perf_counter() - started) / 60,
+                         "load before/after": f"{before} / {load()}"})
+            print(markdown_table(rows[-1:], header=True), flush=True)
+            continue
         data_dir = args.data / f"synthetic-{style}"
         extra = {section: dict(values) for section, values in VARIANTS[variant].items()}
         if args.seed:
@@ -135,7 +290,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     print()
-    print(markdown_table(rows))
+    for kind in ({tuple(r) for r in rows}):  # real and synthetic rows have different columns
+        print(markdown_table([r for r in rows if tuple(r) == kind]))
+        print()
 
 
 

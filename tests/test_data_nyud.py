@@ -178,3 +178,43 @@ def test_synthetic_nyud_scenes_load_and_their_depth_agrees_with_objects_and_hha(
         assert np.abs(disparity - np.minimum(255, 310 / np.maximum(depth, 1))).mean() < 2
         angle = raw.inputs["hha"][..., 2].astype(np.float64)  # 0 degrees for the floor, 90 for walls and objects
         assert abs(angle[labels == floor].mean() - 38) < 3 and abs(angle[labels == wall].mean() - 128) < 3
+
+
+def png_claiming(path, width, height):
+    """A 16-bit grey PNG whose header claims ``width`` x ``height`` pixels over the data of a 1x1 image."""
+    import struct
+    import zlib
+
+    Image.fromarray(np.array([[1234]], dtype=np.uint16)).save(path)
+    data = bytearray(path.read_bytes())
+    start = data.index(b"IHDR")  # the chunk type; its data (width, height, ...) follows, then its CRC
+    data[start + 4:start + 12] = struct.pack(">II", width, height)
+    data[start + 17:start + 21] = struct.pack(">I", zlib.crc32(bytes(data[start:start + 17])))
+    path.write_bytes(bytes(data))
+
+
+def test_a_depth_map_past_the_pixel_limit_is_refused_before_it_is_decoded(tmp_path):
+    from fcnseg.data.nyud import read_depth
+    from fcnseg.images import DEFAULT_MAX_PIXELS, ImageTooLargeError
+
+    huge = tmp_path / "img_5001.png"
+    png_claiming(huge, 50000, 40000)  # 2000 megapixels in the header, a few bytes of data
+    assert 50000 * 40000 > DEFAULT_MAX_PIXELS
+    with pytest.raises(ImageTooLargeError, match="50000x40000") as caught:
+        read_depth(huge)  # the default limit, as read_image applies it
+    assert "img_5001.png" in str(caught.value)
+    small = tmp_path / "img_5002.png"
+    depth = np.arange(200, dtype=np.uint16).reshape(10, 20) * 40
+    Image.fromarray(depth).save(small)
+    with pytest.raises(ImageTooLargeError):
+        read_depth(small, max_pixels=199)
+    assert np.array_equal(read_depth(small, max_pixels=200), depth.astype(np.float32))  # the values, not a picture
+
+
+def test_the_scan_reports_a_depth_map_past_the_pixel_limit(tmp_path):
+    nyud_tree(tmp_path, {"train": ["5001", "5002"]})
+    png_claiming(tmp_path / "data/depth/img_5002.png", 50000, 40000)
+    ds = NYUDDataset(tmp_path, "train", modalities="color+depth")
+    (problem,) = ds.report.problems
+    assert problem.path == "data/depth/img_5002.png" and "megapixels" in problem.message
+    assert len(ds) == 1

@@ -2,7 +2,7 @@
 
 Python blocks run one by one, each in a fresh namespace and a working directory of its own holding what
 the docs refer to: a small FCN-8s checkpoint at ``runs/demo/checkpoints/best.pt`` (random weights), its ONNX
-export ``model.onnx``, the synthetic set ``data/synthetic-blobs``, ``photos/`` and ``photo.jpg``, and
+export ``model.onnx``, torchvision's ``fcn_resnet50_coco-1167a1af.pth`` (its layout, random weights), the synthetic set ``data/synthetic-blobs``, ``photos/`` and ``photo.jpg``, and
 small synthetic trees in the layouts of VOC, SIFT Flow (with a two-head checkpoint), NYUDv2 and PASCAL-Context. A block
 marked ``<!-- docs-test: needs-user-file F -->`` (VOC trees, ImageNet or Caffe weights) or ``skip ...`` is
 skipped with that reason; ``xfail ...`` marks a block whose doc is right and the code not yet.
@@ -74,6 +74,13 @@ def docs_workspace(tmp_path_factory) -> Path:
     for image in sorted((root / "data" / "synthetic-blobs" / "JPEGImages").glob("val_*.jpg"))[:3]:
         shutil.copy(image, photos / image.name)
     shutil.copy(image, root / "photo.jpg")
+    # torchvision's fcn_resnet50_coco file as a user has it in the torch hub cache: its key layout, random weights
+    # (tests/resnet_reference.py). ~130 MB, so it lies beside the workspace and each block's copy links to it.
+    from tests.resnet_reference import random_fcn_state_dict
+
+    weights = tmp_path_factory.mktemp("docs-weights") / "fcn_resnet50_coco-1167a1af.pth"
+    torch.save(random_fcn_state_dict("resnet50", aux=True), weights)
+    (root / weights.name).symlink_to(weights)
     return root
 
 
@@ -90,7 +97,7 @@ def test_python_block_runs(block: DocBlock, request, tmp_path, monkeypatch):
         request.applymarker(pytest.mark.xfail(strict=False, reason=f"doc ahead of the code: {block.marker_reason}"))
     workspace = request.getfixturevalue("docs_workspace")
     work = tmp_path / "work"
-    shutil.copytree(workspace, work)
+    shutil.copytree(workspace, work, symlinks=True)  # the large weight files stay links
     monkeypatch.chdir(work)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     namespace = {"__name__": "__docs__"}

@@ -18,7 +18,7 @@ def overrides(*flags):
 
 
 def resolved(*flags, config_file=None, resumed=False):
-    chosen = train_command.with_cpu_default(overrides(*flags), config_file, resumed)
+    chosen, _ = train_command.with_cpu_default(overrides(*flags), config_file, resumed)
     return resolve_run_config(config_file, chosen)
 
 
@@ -39,8 +39,8 @@ def test_the_default_on_a_cpu_without_weights_is_small_cpu_on_a_budget_said_in_o
     class Taken(Exception):
         pass
 
-    def stand_in(config, **kw):  # the settings the command would train with
-        taken["config"] = config
+    def stand_in(config, **kw):  # the settings the command would train with, and the lines it would log
+        taken["config"], taken["notes"] = config, kw.get("notes", [])
         raise Taken
 
     monkeypatch.setattr("fcnseg.training.trainer.train", stand_in)
@@ -51,9 +51,23 @@ def test_the_default_on_a_cpu_without_weights_is_small_cpu_on_a_budget_said_in_o
     assert config.preset == "small-cpu" and config.model.backbone == "small" and config.model.batch_norm
     assert config.train.time_budget == recipe.CPU_DEFAULT_BUDGET and config.train.optimizer == "adamw"
     assert config.train.val_every_seconds == 600 / 5  # at least 5 validations over the budget
-    lines = [r.getMessage() for r in caplog.records if "small-cpu" in r.getMessage()]
+    lines = [line for line in taken["notes"] if "small-cpu" in line]
     assert len(lines) == 1
     assert "no GPU" in lines[0] and "10m of training" in lines[0] and "--preset paper-cvpr" in lines[0]
+
+
+def test_the_recipe_line_goes_into_train_log_as_well_as_the_console(no_gpu, tmp_path, caplog):
+    out = tmp_path / "run"
+    caplog.set_level(logging.INFO, logger="fcnseg")
+    torch.set_num_threads(1)
+    tiny = ["data.synthetic_train_images=2", "data.synthetic_val_images=1", "data.synthetic_size=32",
+            "data.crop_size=32", "data.num_workers=0", "train.num_panels=0", "train.precision=fp32"]
+    code = main(["train", "--dataset", "synthetic", "--max-iter", "1", "--out", str(out), "--no-progress",
+                 *(item for pair in (("--set", t) for t in tiny) for item in pair)])
+    assert code == 0
+    logged = [r.getMessage() for r in caplog.records if "small-cpu preset" in r.getMessage()]
+    assert len(logged) == 1 and "for 1 update," in logged[0]
+    assert logged[0] in (out / "train.log").read_text()
 
 
 def test_the_users_own_flags_win_over_the_chosen_preset(no_gpu):

@@ -35,7 +35,8 @@ def register(subparsers) -> None:
     p.add_argument("--method", choices=METHODS, default="minmax", help="calibration method (default %(default)s)")
     p.add_argument("--keep-fp32", default=",".join(DEFAULT_KEEP_FP32) or "none", metavar="GROUPS",
                    help=f"layer groups left in float: comma list of {', '.join(KEEP_GROUPS)} (first: the first "
-                   "convolution; score: score_fr, score_pool4, score_pool3; head: the score layers and the upscores), "
+                   "convolution; score: score_fr, score_pool4, score_pool3; head: the score layers and the upscores; on a ResNet "
+                   "FCN score is classifier.4 and head its whole FCNHead, classifier.0 and .4), "
                    "or none (default %(default)s)")
     p.add_argument("--full-range", action="store_true",
                    help="8-bit weights instead of 7-bit; only for CPUs with VNNI (AVX512_VNNI/AVX_VNNI), where "

@@ -264,18 +264,18 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def with_cpu_default(overrides: dict[str, Any], config_file: Path | None, resumed: bool) -> dict[str, Any]:
+def with_cpu_default(overrides: dict[str, Any], config_file: Path | None, resumed: bool) -> tuple[dict[str, Any], list[str]]:
     """``overrides`` with the small-cpu preset on a time budget where the user gave no recipe and there is no GPU
-    (:func:`fcnseg.training.recipe.cpu_default_recipe`), the choice logged in one line; else as given."""
+    (:func:`fcnseg.training.recipe.cpu_default_recipe`), and the one line that says so (for the console and
+    train.log: ``train(..., notes=...)`` logs it); else ``overrides`` as given and no line."""
     from fcnseg.precision import select_device
     from fcnseg.training.recipe import cpu_default_recipe
 
     on_gpu = select_device((overrides.get("train") or {}).get("device", "auto")).type != "cpu"
     choice = cpu_default_recipe(overrides, config_file, resumed, on_gpu)
     if choice is None:
-        return overrides
-    log.info("%s", choice.message)
-    return choice.overrides
+        return overrides, []
+    return choice.overrides, [choice.message]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -284,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
     from fcnseg.training.state import read_resume
     from fcnseg.training.trainer import train
 
-    overrides = with_cpu_default(overrides_from_args(args), args.config, args.resume is not None)
+    overrides, notes = with_cpu_default(overrides_from_args(args), args.config, args.resume is not None)
     base = None
     resume = None
     if args.resume is not None:
@@ -296,7 +296,7 @@ def run(args: argparse.Namespace) -> int:
         base = {**resume.run_config, "train": {**resume.run_config.get("train", {}), "out_dir": str(resume.run_dir)}}
     config = resolve_run_config(args.config, overrides, base=base)
     with logging_redirect_tqdm():
-        result = train(config, resume=resume, progress=not args.no_progress)
+        result = train(config, resume=resume, progress=not args.no_progress, notes=notes)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     if result.final_metrics is not None and result.out_dir.joinpath("metrics.txt").exists():

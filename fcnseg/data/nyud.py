@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from fcnseg.data.base import FileDataset, RawItem
 from fcnseg.data.classes import IGNORE_INDEX, ClassInfo
@@ -29,6 +28,7 @@ from fcnseg.data.normalization import (
 )
 from fcnseg.data.scan import Sample
 from fcnseg.errors import DataError
+from fcnseg.images import DEFAULT_MAX_PIXELS, open_image
 
 # The 40 classes in model output order (reference data/nyud/classes.txt; label k+1 in the .mat files is class k).
 NYUD_CLASSES = (
@@ -92,16 +92,23 @@ def read_nyud_mat(path: str | Path) -> np.ndarray:
     return map_nyud_labels(read_mat_label_map(path, LABEL_KEY))
 
 
-def read_depth(path: str | Path) -> np.ndarray:
+def read_depth(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """A depth map as stored, float32 ``[H, W]`` (NYUD: 16-bit PNG, millimetres).
 
     Not :func:`fcnseg.images.read_image`, which turns 16-bit greys into 8-bit RGB for viewing: depth needs its values.
+    Opened through :func:`fcnseg.images.open_image`, so the same pixel limit applies: a file whose header claims
+    more than ``max_pixels`` pixels (``None`` or 0: no limit) is refused before it is decoded.
+
+    Raises:
+        DataError: an unreadable, empty or multi-channel file; ImageTooLargeError (a DataError) past the limit.
     """
     path = Path(path)
     try:
-        with Image.open(path) as image:
+        with open_image(path, max_pixels) as image:
             image.load()
             depth = np.asarray(image)
+    except DataError:
+        raise
     except (OSError, ValueError, SyntaxError) as e:
         if path.is_file() and path.stat().st_size == 0:
             raise DataError("empty file (0 bytes)", path=path) from e

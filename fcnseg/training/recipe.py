@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fcnseg.config import RESNET_BACKBONES, RunConfig, parse_duration
+from fcnseg.files import plural
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def cpu_default_recipe(overrides: dict[str, Any], config_file: Any, resumed: boo
     if budget is not None and "val_every" not in train and "val_every_time" not in train:
         added["val_every_time"] = f"{budget / CPU_DEFAULT_VALIDATIONS:g}s"
     chosen["train"] = added
-    length = f"{added['time_budget']} of training" if added.get("time_budget") else f"{train['max_iter']} updates"
+    length = f"{added['time_budget']} of training" if added.get("time_budget") else plural(int(train['max_iter']), 'update')
     message = (f"no --preset, config file or starting weights, and no GPU: training the {CPU_DEFAULT_PRESET} preset "
                f"(the small FCN from scratch) for {length}, a recipe that finishes on a CPU; for the paper's recipe "
                f"(VGG16 from ImageNet weights, 100000 updates) give --preset paper-cvpr or a config file")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -282,7 +282,7 @@ def place_model(model: nn.Module, dist: DistInfo, channels_last: bool = False) -
 
 
 def train(config: RunConfig, resume: str | Path | Resume | None = None, progress: bool = True,
-          clock: Callable[[], float] = time.perf_counter) -> TrainResult:
+          clock: Callable[[], float] = time.perf_counter, notes: Sequence[str] = ()) -> TrainResult:
     """Train an FCN as ``config`` says; under torchrun, every process calls this.
 
     Everything a user can get wrong (the checkpoint to resume, the starting weights, the data and
@@ -296,6 +296,8 @@ def train(config: RunConfig, resume: str | Path | Resume | None = None, progress
             (it is released once restored). The outputs go to ``config.train.out_dir`` all the same.
         progress: show a progress bar (rank 0).
         clock: what ``train.time_budget`` is measured with (seconds).
+        notes: lines logged at the start of the run, so that ``train.log`` has them too (``fcnseg train``'s
+            choice of recipe, and why).
     Returns:
         TrainResult (losses, validation history, checkpoint paths). Writes into ``config.train.out_dir``:
         ``config.yaml``, ``train.log``, ``losses.csv``, ``metrics.csv``/``.json``, ``metrics.txt``,
@@ -309,6 +311,8 @@ def train(config: RunConfig, resume: str | Path | Resume | None = None, progress
         t = config.train
         dist = D.init_distributed(t.device)
         reporter = Reporter(t.out_dir, enabled=dist.is_main)  # holds the setup's log; writes nothing yet
+        for line in notes:
+            log.info("%s", line)
         configure_determinism(t.deterministic, dist.device)
         seed_everything(t.seed + dist.rank)
         if resume is not None and not isinstance(resume, Resume):
