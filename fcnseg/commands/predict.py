@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fcnseg.errors import ConfigError
 from fcnseg.images import DEFAULT_MAX_PIXELS
+from fcnseg.inference.confidence import CONFIDENCE_KINDS, DEFAULT_THRESHOLD
 from fcnseg.files import check_output_path, format_bytes, parse_bytes
 from fcnseg.inference.predictor import DEFAULT_MAX_MEMORY, LAYOUTS
 from fcnseg.inference.runtime import RUNTIMES
@@ -58,6 +59,13 @@ def register(subparsers) -> None:
                    "and their shares to its right)")
     p.add_argument("--no-legend", action="store_true", help="overlays without the legend (the picture alone)")
     p.add_argument("--probabilities", action="store_true", help="also write <name>_prob.npy, float16 [C, H, W]")
+    p.add_argument("--confidence", nargs="?", const="max", choices=CONFIDENCE_KINDS, metavar="KIND",
+                   help="also write <name>_confidence.png (the map with its scale: dark = unsure) and "
+                   "<name>_confidence.npy (float16 [H, W], 0..1) per image and confidence.csv (mean confidence, share "
+                   "below --confidence-threshold); KIND: max (the largest probability, the default), margin or entropy; "
+                   "at the model's calibration temperature (fcnseg calibrate)")
+    p.add_argument("--confidence-threshold", type=float, default=DEFAULT_THRESHOLD, metavar="P",
+                   help="confidence.csv counts the share of pixels below this (default %(default)s)")
     p.add_argument("--stats", action="store_true", help="write areas.csv and areas.json: per-class pixels and fractions")
     p.add_argument("--label-video", action="store_true",
                    help="a video's label maps as one lossless video, OUT/<name>_labels.mkv (FFV1, grey pixel = class id), "
@@ -84,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         max_memory = parse_bytes(args.max_memory)
     except ValueError as e:
         raise ConfigError(f"--max-memory: {e}") from e
+    if not 0 <= args.confidence_threshold <= 1:
+        raise ConfigError(f"--confidence-threshold must be between 0 and 1, got {args.confidence_threshold}")
     if args.tile is not None and args.tile < 32:
         raise ConfigError(f"--tile must be at least 32 pixels, got {args.tile}")
     # Videos are named as inputs (by suffix); folders are searched for images only.
@@ -126,8 +136,12 @@ def run(args: argparse.Namespace) -> int:
             max_pixels=args.max_pixels or None,
             palette=predictor.palette,
             progress=not args.no_progress,
+            confidence=args.confidence,
+            confidence_threshold=args.confidence_threshold,
         )
         print(report.summary())
+        if args.confidence:
+            print(f"confidence ({args.confidence}): {args.out / 'confidence.csv'}")
         if args.stats:
             print(f"class areas: {args.out / 'areas.csv'}  {args.out / 'areas.json'}")
         found = [name for name in report.not_images if is_video_file(name)]
