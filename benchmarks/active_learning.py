@@ -57,16 +57,23 @@ def write_split(root: Path, name: str, names: list[str]) -> str:
     return name
 
 
-def train_round(root: Path, split: str, out: Path, seconds: float, seed: int, init_from: Path | None) -> Path:
-    """The small-cpu FCN-8s on ``split`` for ``seconds`` of training (from ``init_from`` when given); its last checkpoint."""
+def train_round(root: Path, split: str, out: Path, amount: float, unit: str, seed: int, init_from: Path | None,
+                crop: int) -> Path:
+    """The small-cpu FCN-8s on ``split`` for ``amount`` updates or seconds of training (``unit``), from ``init_from``
+    when given; its last checkpoint."""
+    if unit == "seconds":
+        schedule = {"time_budget": f"{amount:g}s", "val_every": 10**6, "checkpoint_every": 10**6}
+    else:
+        updates = max(1, int(amount))
+        schedule = {"max_iter": updates, "time_budget": "", "val_every": updates, "checkpoint_every": updates,
+                    "warmup_iter": min(50, updates // 4)}
     config = resolve_run_config(overrides={
         "preset": "small-cpu",
         "model": {"arch": "fcn8s", "backbone": "small"},
         "data": {"dataset": "voc", "root": str(root), "train_split": split, "val_split": "tiny",
-                 "num_workers": 0},
-        "train": {"out_dir": str(out), "time_budget": f"{seconds:g}s", "val_every": 10**6,
-                  "checkpoint_every": 10**6, "seed": seed, "init_from": str(init_from) if init_from else "",
-                  "log_every": 10**6},
+                 "num_workers": 0, "crop_size": crop},
+        "train": {"out_dir": str(out), "seed": seed, "init_from": str(init_from) if init_from else "",
+                  "log_every": 10**6, **schedule},
     })
     result = train(config, progress=False)
     return Path(result.last_checkpoint)
@@ -126,10 +133,16 @@ def main() -> None:
     p.add_argument("--k", type=int, default=5, help="labels at the start and added per round (default 5)")
     p.add_argument("--rounds", type=int, default=3, help="rounds after the first training (default 3)")
     p.add_argument("--seeds", type=int, default=2, help="seeds (default 2)")
-    p.add_argument("--first", type=float, default=45, help="seconds of training from scratch (default 45)")
-    p.add_argument("--finetune", type=float, default=20, help="seconds of fine-tuning per round (default 20)")
+    p.add_argument("--first", type=float, default=60, help="training from scratch, in --unit (default 60)")
+    p.add_argument("--finetune", type=float, default=15, help="fine-tuning per round, in --unit (default 15)")
     p.add_argument("--strategies", default="random,entropy,entropy+diverse",
                    help=f"comma-separated, of {', '.join(STRATEGIES)}")
+    p.add_argument("--unit", choices=("updates", "seconds"), default="updates",
+                   help="what --first and --finetune count (default updates: on a shared machine a time budget buys "
+                   "each strategy a different number of updates as the load moves, which is not a fair race)")
+    p.add_argument("--size", type=int, default=96,
+                   help="side of the square pool and test images in pixels (default 96: small, so that a loaded "
+                   "2-core machine still makes a few hundred updates)")
     p.add_argument("--out", type=Path, default=Path("runs/active-learning"))
     p.add_argument("--plot", type=Path, default=Path("docs/images/active_learning.png"))
     args = p.parse_args()
@@ -140,10 +153,12 @@ def main() -> None:
             p.error(f"unknown strategy {s!r}; choose from {', '.join(STRATEGIES)}")
     print(f"{cpu_kind().describe()}; {torch.get_num_threads()} threads; load average at the start {load()}; "
           f"pool {args.pool} {args.style} images, test {args.test}, k={args.k}, {args.rounds} rounds, "
-          f"{args.seeds} seeds, {args.first:g}s from scratch then {args.finetune:g}s per round", flush=True)
-    root = args.out / f"data-{args.style}"
+          f"{args.seeds} seeds, {args.first:g} {args.unit} from scratch then {args.finetune:g} per round; images "
+          f"{args.size}x{args.size}, crops of the same size", flush=True)
+    root = args.out / f"data-{args.style}-{args.size}"
     if not (root / "classes.txt").is_file():
-        make_synthetic(root, num_train=args.pool, num_val=args.test, seed=0, style=args.style, image_format="png")
+        make_synthetic(root, num_train=args.pool, num_val=args.test, seed=0, style=args.style, image_format="png",
+                       size=(args.size, args.size))
     pool = (root / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
     val = (root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
     write_split(root, "tiny", val[:2])  # training's own validation: kept cheap, the test split scores the rounds
@@ -153,7 +168,7 @@ def main() -> None:
         rng = np.random.default_rng(seed)
         first = sorted(rng.choice(pool, size=args.k, replace=False).tolist())
         run = args.out / f"seed{seed}"
-        checkpoint0 = train_round(root, write_split(root, f"al-s{seed}-r0", first), run / "r0", args.first, seed, None)
+        checkpoint0 = train_round(root, write_split(root, f"al-s{seed}-r0", first), run / "r0", args.first, args.unit, seed, None, args.size)
         score0 = mean_iu(checkpoint0, root)
         print(f"seed {seed}: {args.k} labels, mean IU {100 * score0:.1f}% (load {load()})", flush=True)
         # rounds outer, strategies inner: a change in the machine's load hits every strategy alike
@@ -167,7 +182,7 @@ def main() -> None:
                 labelled = labelled + pick(strategy, checkpoint, root, candidates, args.k, picker)
                 tag = strategy.replace("+", "-")
                 split = write_split(root, f"al-s{seed}-{tag}-r{r}", labelled)
-                checkpoint = train_round(root, split, run / f"{tag}-r{r}", args.finetune, seed, checkpoint)
+                checkpoint = train_round(root, split, run / f"{tag}-r{r}", args.finetune, args.unit, seed, checkpoint, args.size)
                 state[strategy] = (labelled, checkpoint, picker)
                 score = mean_iu(checkpoint, root)
                 table[strategy].setdefault(len(labelled), []).append(score)
@@ -189,7 +204,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps({s: {str(n): v for n, v in t.items()} for s, t in table.items()},
                                                       indent=2) + "\n")
-    plot(table, args.plot, f"{args.style}: {args.k} labels + {args.k} per round, {args.finetune:g}s fine-tuning per "
+    plot(table, args.plot, f"{args.style}: {args.k} labels + {args.k} per round, {args.finetune:g} {args.unit} of fine-tuning per "
                            f"round, {args.seeds} seeds")
     print(f"curves: {args.plot}")
 

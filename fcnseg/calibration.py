@@ -76,6 +76,13 @@ class ReliabilityBins:
         return out
 
 
+def calibration_summary(uncalibrated: ReliabilityBins, calibrated: ReliabilityBins, temperature: float) -> dict:
+    """What an evaluation reports: the temperature, each ECE and each reliability table (plain values, JSON-ready)."""
+    return {"temperature": float(temperature), "bins": uncalibrated.bins, "pixels": uncalibrated.pixels,
+            "ece_uncalibrated": uncalibrated.ece(), "ece_calibrated": calibrated.ece(),
+            "reliability_uncalibrated": uncalibrated.rows(), "reliability_calibrated": calibrated.rows()}
+
+
 def reliability_of_logits(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
                           bins: ReliabilityBins | None = None, ignore_index: int = IGNORE_INDEX) -> ReliabilityBins:
     """Add pixels to ``bins`` (new ones if None): logits ``[C, ...]`` (classes first) and targets ``[...]``; the
@@ -109,8 +116,8 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, ignore_index: i
     Returns:
         T > 0 (1 when there is no labelled pixel).
     """
-    logits = logits.detach().float()
-    targets = targets.detach().long()
+    logits = logits.detach().float().clone()  # a plain tensor even when made under inference mode
+    targets = targets.detach().long().clone()
     if not bool((targets != ignore_index).any()):
         return 1.0
     log_t = torch.zeros(1, requires_grad=True)
@@ -235,6 +242,7 @@ __all__ = [
     "DEFAULT_BINS",
     "ReliabilityBins",
     "calibrate",
+    "calibration_summary",
     "expected_calibration_error",
     "fit_temperature",
     "nll",

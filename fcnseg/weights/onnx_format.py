@@ -202,6 +202,23 @@ def parse_metadata(
     )
 
 
+def write_temperature(path: str | Path, out_path: str | Path, temperature: float) -> None:
+    """Copy the ONNX file ``path`` to ``out_path`` (atomically; the same path replaces it) with ``fcnseg.temperature``
+    set (removed at 1): the graph is untouched, only its metadata changes."""
+    from fcnseg.files import atomic_write
+
+    onnx = _onnx()
+    proto = onnx.load(str(path))
+    entries = {e.key: e.value for e in proto.metadata_props if e.key != TEMPERATURE_KEY}
+    if temperature != 1.0:
+        entries[TEMPERATURE_KEY] = repr(float(temperature))
+    del proto.metadata_props[:]
+    for key, value in entries.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    atomic_write(out_path, lambda tmp: onnx.save(proto, str(tmp)))
+
+
 def _onnx():
     try:
         import onnx
