@@ -89,7 +89,7 @@ def diverse_order(scores: np.ndarray, features: np.ndarray) -> list[int]:
         return []
     scores = np.asarray(scores, dtype=np.float64)
     feats = np.asarray(features, dtype=np.float64)
-    weight = scores - scores.min() + 1e-6  # positive, so that a distance always counts
+    weight = np.clip(scores, 0, None) + 1e-6  # scores are in [0, 1]; positive, so that a distance always counts
     order = [int(np.lexsort((np.arange(n), -scores))[0])]
     nearest = np.linalg.norm(feats - feats[order[0]], axis=1)
     left = np.ones(n, dtype=bool)
