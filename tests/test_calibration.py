@@ -151,3 +151,30 @@ def test_eval_report_shows_ece_before_and_after_and_a_reliability_diagram(traine
     page = (tmp_path / "report" / "index.html").read_text()
     assert "reliability.png" in page and "expected calibration error" in page
     assert sum(r["pixels"] for r in c["reliability_uncalibrated"]) == c["pixels"] > 0
+
+
+def test_training_ends_with_a_temperature_fitted_on_the_validation_split(tmp_path):
+    from fcnseg.calibration import calibrate
+    from fcnseg.config import resolve_run_config
+    from fcnseg.data.synthetic import SyntheticDataset
+    from fcnseg.training.trainer import train
+
+    settings = {
+        "model": {"arch": "fcn8s", "backbone": "small", "num_classes": 6, "dropout": 0.1},
+        "data": {"dataset": "synthetic", "root": "", "synthetic_train_images": 4, "synthetic_val_images": 2,
+                 "synthetic_size": 48, "crop_size": 40, "num_workers": 0, "normalization": "imagenet_rgb"},
+        "train": {"out_dir": str(tmp_path / "run"), "optimizer": "adamw", "lr": 2e-3, "batch_size": 2,
+                  "max_iter": 2, "val_every": 2, "checkpoint_every": 2, "precision": "fp32", "num_panels": 0},
+    }
+    result = train(resolve_run_config(overrides=settings), progress=False)
+    last = load_model(result.last_checkpoint)
+    assert last.temperature != 1.0
+    # the stored value is the fit on the validation split, as fcnseg calibrate would find it
+    fresh = load_model(result.last_checkpoint)
+    fresh.temperature = 1.0
+    val = SyntheticDataset("val", 2, size=(48, 48), normalization=last.normalization)
+    refit = calibrate(fresh, val, progress=False)
+    assert refit.temperature == pytest.approx(last.temperature, rel=1e-3)
+    off = train(resolve_run_config(overrides={**settings, "train": {**settings["train"], "out_dir": str(tmp_path / "b"),
+                                                                    "calibrate": False}}), progress=False)
+    assert load_model(off.last_checkpoint).temperature == 1.0
