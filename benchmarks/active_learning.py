@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
@@ -125,6 +126,27 @@ def plot(table: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def table_from_log(text: str, strategies: list[str]) -> dict[str, dict[int, list[float]]]:
+    """The table from the lines a run printed (``--replot``): a run cut short still gives its finished rounds."""
+    table: dict[str, dict[int, list[float]]] = {s: {} for s in strategies}
+    for seed, strategy, count, score in re.findall(r"^seed (\d+)\s*([\w+-]*): (\d+) labels, mean IU ([\d.]+)%", text, re.M):
+        for name in ([strategy] if strategy else strategies):
+            if name in table:
+                table[name].setdefault(int(count), []).append(float(score) / 100)
+    return table
+
+
+def print_table(table: dict, strategies: list[str]) -> None:
+    rows = []
+    for n in sorted({n for points in table.values() for n in points}):
+        row = {"labelled": n}
+        for s in strategies:
+            values = 100 * np.array(table[s].get(n, [np.nan]))
+            row[s] = f"{values.mean():.1f} ± {values.std():.1f} ({len(table[s].get(n, []))})"
+        rows.append(row)
+    print(markdown_table(rows))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--style", default="blobs", help="synthetic style of the pool (default blobs)")
@@ -145,12 +167,22 @@ def main() -> None:
                    "2-core machine still makes a few hundred updates)")
     p.add_argument("--out", type=Path, default=Path("runs/active-learning"))
     p.add_argument("--plot", type=Path, default=Path("docs/images/active_learning.png"))
+    p.add_argument("--replot", type=Path, metavar="LOG",
+                   help="no training: rebuild the table and the plot from a run's printed output")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     strategies = args.strategies.split(",")
     for s in strategies:
         if s not in STRATEGIES:
             p.error(f"unknown strategy {s!r}; choose from {', '.join(STRATEGIES)}")
+    if args.replot is not None:
+        table = table_from_log(args.replot.read_text(), strategies)
+        print(f"from {args.replot}: mean IU (%) on the test split, mean ± spread (runs)")
+        print_table(table, strategies)
+        plot(table, args.plot, f"{args.style}: {args.k} labels + {args.k} per round, {args.finetune:g} {args.unit} "
+                               f"of fine-tuning per round")
+        print(f"curves: {args.plot}")
+        return
     print(f"{cpu_kind().describe()}; {torch.get_num_threads()} threads; load average at the start {load()}; "
           f"pool {args.pool} {args.style} images, test {args.test}, k={args.k}, {args.rounds} rounds, "
           f"{args.seeds} seeds, {args.first:g} {args.unit} from scratch then {args.finetune:g} per round; images "
@@ -188,19 +220,11 @@ def main() -> None:
                 table[strategy].setdefault(len(labelled), []).append(score)
                 print(f"seed {seed} {strategy:>16}: {len(labelled)} labels, mean IU {100 * score:.1f}% "
                       f"(load {load()})", flush=True)
-    rows = []
-    counts = sorted({n for points in table.values() for n in points})
-    for n in counts:
-        row = {"labelled": n}
-        for s in strategies:
-            values = 100 * np.array(table[s].get(n, [np.nan]))
-            row[s] = f"{values.mean():.1f} ± {values.std():.1f}"
-        rows.append(row)
     minutes = (time.perf_counter() - started) / 60
     print()
     print(f"mean IU (%) on {args.test} test images, mean ± spread over {args.seeds} seeds; {minutes:.1f} minutes; "
           f"load average at the end {load()}")
-    print(markdown_table(rows))
+    print_table(table, strategies)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps({s: {str(n): v for n, v in t.items()} for s, t in table.items()},
                                                       indent=2) + "\n")
