@@ -155,6 +155,8 @@ def main() -> None:
     p.add_argument("--k", type=int, default=5, help="labels at the start and added per round (default 5)")
     p.add_argument("--rounds", type=int, default=3, help="rounds after the first training (default 3)")
     p.add_argument("--seeds", type=int, default=2, help="seeds (default 2)")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="the first seed (default 0): seeds run in separate processes combine with --replot")
     p.add_argument("--first", type=float, default=60, help="training from scratch, in --unit (default 60)")
     p.add_argument("--finetune", type=float, default=15, help="fine-tuning per round, in --unit (default 15)")
     p.add_argument("--strategies", default="random,entropy,entropy+diverse",
@@ -196,7 +198,7 @@ def main() -> None:
     write_split(root, "tiny", val[:2])  # training's own validation: kept cheap, the test split scores the rounds
     table: dict[str, dict[int, list[float]]] = {s: {} for s in strategies}
     started = time.perf_counter()
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         rng = np.random.default_rng(seed)
         first = sorted(rng.choice(pool, size=args.k, replace=False).tolist())
         run = args.out / f"seed{seed}"
