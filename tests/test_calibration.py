@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from fcnseg.calibration import (
     ReliabilityBins,

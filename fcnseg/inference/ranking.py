@@ -25,7 +25,6 @@ import torch
 from fcnseg.errors import ConfigError, DataError
 from fcnseg.files import atomic_write_text
 from fcnseg.images import DEFAULT_MAX_PIXELS, list_images, read_image
-from fcnseg.inference.confidence import confidence_from_probabilities
 from fcnseg.progress import progress_bar
 
 log = logging.getLogger(__name__)
