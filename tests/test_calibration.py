@@ -175,3 +175,23 @@ def test_training_ends_with_a_temperature_fitted_on_the_validation_split(tmp_pat
     assert refit.temperature == pytest.approx(last.temperature, rel=1e-3)
     assert resolve_run_config(overrides={**settings, "train": {**settings["train"], "calibrate": False}}).train.calibrate \
         is False  # the switch that leaves it out
+
+
+def test_temperature_travels_from_checkpoint_to_onnx_and_calibrate_rewrites_it(tmp_path):
+    pytest.importorskip("onnx", reason="ONNX export needs the onnx extra: pip install 'fcnseg[onnx]'")
+    pytest.importorskip("onnxruntime", reason="ONNX models run with the onnx extra: pip install 'fcnseg[onnx]'")
+    from fcnseg.inference.export import export_onnx
+    from fcnseg.weights.onnx_format import write_temperature
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="fcn32s", backbone="small", num_classes=3))
+    save_checkpoint(tmp_path / "m.pt", model.eval(), model.config, ["a", "b", "c"], PAPER_BGR)
+    handle = load_model(tmp_path / "m.pt")
+    handle.temperature = 1.6
+    export_onnx(handle, tmp_path / "m.onnx")
+    assert load_model(tmp_path / "m.onnx").temperature == 1.6
+    write_temperature(tmp_path / "m.onnx", tmp_path / "m2.onnx", 0.8)
+    again = load_model(tmp_path / "m2.onnx")
+    assert again.temperature == 0.8 and again.class_names == ["a", "b", "c"]
+    write_temperature(tmp_path / "m2.onnx", tmp_path / "m2.onnx", 1.0)  # in place; 1 leaves the key out
+    assert load_model(tmp_path / "m2.onnx").temperature == 1.0
