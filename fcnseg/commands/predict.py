@@ -63,7 +63,7 @@ def register(subparsers) -> None:
                    help="also write <name>_confidence.png (the map with its scale: dark = unsure) and "
                    "<name>_confidence.npy (float16 [H, W], 0..1) per image and confidence.csv (mean confidence, share "
                    "below --confidence-threshold); KIND: max (the largest probability, the default), margin or entropy; "
-                   "at the model's calibration temperature (fcnseg calibrate)")
+                   "at the model's calibration temperature (fcnseg calibrate). Without KIND, put it after the inputs")
     p.add_argument("--confidence-threshold", type=float, default=DEFAULT_THRESHOLD, metavar="P",
                    help="confidence.csv counts the share of pixels below this (default %(default)s)")
     p.add_argument("--stats", action="store_true", help="write areas.csv and areas.json: per-class pixels and fractions")
