@@ -10,8 +10,11 @@ training. Every strategy gets the same training time per round, so the curves di
 Prints the CPU and its flags, the load average, a table of mean IU (mean and spread over seeds) per
 strategy and number labelled, and draws the curves into ``--plot``.
 
-    python benchmarks/active_learning.py                         # ~13 minutes on 2 shared cores
-    python benchmarks/active_learning.py --seeds 3 --rounds 5 --finetune 40
+    cd benchmarks
+    python active_learning.py                          # the run in docs/labelling.md: ~25 min a seed, 2 loaded cores
+    python active_learning.py --first 400 --finetune 100 --seeds 3     # models good enough to rank with
+    python active_learning.py --seeds 1 --first-seed 1 > s1.txt        # a seed per process, then:
+    python active_learning.py --replot s1.txt          # the table and the plot from printed lines
 """
 
 from __future__ import annotations
@@ -150,23 +153,23 @@ def print_table(table: dict, strategies: list[str]) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--style", default="blobs", help="synthetic style of the pool (default blobs)")
-    p.add_argument("--pool", type=int, default=48, help="images in the pool (default 48)")
-    p.add_argument("--test", type=int, default=16, help="test images (default 16)")
-    p.add_argument("--k", type=int, default=5, help="labels at the start and added per round (default 5)")
+    p.add_argument("--pool", type=int, default=40, help="images in the pool (default 40)")
+    p.add_argument("--test", type=int, default=12, help="test images (default 12)")
+    p.add_argument("--k", type=int, default=4, help="labels at the start and added per round (default 4)")
     p.add_argument("--rounds", type=int, default=3, help="rounds after the first training (default 3)")
     p.add_argument("--seeds", type=int, default=2, help="seeds (default 2)")
     p.add_argument("--first-seed", type=int, default=0,
                    help="the first seed (default 0): seeds run in separate processes combine with --replot")
     p.add_argument("--first", type=float, default=60, help="training from scratch, in --unit (default 60)")
-    p.add_argument("--finetune", type=float, default=15, help="fine-tuning per round, in --unit (default 15)")
+    p.add_argument("--finetune", type=float, default=12, help="fine-tuning per round, in --unit (default 12)")
     p.add_argument("--strategies", default="random,entropy,entropy+diverse",
                    help=f"comma-separated, of {', '.join(STRATEGIES)}")
     p.add_argument("--unit", choices=("updates", "seconds"), default="updates",
                    help="what --first and --finetune count (default updates: on a shared machine a time budget buys "
                    "each strategy a different number of updates as the load moves, which is not a fair race)")
-    p.add_argument("--size", type=int, default=96,
-                   help="side of the square pool and test images in pixels (default 96: small, so that a loaded "
-                   "2-core machine still makes a few hundred updates)")
+    p.add_argument("--size", type=int, default=64,
+                   help="side of the square pool and test images in pixels (default 64: small, so that a loaded "
+                   "2-core machine still makes its updates in minutes)")
     p.add_argument("--out", type=Path, default=Path("runs/active-learning"))
     p.add_argument("--plot", type=Path, default=Path("docs/images/active_learning.png"))
     p.add_argument("--replot", type=Path, metavar="LOG",
