@@ -39,6 +39,9 @@ _EXPORTS = {
     "Predictor": "fcnseg.inference.predictor", "Prediction": "fcnseg.inference.predictor",
     "predict_folder": "fcnseg.inference.folder", "export_onnx": "fcnseg.inference.export",
     "estimate_forward": "fcnseg.inference.memory", "segment_with_ray": "fcnseg.inference.ray_engine",
+    # labelling less: confidence, calibration, which image next
+    "calibrate": "fcnseg.calibration", "fit_temperature": "fcnseg.calibration",
+    "rank_images": "fcnseg.inference.ranking", "confidence_picture": "fcnseg.inference.confidence",
     # device and precision
     "select_device": "fcnseg.precision", "resolve_precision": "fcnseg.precision",
     "resolve_execution": "fcnseg.precision", "ExecutionPlan": "fcnseg.precision",

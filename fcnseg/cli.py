@@ -22,6 +22,8 @@ COMMANDS = {
     "check-data": ("check_data", "scan a data set for unreadable, missing, mis-sized or mislabelled files"),
     "make-synthetic": ("make_synthetic", "write the seeded synthetic data set (VOC layout) for demos and tests"),
     "predict": ("predict", "segment images or folders of images with a checkpoint"),
+    "calibrate": ("calibrate", "fit a model's temperature on a validation split: probabilities as sure as it is right"),
+    "rank": ("rank", "order unlabelled images by how much a label would help; copy or link the top N to label"),
     "serve": ("serve", "a local web page and HTTP API: drop an image, see its segmentation"),
     "export": ("export", "export a checkpoint to ONNX"),
     "quantize": ("quantize", "quantize a checkpoint to int8 ONNX (ONNX Runtime, calibrated on your images)"),

@@ -355,6 +355,9 @@ class TrainConfig:
     log_every: int = 20  # log a line every N updates
     per_class_curves: bool = False  # also per_class_curves.png: each class's validation IU over the run
     num_panels: int = 4  # validation images drawn as image | ground truth | prediction
+    # At the end, fit the calibration temperature on the validation split (fcnseg.calibration) and store it in
+    # checkpoints/last.pt and best.pt: probabilities and confidence maps then match how often the model is right.
+    calibrate: bool = True
     seed: int = 0
     deterministic: bool = False  # deterministic algorithms (slower); with it, a resumed run repeats the same losses
     device: str = "auto"  # auto (cuda if present) | cpu | cuda | cuda:N

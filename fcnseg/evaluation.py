@@ -179,6 +179,7 @@ def evaluate(
     tta: tuple = (),
     class_map: dict[str, str] | None = None,
     ignore_class_names: bool = False,
+    calibration: bool = False,
 ) -> dict:
     """Run a model over ``dataset`` one image at a time at full resolution and score it, every head of it.
 
@@ -206,6 +207,8 @@ def evaluate(
             the first head.
         leave_out_absent: leave the classes without a ground-truth pixel out of the class means
             (:meth:`fcnseg.scoring.HeadScores.compute`; SIFT Flow's test set lacks three).
+        calibration: also measure how well the first head's confidence matches its accuracy, at temperature 1
+            and at the model's own (:mod:`fcnseg.calibration`): ``result["calibration"]`` (not under TTA).
     Returns:
         dict: the metrics of :meth:`fcnseg.metrics.ConfusionMatrix.compute`, plus ``class_names``,
         ``num_images`` (images scored, over all processes), ``skipped`` (one
@@ -236,6 +239,12 @@ def evaluate(
     matrix = scores.matrices[heads[0].name]
     rows: list[dict] | None = [] if per_image else None
     failed: list[dict[str, str]] = []
+    bins = None
+    if calibration and not tta:
+        from fcnseg.calibration import ReliabilityBins
+
+        temperature = subject.handle.temperature if subject.handle is not None else 1.0
+        bins = (ReliabilityBins(), ReliabilityBins())  # at temperature 1, at the model's
     start = time.perf_counter()
     with subject.eval_mode():
         for index, image, mask in progress_bar(loader, desc="eval", unit="img", show=progress and rank == 0):
@@ -250,6 +259,8 @@ def evaluate(
             for k, (head, prediction, truth) in enumerate(zip(heads, predictions, split_targets(mask, len(heads)))):
                 if head.name in subject.mappings:
                     truth = subject.mappings[head.name].remap_mask(truth)
+                if k == 0 and bins is not None:
+                    _add_reliability(bins, logits, heads[0].name, truth, temperature)
                 if prediction.shape != truth.shape:
                     raise ValueError(f"model output is {tuple(prediction.shape)} for an input of {tuple(truth.shape)}")
                 if k == 0 and rows is not None:
@@ -282,9 +293,25 @@ def evaluate(
     )
     if subject.handle is not None:
         result.update(runtime=subject.handle.runtime, normalization=subject.handle.normalization.to_dict())
+    if bins is not None:
+        from fcnseg.calibration import calibration_summary
+
+        for b in bins:  # every process's pixels
+            for array in (b.counts, b.confidence, b.correct):
+                array[:] = all_reduce_sum(torch.from_numpy(array.copy()).to(device)).cpu().numpy()
+        result["calibration"] = calibration_summary(bins[0], bins[1], temperature)
     if rows is not None:
         result["per_image"] = sorted((row for part in all_gather_objects(rows) for row in part), key=lambda r: r["index"])
     return result
+
+
+def _add_reliability(bins, logits, head: str, truth: torch.Tensor, temperature: float) -> None:
+    """Count one image's pixels into the reliability bins at temperature 1 and at ``temperature``."""
+    from fcnseg.calibration import reliability_of_logits
+
+    scores = (logits[head] if isinstance(logits, Mapping) else logits)[0]  # [C, H, W]
+    reliability_of_logits(scores, truth, 1.0, bins[0])
+    reliability_of_logits(scores, truth, temperature, bins[1])
 
 
 def _head_predictions(logits, heads: list, dataset) -> list[torch.Tensor]:

@@ -123,6 +123,8 @@ CLI_LINES = cli_lines()
 
 @pytest.mark.parametrize("command", CLI_LINES, ids=[command.id for command in CLI_LINES])
 def test_command_line_parses(command: CommandLine, capsys):
+    if command.block.marker == "skip":  # a command of a feature not built yet: the mark says which
+        pytest.skip(command.block.marker_reason or "marked skip in the doc")
     for argv in command.variants:
         try:
             args = parse_fcnseg(argv)

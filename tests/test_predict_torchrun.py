@@ -118,3 +118,16 @@ def test_without_pyarrow_the_manifest_is_a_csv_with_a_column_per_class(tmp_path,
     assert [r["image"] for r in table] == ["a.jpg", "b.jpg"]
     assert (table[0]["sky_pixels"], table[0]["road_pixels"], table[0]["seconds"]) == ("4", "2", "0.2500")
     assert table[1]["error"] == "empty file (0 bytes)" and table[1]["sky_pixels"] == ""
+
+
+def test_confidence_table_and_annotations_cover_every_rank_s_images(setup, tmp_path):
+    out = tmp_path / "out"
+    done = torchrun(setup, out, "--confidence", "--save-annotations", "coco")
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]  # the broken image
+    rows = (out / "confidence.csv").read_text().splitlines()[1:]
+    assert sorted(row.split(",")[0] for row in rows) == setup["names"]  # both ranks' images, once each
+    assert len(list(out.rglob("*_confidence.npy"))) == len(setup["names"])
+    import json
+
+    coco = json.loads(next((out / "coco").glob("*.json")).read_text())
+    assert sorted(image["file_name"] for image in coco["images"]) == setup["names"]

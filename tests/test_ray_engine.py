@@ -260,6 +260,15 @@ def test_ray_flags_without_the_ray_engine_are_refused(tmp_path, capsys):
     assert "--actors is for --engine ray" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flags, says", [(["--confidence"], "--confidence is not written by --engine ray"),
+                                         (["--save-annotations", "coco"], "fcnseg export-annotations")])
+def test_outputs_the_ray_engine_does_not_write_are_refused_with_the_remedy(tmp_path, capsys, flags, says):
+    (tmp_path / "in").mkdir()
+    code = main(["predict", str(tmp_path / "m.pt"), str(tmp_path / "in"), "-o", str(tmp_path / "o"), "--engine", "ray",
+                 *flags])
+    assert code != 0 and says in capsys.readouterr().err
+
+
 def test_segment_with_ray_is_public_and_importing_it_leaves_ray_unloaded():
     code = ("import sys, fcnseg, fcnseg.inference as inference; "
             "assert fcnseg.segment_with_ray is inference.segment_with_ray; assert 'ray' not in sys.modules")

@@ -165,6 +165,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, tta, subject, dataset) -> tup
     result = evaluate(subject, dataset, tta=tta, num_workers=args.workers, limit=args.limit,
                       save_predictions=args.save_predictions, progress=not args.no_progress,
                       per_image=args.report is not None, leave_out_absent=args.leave_out_absent,
+                      calibration=args.report is not None and len(dataset.heads) == 1,
                       **_class_options(args))
     result.update(checkpoint=str(args.checkpoint), split=args.split, tta=[str(v) for v in tta])
     source = f"{args.checkpoint} on {args.data or 'synthetic'} {args.split}"
@@ -211,6 +212,10 @@ def _write_results(args: argparse.Namespace, result: dict, source: str, subject,
         print(format_head_tables(result["heads"], dataset.heads))
     else:
         print(format_table(result, result["class_names"]))
+    if result.get("calibration"):
+        c = result["calibration"]
+        print(f"expected calibration error {100 * c['ece_uncalibrated']:.2f}% at temperature 1, "
+              f"{100 * c['ece_calibrated']:.2f}% at the model's {c['temperature']:.3f}")
     write_json(result, args.out)
     print(f"results written to {args.out}")
     if args.save_predictions is not None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from fcnseg.commands.export_annotations import FORMAT_NAMES as ANNOTATION_FORMATS, add_shape_flags, options_from
 from fcnseg.errors import ConfigError
 from fcnseg.images import DEFAULT_MAX_PIXELS
+from fcnseg.inference.confidence import CONFIDENCE_KINDS, DEFAULT_THRESHOLD
 from fcnseg.files import check_output_path, format_bytes, parse_bytes
 from fcnseg.inference.predictor import DEFAULT_MAX_MEMORY, LAYOUTS
 from fcnseg.inference.runtime import RUNTIMES
@@ -59,6 +60,13 @@ def register(subparsers) -> None:
                    "and their shares to its right)")
     p.add_argument("--no-legend", action="store_true", help="overlays without the legend (the picture alone)")
     p.add_argument("--probabilities", action="store_true", help="also write <name>_prob.npy, float16 [C, H, W]")
+    p.add_argument("--confidence", nargs="?", const="max", choices=CONFIDENCE_KINDS, metavar="KIND",
+                   help="also write <name>_confidence.png (the map with its scale: dark = unsure) and "
+                   "<name>_confidence.npy (float16 [H, W], 0..1) per image and confidence.csv (mean confidence, share "
+                   "below --confidence-threshold); KIND: max (the largest probability, the default), margin or entropy; "
+                   "at the model's calibration temperature (fcnseg calibrate). Without KIND, put it after the inputs")
+    p.add_argument("--confidence-threshold", type=float, default=DEFAULT_THRESHOLD, metavar="P",
+                   help="confidence.csv counts the share of pixels below this (default %(default)s)")
     p.add_argument("--stats", action="store_true", help="write areas.csv and areas.json: per-class pixels and fractions")
     p.add_argument("--label-video", action="store_true",
                    help="a video's label maps as one lossless video, OUT/<name>_labels.mkv (FFV1, grey pixel = class id), "
@@ -107,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
         max_memory = parse_bytes(args.max_memory)
     except ValueError as e:
         raise ConfigError(f"--max-memory: {e}") from e
+    if not 0 <= args.confidence_threshold <= 1:
+        raise ConfigError(f"--confidence-threshold must be between 0 and 1, got {args.confidence_threshold}")
     if args.tile is not None and args.tile < 32:
         raise ConfigError(f"--tile must be at least 32 pixels, got {args.tile}")
     # Videos are named as inputs (by suffix); folders are searched for images only.
@@ -123,11 +133,12 @@ def run(args: argparse.Namespace) -> int:
 
     check_engine_flags(args)
     if args.engine == "ray":
+        _refuse_under_ray(args)
         return predict_with_ray(args, max_memory)
     from fcnseg.inference.torchrun import predict_with_torchrun, under_torchrun
 
-    if under_torchrun():
-        return predict_with_torchrun(args, max_memory)
+    if under_torchrun():  # rank 0 writes the annotations once every rank's label maps are on disk
+        return predict_with_torchrun(args, max_memory, on_done=lambda predictor: _save_annotations(args, images, predictor))
     if videos:
         _check_videos(args, videos)
     tta = parse_tta(args.tta)
@@ -158,8 +169,12 @@ def run(args: argparse.Namespace) -> int:
             max_pixels=args.max_pixels or None,
             palette=predictor.palette,
             progress=not args.no_progress,
+            confidence=args.confidence,
+            confidence_threshold=args.confidence_threshold,
         )
         print(report.summary())
+        if args.confidence:
+            print(f"confidence ({args.confidence}): {args.out / 'confidence.csv'}")
         if args.stats:
             print(f"class areas: {args.out / 'areas.csv'}  {args.out / 'areas.json'}")
         found = [name for name in report.not_images if is_video_file(name)]
@@ -167,14 +182,31 @@ def run(args: argparse.Namespace) -> int:
             print(f"{len(found)} of the files skipped are videos, which folders are not searched for; "
                   f"name each as an input to segment it, e.g. fcnseg predict {args.checkpoint} {found[0]}")
         failed = bool(report.failed)
-        if args.save_annotations:
-            from fcnseg.annotations.export import save_predictions
-
-            print(save_predictions(images, args.out, args.save_annotations, list(predictor.class_names),
-                                   options_from(args, model_version=args.checkpoint.name)).summary())
+        _save_annotations(args, images, predictor)
     for video in videos:
         print(_predict_one_video(args, predictor, video).summary())
     return 1 if failed else 0
+
+
+def _save_annotations(args: argparse.Namespace, images: list[Path], predictor) -> None:
+    """--save-annotations: the run's label maps as a labelling tool's files in OUT/FORMAT/."""
+    if not args.save_annotations:
+        return
+    from fcnseg.annotations.export import save_predictions
+
+    print(save_predictions(images, args.out, args.save_annotations, list(predictor.class_names),
+                           options_from(args, model_version=args.checkpoint.name)).summary())
+
+
+def _refuse_under_ray(args: argparse.Namespace) -> None:
+    """The Ray engine writes label maps, overlays, probabilities and areas; say so for the outputs it does not write."""
+    if args.confidence:
+        raise ConfigError("--confidence is not written by --engine ray; run fcnseg predict without --engine ray "
+                          "(or under torchrun) for confidence maps")
+    if args.save_annotations:
+        raise ConfigError(f"--save-annotations is not written by --engine ray; once the run is done, write them from its "
+                          f"label maps: fcnseg export-annotations {args.out} --images IMAGES --model {args.checkpoint} "
+                          f"--format {args.save_annotations} -o ANNOTATIONS")
 
 
 def _check_videos(args: argparse.Namespace, videos: list[Path]) -> None:

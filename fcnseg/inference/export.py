@@ -134,7 +134,8 @@ def export_onnx(model: LoadedModel, path: str | Path, *, example_size: tuple[int
             opset_version=OPSET,
             verbose=False,
         )
-    program.model.metadata_props.update(metadata(model.config, model.normalization, model.class_names, model.palette))
+    program.model.metadata_props.update(metadata(model.config, model.normalization, model.class_names, model.palette,
+                                                   model.temperature))
     # Models under 2 GB (all here: VGG16 is 0.5 GB) are one file, so the temp file can be renamed whole.
     atomic_write(path, lambda tmp: program.save(tmp))
     return path

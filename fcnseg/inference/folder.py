@@ -17,6 +17,7 @@ from fcnseg.data.palette import overlay, read_mask_png, voc_palette, write_mask_
 from fcnseg.errors import ConfigError, DataError, FcnsegError
 from fcnseg.files import atomic_write_text, plural, write_json
 from fcnseg.images import DEFAULT_MAX_PIXELS, is_image_file, list_images, read_image, save_rgb
+from fcnseg.inference import confidence as confidence_maps
 from fcnseg.inference.predictor import Predictor
 from fcnseg.metrics import class_pixel_counts
 from fcnseg.progress import progress_bar, set_status
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 MASK_SUFFIX = "_labels.png"
 OVERLAY_SUFFIX = "_overlay.jpg"
 PROBABILITY_SUFFIX = "_prob.npy"
-OUTPUT_SUFFIXES = (MASK_SUFFIX, OVERLAY_SUFFIX, PROBABILITY_SUFFIX)
+OUTPUT_SUFFIXES = (MASK_SUFFIX, OVERLAY_SUFFIX, PROBABILITY_SUFFIX, confidence_maps.PICTURE_SUFFIX,
+                   confidence_maps.ARRAY_SUFFIX)
 DEFAULT_OUTPUT_SUFFIX = "_fcnseg"  # the default output folder: <input stem or folder name>_fcnseg beside the input
 SHOWN_NAMES = 5  # file names listed in a one-line note before "..."
 
@@ -76,6 +78,7 @@ class FolderReport:
     areas: dict[str, dict] = field(default_factory=dict)  # relative name -> {"height", "width", "counts" [C]}
     not_images: list[str] = field(default_factory=list)  # files in the input folders without an image suffix
     earlier_outputs: list[str] = field(default_factory=list)  # fcnseg outputs found among the inputs, not segmented
+    confidence: dict = field(default_factory=dict)  # relative name -> ConfidenceSummary (with a confidence kind)
 
     def summary(self) -> str:
         text = f"{self.processed} segmented, {self.skipped_existing} already done, {len(self.failed)} failed"
@@ -211,6 +214,8 @@ def predict_folder(
     palette: np.ndarray | None = None,
     progress: bool = True,
     shard: tuple[int, int] = (0, 1),
+    confidence: str | None = None,
+    confidence_threshold: float = confidence_maps.DEFAULT_THRESHOLD,
 ) -> FolderReport:
     """Segment every image in ``inputs`` (files or folders, searched recursively) into ``output_dir``.
 
@@ -221,7 +226,9 @@ def predict_folder(
     done: a re-run skips it (unless ``overwrite``) and an interrupted job resumes. ``classes.txt`` lists the
     model's classes in label order (read back by :func:`fcnseg.evaluation.score_folders`). With ``stats``,
     ``areas.csv`` and ``areas.json`` hold per-class pixel counts and fractions of every image,
-    finished ones included.
+    finished ones included. With ``confidence`` (a kind of :mod:`fcnseg.inference.confidence`),
+    ``<name>_confidence.png`` (the map with its scale) and ``<name>_confidence.npy`` (float16 ``[H, W]``) per
+    image, and ``confidence.csv``: mean confidence and the share of pixels below ``confidence_threshold``.
 
     Decoding runs in ``workers`` DataLoader processes (0: in this process), one image at a time since
     sizes differ. Unreadable images are reported in the returned report and skipped.
@@ -249,10 +256,12 @@ def predict_folder(
         log.warning("%s not written: %s", PREDICTION_CLASS_FILE, e)
     todo = []
     for job in plan.jobs:
-        if not overwrite and _done(job, overlay_images, probabilities):
+        if not overwrite and _done(job, overlay_images, probabilities, confidence is not None):
             report.skipped_existing += 1
             if stats:
                 _record_existing(report, job, predictor.num_classes)
+            if confidence:
+                _record_existing_confidence(report, job, confidence_threshold)
         else:
             todo.append(job)
     if report.skipped_existing:
@@ -278,7 +287,7 @@ def predict_folder(
 
         try:
             _predict_one(predictor, job, image, overlay_images, probabilities, palette, report, stats,
-                         legend=legend, on_tile=on_tile)
+                         legend=legend, on_tile=on_tile, confidence=confidence, threshold=confidence_threshold)
         except FcnsegError as e:
             reason = failure_reason(e, job.path)
             report.failed.append((str(job.path), reason))
@@ -289,11 +298,15 @@ def predict_folder(
         report.processed += 1
     if stats and world_size == 1:
         write_area_tables(report.areas, predictor.class_names, output_dir)
+    if confidence and world_size == 1:  # under torchrun rank 0 writes the table of every rank's images
+        confidence_maps.write_confidence_table(report.confidence, output_dir / confidence_maps.TABLE_NAME, confidence)
     return report
 
 
-def _done(job: Job, overlay_images: bool, probabilities: bool) -> bool:
+def _done(job: Job, overlay_images: bool, probabilities: bool, confidence: bool = False) -> bool:
     paths = [Path(f"{job.stem}{MASK_SUFFIX}")]
+    if confidence:
+        paths += [Path(f"{job.stem}{confidence_maps.ARRAY_SUFFIX}"), Path(f"{job.stem}{confidence_maps.PICTURE_SUFFIX}")]
     if overlay_images:
         paths.append(Path(f"{job.stem}{OVERLAY_SUFFIX}"))
     if probabilities:
@@ -315,10 +328,22 @@ def _record_existing(report: FolderReport, job: Job, num_classes: int) -> None:
     report.areas[job.name] = _area_entry(labels, num_classes)
 
 
+def _record_existing_confidence(report: FolderReport, job: Job, threshold: float) -> None:
+    try:
+        values = np.load(f"{job.stem}{confidence_maps.ARRAY_SUFFIX}")
+    except Exception as e:  # noqa: BLE001 - a damaged earlier output only costs its row
+        log.warning("%s%s: cannot re-read for the confidence table (%s)", job.stem, confidence_maps.ARRAY_SUFFIX, e)
+        return
+    report.confidence[job.name] = confidence_maps.summarize(values, threshold)
+
+
 def _predict_one(predictor, job, image, overlay_images, probabilities, palette, report, stats, *, legend=True,
-                 on_tile=None) -> None:
+                 on_tile=None, confidence=None, threshold=confidence_maps.DEFAULT_THRESHOLD) -> None:
     prob_path = Path(f"{job.stem}{PROBABILITY_SUFFIX}") if probabilities else None
-    result = predictor.predict(image, probabilities_path=prob_path, on_tile=on_tile)
+    result = predictor.predict(image, probabilities_path=prob_path, on_tile=on_tile, confidence=confidence)
+    if confidence:
+        confidence_maps.write_confidence(result.confidence, job.stem, confidence)
+        report.confidence[job.name] = confidence_maps.summarize(result.confidence, threshold)
     if overlay_images:
         picture = overlay(image, result.labels, palette)
         if legend:

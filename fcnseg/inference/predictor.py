@@ -26,6 +26,7 @@ from fcnseg.data.normalization import Normalization
 from fcnseg.errors import FcnsegError
 from fcnseg.files import atomic_open, format_bytes, plural
 from fcnseg.inference import tta as tta_variants
+from fcnseg.inference.confidence import check_kind, confidence_from_probabilities
 from fcnseg.inference.forward import class_indices, normalize_pixels
 from fcnseg.inference.memory import MemoryEstimate
 from fcnseg.inference.runtime import LAYOUTS, OrtNet, TorchNet, runtime_for, select_layout, select_runtime
@@ -62,6 +63,9 @@ class Prediction:
             with the most tiles).
         precision: the precision the forward ran in ("int8" for a quantized ONNX file).
         variants: the test-time variants averaged (empty without TTA).
+        confidence: float32 ``[H, W]`` per-pixel confidence in ``[0, 1]`` when asked for
+            (:mod:`fcnseg.inference.confidence`), else None.
+        confidence_kind: the measure of ``confidence`` ("max", "margin" or "entropy"), else None.
     """
 
     labels: np.ndarray
@@ -69,6 +73,8 @@ class Prediction:
     plan: TilePlan
     precision: str
     variants: tuple = ()
+    confidence: np.ndarray | None = None
+    confidence_kind: str | None = None
 
 
 class ProbabilityFile:
@@ -135,6 +141,8 @@ class Predictor:
         margin: context pixels around each tile; ``None`` = the net's
             (:func:`~fcnseg.inference.tiling.context_margin` of its layers).
         tta: test-time variants (:func:`fcnseg.inference.tta.parse_tta`); empty: none.
+        temperature: divides the logits before every softmax (probabilities and confidence, never the labels);
+            ``None`` = the model's own (:attr:`~fcnseg.weights.handle.LoadedModel.temperature`, 1 when uncalibrated).
     """
 
     def __init__(
@@ -152,6 +160,7 @@ class Predictor:
         tile: int | None = None,
         margin: int | None = None,
         tta: tuple = (),
+        temperature: float | None = None,
     ):
         if (model is None) == (net is None):
             raise ValueError("give a model (run by PyTorch) or a net, not both")
@@ -176,6 +185,11 @@ class Predictor:
         self.tile = tile
         self.margin = check_margin(net.margin if margin is None else int(margin))
         self.tta = tuple(tta)
+        if temperature is None:
+            temperature = getattr(self.handle, "temperature", 1.0) if self.handle is not None else 1.0
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.temperature = float(temperature)
         self._estimates: dict[tuple[int, int, bool], MemoryEstimate] = {}
 
     # What the PyTorch runtime holds (None or neutral values under ONNX Runtime).
@@ -306,6 +320,7 @@ class Predictor:
         probabilities: bool = False,
         probabilities_path: str | Path | None = None,
         on_tile: TileCallback | None = None,
+        confidence: str | None = None,
     ) -> Prediction:
         """Segment one RGB uint8 image ``[H, W, 3]``.
 
@@ -316,24 +331,32 @@ class Predictor:
                 band by band instead, holding one band in memory (written atomically).
             on_tile: called as ``on_tile(done, total)`` after each forward, ``done`` = 1 .. ``total``, in order;
                 ``total`` counts the tiles of the whole image (of every test-time variant), known before the first.
+            confidence: also return the per-pixel confidence map ``[H, W]`` of this kind ("max", "margin",
+                "entropy"; :mod:`fcnseg.inference.confidence`), from the probabilities at :attr:`temperature`.
         Returns:
             Prediction with uint8 labels ``[H, W]``. Under TTA, the labels are the argmax of the
             variants' mean probabilities.
         """
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {list(image.shape)}")
+        if confidence is not None:
+            check_kind(confidence)
         if self.tta:
-            return self._predict_tta(image, probabilities, probabilities_path, on_tile)
-        return self._predict_once(image, probabilities, probabilities_path, on_tile=_TileCount.of(on_tile, None))
+            return self._predict_tta(image, probabilities, probabilities_path, on_tile, confidence)
+        return self._predict_once(image, probabilities, probabilities_path, on_tile=_TileCount.of(on_tile, None),
+                                  confidence=confidence)
 
     def _plan_for(self, height: int, width: int, probabilities_path, reserved: int) -> TilePlan:
         # Under TTA (``reserved``) each variant's probabilities are kept: budget their softmax as well.
         return self.plan(height, width, probability_band=probabilities_path is not None or reserved > 0, reserved=reserved)
 
     def _predict_once(self, image: np.ndarray, probabilities: bool, probabilities_path, reserved: int = 0,
-                      probability_dtype=np.float16, on_tile: "_TileCount | None" = None) -> Prediction:
+                      probability_dtype=np.float16, on_tile: "_TileCount | None" = None,
+                      confidence: str | None = None, temperature: float | None = None) -> Prediction:
         height, width = image.shape[:2]
-        plan = self._plan_for(height, width, probabilities_path, reserved)
+        temperature = self.temperature if temperature is None else temperature
+        # a confidence map needs each tile's softmax: budget it as a probability band (the band itself is small)
+        plan = self._plan_for(height, width, probabilities_path or (True if confidence else None), reserved)
         if on_tile is not None and on_tile.total is None:
             on_tile.total = plan.num_tiles
         if not plan.whole and self.tile is None:
@@ -343,6 +366,7 @@ class Predictor:
                      format_bytes(self.estimate(_on_grid(height), _on_grid(width)).total))
         labels = np.empty((height, width), dtype=np.uint8 if self.num_classes <= 256 else np.int32)
         in_memory = np.empty((self.num_classes, height, width), dtype=probability_dtype) if probabilities else None
+        sure = np.empty((height, width), dtype=np.float32) if confidence else None
         with contextlib.ExitStack() as stack:
             writer = None
             if probabilities_path is not None:
@@ -352,14 +376,15 @@ class Predictor:
                 if writer is not None:
                     band = np.empty((self.num_classes, row[0].y1 - row[0].y0, width), dtype=np.float16)
                 for t in row:
-                    self._predict_tile(image, t, labels, in_memory, band)
+                    self._predict_tile(image, t, labels, in_memory, band, sure, confidence, temperature)
                     if on_tile is not None:
                         on_tile.step()
                 if writer is not None:
                     writer.write_band(row[0].y0, band)
-        return Prediction(labels, in_memory, plan, self.precision)
+        return Prediction(labels, in_memory, plan, self.precision, confidence=sure, confidence_kind=confidence)
 
-    def _predict_tta(self, image: np.ndarray, probabilities: bool, probabilities_path, on_tile=None) -> Prediction:
+    def _predict_tta(self, image: np.ndarray, probabilities: bool, probabilities_path, on_tile=None,
+                     confidence: str | None = None) -> Prediction:
         """Each variant predicted (and tiled) on its own, its probabilities restored to the input size, the mean taken."""
         height, width = image.shape[:2]
         reserved = tta_variants.reserved_bytes(self.num_classes, height, width, self.tta)
@@ -372,31 +397,52 @@ class Predictor:
         plan = None
         for variant in self.tta:
             # float32 probabilities per variant: their mean's argmax then rounds no differently from one forward's
+            # at temperature 1: the labels are the argmax of the plain mean; the temperature is applied to the mean
             part = self._predict_once(tta_variants.transform_image(image, variant), True, None, reserved, np.float32,
-                                      on_tile=count)
+                                      on_tile=count, temperature=1.0)
             total += tta_variants.restore(torch.from_numpy(part.probabilities), variant, height, width)
             if plan is None or part.plan.num_tiles > plan.num_tiles:
                 plan = part.plan
             del part
         mean = total.div_(len(self.tta))
         labels = class_indices(mean, 0).numpy().astype(np.uint8 if self.num_classes <= 256 else np.int32)
+        if self.temperature != 1.0:
+            mean = with_temperature(mean, self.temperature)
+        sure = confidence_from_probabilities(mean, confidence, 0).numpy() if confidence else None
         probs = mean.half().numpy() if probabilities or probabilities_path is not None else None
         if probabilities_path is not None:
             with ProbabilityFile.create(probabilities_path, self.num_classes, height, width) as writer:
                 writer.write_band(0, probs)
-        return Prediction(labels, probs if probabilities else None, plan, self.precision, self.tta)
+        return Prediction(labels, probs if probabilities else None, plan, self.precision, self.tta,
+                          confidence=sure, confidence_kind=confidence)
 
-    def _predict_tile(self, image: np.ndarray, t: Tile, labels: np.ndarray, in_memory, band) -> None:
-        """Run one tile and write its kept centre into ``labels`` (and the probability arrays given)."""
+    def _predict_tile(self, image: np.ndarray, t: Tile, labels: np.ndarray, in_memory, band, sure=None,
+                      kind: str | None = None, temperature: float = 1.0) -> None:
+        """Run one tile and write its kept centre into ``labels`` (and the probability and confidence arrays given)."""
         logits = self.runtime(torch.from_numpy(image[t.in_y0 : t.in_y1, t.in_x0 : t.in_x1])[None])[0]  # [C, h, w]
         core = logits[:, t.y0 - t.in_y0 : t.y1 - t.in_y0, t.x0 - t.in_x0 : t.x1 - t.in_x0]
         labels[t.y0 : t.y1, t.x0 : t.x1] = class_indices(core, 0).cpu().numpy()
-        if in_memory is not None or band is not None:
-            prob = core.softmax(0).cpu().numpy()
+        if in_memory is not None or band is not None or sure is not None:
+            # the temperature scales the probabilities only: the labels above are the logits' argmax
+            soft = (core / temperature if temperature != 1.0 else core).softmax(0)
+            if sure is not None:
+                sure[t.y0 : t.y1, t.x0 : t.x1] = confidence_from_probabilities(soft, kind, 0).cpu().numpy()
+            if in_memory is None and band is None:
+                return
+            prob = soft.cpu().numpy()
             if in_memory is not None:
                 in_memory[:, t.y0 : t.y1, t.x0 : t.x1] = prob  # cast to the array's dtype (float16 unless TTA)
             if band is not None:
                 band[:, :, t.x0 : t.x1] = prob
+
+
+def with_temperature(probabilities: torch.Tensor, temperature: float, dim: int = 0) -> torch.Tensor:
+    """Probabilities ``p = softmax(z)`` -> ``softmax(z / temperature)`` without the logits: ``p ** (1 / T)``, renormalised.
+
+    Each pixel's values are raised to one power and divided by one sum, so the argmax is kept.
+    """
+    scaled = probabilities.double().clamp_min(1e-30).log_().div_(temperature)
+    return scaled.softmax(dim).to(probabilities.dtype)
 
 
 class _TileCount:

@@ -25,12 +25,14 @@ def under_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def predict_with_torchrun(args: argparse.Namespace, max_memory: int) -> int:
+def predict_with_torchrun(args: argparse.Namespace, max_memory: int, on_done=None) -> int:
     """Run ``fcnseg predict``'s image inputs as one rank of a torchrun job; returns the exit status (rank 0's report).
 
     ``args`` are predict's parsed flags with ``out`` resolved; videos are refused (one video is one
-    sequential job: run it without torchrun).
+    sequential job: run it without torchrun). ``on_done(predictor)`` runs on rank 0 once every rank's
+    outputs are written (the annotations of the whole set).
     """
+    from fcnseg.inference.confidence import TABLE_NAME, write_confidence_table
     from fcnseg.inference.folder import FolderReport, plan_jobs, predict_folder, write_area_tables
     from fcnseg.inference.manifest import write_manifest
     from fcnseg.inference.predictor import Predictor
@@ -59,18 +61,23 @@ def predict_with_torchrun(args: argparse.Namespace, max_memory: int) -> int:
             predictor, list(args.inputs), out, overlay_images=args.overlay, legend=not args.no_legend,
             probabilities=args.probabilities, stats=True, overwrite=args.overwrite, workers=args.workers,
             max_pixels=args.max_pixels or None, palette=predictor.palette,
-            progress=not args.no_progress and info.is_main, shard=(info.rank, info.world_size))
+            progress=not args.no_progress and info.is_main, shard=(info.rank, info.world_size),
+            confidence=args.confidence, confidence_threshold=args.confidence_threshold)
         reports = D.all_gather_objects(report)
         if not info.is_main:
             return 0
         merged = merge_reports(reports)
         if args.stats:
             write_area_tables(merged.areas, predictor.class_names, out)
+        if args.confidence:
+            write_confidence_table(merged.confidence, out / TABLE_NAME, args.confidence)
         plan = plan_jobs([Path(p) for p in args.inputs], out)
         manifest = write_manifest(manifest_rows(plan.jobs, merged), predictor.class_names, out)
         print(f"{merged.summary()}\n({info.world_size} processes; manifest: {manifest})")
         if args.stats:
             print(f"class areas: {out / 'areas.csv'}  {out / 'areas.json'}")
+        if on_done is not None:
+            on_done(predictor)
         return 1 if merged.failed else 0
     finally:
         D.cleanup()
@@ -86,6 +93,7 @@ def merge_reports(reports: list) -> "FolderReport":
         merged.skipped_existing += r.skipped_existing
         merged.failed += r.failed
         merged.areas.update(r.areas)
+        merged.confidence.update(r.confidence)
         merged.not_images += r.not_images
         merged.earlier_outputs += r.earlier_outputs
     merged.failed.sort()

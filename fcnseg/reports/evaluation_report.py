@@ -83,6 +83,23 @@ def write_report(
         Figure("Per-class IU", "class_iu.png", "IU per class, lowest first, beside each class's share of the "
                "ground-truth pixels: a rare class with a low IU is where mean IU is lost.", "class-iu"),
     ]
+    calibration_files = []
+    if result.get("calibration"):
+        from fcnseg.reports.calibration import plot_reliability
+
+        c = result["calibration"]
+        plot_reliability(c, out_dir / "reliability.png")
+        if c["temperature"] == 1.0:
+            note = (" The model is not calibrated (temperature 1): fit a temperature on the validation split with "
+                    "'fcnseg calibrate MODEL --data ROOT'.")
+        else:
+            note = f" The model's temperature {c['temperature']:.3f} divides the logits before the softmax."
+        figures.append(Figure(
+            "Calibration", "reliability.png",
+            f"How sure the model is against how often it is right, per confidence bin: expected calibration error "
+            f"{100 * c['ece_uncalibrated']:.2f}% before and {100 * c['ece_calibrated']:.2f}% after its temperature "
+            f"(bars below the diagonal: over-confident).{note}", "calibration"))
+        calibration_files.append(("reliability.png", "the reliability diagram, before and after calibration"))
     picked = pick_extremes(rows, max(0, num_images))
     chosen = picked["worst"] + picked["best"]
     items = load_items(chosen) if chosen else []
@@ -106,6 +123,7 @@ def write_report(
         ("per_image.csv", "pixel accuracy, mean IU and most-confused pair of every image"),
         ("confusion.png", "the confusion heatmap"),
         ("class_iu.png", "the per-class IU bars"),
+        *calibration_files,
         *gallery_files,
     ]
     unscored = sum(1 for r in rows if r.get("pixels") == 0)

@@ -12,6 +12,7 @@ import platform
 import time
 from contextlib import asynccontextmanager
 from importlib import resources
+from typing import Literal
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
@@ -64,6 +65,9 @@ class PredictAnswer(BaseModel):
     precision: str
     runtime: dict
     timings: Timings
+    confidence_png: str | None = Field(None, description="base64 PNG of the per-pixel confidence (dark = unsure) with "
+                                       "its scale to the right; only with ?confidence=max|margin|entropy")
+    mean_confidence: float | None = Field(None, description="the image's mean confidence (0..1); with ?confidence")
 
 
 class ErrorAnswer(BaseModel):
@@ -249,6 +253,8 @@ def create_app(
     async def predict(
         request: Request,
         image: bool = Query(False, description="also return the image as segmented (upright RGB JPEG, base64)"),
+        confidence: Literal["max", "margin", "entropy"] | None = Query(
+            None, description="also return the confidence map of this kind (PNG, base64) and the mean confidence"),
         progress_id: str | None = Query(None, alias="progress", max_length=64,
                                         description="an id of the client's choosing: GET /api/progress/{id} reports "
                                                     "the tiles done while this request runs"),
@@ -257,14 +263,15 @@ def create_app(
         if queue.full():  # refuse before reading a body that could not be served anyway
             return error(503, str(queue.refusal()), {"Retry-After": "1"})
         if progress_id is None or len(progress) >= MAX_TRACKED or progress_id in progress:
-            return await segment_request(request, image, None, start)
+            return await segment_request(request, image, None, start, confidence)
         progress[progress_id] = {"stage": "waiting", "done": 0, "total": None}
         try:
-            return await segment_request(request, image, progress[progress_id], start)
+            return await segment_request(request, image, progress[progress_id], start, confidence)
         finally:
             progress.pop(progress_id, None)
 
-    async def segment_request(request: Request, image: bool, report: dict | None, start: float):
+    async def segment_request(request: Request, image: bool, report: dict | None, start: float,
+                              confidence: str | None = None):
         """Read the upload, segment it on the queue (``report`` follows its tiles), answer."""
 
         def on_tile(done: int, total: int) -> None:  # on a worker thread; one dict update is atomic
@@ -288,7 +295,7 @@ def create_app(
         received = time.perf_counter()
         try:
             outcome = await queue.run(segment_upload, predictor, upload.data, upload.name, max_pixels, palette, image,
-                                      on_tile if report is not None else None)
+                                      on_tile if report is not None else None, confidence)
         except QueueFull as e:
             return error(503, str(e), {"Retry-After": "1"})
         except ImageTooLargeError as e:
@@ -321,6 +328,8 @@ def create_app(
             "precision": result.precision,
             "runtime": runtime,
             "timings": timings,
+            **({"confidence_png": to_base64(result.confidence_png), "mean_confidence": result.mean_confidence}
+               if result.confidence_png is not None else {}),
         }
 
     return app

@@ -31,6 +31,8 @@ class Segmentation:
     tiles: int
     precision: str
     timings: dict[str, float] = field(default_factory=dict)
+    confidence_png: bytes | None = None  # the confidence map with its scale (RGB PNG), when asked for
+    mean_confidence: float | None = None
 
 
 def class_areas(labels: np.ndarray, class_names: list[str]) -> dict[str, dict]:
@@ -68,6 +70,7 @@ def segment_upload(
     palette: np.ndarray | None = None,
     with_image: bool = False,
     on_tile=None,
+    confidence: str | None = None,
 ) -> Segmentation:
     """Decode ``data`` (any file :func:`fcnseg.images.read_image` reads), segment it with ``predictor``, encode the answer.
 
@@ -79,6 +82,7 @@ def segment_upload(
         with_image: also return the decoded image (upright, RGB) as JPEG, so that a page shows exactly
             the pixels that were segmented (browsers cannot show TIFF or 16-bit files).
         on_tile: ``on_tile(done, total)`` after each forward (:meth:`Predictor.predict`'s), for a progress report.
+        confidence: also return the confidence map of this kind (:mod:`fcnseg.inference.confidence`) as a PNG.
     Raises:
         ImageTooLargeError: more than ``max_pixels`` pixels.
         DataError: not an image, truncated or empty.
@@ -94,12 +98,23 @@ def segment_upload(
     except Exception as e:  # noqa: BLE001 - a decoder plugin tripping over a damaged file (struct.error, IndexError...)
         raise DataError(f"cannot read the image ({type(e).__name__}: {e})", path=source.name) from e
     decoded = time.perf_counter()
-    prediction = predictor.predict(image) if on_tile is None else predictor.predict(image, on_tile=on_tile)
+    asked = {"on_tile": on_tile} if on_tile is not None else {}
+    if confidence is not None:
+        asked["confidence"] = confidence
+    prediction = predictor.predict(image, **asked)
     predicted = time.perf_counter()
     labels = prediction.labels
     areas = class_areas(labels, list(predictor.class_names))
     labels_png = mask_png_bytes(labels, palette)
     image_jpeg = jpeg_bytes(image) if with_image else None
+    confidence_png = mean_confidence = None
+    if confidence is not None:
+        from fcnseg.inference.confidence import confidence_picture
+
+        buffer = io.BytesIO()
+        Image.fromarray(confidence_picture(prediction.confidence, confidence)).save(buffer, format="PNG")
+        confidence_png = buffer.getvalue()
+        mean_confidence = float(prediction.confidence.astype(np.float64).mean())
     encoded = time.perf_counter()
     return Segmentation(
         width=int(image.shape[1]),
@@ -114,6 +129,8 @@ def segment_upload(
             "predict_ms": (predicted - decoded) * 1e3,
             "encode_ms": (encoded - predicted) * 1e3,
         },
+        confidence_png=confidence_png,
+        mean_confidence=mean_confidence,
     )
 
 

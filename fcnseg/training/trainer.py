@@ -170,6 +170,8 @@ class Trainer:
         finally:
             self.reporter.close_progress()
         seconds = time.perf_counter() - started
+        if t.calibrate and state.iteration > start_iteration:
+            self.calibrate()
         speed = (state.iteration - start_iteration) * self.images_per_update / max(seconds, 1e-9)
         final = state.history[-1] if state.history and state.history[-1]["iteration"] == state.iteration else None
         self.reporter.finish(state, final, state.iteration - start_iteration, seconds, speed)
@@ -248,6 +250,36 @@ class Trainer:
         record = validation_record(result, state.iteration, epoch, train_loss, state.lrs[-1] if state.lrs else t.lr)
         panels = panel_items(self.handle, self.data.val_set, t.num_panels)
         self.reporter.validation(record, state, panels, self.data.val_set.palette, self.save_best)
+
+    def calibrate(self) -> None:
+        """Fit the temperature of the last and the best checkpoint on the validation split and store it in each (rank 0).
+
+        The weights and the training state in the files are left as they are; only ``temperature`` is added.
+        """
+        from fcnseg.calibration import calibrate
+        from fcnseg.errors import FcnsegError
+        from fcnseg.weights.checkpoint import load_checkpoint, load_model
+        from fcnseg.weights.checkpoint_writer import atomic_save
+
+        if self.dist.is_main:
+            limit = self.config.data.val_max_images or None
+            for name in (LAST, BEST):
+                path = self.reporter.checkpoints / name
+                if not path.exists():
+                    continue
+                handle = self.handle if name == LAST else load_model(path)
+                if name != LAST:
+                    handle.prepare(self.plan.device, self.plan.precision, self.plan.layout)
+                try:
+                    result = calibrate(handle, self.data.val_set, limit=limit, progress=False)
+                except FcnsegError as e:  # the run's weights are saved already: a failed fit costs the temperature only
+                    log.warning("%s not calibrated: %s", path, e)
+                    continue
+                log.info("%s calibrated on the validation split: %s", path, result.summary())
+                stored = load_checkpoint(path)
+                stored["temperature"] = result.temperature
+                atomic_save(stored, path)
+        D.barrier()
 
     def _checkpoint_extra(self) -> dict:
         return {"run_config": self.config.to_dict(), "iteration": self.state.iteration}

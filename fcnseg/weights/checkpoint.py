@@ -133,12 +133,13 @@ def load_model(
         config = from_dict(ModelConfig, ckpt["model_config"], f"{path}: model_config")
         model = build_model(config)
         load_state_dict_strict(model, ckpt["state_dict"], str(path))
-        own = ("state_dict", "model_config", "class_names", "normalization", "heads", "inputs", "palette")
+        own = ("state_dict", "model_config", "class_names", "normalization", "heads", "inputs", "palette", "temperature")
         extra = {k: v for k, v in ckpt.items() if k not in own}
         inputs = InputSpec.from_dict(ckpt["inputs"]) if ckpt.get("inputs") else None
         palette = np.asarray(ckpt["palette"]) if ckpt.get("palette") is not None else None
         loaded = LoadedModel(model, config, list(ckpt["class_names"]), normalization_from_dict(ckpt["normalization"]),
-                             "fcnseg", extra, dict(ckpt.get("heads") or {}), inputs, palette=palette, path=path)
+                             "fcnseg", extra, dict(ckpt.get("heads") or {}), inputs, palette=palette, path=path,
+                             temperature=_temperature(ckpt.get("temperature", 1.0), path))
     elif isinstance(obj, dict) and "model_state_dict" in obj:
         # pytorch-fcn's trainer wrapper; its 'arch' is the class name (e.g. 'FCN8sAtOnce').
         wrapped_arch = TORCHFCN_ARCHES.get(str(obj.get("arch", "")))
@@ -164,6 +165,14 @@ def load_model(
     return loaded
 
 
+def _temperature(value, path: Path) -> float:
+    """A checkpoint's ``temperature`` entry as a float, or a CheckpointError naming the file."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{path}: 'temperature' must be a positive number, found {value!r}") from None
+
+
 def _rename_classes(loaded: LoadedModel, class_names: list[str]) -> None:
     """Give the first head the names the user gave (a file that records none, or records them wrongly)."""
     if len(class_names) != loaded.config.num_classes:
@@ -180,7 +189,7 @@ def _load_onnx(path: Path, class_names: list[str] | None) -> LoadedModel:
     info = read_info(path)
     config = info.model_config()
     loaded = LoadedModel(None, config, list(info.class_names), info.normalization, "onnx", palette=info.palette,
-                         path=path, onnx_info=info)
+                         path=path, onnx_info=info, temperature=info.temperature)
     if class_names is not None:
         _rename_classes(loaded, class_names)
     return loaded

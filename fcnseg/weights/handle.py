@@ -64,6 +64,8 @@ class LoadedModel:
         path: the file it was loaded from (None when built in memory).
         onnx_info: the metadata of an ONNX file (:class:`~fcnseg.weights.onnx_format.OnnxModelInfo`), else None.
         plan: how it runs here (device, precision, autocast dtype, layout), set by :meth:`prepare`.
+        temperature: the calibration temperature (:mod:`fcnseg.calibration`): probabilities are
+            ``softmax(logits / temperature)``; 1 = uncalibrated. It never changes the argmax.
     """
 
     model: nn.Module | None
@@ -78,6 +80,7 @@ class LoadedModel:
     path: Path | None = None
     onnx_info: Any = None
     plan: Any = None
+    temperature: float = 1.0
     _sessions: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -95,6 +98,9 @@ class LoadedModel:
             if repeated:
                 raise CheckpointError(f"{where}: class names{which} must be distinct; {repeated} more than once")
         self.palette = default_palette() if self.palette is None else _full_palette(self.palette, self.num_classes, where)
+        self.temperature = float(self.temperature)
+        if not (self.temperature > 0 and np.isfinite(self.temperature)):
+            raise CheckpointError(f"{where}: the calibration temperature must be a positive number, found {self.temperature}")
 
     # --- what it is ------------------------------------------------------------------------------
 
@@ -232,7 +238,9 @@ class LoadedModel:
         """Write the torch module and its contract as a self-describing fcnseg checkpoint (atomic)."""
         if self.model is None:
             raise ConfigError(f"{self.path}: an ONNX file has no torch weights to save as a checkpoint")
-        save_checkpoint(path, self.model, self.config, self.class_names, self.normalization, {**self.extra, **(extra or {})},
+        calibration = {"temperature": self.temperature} if self.temperature != 1.0 else {}
+        save_checkpoint(path, self.model, self.config, self.class_names, self.normalization,
+                        {**self.extra, **calibration, **(extra or {})},
                         head_class_names=self.head_class_names if len(self.head_class_names) > 1 else None,
                         inputs=self.inputs, palette=self.palette)
 

@@ -33,6 +33,7 @@ PREFIX = "fcnseg."
 REQUIRED_KEYS = ("fcnseg.arch", "fcnseg.num_classes", "fcnseg.class_names", "fcnseg.normalization")
 ONNX_PRECISIONS = ("fp32", "int8")
 QUANTIZE_OPS = ("QuantizeLinear", "DequantizeLinear")
+TEMPERATURE_KEY = "fcnseg.temperature"  # the calibration temperature, a decimal number (absent: 1)
 
 
 def is_onnx_file(path: str | Path) -> bool:
@@ -70,6 +71,7 @@ class OnnxModelInfo:
     metadata: dict[str, str] = field(default_factory=dict)
     weight_bytes: int = 0
     config: ModelConfig | None = None  # the whole architecture (files written before it recorded arch and backbone only)
+    temperature: float = 1.0  # the calibration temperature (fcnseg.temperature; absent = 1, uncalibrated)
 
     def model_config(self) -> ModelConfig:
         """The architecture: the recorded one, else what arch, backbone and class count give."""
@@ -77,7 +79,7 @@ class OnnxModelInfo:
 
 
 def metadata(config: ModelConfig, normalization: Normalization, class_names: list[str],
-             palette: np.ndarray | None = None) -> dict[str, str]:
+             palette: np.ndarray | None = None, temperature: float = 1.0) -> dict[str, str]:
     """The ``fcnseg.*`` keys an exported file records (``metadata_props``): what :func:`parse_metadata` reads back."""
     meta = {
         "fcnseg.arch": config.arch,
@@ -90,6 +92,8 @@ def metadata(config: ModelConfig, normalization: Normalization, class_names: lis
     }
     if palette is not None:
         meta["fcnseg.palette"] = json.dumps(np.asarray(palette)[: config.num_classes].astype(int).tolist())
+    if temperature != 1.0:
+        meta[TEMPERATURE_KEY] = repr(float(temperature))
     return meta
 
 
@@ -174,6 +178,14 @@ def parse_metadata(
             raise _bad(path, "fcnseg.palette", f"a JSON list of at least {num_classes} [r, g, b] colours in 0..255",
                        meta["fcnseg.palette"])
         palette = palette.astype(np.uint8)
+    temperature = 1.0
+    if TEMPERATURE_KEY in meta:
+        try:
+            temperature = float(meta[TEMPERATURE_KEY])
+        except ValueError:
+            temperature = float("nan")
+        if not (temperature > 0 and np.isfinite(temperature)):
+            raise _bad(path, TEMPERATURE_KEY, "a positive number", meta[TEMPERATURE_KEY])
     return OnnxModelInfo(
         path=Path(path),
         arch=arch,
@@ -186,7 +198,25 @@ def parse_metadata(
         metadata={k: v for k, v in meta.items() if k.startswith(PREFIX)},
         weight_bytes=weight_bytes,
         config=config,
+        temperature=temperature,
     )
+
+
+def write_temperature(path: str | Path, out_path: str | Path, temperature: float) -> None:
+    """Copy the ONNX file ``path`` to ``out_path`` (atomically; the same path replaces it) with ``fcnseg.temperature``
+    set (removed at 1): the graph is untouched, only its metadata changes."""
+    from fcnseg.files import atomic_write
+
+    onnx = _onnx()
+    proto = onnx.load(str(path))
+    entries = {e.key: e.value for e in proto.metadata_props if e.key != TEMPERATURE_KEY}
+    if temperature != 1.0:
+        entries[TEMPERATURE_KEY] = repr(float(temperature))
+    del proto.metadata_props[:]
+    for key, value in entries.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    atomic_write(out_path, lambda tmp: onnx.save(proto, str(tmp)))
 
 
 def _onnx():
