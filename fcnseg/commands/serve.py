@@ -11,6 +11,7 @@ from pathlib import Path
 from fcnseg.errors import ConfigError
 from fcnseg.files import format_bytes, parse_bytes
 from fcnseg.inference.predictor import DEFAULT_MAX_MEMORY
+from fcnseg.inference.runtime import RUNTIME_HELP, RUNTIMES
 from fcnseg.precision import PRECISIONS
 from fcnseg.serve.limits import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB, DEFAULT_QUEUE, DEFAULT_WORKERS
 
@@ -28,7 +29,8 @@ def register(subparsers) -> None:
         "queued to one model instance; a full queue answers 503. Uploads are held in memory only. "
         "Needs the serve extra: pip install 'fcnseg[serve]'.",
     )
-    p.add_argument("checkpoint", type=Path, help="model checkpoint (fcnseg, pytorch-fcn .pth or .caffemodel)")
+    p.add_argument("checkpoint", type=Path,
+                   help="model checkpoint (fcnseg, pytorch-fcn .pth or .caffemodel) or an fcnseg .onnx (fp32 or int8)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1, this machine only; another address exposes the "
                         "server, which has no authentication, to the network)")
@@ -48,6 +50,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="forward precision (default: auto)")
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1 ... (default: auto)")
+    p.add_argument("--runtime", choices=RUNTIMES, default=None,
+                   help=RUNTIME_HELP + " (serve times a 500x500 image: no input is known before the first request)")
     p.set_defaults(func=run)
 
 
@@ -89,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"fcnseg serve needs FastAPI, uvicorn and python-multipart ({e}); pip install 'fcnseg[serve]'") from e
     from fcnseg.inference.predictor import Predictor
 
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision, max_memory=max_memory)
+    predictor = Predictor.from_checkpoint(args.checkpoint, runtime=args.runtime, device=args.device, precision=args.precision,
+                                          max_memory=max_memory)
     log.info("%s: %s", args.checkpoint, predictor.describe())
     app = create_app(
         predictor,

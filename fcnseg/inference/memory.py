@@ -288,6 +288,15 @@ ORT_SESSION_BYTES = 96 * 1024**2
 ORT_WEIGHT_FACTOR = {"fp32": 1.25, "int8": 1.25}
 ORT_ACTIVATION_FACTOR = {"fp32": 1.9, "int8": 2.0}
 
+# OpenVINO, calibrated the same way (benchmarks/runtimes.py --memory-sizes, docs/inference.md): OV_CALIBRATION
+OV_SESSION_BYTES = 96 * 1024**2
+OV_WEIGHT_FACTOR = {"fp32": 1.25, "int8": 1.25}
+OV_ACTIVATION_FACTOR = {"fp32": 1.9, "int8": 2.0}
+ENGINE_TERMS = {
+    "onnxruntime": (ORT_SESSION_BYTES, ORT_WEIGHT_FACTOR, ORT_ACTIVATION_FACTOR),
+    "openvino": (OV_SESSION_BYTES, OV_WEIGHT_FACTOR, OV_ACTIVATION_FACTOR),
+}
+
 
 def estimate_onnx(
     skeleton: nn.Module,
@@ -298,30 +307,36 @@ def estimate_onnx(
     batch: int = 1,
     *,
     probabilities: bool = False,
+    engine: str = "onnxruntime",
 ) -> MemoryEstimate:
-    """Estimate the memory of one ONNX Runtime forward of an fcnseg ``.onnx`` file on ``batch`` images of ``height x width``.
+    """Estimate the memory of one ONNX Runtime (or OpenVINO) forward of an fcnseg ``.onnx`` file on ``batch`` images of ``height x width``.
 
     Args:
         skeleton: the architecture the file records, built on the meta device (its forward is replayed
             there for the tensor sizes: float32 pixels in, float32 logits out).
         precision: "fp32" or "int8" (the file's).
         weight_bytes: the file's initialiser bytes (:attr:`fcnseg.weights.onnx_format.OnnxModelInfo.weight_bytes`).
+        engine: "onnxruntime" or "openvino": whose calibrated terms apply.
     Returns:
         MemoryEstimate whose ``weights`` are the session's (:data:`ORT_SESSION_BYTES` plus the initialisers
-        times :data:`ORT_WEIGHT_FACTOR`) and whose ``total`` adds the tensor peak times :data:`ORT_ACTIVATION_FACTOR`.
+        times :data:`ORT_WEIGHT_FACTOR`; OpenVINO's ``OV_*`` terms for it) and whose ``total`` adds the tensor
+        peak times :data:`ORT_ACTIVATION_FACTOR` (:data:`OV_ACTIVATION_FACTOR`).
     """
-    if precision not in ORT_ACTIVATION_FACTOR:
-        raise ValueError(f"ONNX precision must be one of {sorted(ORT_ACTIVATION_FACTOR)}, got {precision!r}")
+    if engine not in ENGINE_TERMS:
+        raise ValueError(f"engine must be one of {sorted(ENGINE_TERMS)}, got {engine!r}")
+    session_bytes, weight_factor, activation_factor = ENGINE_TERMS[engine]
+    if precision not in activation_factor:
+        raise ValueError(f"ONNX precision must be one of {sorted(activation_factor)}, got {precision!r}")
     tensors = estimate_forward(skeleton, height, width, "fp32", batch, probabilities=probabilities)
     return MemoryEstimate(
         height=height,
         width=width,
         batch=batch,
         precision=precision,
-        weights=ORT_SESSION_BYTES + int(weight_bytes * ORT_WEIGHT_FACTOR[precision]),
+        weights=session_bytes + int(weight_bytes * weight_factor[precision]),
         weight_casts=0,
         activations=tensors.activations,
         peak_layer=tensors.peak_layer,
         logits=tensors.logits,
-        workspace_factor=ORT_ACTIVATION_FACTOR[precision],
+        workspace_factor=activation_factor[precision],
     )
