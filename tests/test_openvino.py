@@ -3,6 +3,8 @@ same predictor, memory plan and commands."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -84,4 +86,5 @@ def test_predict_and_eval_run_onnx_files_and_checkpoints_with_openvino(models, t
     report = tmp_path / "eval.json"
     assert main(["eval", str(models["int8"]), "--kind", "synthetic", "--style", "blobs", "--limit", "2",
                  "--runtime", "openvino", "--out", str(report), "--no-progress"]) == 0
-    assert "openvino" in capsys.readouterr().out
+    assert "(openvino, int8)" in capsys.readouterr().out
+    assert json.loads(report.read_text())["runtime"] == "openvino"

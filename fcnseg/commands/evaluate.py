@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
                           **_class_options(args))
         result.update(checkpoint=str(args.checkpoint), split=args.split, tta=[str(v) for v in tta])
         source = f"{args.checkpoint} on {args.data or 'synthetic'} {args.split}"
-        if subject.runtime == "onnxruntime" or tta:
+        if subject.runtime != "torch" or tta:
             source += f" ({subject.runtime}, {result['precision']}{', TTA ' + args.tta if tta else ''})"
     rows = result.pop("per_image", None)
     print(f"{source}: {scored_line(result, args.out)}")
