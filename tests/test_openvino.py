@@ -88,3 +88,17 @@ def test_predict_and_eval_run_onnx_files_and_checkpoints_with_openvino(models, t
                  "--runtime", "openvino", "--out", str(report), "--no-progress"]) == 0
     assert "(openvino, int8)" in capsys.readouterr().out
     assert json.loads(report.read_text())["runtime"] == "openvino"
+
+
+def test_quantize_with_nncf_writes_an_int8_onnx_that_both_runtimes_run(models, tmp_path, capsys):
+    pytest.importorskip("nncf", reason="NNCF is not installed (pip install 'fcnseg[openvino]')")
+    out = tmp_path / "nncf-int8.onnx"
+    assert main(["quantize", str(models["fp32"]), str(out), "--calib", str(models["calib"]), "--num-calib", "4",
+                 "--check", "2", "--runtime", "openvino"]) == 0
+    assert "argmax agreement with fp32" in capsys.readouterr().out
+    handle = load_model(out)
+    assert handle.precision == "int8" and handle.class_names == load_model(models["fp32"]).class_names
+    image = scene(6, 1, size=(131, 97)).image
+    ov = Predictor(net=openvino_net(out)).predict(image).labels
+    fp32 = Predictor(net=OrtNet.from_file(models["fp32"])).predict(image).labels
+    assert (ov == fp32).mean() >= 0.95  # int8 on a net trained a few dozen steps; the benchmark measures agreement

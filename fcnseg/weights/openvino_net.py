@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -78,19 +79,21 @@ class OpenVinoNet:
             "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
         }
         self._compiled: OrderedDict[tuple[int, ...], object] = OrderedDict()
+        self._lock = threading.Lock()
 
     def compiled(self, shape: tuple[int, ...]):
         """The model compiled for input ``shape`` (``[N, 3, H, W]``), compiled on first use, the last few kept."""
-        if shape in self._compiled:
-            self._compiled.move_to_end(shape)
-            return self._compiled[shape]
-        model = self.model.clone()
-        model.reshape({INPUT_NAME: list(shape)})
-        compiled = self.core.compile_model(model, "CPU", self.config)
-        self._compiled[shape] = compiled
-        while len(self._compiled) > COMPILED_SHAPES:
-            self._compiled.popitem(last=False)
-        return compiled
+        with self._lock:
+            if shape in self._compiled:
+                self._compiled.move_to_end(shape)
+                return self._compiled[shape]
+            model = self.model.clone()
+            model.reshape({INPUT_NAME: list(shape)})
+            compiled = self.core.compile_model(model, "CPU", self.config)
+            self._compiled[shape] = compiled
+            while len(self._compiled) > COMPILED_SHAPES:
+                self._compiled.popitem(last=False)
+            return compiled
 
     def __call__(self, x) -> torch.Tensor:
         if isinstance(x, torch.Tensor):
@@ -98,9 +101,10 @@ class OpenVinoNet:
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected float32 [N, 3, H, W] RGB pixels, got {list(x.shape)}")
-        compiled = self.compiled(tuple(x.shape))
-        logits = compiled(x)[compiled.output(0)]
-        return torch.from_numpy(np.array(logits, dtype=np.float32, copy=True))
+        # One infer request per call: a compiled model's own request is not safe to share between serve's workers.
+        request = self.compiled(tuple(x.shape)).create_infer_request()
+        request.infer({0: x})
+        return torch.from_numpy(np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True))
 
 
 __all__ = ["OpenVinoNet", "openvino_available", "openvino_version"]
