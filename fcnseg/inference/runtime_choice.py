@@ -250,7 +250,6 @@ def onnx_handle(graph: Path, engine: str, source: LoadedModel) -> LoadedModel:
     handle = load_model(graph)
     handle.engine = engine
     handle.extra["exported_from"] = str(source.path)
-    handle.prepare()
     return handle
 
 
@@ -325,7 +324,6 @@ def choose_runtime(
     name, why = select_runtime(runtime, handle.path if handle.path is not None else "model.pt", dev, precision)
     if handle.onnx_info is not None:  # an .onnx file: the runtime asked for, ONNX Runtime under auto
         handle.engine = name
-        handle.prepare()
         return RuntimeChoice(handle, Candidate(name, handle.precision), why)
     if name != "auto":
         if name == "torch":
