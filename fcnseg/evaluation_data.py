@@ -53,3 +53,23 @@ def dataset_for_model(
 
 
 __all__ = ["dataset_for_model"]
+
+
+def first_image(dataset):
+    """The data set's first image as uint8 RGB ``[H, W, 3]`` (its normalisation undone), for ``--runtime auto``
+    to time the runtimes on; None for a data set of other inputs (depth, HHA) or one that cannot give it."""
+    import torch
+
+    from fcnseg.data.normalization import Normalization
+
+    normalization = getattr(dataset, "normalization", None)
+    if not isinstance(normalization, Normalization) or len(dataset) == 0:
+        return None
+    try:
+        item = dataset[0]
+    except Exception:  # noqa: BLE001 - a broken first item is reported by the evaluation itself
+        return None
+    image = item[0] if isinstance(item, (tuple, list)) else None
+    if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[0] != 3:
+        return None
+    return normalization.tensor_to_image(image)

@@ -1,7 +1,24 @@
 """Fixtures shared by the test modules."""
 
+import os
+
 import pytest
 import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def runtime_default_and_cache(tmp_path_factory):
+    """Tests run checkpoints with PyTorch unless they ask for another runtime (``--runtime auto`` would time three
+    runtimes and export each new checkpoint: tests/test_runtime_choice.py tests it), and never touch the user's cache."""
+    saved = {name: os.environ.get(name) for name in ("FCNSEG_RUNTIME", "FCNSEG_CACHE_DIR")}
+    os.environ.setdefault("FCNSEG_RUNTIME", "torch")
+    os.environ["FCNSEG_CACHE_DIR"] = str(tmp_path_factory.mktemp("fcnseg-cache"))
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture

@@ -91,11 +91,13 @@ def test_onnx_arena_is_off_under_a_memory_budget_and_on_without_one(models, larg
 
 def test_auto_runtime_follows_the_model_file(tmp_path):
     assert select_runtime("auto", "m.onnx", CPU, "auto")[0] == "onnxruntime"
-    assert select_runtime("auto", "m.pt", CPU, "auto")[0] == "torch"
+    assert select_runtime("auto", "m.pt", CPU, "auto")[0] == "auto"  # measured (tests/test_runtime_choice.py)
+    assert select_runtime("torch", "m.pt", CPU, "auto")[0] == "torch"
+    assert select_runtime("onnxruntime", "m.pt", CPU, "fp32")[0] == "onnxruntime"  # the checkpoint's cached export
     with pytest.raises(ConfigError, match="m.onnx: an ONNX file runs with --runtime onnxruntime"):
         select_runtime("torch", "m.onnx", CPU, "auto")
-    with pytest.raises(ConfigError, match="m.pt: --runtime onnxruntime runs .onnx files"):
-        select_runtime("onnxruntime", "m.pt", CPU, "auto")
+    with pytest.raises(ConfigError, match="m.pt: --runtime onnxruntime runs a checkpoint's fp32 export; --precision bf16"):
+        select_runtime("onnxruntime", "m.pt", CPU, "bf16")
     with pytest.raises(ConfigError, match="--precision bf16 is for checkpoints"):
         select_runtime("auto", "m.onnx", CPU, "bf16")
 

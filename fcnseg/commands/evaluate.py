@@ -11,8 +11,8 @@ from fcnseg.data.kinds import AUTO, DATASET_KINDS, NYUD_MODALITIES, SYNTHETIC_ST
 from fcnseg.errors import ConfigError
 from fcnseg.evaluation import evaluate, format_skipped, score_folders
 from fcnseg.files import check_output_path, write_json
-from fcnseg.inference.runtime import RUNTIMES
-from fcnseg.precision import PRECISIONS, select_device
+from fcnseg.inference.runtime import RUNTIME_HELP, RUNTIMES
+from fcnseg.precision import PRECISIONS
 from fcnseg.metrics import format_table
 from fcnseg.scoring import format_head_tables
 
@@ -40,8 +40,7 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU) | cpu | cuda | cuda:N")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto (default): fp16 on CUDA, bf16 on CPUs with native bf16, else fp32")
-    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
-                   help="torch for checkpoints, onnxruntime for .onnx files (default auto: by the model file)")
+    p.add_argument("--runtime", choices=RUNTIMES, default=None, help=RUNTIME_HELP)
     p.add_argument("--tta", metavar="SPEC",
                    help="test-time augmentation, softmax averaged at input size: flip, scales=0.75,1,1.25 or "
                    "scales=0.75,1,1.25,flip")
@@ -86,18 +85,17 @@ def scored_line(result: dict, out: Path) -> str:
 
 def _model_and_data(args: argparse.Namespace):
     """The model handle, prepared as the flags say, and the data set opened as it reads it."""
-    from fcnseg.evaluation_data import dataset_for_model
-    from fcnseg.inference.runtime import select_runtime
+    from fcnseg.evaluation_data import dataset_for_model, first_image
+    from fcnseg.inference.runtime_choice import choose_runtime
     from fcnseg.weights.checkpoint import load_model
 
-    chosen, why = select_runtime(args.runtime, args.checkpoint, select_device(args.device), args.precision)
-    log.info("%s: runtime %s (%s)", args.checkpoint, chosen, why)
     model = load_model(args.checkpoint)
-    if model.onnx_info is None:
-        model.prepare(args.device, args.precision)
     dataset = dataset_for_model(model, args.data, kind=args.kind, split=args.split, sbd_root=args.sbd_root,
                                 voc_root=args.voc_root, modalities=args.modalities, style=args.style)
-    return model, dataset
+    # The runtime is timed on the first image (evaluation feeds each runtime's handle as it reads: fed_as).
+    choice = choose_runtime(model, first_image(dataset), runtime=args.runtime, device=args.device, precision=args.precision)
+    log.log(choice.log_level, "%s: runtime %s", args.checkpoint, choice.why)
+    return choice.handle, dataset
 
 
 def _class_options(args: argparse.Namespace) -> dict:
@@ -169,7 +167,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, tta, subject, dataset) -> tup
                       **_class_options(args))
     result.update(checkpoint=str(args.checkpoint), split=args.split, tta=[str(v) for v in tta])
     source = f"{args.checkpoint} on {args.data or 'synthetic'} {args.split}"
-    if subject.runtime == "onnxruntime" or tta:
+    if subject.runtime != "torch" or tta:
         source += f" ({subject.runtime}, {result['precision']}{', TTA ' + args.tta if tta else ''})"
     return result, source
 

@@ -12,7 +12,7 @@ from fcnseg.images import DEFAULT_MAX_PIXELS
 from fcnseg.inference.confidence import CONFIDENCE_KINDS, DEFAULT_THRESHOLD
 from fcnseg.files import check_output_path, format_bytes, parse_bytes
 from fcnseg.inference.predictor import DEFAULT_MAX_MEMORY, LAYOUTS
-from fcnseg.inference.runtime import RUNTIMES
+from fcnseg.inference.runtime import RUNTIME_HELP, RUNTIMES
 from fcnseg.precision import PRECISIONS
 
 log = logging.getLogger("fcnseg.inference.predictor")
@@ -39,9 +39,8 @@ def register(subparsers) -> None:
                    "beside it)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="forward precision of a checkpoint (default: auto); an .onnx file runs in its own (fp32 or int8)")
-    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
-                   help="torch for checkpoints, onnxruntime for .onnx files (default auto: by the model file; "
-                   "the log says which and why)")
+    p.add_argument("--runtime", choices=RUNTIMES, default=None,
+                   help=RUNTIME_HELP)
     p.add_argument("--tta", metavar="SPEC",
                    help="test-time augmentation, softmax averaged at input size: flip, scales=0.75,1,1.25 or "
                    "scales=0.75,1,1.25,flip (costs one forward per variant)")
@@ -107,7 +106,7 @@ def _register_cluster_flags(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fcnseg.inference.predictor import Predictor
-    from fcnseg.inference.folder import check_output_folder, default_output_folder, predict_folder
+    from fcnseg.inference.folder import check_output_folder, default_output_folder, first_image, predict_folder
     from fcnseg.inference.tta import parse_tta
     from fcnseg.inference.video import is_video_file
 
@@ -145,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor.from_checkpoint(
         args.checkpoint,
         runtime=args.runtime,
+        image=first_image(images, args.max_pixels or None),
         tta=tta,
         device=args.device,
         precision=args.precision,

@@ -48,6 +48,10 @@ def register(subparsers) -> None:
                    "one cache serves any --keep-fp32")
     p.add_argument("--check", type=int, default=DEFAULT_CHECK_IMAGES, metavar="N",
                    help="measure the agreement with fp32 on N calibration images (default %(default)s; 0 = skip)")
+    p.add_argument("--runtime", choices=("onnxruntime", "openvino"), default="onnxruntime",
+                   help="whose int8: onnxruntime (default; ONNX Runtime's static QDQ quantization) or openvino (NNCF's, "
+                   "also QDQ ONNX, placed for OpenVINO's kernels: run it with --runtime openvino; needs "
+                   "pip install 'fcnseg[openvino]'; --method, --full-range and --calibration-cache are ONNX Runtime's)")
     p.set_defaults(func=run)
 
 
@@ -66,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         max_side=args.calib_max_side or None,
         check_images=args.check,
         calibration_cache=args.calibration_cache,
+        runtime=args.runtime,
     )
     print(report.summary())
     return 0

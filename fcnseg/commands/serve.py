@@ -11,6 +11,7 @@ from pathlib import Path
 from fcnseg.errors import ConfigError
 from fcnseg.files import format_bytes, parse_bytes
 from fcnseg.inference.predictor import DEFAULT_MAX_MEMORY
+from fcnseg.inference.runtime import RUNTIME_HELP, RUNTIMES
 from fcnseg.precision import PRECISIONS
 from fcnseg.serve.limits import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB, DEFAULT_QUEUE, DEFAULT_WORKERS
 
@@ -28,7 +29,8 @@ def register(subparsers) -> None:
         "queued to one model instance; a full queue answers 503. Uploads are held in memory only. "
         "Needs the serve extra: pip install 'fcnseg[serve]'.",
     )
-    p.add_argument("checkpoint", type=Path, help="model checkpoint (fcnseg, pytorch-fcn .pth or .caffemodel)")
+    p.add_argument("checkpoint", type=Path,
+                   help="model checkpoint (fcnseg, pytorch-fcn .pth or .caffemodel) or an fcnseg .onnx (fp32 or int8)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1, this machine only; another address exposes the "
                         "server, which has no authentication, to the network)")
@@ -59,6 +61,8 @@ def register(subparsers) -> None:
                     help="Label Studio's address (default $LABEL_STUDIO_URL), for images it serves itself (uploads)")
     ls.add_argument("--label-studio-token", metavar="TOKEN",
                     help="API token sent with those downloads (default $LABEL_STUDIO_API_KEY)")
+    p.add_argument("--runtime", choices=RUNTIMES, default=None,
+                   help=RUNTIME_HELP + " (serve times a 500x500 image: no input is known before the first request)")
     p.set_defaults(func=run)
 
 
@@ -100,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"fcnseg serve needs FastAPI, uvicorn and python-multipart ({e}); pip install 'fcnseg[serve]'") from e
     from fcnseg.inference.predictor import Predictor
 
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision, max_memory=max_memory)
+    predictor = Predictor.from_checkpoint(args.checkpoint, runtime=args.runtime, device=args.device, precision=args.precision,
+                                          max_memory=max_memory)
     log.info("%s: %s", args.checkpoint, predictor.describe())
     if args.label_studio:
         from fcnseg.annotations.label_studio_backend import Backend, create_backend_app

@@ -50,6 +50,19 @@ def default_output_folder(first_input: str | Path) -> Path:
     return first_input.parent / f"{stem}{DEFAULT_OUTPUT_SUFFIX}"
 
 
+def first_image(inputs: list[str | Path], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray | None:
+    """The first readable image among ``inputs`` (files, and folders searched as prediction searches them),
+    uint8 RGB ``[H, W, 3]``, for ``--runtime auto`` to time the runtimes on; None where there is none."""
+    for path in map(Path, inputs):
+        candidates = list_images(path) if path.is_dir() else [path] if path.is_file() and is_image_file(path.name) else []
+        for candidate in candidates[:5]:
+            try:
+                return read_image(candidate, max_pixels)
+            except (DataError, OSError):
+                continue
+    return None
+
+
 def check_output_folder(inputs: list[str | Path], output_dir: str | Path) -> None:
     """Refuse an output folder that is an input folder or lies inside one (a ConfigError showing both).
 

@@ -288,6 +288,20 @@ ORT_SESSION_BYTES = 96 * 1024**2
 ORT_WEIGHT_FACTOR = {"fp32": 1.25, "int8": 1.25}
 ORT_ACTIVATION_FACTOR = {"fp32": 1.9, "int8": 2.0}
 
+# OpenVINO, calibrated the same way (benchmarks/runtimes.py --memory-sizes, docs/inference.md; fresh process per
+# size, Sapphire Rapids with AMX): the small net's compiled model held 141-159 MiB at 256-1000 px whatever its 9 MB
+# of weights (the CPU plugin and its per-shape compiled graph), and one forward's RSS rise was 2.23-2.28x the
+# float32 tensor peak in fp32 and int8 alike. VGG16 FCN-8s's compiled model held 2.02x its fp32 initialisers over that
+# fixed part (1184-1196 MiB for 514 MB; the model as read plus its packed copy) and 2.06x its int8 ones (417-426 MiB),
+# and one forward 1.01-1.21x (fp32) and 0.65-0.86x (int8) the tensor peak: the small net's ratio bounds them all.
+OV_SESSION_BYTES = 160 * 1024**2
+OV_WEIGHT_FACTOR = {"fp32": 2.1, "int8": 2.1}
+OV_ACTIVATION_FACTOR = {"fp32": 2.4, "int8": 2.4}
+ENGINE_TERMS = {
+    "onnxruntime": (ORT_SESSION_BYTES, ORT_WEIGHT_FACTOR, ORT_ACTIVATION_FACTOR),
+    "openvino": (OV_SESSION_BYTES, OV_WEIGHT_FACTOR, OV_ACTIVATION_FACTOR),
+}
+
 
 def estimate_onnx(
     skeleton: nn.Module,
@@ -298,30 +312,36 @@ def estimate_onnx(
     batch: int = 1,
     *,
     probabilities: bool = False,
+    engine: str = "onnxruntime",
 ) -> MemoryEstimate:
-    """Estimate the memory of one ONNX Runtime forward of an fcnseg ``.onnx`` file on ``batch`` images of ``height x width``.
+    """Estimate the memory of one ONNX Runtime (or OpenVINO) forward of an fcnseg ``.onnx`` file on ``batch`` images of ``height x width``.
 
     Args:
         skeleton: the architecture the file records, built on the meta device (its forward is replayed
             there for the tensor sizes: float32 pixels in, float32 logits out).
         precision: "fp32" or "int8" (the file's).
         weight_bytes: the file's initialiser bytes (:attr:`fcnseg.weights.onnx_format.OnnxModelInfo.weight_bytes`).
+        engine: "onnxruntime" or "openvino": whose calibrated terms apply.
     Returns:
         MemoryEstimate whose ``weights`` are the session's (:data:`ORT_SESSION_BYTES` plus the initialisers
-        times :data:`ORT_WEIGHT_FACTOR`) and whose ``total`` adds the tensor peak times :data:`ORT_ACTIVATION_FACTOR`.
+        times :data:`ORT_WEIGHT_FACTOR`; OpenVINO's ``OV_*`` terms for it) and whose ``total`` adds the tensor
+        peak times :data:`ORT_ACTIVATION_FACTOR` (:data:`OV_ACTIVATION_FACTOR`).
     """
-    if precision not in ORT_ACTIVATION_FACTOR:
-        raise ValueError(f"ONNX precision must be one of {sorted(ORT_ACTIVATION_FACTOR)}, got {precision!r}")
+    if engine not in ENGINE_TERMS:
+        raise ValueError(f"engine must be one of {sorted(ENGINE_TERMS)}, got {engine!r}")
+    session_bytes, weight_factor, activation_factor = ENGINE_TERMS[engine]
+    if precision not in activation_factor:
+        raise ValueError(f"ONNX precision must be one of {sorted(activation_factor)}, got {precision!r}")
     tensors = estimate_forward(skeleton, height, width, "fp32", batch, probabilities=probabilities)
     return MemoryEstimate(
         height=height,
         width=width,
         batch=batch,
         precision=precision,
-        weights=ORT_SESSION_BYTES + int(weight_bytes * ORT_WEIGHT_FACTOR[precision]),
+        weights=session_bytes + int(weight_bytes * weight_factor[precision]),
         weight_casts=0,
         activations=tensors.activations,
         peak_layer=tensors.peak_layer,
         logits=tensors.logits,
-        workspace_factor=ORT_ACTIVATION_FACTOR[precision],
+        workspace_factor=activation_factor[precision],
     )

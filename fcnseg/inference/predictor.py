@@ -29,7 +29,7 @@ from fcnseg.inference import tta as tta_variants
 from fcnseg.inference.confidence import check_kind, confidence_from_probabilities
 from fcnseg.inference.forward import class_indices, normalize_pixels
 from fcnseg.inference.memory import MemoryEstimate
-from fcnseg.inference.runtime import LAYOUTS, OrtNet, TorchNet, runtime_for, select_layout, select_runtime
+from fcnseg.inference.runtime import LAYOUTS, OrtNet, TorchNet, runtime_for, select_layout
 from fcnseg.inference.tiling import (
     OUTPUT_STRIDE,
     Tile,
@@ -169,7 +169,8 @@ class Predictor:
                 raise ValueError("a bare FCN needs its normalization (a model handle from load_model() brings its own)")
             model = LoadedModel(model, model.config, list(class_names or []), normalization, "memory")
         if model is not None:
-            if model.onnx_info is None:
+            # A handle prepared already (its runtime chosen by measurement) keeps its plan unless flags say otherwise.
+            if model.onnx_info is None and (model.plan is None or (device, precision, layout) != ("auto", "auto", "auto")):
                 model.prepare(device, precision, layout)
             # Under a memory budget ONNX Runtime's arena is off: tiles of several shapes would grow it past the plan.
             net = runtime_for(model, compile=compile, memory_arena=max_memory is None)
@@ -225,24 +226,28 @@ class Predictor:
         return self.runtime.autocast_dtype
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, runtime: str = "auto", device: str = "auto", precision: str = "auto",
-                        layout: str = "auto", compile: bool = False, **kwargs) -> "Predictor":
-        """Load a model file (anything :func:`fcnseg.load_model` reads: a checkpoint, run by PyTorch, or an
-        fcnseg ``.onnx``, fp32 or int8, run by ONNX Runtime) and wrap it; the runtime's choice
-        (:func:`~fcnseg.inference.runtime.select_runtime`) is logged at debug level, and its reason becomes part of
-        :meth:`describe` where it tells the user something (a faster way for a CPU)."""
-        from fcnseg.precision import select_device
+    def from_checkpoint(cls, path: str | Path, *, runtime: str | None = None, device: str = "auto", precision: str = "auto",
+                        layout: str = "auto", compile: bool = False, image: np.ndarray | None = None,
+                        **kwargs) -> "Predictor":
+        """Load a model file (anything :func:`fcnseg.load_model` reads: a checkpoint, or an fcnseg ``.onnx``, fp32 or
+        int8) and wrap it, run by the runtime ``runtime`` names: "auto" (default; ``$FCNSEG_RUNTIME`` overrides the
+        default) times PyTorch, ONNX Runtime and OpenVINO on ``image`` (the first input, uint8 ``[H, W, 3]``; None: a
+        500x500 stand-in) once per model file and CPU and keeps the fastest that agrees
+        (:func:`~fcnseg.inference.runtime_choice.choose_runtime`); the choice and why are logged. ``kwargs``
+        go to the constructor (``max_memory``, ``tile``, ``tta`` ...)."""
+        from fcnseg.inference.runtime_choice import choose_runtime
         from fcnseg.weights.checkpoint import load_model
 
-        chosen, why = select_runtime(runtime, path, select_device(device), precision)
-        log.debug("%s: runtime %s (%s)", path, chosen, why)
-        predictor = cls(load_model(path), device=device, precision=precision, layout=layout, compile=compile, **kwargs)
-        if runtime == "auto" and ";" in why:  # a hint after the choice (see select_runtime)
-            predictor.hint = why.split(";", 1)[1].strip()
+        choice = choose_runtime(load_model(path), image, runtime=runtime, device=device, precision=precision,
+                                layout=layout, compile=compile)
+        log.log(choice.log_level, "%s: runtime %s", path, choice.why)
+        predictor = cls(choice.handle, device=device, precision=precision, layout=layout, compile=compile, **kwargs)
+        predictor.choice = choice
         return predictor
 
     palette = None  # uint8 [256, 3] class colours: the model's (its file's, else VOC's)
-    hint = None  # a faster way to run this model, named by from_checkpoint
+    hint = None  # a faster way to run this model, where one is known
+    choice = None  # how from_checkpoint chose the runtime (a RuntimeChoice)
 
     def describe(self) -> str:
         """One line: the net, where and how it runs (threads), TTA, and the hint if any."""

@@ -395,9 +395,15 @@ def quantize_onnx(
     return kept
 
 
-def agreement(fp32_path: str | Path, int8_path: str | Path, images: list[np.ndarray]) -> float:
-    """Fraction of pixels whose argmax class the two graphs agree on, over ``images`` (RGB uint8)."""
-    a, b = OnnxNet(fp32_path), OnnxNet(int8_path)
+def agreement(fp32_path: str | Path, int8_path: str | Path, images: list[np.ndarray], runtime: str = "onnxruntime") -> float:
+    """Fraction of pixels whose argmax class the two graphs agree on, over ``images`` (RGB uint8); the int8 graph
+    run by ``runtime`` ("onnxruntime" or "openvino")."""
+    if runtime == "openvino":
+        from fcnseg.weights.openvino_net import OpenVinoNet
+
+        a, b = OnnxNet(fp32_path), OpenVinoNet(int8_path)
+    else:
+        a, b = OnnxNet(fp32_path), OnnxNet(int8_path)
     same = total = 0
     for image in images:
         x = to_input(image)
@@ -419,6 +425,7 @@ def quantize(
     max_side: int | None = DEFAULT_CALIB_MAX_SIDE,
     check_images: int = DEFAULT_CHECK_IMAGES,
     calibration_cache: str | Path | None = None,
+    runtime: str = "onnxruntime",
 ) -> QuantizeReport:
     """Quantize a model handle (or a file :func:`fcnseg.load_model` reads): a checkpoint or an fp32 fcnseg ``.onnx``.
 
@@ -426,7 +433,9 @@ def quantize(
     first ``num_calib`` readable images under ``calib_dir``; unreadable ones are reported in
     ``QuantizeReport.skipped`` and skipped. With ``check_images`` > 0 the int8 file's argmax
     agreement with fp32 is measured on that many calibration images. ``calibration_cache``: see
-    :func:`quantize_onnx` (the images are still read, for the report and the check).
+    :func:`quantize_onnx` (the images are still read, for the report and the check). ``runtime="openvino"``
+    quantizes with OpenVINO's NNCF instead (:func:`fcnseg.inference.openvino_quantization.quantize_nncf`; QDQ ONNX
+    too, ``method``, ``reduce_range`` and ``calibration_cache`` unused) and checks the agreement through OpenVINO.
     """
     from fcnseg.weights.checkpoint import load_model
 
@@ -451,13 +460,18 @@ def quantize(
             fp32_path = export_onnx(handle, Path(tmp) / "fp32.onnx")
             metadata = read_info(fp32_path).metadata
         metadata = _with_quantization(metadata, method, keep_fp32, reduce_range, len(calibration.images))
-        kept = quantize_onnx(fp32_path, out_path, calibration.images, method=method, keep_fp32=keep_fp32,
-                             reduce_range=reduce_range, metadata=metadata, calibration_cache=calibration_cache)
+        if runtime == "openvino":
+            from fcnseg.inference.openvino_quantization import quantize_nncf
+
+            kept = quantize_nncf(fp32_path, out_path, calibration.images, keep_fp32=keep_fp32, metadata=metadata)
+        else:
+            kept = quantize_onnx(fp32_path, out_path, calibration.images, method=method, keep_fp32=keep_fp32,
+                                 reduce_range=reduce_range, metadata=metadata, calibration_cache=calibration_cache)
         report = QuantizeReport(out_path, method, tuple(keep_fp32), kept, [str(p) for p in calibration.paths],
                                 calibration.skipped, reduce_range)
         if check_images > 0:
             report.checked = min(check_images, len(calibration.images))
-            report.agreement = agreement(fp32_path, out_path, calibration.images[: report.checked])
+            report.agreement = agreement(fp32_path, out_path, calibration.images[: report.checked], runtime)
     return report
 
 

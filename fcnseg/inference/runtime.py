@@ -1,10 +1,10 @@
-"""The runtimes a tile can run on: PyTorch (any precision, layout and device) or ONNX Runtime (an fp32 or int8 .onnx file).
+"""The runtimes a tile can run on: PyTorch (any precision, layout and device), or ONNX Runtime or OpenVINO (an fp32 or int8 .onnx file).
 
 Each is a *net*: ``net(pixels uint8 [N, H, W, 3] RGB) -> float32 logits [N, C, H, W]``, with the
 memory estimate of one forward (``net.estimate``), its context margin and a description. The
 :class:`~fcnseg.inference.predictor.Predictor` tiles, reduces and writes; which runtime runs a tile
-does not matter to it. :func:`select_runtime` resolves ``--runtime auto`` from measurements
-(``docs/inference.md``).
+does not matter to it. :func:`select_runtime` checks ``--runtime`` against the model file;
+:mod:`fcnseg.inference.runtime_choice` resolves ``auto`` for a checkpoint by measurement (``docs/inference.md``).
 """
 
 from __future__ import annotations
@@ -24,12 +24,16 @@ from fcnseg.models.batchnorm import fold_batch_norm
 from fcnseg.models.fcn import build_model
 # select_layout: the layout rule of the one resolver, re-exported for the callers of the layout alone
 from fcnseg.precision import LAYOUTS, select_layout
-from fcnseg.weights.handle import LoadedModel
+from fcnseg.weights.handle import ENGINE_NAMES, LoadedModel
 from fcnseg.weights.onnx_format import is_onnx_file
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("auto", "torch", "onnxruntime")
+RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
+RUNTIME_HELP = ("which runtime runs the model (default auto, or $FCNSEG_RUNTIME): auto times PyTorch, ONNX Runtime and "
+                "OpenVINO (where installed) on the first input once per model file and CPU, and keeps the fastest that "
+                "agrees with PyTorch fp32 (cached; the log says what and why); an .onnx file runs with ONNX Runtime "
+                "unless openvino is asked for")
 
 
 def _as_tensor(pixels) -> torch.Tensor:
@@ -118,7 +122,8 @@ class TorchNet:
 
 
 class OrtNet:
-    """A model handle of an fcnseg ``.onnx`` file run by ONNX Runtime: ``net(pixels uint8 [N, H, W, 3]) -> float32
+    """A model handle of an fcnseg ``.onnx`` file run by ONNX Runtime, or by OpenVINO where the handle's
+    :attr:`~fcnseg.weights.handle.LoadedModel.engine` says so: ``net(pixels uint8 [N, H, W, 3]) -> float32
     logits [N, C, H, W]``.
 
     The normalisation is inside the graph. The geometry (context margin) and the memory model come
@@ -130,6 +135,7 @@ class OrtNet:
     def __init__(self, handle: LoadedModel, memory_arena: bool = True):
         check_predictable(handle)
         self.handle = handle
+        self.runtime = handle.runtime
         self.onnx = handle.session(memory_arena)
         info = handle.onnx_info
         self.device = torch.device("cpu")
@@ -160,33 +166,38 @@ class OrtNet:
         return self.onnx(np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32))
 
     def estimate(self, height: int, width: int, probabilities: bool = False) -> MemoryEstimate:
-        """The memory model of one ONNX Runtime forward (:func:`fcnseg.inference.memory.estimate_onnx`)."""
-        return estimate_onnx(self.skeleton, height, width, self.precision, self.weight_bytes, probabilities=probabilities)
+        """The memory model of one forward in this runtime (:func:`fcnseg.inference.memory.estimate_onnx`)."""
+        return estimate_onnx(self.skeleton, height, width, self.precision, self.weight_bytes, probabilities=probabilities,
+                             engine=self.runtime)
 
     def describe(self) -> str:
         info = self.handle.onnx_info
-        return (f"{info.arch} ({info.backbone}, {self.num_classes} classes), ONNX Runtime {self.precision}, "
-                f"{self.onnx.threads} threads")
+        source = self.handle.extra.get("exported_from")
+        exported = f", the fp32 export of {source}" if source else ""
+        return (f"{info.arch} ({info.backbone}, {self.num_classes} classes), {ENGINE_NAMES[self.runtime]} {self.precision}"
+                f"{exported}, {self.onnx.threads} threads")
 
 
 def runtime_for(handle: LoadedModel, *, compile: bool = False, memory_arena: bool = True):
-    """The runtime that runs ``handle``: :class:`OrtNet` for an ONNX file, else :class:`TorchNet`."""
+    """The runtime that runs ``handle``: :class:`OrtNet` for an ONNX file (ONNX Runtime or OpenVINO, by its
+    engine), else :class:`TorchNet`."""
     if handle.onnx_info is not None:
         return OrtNet(handle, memory_arena=memory_arena)
     return TorchNet(handle, compile=compile)
 
 
 def select_runtime(runtime: str, model_path: str | Path, device: torch.device, precision: str) -> tuple[str, str]:
-    """Resolve ``runtime`` ("auto", "torch", "onnxruntime") for a model file; returns ``(runtime, why)``.
+    """Check ``runtime`` (one of :data:`RUNTIMES`) against a model file; returns ``(runtime, why)``, where runtime
+    is "auto" when a measurement decides (:func:`fcnseg.inference.runtime_choice.choose_runtime`).
 
-    auto: ONNX Runtime for an ``.onnx`` file (int8 or fp32: only it runs them); for a checkpoint,
-    PyTorch. ONNX Runtime fp32 measured as fast as PyTorch's bf16 path or faster on a CPU
-    (docs/inference.md), but running a checkpoint with it would first cost an export (10-90 s), so
-    auto keeps PyTorch and ``why`` names the faster way for a CPU.
+    An ``.onnx`` file runs with ONNX Runtime (auto) or OpenVINO (asked for); a checkpoint with PyTorch, or with
+    ONNX Runtime or OpenVINO on its fp32 export (asked for, or chosen by auto on a CPU, where they are timed).
     Raises:
-        ConfigError: a runtime that cannot run the model (PyTorch and an .onnx file, ONNX Runtime and a
-            checkpoint, ONNX Runtime on CUDA, or a torch precision for an .onnx file).
+        ConfigError: a runtime that cannot run the model (PyTorch and an .onnx file, an ONNX runtime on CUDA or
+            with a torch precision, OpenVINO where it is not installed).
     """
+    from fcnseg.weights.openvino_net import INSTALL_HINT, openvino_available
+
     if runtime not in RUNTIMES:
         raise ConfigError(f"--runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
     onnx_file = is_onnx_file(model_path)
@@ -196,19 +207,25 @@ def select_runtime(runtime: str, model_path: str | Path, device: torch.device, p
     if onnx_file and device.type != "cpu":
         raise ConfigError(f"{model_path}: ONNX files run on the CPU here; --device {device} is for checkpoints")
     if runtime == "torch" and onnx_file:
-        raise ConfigError(f"{model_path}: an ONNX file runs with --runtime onnxruntime (or auto), not torch")
-    if runtime == "onnxruntime" and not onnx_file:
-        raise ConfigError(f"{model_path}: --runtime onnxruntime runs .onnx files; write one with "
-                          f"'fcnseg export' (fp32) or 'fcnseg quantize' (int8)")
+        raise ConfigError(f"{model_path}: an ONNX file runs with --runtime onnxruntime, openvino (or auto), not torch")
+    if runtime == "openvino" and not openvino_available():
+        raise ConfigError(f"{model_path}: --runtime openvino needs OpenVINO, which is not installed: {INSTALL_HINT}")
+    if runtime in ("onnxruntime", "openvino") and not onnx_file:
+        if device.type != "cpu":
+            raise ConfigError(f"{model_path}: --runtime {runtime} runs on the CPU; --device {device} is for PyTorch")
+        if precision not in ("auto", "fp32"):
+            raise ConfigError(f"{model_path}: --runtime {runtime} runs a checkpoint's fp32 export; --precision "
+                              f"{precision} is for PyTorch (quantize with 'fcnseg quantize' for int8)")
+        return runtime, "asked for: the checkpoint's fp32 export, cached"
     if onnx_file:
-        return "onnxruntime", "an .onnx file runs with ONNX Runtime"
+        if runtime == "openvino":
+            return "openvino", "asked for"
+        return "onnxruntime", "an .onnx file runs with ONNX Runtime" + (" (--runtime openvino for OpenVINO)" if runtime == "auto" else "")
     if runtime == "torch":
         return "torch", "asked for"
     if device.type == "cpu":
-        # ONNX Runtime ran fcnseg's nets as fast or faster in fp32 on the CPUs measured (docs/inference.md) and int8
-        # 2-3x faster again; auto does not export on its own (10-90 s per checkpoint), it says how to.
-        return "torch", "a checkpoint runs with PyTorch; an .onnx ('fcnseg export') runs faster on a CPU"
+        return "auto", "timed on this CPU: PyTorch, ONNX Runtime and OpenVINO where installed"
     return "torch", "a checkpoint runs with PyTorch"
 
 
-__all__ = ["LAYOUTS", "RUNTIMES", "OrtNet", "TorchNet", "check_predictable", "runtime_for", "select_layout", "select_runtime"]
+__all__ = ["LAYOUTS", "RUNTIMES", "RUNTIME_HELP", "OrtNet", "TorchNet", "check_predictable", "runtime_for", "select_layout", "select_runtime"]

@@ -29,6 +29,8 @@ from fcnseg.weights.checkpoint_writer import save_checkpoint
 log = logging.getLogger(__name__)
 
 IGNORE_COLOUR = (224, 224, 192)  # VOC's border colour, entry 255 of every palette
+ENGINES = ("onnxruntime", "openvino")  # what runs an ONNX file
+ENGINE_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "torch": "PyTorch"}
 
 
 def default_class_names(num_classes: int) -> list[str]:
@@ -66,6 +68,8 @@ class LoadedModel:
         plan: how it runs here (device, precision, autocast dtype, layout), set by :meth:`prepare`.
         temperature: the calibration temperature (:mod:`fcnseg.calibration`): probabilities are
             ``softmax(logits / temperature)``; 1 = uncalibrated. It never changes the argmax.
+        engine: what runs an ONNX file: "onnxruntime" (the default) or "openvino"
+            (:func:`fcnseg.inference.runtime_choice.choose_runtime` sets it).
     """
 
     model: nn.Module | None
@@ -81,6 +85,7 @@ class LoadedModel:
     onnx_info: Any = None
     plan: Any = None
     temperature: float = 1.0
+    engine: str = "onnxruntime"
     _sessions: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -110,8 +115,8 @@ class LoadedModel:
 
     @property
     def runtime(self) -> str:
-        """``"onnxruntime"`` for an ONNX file, ``"torch"`` for a module."""
-        return "onnxruntime" if self.onnx_info is not None else "torch"
+        """What runs it: ``"onnxruntime"`` or ``"openvino"`` (:attr:`engine`) for an ONNX file, ``"torch"`` for a module."""
+        return self.engine if self.onnx_info is not None else "torch"
 
     @property
     def precision(self) -> str:
@@ -141,7 +146,7 @@ class LoadedModel:
         names = ", ".join(self.class_names[:6]) + (" ..." if self.num_classes > 6 else "")
         text = f"{cfg.arch} ({cfg.backbone}, {self.num_classes} classes: {names}) from {self.path or 'memory'} [{self.source}]"
         if self.onnx_info is not None:
-            return text + f", ONNX Runtime {self.precision}"
+            return text + f", {ENGINE_NAMES[self.engine]} {self.precision}"
         if self.plan is not None:
             return text + f", {self.plan.describe()}"
         return text
@@ -167,14 +172,23 @@ class LoadedModel:
         return self
 
     def session(self, memory_arena: bool = True):
-        """The ONNX Runtime session of an ONNX file (:class:`~fcnseg.weights.onnx_format.OnnxNet`), made on
-        first use, one per arena setting (``memory_arena``: see ``OnnxNet``; off where a memory budget must hold)."""
+        """The session that runs an ONNX file, made on first use: ONNX Runtime's
+        (:class:`~fcnseg.weights.onnx_format.OnnxNet`), one per arena setting (``memory_arena``: see ``OnnxNet``;
+        off where a memory budget must hold), or OpenVINO's (:class:`~fcnseg.weights.openvino_net.OpenVinoNet`,
+        which keeps no arena) when :attr:`engine` is "openvino"."""
         if self.onnx_info is None:
             raise TypeError("session() is for a model loaded from an .onnx file")
+        if self.engine == "openvino":
+            memory_arena = "openvino"
         if memory_arena not in self._sessions:
-            from fcnseg.weights.onnx_format import OnnxNet
+            if self.engine == "openvino":
+                from fcnseg.weights.openvino_net import OpenVinoNet
 
-            self._sessions[memory_arena] = OnnxNet(self.path, memory_arena=memory_arena)
+                self._sessions[memory_arena] = OpenVinoNet(self.path)
+            else:
+                from fcnseg.weights.onnx_format import OnnxNet
+
+                self._sessions[memory_arena] = OnnxNet(self.path, memory_arena=memory_arena)
         return self._sessions[memory_arena]
 
     def forward(self, x: torch.Tensor):
