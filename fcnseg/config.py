@@ -10,12 +10,26 @@ from typing import Any, TypeVar
 
 from fcnseg.errors import ConfigError
 from fcnseg.precision import LAYOUTS, LEGACY_LAYOUTS, LEGACY_PRECISIONS, PRECISIONS
-from fcnseg.training.compile import LEGACY_COMPILE, check_compile_setting
 
 T = TypeVar("T")
 
 ARCHES = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")
 BACKBONES = ("vgg16", "alexnet", "small")
+# train.compile: whether torch.compile of the step pays is decided in fcnseg.training.compile.
+COMPILE_SETTINGS = ("auto", "on", "off")
+# YAML 1.1 reads a bare on / off as booleans.
+LEGACY_COMPILE = {True: "on", False: "off"}
+
+
+def check_compile_setting(value, source: str = "train.compile") -> str:
+    """``value`` as one of :data:`COMPILE_SETTINGS` (YAML's booleans read as on / off); a ConfigError otherwise."""
+    if isinstance(value, bool):
+        value = LEGACY_COMPILE[value]
+    if value not in COMPILE_SETTINGS:
+        raise ConfigError(f"{source} {value!r} is not one of {', '.join(COMPILE_SETTINGS)}")
+    return value
+
+
 # torchvision's fcn_resnet50/101: a dilated ResNet (output stride 8), FCNHead and bilinear upsampling
 # (fcnseg.models.resnet). Its one architecture is "fcn"; the skip architectures above are VGG-family only.
 RESNET_BACKBONES = ("resnet50", "resnet101")

@@ -14,10 +14,7 @@ import os
 import shutil
 
 from fcnseg.errors import ConfigError
-
-COMPILE_SETTINGS = ("auto", "on", "off")
-# YAML 1.1 reads a bare on / off as booleans.
-LEGACY_COMPILE = {True: "on", False: "off"}
+from fcnseg.config import COMPILE_SETTINGS, LEGACY_COMPILE, check_compile_setting  # the setting's vocabulary
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,15 +59,6 @@ class CompileDecision:
     compile: bool
     why: str
     waits: bool = False  # True: auto could not decide without the run's length; ask again once it is known
-
-
-def check_compile_setting(value, source: str = "train.compile") -> str:
-    """``value`` as one of :data:`COMPILE_SETTINGS` (YAML's booleans read as on / off); a ConfigError otherwise."""
-    if isinstance(value, bool):
-        value = LEGACY_COMPILE[value]
-    if value not in COMPILE_SETTINGS:
-        raise ConfigError(f"{source} {value!r} is not one of {', '.join(COMPILE_SETTINGS)}")
-    return value
 
 
 def compile_available() -> str:
