@@ -214,7 +214,7 @@ class Backend:
                                 "http://HOST:8080 to fetch it (or use local files storage and --label-studio-root)")
             return self._download(urljoin(self.url.rstrip("/") + "/", reference.lstrip("/")))
         if parsed.scheme not in ("", "file"):
-            raise TaskError(f"{reference}: {parsed.scheme}:// URLs are not read; use local files or http(s)")
+            raise TaskError(f"{reference}: {parsed.scheme}:// URLs are not read; use local files, or http:// or https:// URLs")
         return self._read_local(unquote(parsed.path) if parsed.scheme == "file" else reference, reference)
 
     def _read_local(self, path_text: str, reference: str) -> np.ndarray:
