@@ -274,3 +274,14 @@ def test_segment_with_ray_is_public_and_importing_it_leaves_ray_unloaded():
             "assert fcnseg.segment_with_ray is inference.segment_with_ray; assert 'ray' not in sys.modules")
     done = subprocess.run([sys.executable, "-c", code], env=env_without_torchrun(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_actors_on_a_node_share_one_copy_of_the_model_so_the_runtime_choice_is_measured_once(tmp_path, monkeypatch):
+    from fcnseg.inference.ray_engine import _node_copy
+
+    monkeypatch.setenv("FCNSEG_CACHE_DIR", str(tmp_path))
+    first = _node_copy(b"model bytes", "m.pt")
+    stamp = first.stat().st_mtime_ns
+    second = _node_copy(b"model bytes", "m.pt")
+    assert second == first and second.stat().st_mtime_ns == stamp  # same file, not rewritten: the cache key holds
+    assert _node_copy(b"other model", "m.pt") != first and first.read_bytes() == b"model bytes"

@@ -19,7 +19,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -292,6 +291,21 @@ def forward_stacked(predictor, images: list[np.ndarray]) -> list[np.ndarray]:
     return list(labels)
 
 
+def _node_copy(data: bytes, model_name: str) -> Path:
+    """The model's bytes as a file in this node's cache, one per content: every actor on the node (and every later
+    run) opens the same file, so ``--runtime auto``'s measurement, cached per model file, is made once per node."""
+    import hashlib
+
+    from fcnseg.files import atomic_write_bytes
+    from fcnseg.inference.runtime_choice import cache_dir
+
+    path = cache_dir() / "models" / hashlib.sha256(data).hexdigest()[:24] / model_name
+    if not (path.is_file() and path.stat().st_size == len(data)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(data, path)
+    return path
+
+
 class _Segmenter:
     """Ray actor: loads the model once, then turns batches of decoded images into label maps."""
 
@@ -302,9 +316,7 @@ class _Segmenter:
         from fcnseg.inference.predictor import Predictor
 
         torch.set_num_threads(options["threads"])
-        self.folder = tempfile.mkdtemp(prefix="fcnseg-model-")
-        path = Path(self.folder) / model_name
-        path.write_bytes(ray.get(model[0]))  # from the object store: no node needs the model file
+        path = _node_copy(ray.get(model[0]), model_name)  # from the object store: no node needs the model file
         self.predictor = Predictor.from_checkpoint(
             path, runtime=options["runtime"], device=options["device"], precision=options["precision"],
             layout=options["layout"], max_memory=options["max_memory"], tile=options["tile"], tta=options["tta"])
