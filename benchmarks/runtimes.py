@@ -10,7 +10,7 @@ ONNX Runtime's QDQ file (``fcnseg quantize``'s default) run by both runtimes, an
 (``fcnseg quantize --runtime openvino``) run by OpenVINO. The paths are interleaved round by round (the machine
 may be shared: the load hits all alike) and the median is printed with the labels' agreement with PyTorch fp32.
 Then ``--runtime auto``'s own choice on the same image (:func:`fcnseg.inference.runtime_choice.choose_runtime`,
-a fresh cache). ``--memory-sizes`` measures OpenVINO's peak RSS per size in a fresh process, against the memory
+a fresh cache), for the checkpoint and for the int8 QDQ file (ONNX Runtime against OpenVINO). ``--memory-sizes`` measures OpenVINO's peak RSS per size in a fresh process, against the memory
 model's terms (:data:`fcnseg.inference.memory.OV_WEIGHT_FACTOR`, :data:`~fcnseg.inference.memory.OV_ACTIVATION_FACTOR`).
 """
 
@@ -107,7 +107,15 @@ def bench_net(name: str, args, tmp: Path) -> list[dict]:
     choice = choose_runtime(load_model(checkpoint), image, runtime="auto", folder=tmp / "cache")
     rows.append({"net": LABELS[name], "path": f"auto: {choice.chosen.label}", "median_s": choice.times[choice.chosen.label],
                  "speedup": float("nan"), "agreement": choice.agreement[choice.chosen.label],
-                 "why": choice.why, "choice_s": time.perf_counter() - start})
+                 "why": choice.why, "choice_s": time.perf_counter() - start, "model": "checkpoint"})
+    if args.num_calib:  # the int8 file: ONNX Runtime against OpenVINO, held against ONNX Runtime's labels
+        start = time.perf_counter()
+        choice = choose_runtime(load_model(qdq), image, runtime="auto", folder=tmp / "cache")
+        rows.append({"net": LABELS[name], "path": f"auto (int8 file): {choice.chosen.label}",
+                     "median_s": choice.times.get(choice.chosen.label, float("nan")), "speedup": float("nan"),
+                     "agreement": float((onnx_net(qdq, choice.chosen.runtime)(batch)[0].max(0).indices == reference)
+                                        .float().mean()),
+                     "why": choice.why, "choice_s": time.perf_counter() - start, "model": "int8 .onnx file"})
     if args.memory_sizes and ov:
         sizes = [int(v) for v in args.memory_sizes.split(",")]
         rows[-1]["memory"] = measure_memory(fp32, sizes) + (measure_memory(qdq, sizes) if args.num_calib else [])
@@ -178,7 +186,8 @@ def main() -> None:
         print(f"| {r['net']} | {r['path']} | {r['median_s']:.3f} | {speed} | {r['agreement']:.2%} |")
     for r in rows:
         if "why" in r:
-            print(f"\n{r['net']}: --runtime auto took {r['choice_s']:.0f} s (export included): {r['why']}")
+            print(f"\n{r['net']} ({r['model']}): --runtime auto took {r['choice_s']:.0f} s"
+                  f"{' (export included)' if r['model'] == 'checkpoint' else ''}: {r['why']}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """--runtime auto with fake timings: the fastest candidate whose labels agree with PyTorch fp32 wins, a disagreeing one is
-refused, and the cached choice is reused until the CPU, a library version or the model file changes."""
+refused, and the cached choice is reused until the CPU, a library version or the model file changes; an .onnx file
+(fp32, int8) is chosen the same way between ONNX Runtime and OpenVINO, held against ONNX Runtime's labels."""
 
 from __future__ import annotations
 
@@ -16,15 +17,21 @@ pytest.importorskip("onnxscript")
 
 import fcnseg.inference.runtime_choice as runtime_choice  # noqa: E402
 from fcnseg.inference.predictor import Predictor  # noqa: E402
-from fcnseg.inference.runtime_choice import MIN_AGREEMENT, Candidate, candidates, choose_runtime  # noqa: E402
+from fcnseg.inference.runtime import OrtNet  # noqa: E402
+from fcnseg.inference.runtime_choice import (MIN_AGREEMENT, MIN_AGREEMENT_INT8, Candidate, candidates,  # noqa: E402
+                                             choose_runtime, onnx_candidates)
 from fcnseg.precision import kind_from_cpuinfo  # noqa: E402
 from fcnseg.weights.checkpoint import load_model  # noqa: E402
 from fcnseg.weights.openvino_net import openvino_available  # noqa: E402
 from conftest import CPUINFO  # noqa: E402
+from onnx_support import scene, small_models  # noqa: E402
 from serve_support import sample_image, save_small_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 IMAGE = sample_image(96, 128, seed=3)
+SCENE = scene(6, 1, size=(131, 97)).image  # for the trained net of the .onnx files
+needs_openvino = pytest.mark.skipif(not openvino_available(),
+                                    reason="OpenVINO is not installed (pip install 'fcnseg[openvino]'; the dev extra has it)")
 
 
 class FakeTimes:
@@ -183,3 +190,98 @@ def test_the_environment_sets_the_default_and_a_bad_value_is_named(monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", "/xdg")
     assert str(runtime_choice.cache_dir()) == "/xdg/fcnseg"
     assert np.issubdtype(runtime_choice.sample_image(None).dtype, np.uint8)
+
+
+# --- an .onnx file: ONNX Runtime against OpenVINO --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return small_models(tmp_path_factory)  # a trained small net, its fp32 export and int8 (QDQ) file
+
+
+def choose_onnx(path, folder, measure=None, **kwargs):
+    return choose_runtime(load_model(path), SCENE, runtime="auto", folder=folder, measure=measure, **kwargs)
+
+
+def test_onnx_candidates_are_onnx_runtime_first_then_openvino_where_installed():
+    assert [c.label for c in onnx_candidates("int8", openvino=True)] == ["onnxruntime int8", "openvino int8"]
+    assert [c.label for c in onnx_candidates("fp32", openvino=False)] == ["onnxruntime fp32"]
+
+
+@needs_openvino
+def test_an_int8_onnx_file_runs_with_openvino_where_it_is_faster_and_agrees(models, tmp_path):
+    measure = FakeTimes({"openvino int8": 0.01, "onnxruntime int8": 0.05})
+    choice = choose_onnx(models["int8"], tmp_path, measure)
+    assert measure.calls == ["onnxruntime int8", "openvino int8"]  # the reference first
+    assert choice.chosen == Candidate("openvino", "int8") and choice.handle.engine == "openvino"
+    assert choice.handle.runtime == "openvino" and choice.handle.path == models["int8"]
+    assert choice.agreement["onnxruntime int8"] == 1.0 and choice.agreement["openvino int8"] >= MIN_AGREEMENT_INT8
+    assert not choice.refused and choice.threshold == MIN_AGREEMENT_INT8
+    assert "agreeing with ONNX Runtime int8 on >= 99.5%" in choice.why and "openvino int8 0.01 s" in choice.why
+
+
+@needs_openvino
+def test_an_fp32_onnx_file_keeps_onnx_runtime_where_it_is_faster(models, tmp_path):
+    choice = choose_onnx(models["fp32"], tmp_path, FakeTimes({"openvino fp32": 0.05, "onnxruntime fp32": 0.01}))
+    assert choice.chosen == Candidate("onnxruntime", "fp32") and choice.handle.engine == "onnxruntime"
+    assert choice.threshold == MIN_AGREEMENT and "on >= 99.9%" in choice.why
+
+
+@needs_openvino
+def test_a_disagreeing_openvino_is_refused_for_an_int8_file(models, tmp_path):
+    measure = FakeTimes({"openvino int8": 0.01, "onnxruntime int8": 0.05}, wrong=("openvino int8",))
+    choice = choose_onnx(models["int8"], tmp_path, measure)
+    assert choice.chosen == Candidate("onnxruntime", "int8") and choice.handle.engine == "onnxruntime"
+    assert choice.agreement["openvino int8"] < MIN_AGREEMENT_INT8
+    assert "agreement" in choice.refused["openvino int8"] and "< 99.5%" in choice.refused["openvino int8"]
+    assert "openvino int8 refused" in choice.why
+
+
+def test_without_openvino_an_onnx_file_runs_with_onnx_runtime_unmeasured(models, tmp_path, monkeypatch):
+    import fcnseg.weights.openvino_net as openvino_net
+
+    monkeypatch.setattr(openvino_net, "openvino_available", lambda: False)
+    measure = FakeTimes({})
+    choice = choose_onnx(models["int8"], tmp_path, measure)
+    assert not measure.calls and not choice.times and not (tmp_path / "runtime").exists()
+    assert choice.chosen == Candidate("onnxruntime", "int8") and choice.handle.engine == "onnxruntime"
+    assert "OpenVINO is not installed" in choice.why
+
+
+@needs_openvino
+def test_an_onnx_files_choice_is_cached_until_the_file_changes(models, tmp_path):
+    path = tmp_path / "int8.onnx"
+    shutil.copy(models["int8"], path)
+    measure = FakeTimes({"openvino int8": 0.01, "onnxruntime int8": 0.05})
+    first = choose_onnx(path, tmp_path / "cache", measure)
+    measure.calls.clear()
+    again = choose_onnx(path, tmp_path / "cache", measure)
+    assert not measure.calls and again.cached and again.chosen == first.chosen
+    assert again.handle.engine == "openvino" and again.times == first.times and "cached" in again.why
+    assert "ONNX Runtime int8 on >= 99.5%" in again.why
+    # $FCNSEG_RUNTIME=torch (the test suite's default) measures nothing: ONNX Runtime
+    assert choose_runtime(load_model(path), SCENE, folder=tmp_path / "cache", measure=measure).handle.engine == "onnxruntime"
+    assert not measure.calls
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a new quantization over the same name
+    choose_onnx(path, tmp_path / "cache", measure)
+    assert measure.calls
+
+
+@needs_openvino
+def test_the_measured_choice_for_an_int8_file_predicts_what_its_engine_predicts(models, caplog):
+    """Not faked: both engines timed on the scene; the predictor's labels equal the chosen engine's own."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="fcnseg.inference.predictor"):
+        predictor = Predictor.from_checkpoint(models["int8"], runtime="auto", image=SCENE)
+    choice = predictor.choice
+    assert set(choice.times) == {"onnxruntime int8", "openvino int8"} and not choice.cached
+    assert choice.agreement[choice.chosen.label] >= MIN_AGREEMENT_INT8
+    assert predictor.runtime.runtime == choice.chosen.runtime
+    assert f"runtime {choice.chosen.label}" in caplog.text
+    direct = load_model(models["int8"])
+    direct.engine = choice.chosen.runtime
+    expected = Predictor(net=OrtNet(direct)).predict(SCENE).labels
+    assert np.array_equal(predictor.predict(SCENE).labels, expected)

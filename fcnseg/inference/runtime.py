@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
 RUNTIME_HELP = ("which runtime runs the model (default auto, or $FCNSEG_RUNTIME): auto times PyTorch, ONNX Runtime and "
                 "OpenVINO (where installed) on the first input once per model file and CPU, and keeps the fastest that "
-                "agrees with PyTorch fp32 (cached; the log says what and why); an .onnx file runs with ONNX Runtime "
-                "unless openvino is asked for")
+                "agrees with PyTorch fp32 (cached; the log says what and why); an .onnx file (fp32 or int8) is timed "
+                "the same way between ONNX Runtime and OpenVINO, held against ONNX Runtime's labels")
 
 
 def _as_tensor(pixels) -> torch.Tensor:
@@ -190,7 +190,8 @@ def select_runtime(runtime: str, model_path: str | Path, device: torch.device, p
     """Check ``runtime`` (one of :data:`RUNTIMES`) against a model file; returns ``(runtime, why)``, where runtime
     is "auto" when a measurement decides (:func:`fcnseg.inference.runtime_choice.choose_runtime`).
 
-    An ``.onnx`` file runs with ONNX Runtime (auto) or OpenVINO (asked for); a checkpoint with PyTorch, or with
+    An ``.onnx`` file runs with ONNX Runtime or OpenVINO (asked for; under auto, ONNX Runtime unless the measurement
+    picks OpenVINO); a checkpoint with PyTorch, or with
     ONNX Runtime or OpenVINO on its fp32 export (asked for, or chosen by auto on a CPU, where they are timed).
     Raises:
         ConfigError: a runtime that cannot run the model (PyTorch and an .onnx file, an ONNX runtime on CUDA or

@@ -1,4 +1,4 @@
-"""``--runtime auto`` for a checkpoint: time PyTorch, ONNX Runtime and OpenVINO on the first input, keep the fastest that agrees.
+"""``--runtime auto``: time the runtimes that can run a model file on the first input, keep the fastest that agrees.
 
 The candidates are PyTorch in the formats this CPU runs natively (fp32, and bf16 where the CPU has it in
 hardware: :func:`fcnseg.precision.cpu_kind`), in both layouts; ONNX Runtime fp32 and, when installed,
@@ -7,6 +7,10 @@ OpenVINO fp32, on the checkpoint's ONNX export (written once into the cache). Ea
 PyTorch fp32's on at least :data:`MIN_AGREEMENT` of the pixels wins. The choice and the exported graph are
 kept in the user's cache folder (:func:`cache_dir`) per model file, CPU (model name, flags, threads) and
 library versions, so later runs pay nothing; a corrupt cache entry is ignored and rewritten.
+
+An ``.onnx`` file (fp32, or ``fcnseg quantize``'s int8) is measured the same way between ONNX Runtime and,
+when installed, OpenVINO, held against ONNX Runtime's labels (:data:`MIN_AGREEMENT`, or
+:data:`MIN_AGREEMENT_INT8` for int8, which two engines round differently).
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from fcnseg.weights.handle import ENGINE_NAMES, LoadedModel
 
 log = logging.getLogger(__name__)
 
-MIN_AGREEMENT = 0.999  # fraction of pixels whose label must match PyTorch fp32's
+MIN_AGREEMENT = 0.999  # fraction of pixels whose label must match the reference's (PyTorch fp32, or ONNX Runtime for an .onnx)
+MIN_AGREEMENT_INT8 = 0.995  # the same for an int8 .onnx file: two int8 engines round near-ties differently
 MAX_SIDE = 512  # the timed input: the first image's centre, at most this many pixels a side
 DEFAULT_SAMPLE = (500, 500)  # the timed size where no input is known in advance (serve)
 REPEATS = 3  # timed runs per candidate after one warm-up; the median counts
@@ -75,6 +80,17 @@ def candidates(kind, *, openvino: bool, precision: str = "auto", layout: str = "
         if openvino:
             found.append(Candidate("openvino"))
     return found
+
+
+def onnx_candidates(precision: str, *, openvino: bool) -> list[Candidate]:
+    """The runtimes of an ``.onnx`` file written in ``precision`` (fp32, int8): ONNX Runtime (the reference) and,
+    when installed, OpenVINO."""
+    return [Candidate("onnxruntime", precision)] + ([Candidate("openvino", precision)] if openvino else [])
+
+
+def min_agreement(precision: str) -> float:
+    """The fraction of labels a candidate must share with the reference: :data:`MIN_AGREEMENT_INT8` for int8."""
+    return MIN_AGREEMENT_INT8 if precision == "int8" else MIN_AGREEMENT
 
 
 # --- the cache ------------------------------------------------------------------------------------
@@ -195,6 +211,8 @@ class RuntimeChoice:
         refused: labels of candidates left out (disagreeing, or failing to run) -> the reason.
         shape: height and width timed on.
         cached: True when the choice came from the cache.
+        reference: what the labels were held against (PyTorch fp32; ONNX Runtime for an .onnx file).
+        threshold: the agreement a candidate needed (:func:`min_agreement`).
     """
 
     handle: LoadedModel
@@ -205,6 +223,8 @@ class RuntimeChoice:
     refused: dict[str, str] = field(default_factory=dict)
     shape: tuple[int, int] | None = None
     cached: bool = False
+    reference: str = "PyTorch fp32"
+    threshold: float = MIN_AGREEMENT
 
     @property
     def log_level(self) -> int:
@@ -299,7 +319,8 @@ def choose_runtime(
         handle: :func:`fcnseg.weights.checkpoint.load_model`'s result.
         image: the first input, uint8 RGB ``[H, W, 3]`` (None: a fixed random one of :data:`DEFAULT_SAMPLE`).
         runtime: one of :data:`RUNTIMES` (None: :func:`default_runtime`); "auto" measures where there is a choice
-            (a checkpoint of one RGB input and one head, on the CPU, not compiled); the others force one.
+            (a checkpoint of one RGB input and one head, on the CPU, not compiled; an .onnx file where OpenVINO
+            is installed); the others force one.
         device, precision, layout: as for :meth:`~fcnseg.weights.handle.LoadedModel.prepare`; other than "auto"
             they narrow the candidates (:func:`candidates`).
         folder: the cache folder (default :func:`cache_dir`).
@@ -315,16 +336,34 @@ def choose_runtime(
     from fcnseg.precision import check_layout, check_precision, cpu_kind, select_device
     from fcnseg.weights.openvino_net import openvino_available
 
+    onnx_file = handle.onnx_info is not None
     if runtime is None:
         runtime = default_runtime()
-        if runtime == "torch" and handle.onnx_info is not None:  # $FCNSEG_RUNTIME=torch is about checkpoints
-            runtime = "auto"
+        if runtime == "torch" and onnx_file:  # $FCNSEG_RUNTIME=torch means "measure nothing": ONNX Runtime here
+            runtime = "onnxruntime"
     precision, layout = check_precision(precision), check_layout(layout)
     dev = select_device(device)
     name, why = select_runtime(runtime, handle.path if handle.path is not None else "model.pt", dev, precision)
-    if handle.onnx_info is not None:  # an .onnx file: the runtime asked for, ONNX Runtime under auto
-        handle.engine = name
-        return RuntimeChoice(handle, Candidate(name, handle.precision), why)
+    try:
+        check_predictable(handle)
+        predictable = True
+    except ConfigError:
+        predictable = False
+    if onnx_file:
+        found = onnx_candidates(handle.precision, openvino=openvino_available())
+        if runtime != "auto" or not predictable or handle.path is None or len(found) < 2:
+            handle.engine = name
+            if runtime == "auto":  # nothing timed: say why
+                why = "ONNX Runtime: " + ("OpenVINO is not installed" if len(found) < 2 else "a model not loaded from a file"
+                                         if handle.path is None else "a net of several inputs or heads is not timed")
+            return RuntimeChoice(handle, Candidate(name, handle.precision), why)
+        kind = cpu_kind()
+
+        def measured():
+            return _measure_onnx(handle, found, sample_image(image), measure or _measure_default)
+
+        return _cached_or_measured(handle, found, kind, Path(folder) if folder is not None else cache_dir(),
+                                   measured, lambda chosen: _engine(handle, chosen))
     if name != "auto":
         if name == "torch":
             handle.prepare(device, precision, layout)
@@ -332,11 +371,6 @@ def choose_runtime(
         return forced(handle, name, folder=Path(folder) if folder is not None else None)
     kind = cpu_kind()
     found = candidates(kind, openvino=openvino_available(), precision=precision, layout=layout)
-    try:
-        check_predictable(handle)
-        predictable = True
-    except ConfigError:
-        predictable = False
     if not predictable or compile or handle.path is None or len(found) < 2:
         handle.prepare(device, precision, layout)
         reason = ("compiled (--compile)" if compile else "a model not loaded from a file" if handle.path is None
@@ -345,17 +379,29 @@ def choose_runtime(
         return RuntimeChoice(handle, Candidate("torch", handle.plan.precision, handle.plan.layout),
                              f"PyTorch: {reason}")
     folder = Path(folder) if folder is not None else cache_dir()
+
+    def measured():
+        return _measure(handle, found, sample_image(image), kind, folder, measure or _measure_default)
+
+    return _cached_or_measured(handle, found, kind, folder, measured,
+                               lambda chosen: _handle_for(handle, chosen, kind, folder))
+
+
+def _cached_or_measured(handle: LoadedModel, found: list[Candidate], kind, folder: Path,
+                        measured: Callable[[], RuntimeChoice], handle_for: Callable[[Candidate], LoadedModel]) -> RuntimeChoice:
+    """The choice among ``found`` for ``handle``'s file on this CPU: cached (``handle_for(chosen)`` gives its handle),
+    else ``measured()`` and cached, per model file, CPU, library versions and candidates."""
     key = {"cache": CACHE_VERSION, "model": file_identity(handle.path), "cpu": cpu_identity(kind),
            "versions": library_versions(), "candidates": [c.label for c in found]}
     entry_path = folder / "runtime" / f"{_digest(key)}.json"
     entry = _read_entry(entry_path, key)
     if entry is not None:
         chosen = Candidate(**entry["chosen"])
-        choice = RuntimeChoice(_handle_for(handle, chosen, kind, folder), chosen, "", entry["times"],
-                               entry["agreement"], entry["refused"], tuple(entry["shape"]), cached=True)
+        choice = RuntimeChoice(handle_for(chosen), chosen, "", entry["times"], entry["agreement"], entry["refused"],
+                               tuple(entry["shape"]), cached=True, **_reference(handle))
         choice.why = _explain(choice, f"cached in {entry_path}")
         return choice
-    choice = _measure(handle, found, sample_image(image), kind, folder, measure or _measure_default)
+    choice = measured()
     entry_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json.dumps({"key": key, "chosen": asdict(choice.chosen), "times": choice.times,
                                   "agreement": choice.agreement, "refused": choice.refused,
@@ -364,22 +410,80 @@ def choose_runtime(
     return choice
 
 
+def _reference(handle: LoadedModel) -> dict:
+    """What ``handle``'s candidates are held against, and how closely (:class:`RuntimeChoice`'s last two fields)."""
+    if handle.onnx_info is not None:
+        return {"reference": f"ONNX Runtime {handle.precision}", "threshold": min_agreement(handle.precision)}
+    return {"reference": "PyTorch fp32", "threshold": MIN_AGREEMENT}
+
+
+def _engine(handle: LoadedModel, chosen: Candidate) -> LoadedModel:
+    """``handle`` (an .onnx file's) set to be run by ``chosen``'s runtime."""
+    handle.engine = chosen.runtime
+    return handle
+
+
 def _handle_for(handle: LoadedModel, chosen: Candidate, kind, folder: Path) -> LoadedModel:
     if chosen.runtime == "torch":
         return _place(handle, chosen, kind)
     return onnx_handle(exported_graph(handle, folder), chosen.runtime, handle)
 
 
-def _measure(handle: LoadedModel, found: list[Candidate], pixels: np.ndarray, kind, folder: Path,
-             measure: Measure) -> RuntimeChoice:
-    """Time every candidate on ``pixels`` (uint8 ``[H, W, 3]``); the fastest agreeing with the reference wins."""
-    from fcnseg.inference.runtime import OrtNet, TorchNet
-
+def _time_candidates(found: list[Candidate], pixels: np.ndarray, net_for: Callable[[Candidate], Callable],
+                     measure: Measure, threshold: float, refused: dict[str, str]) -> tuple[dict, dict]:
+    """Time every candidate of ``found`` not already in ``refused`` on ``pixels`` (uint8 ``[H, W, 3]``), each
+    run by ``net_for(candidate)``; the first one timed is the reference the others' labels are held against.
+    Adds to ``refused`` those that fail to run or agree on less than ``threshold`` of the labels; returns
+    ``(times, agreement)`` by candidate label."""
     batch = torch.from_numpy(pixels)[None]
     times: dict[str, float] = {}
     agreement: dict[str, float] = {}
-    refused: dict[str, str] = {}
     reference = None
+    for candidate in found:
+        if candidate.label in refused:
+            continue
+        net = None
+        try:
+            net = net_for(candidate)
+            seconds, logits = measure(candidate, lambda net=net: net(batch))
+        except (FcnsegError, RuntimeError, ValueError) as e:  # a runtime that cannot run this net here is left out
+            refused[candidate.label] = f"failed: {type(e).__name__}: {str(e)[:200]}"
+            log.info("--runtime auto: %s left out (%s)", candidate.label, refused[candidate.label])
+            continue
+        finally:
+            del net
+        labels = logits[0].float().max(0).indices
+        if reference is None:
+            reference = labels
+        agree = float((labels == reference).float().mean())
+        times[candidate.label], agreement[candidate.label] = float(seconds), agree
+        if agree < threshold:
+            refused[candidate.label] = f"agreement {agree:.2%} < {threshold:.1%}"
+    return times, agreement
+
+
+def _chosen(handle: LoadedModel, found: list[Candidate], pixels: np.ndarray, times: dict, agreement: dict,
+            refused: dict, handle_for: Callable[[Candidate], LoadedModel]) -> RuntimeChoice:
+    """The fastest agreeing candidate's :class:`RuntimeChoice` (``why`` left for :func:`_explain`).
+
+    Raises:
+        FcnsegError: no candidate ran and agreed.
+    """
+    eligible = [c for c in found if c.label in times and c.label not in refused]
+    if not eligible:
+        raise FcnsegError(f"{handle.path}: no runtime ran this model on a {pixels.shape[0]}x{pixels.shape[1]} image "
+                          f"({'; '.join(f'{k}: {v}' for k, v in refused.items())})")
+    chosen = min(eligible, key=lambda c: times[c.label])
+    return RuntimeChoice(handle_for(chosen), chosen, "", times, agreement, refused,
+                         (int(pixels.shape[0]), int(pixels.shape[1])), **_reference(handle))
+
+
+def _measure(handle: LoadedModel, found: list[Candidate], pixels: np.ndarray, kind, folder: Path,
+             measure: Measure) -> RuntimeChoice:
+    """A checkpoint's candidates timed on ``pixels`` (uint8 ``[H, W, 3]``); the fastest agreeing with PyTorch fp32 wins."""
+    from fcnseg.inference.runtime import OrtNet, TorchNet
+
+    refused: dict[str, str] = {}
     graph: Path | None = None
     if any(c.runtime != "torch" for c in found):
         # Before PyTorch's candidates: the export traces the module as loaded (a channels_last one specialises the shapes).
@@ -389,36 +493,28 @@ def _measure(handle: LoadedModel, found: list[Candidate], pixels: np.ndarray, ki
             reason = f"no ONNX export: {type(e).__name__}: {str(e)[:200]}"
             refused.update({c.label: reason for c in found if c.runtime != "torch"})
             log.info("--runtime auto: ONNX runtimes left out (%s)", reason)
-    for candidate in found:
-        if candidate.label in refused:
-            continue
-        net = None
-        try:
-            if candidate.runtime == "torch":
-                net = TorchNet(_place(handle, candidate, kind))
-            else:
-                net = OrtNet(onnx_handle(graph, candidate.runtime, handle))
-            seconds, logits = measure(candidate, lambda net=net: net(batch))
-        except (FcnsegError, RuntimeError, ValueError) as e:  # a runtime that cannot run this net here is left out
-            refused[candidate.label] = f"failed: {type(e).__name__}: {str(e)[:200]}"
-            log.info("--runtime auto: %s left out (%s)", candidate.label, refused[candidate.label])
-            continue
-        finally:
-            del net
-        labels = logits[0].float().max(0).indices
-        if reference is None:  # the first candidate is PyTorch fp32 (candidates() puts it first)
-            reference = labels
-        agree = float((labels == reference).float().mean())
-        times[candidate.label], agreement[candidate.label] = float(seconds), agree
-        if agree < MIN_AGREEMENT:
-            refused[candidate.label] = f"agreement {agree:.2%} < {MIN_AGREEMENT:.1%}"
-    eligible = [c for c in found if c.label in times and c.label not in refused]
-    if not eligible:
-        raise FcnsegError(f"{handle.path}: no runtime ran this model on a {pixels.shape[0]}x{pixels.shape[1]} image "
-                          f"({'; '.join(f'{k}: {v}' for k, v in refused.items())})")
-    chosen = min(eligible, key=lambda c: times[c.label])
-    return RuntimeChoice(_handle_for(handle, chosen, kind, folder), chosen, "", times, agreement, refused,
-                         (int(pixels.shape[0]), int(pixels.shape[1])))
+
+    def net_for(candidate: Candidate):
+        if candidate.runtime == "torch":  # the first is PyTorch fp32, the reference (candidates() puts it first)
+            return TorchNet(_place(handle, candidate, kind))
+        return OrtNet(onnx_handle(graph, candidate.runtime, handle))
+
+    times, agreement = _time_candidates(found, pixels, net_for, measure, MIN_AGREEMENT, refused)
+    return _chosen(handle, found, pixels, times, agreement, refused,
+                   lambda chosen: _handle_for(handle, chosen, kind, folder))
+
+
+def _measure_onnx(handle: LoadedModel, found: list[Candidate], pixels: np.ndarray, measure: Measure) -> RuntimeChoice:
+    """An .onnx file's runtimes timed on ``pixels``; the fastest agreeing with ONNX Runtime (the first) wins."""
+    from fcnseg.inference.runtime import OrtNet
+    from fcnseg.weights.checkpoint import load_model
+
+    def net_for(candidate: Candidate):  # a handle of its own per engine: the chosen one is built afresh for the run
+        return OrtNet(_engine(load_model(handle.path), candidate))
+
+    refused: dict[str, str] = {}
+    times, agreement = _time_candidates(found, pixels, net_for, measure, min_agreement(handle.precision), refused)
+    return _chosen(handle, found, pixels, times, agreement, refused, lambda chosen: _engine(handle, chosen))
 
 
 def _explain(choice: RuntimeChoice, where: str) -> str:
@@ -428,9 +524,9 @@ def _explain(choice: RuntimeChoice, where: str) -> str:
     shape = f"{choice.shape[0]}x{choice.shape[1]}" if choice.shape else "?"
     agreeing = len([k for k in choice.times if k not in choice.refused])
     text = (f"{choice.chosen.label} ({ENGINE_NAMES[choice.chosen.runtime]}): the fastest of {agreeing} agreeing with "
-            f"PyTorch fp32 on >= {MIN_AGREEMENT:.1%} of the labels at {shape} ({times})")
+            f"{choice.reference} on >= {choice.threshold:.1%} of the labels at {shape} ({times})")
     return text + (f"; {refused}" if refused else "") + f"; {where}"
 
 
-__all__ = ["Candidate", "default_runtime", "MIN_AGREEMENT", "RUNTIMES", "RuntimeChoice", "cache_dir", "candidates", "choose_runtime",
-           "exported_graph", "library_versions", "median_time", "sample_image"]
+__all__ = ["Candidate", "default_runtime", "MIN_AGREEMENT", "MIN_AGREEMENT_INT8", "RUNTIMES", "RuntimeChoice", "cache_dir", "candidates", "choose_runtime",
+           "exported_graph", "library_versions", "median_time", "min_agreement", "onnx_candidates", "sample_image"]
