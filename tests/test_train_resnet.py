@@ -149,3 +149,21 @@ def test_two_updates_from_the_torchvision_file_give_a_6_class_checkpoint_that_pr
 
     assert main(["train", "--resume", str(tmp_path / "run"), "--max-iter", "3", "--no-progress"]) == 0
     assert load_model(tmp_path / "run" / "checkpoints" / "last.pt").extra["iteration"] == 3
+
+
+def test_classifier_weights_of_an_imagenet_resnet_start_the_trunk(tmp_path):
+    from resnet_reference import random_classifier_state_dict
+
+    state = random_classifier_state_dict("resnet50", seed=5)
+    path = tmp_path / "resnet50-0676ba61.pth"
+    torch.save(state, path)
+    config = resolve_run_config(overrides={**settings(tmp_path), "model": {"backbone": "resnet50", "num_classes": 6},
+                                           "train": {"classifier_weights": str(path)}})
+    initialized = initialize_model(config)
+    ours = initialized.model.state_dict()
+    assert all(torch.equal(ours[f"backbone.{k}"], v) for k, v in state.items() if not k.startswith("fc."))
+    assert initialized.normalization == IMAGENET_RGB and "trunk initialised from the classifier" in initialized.description
+    vgg = resolve_run_config(overrides={**settings(tmp_path), "model": {"backbone": "vgg16", "arch": "fcn32s"},
+                                        "train": {"classifier_weights": str(path)}})
+    with pytest.raises(CheckpointError, match="a ResNet classifier.*--backbone resnet50 or resnet101"):
+        initialize_model(vgg)

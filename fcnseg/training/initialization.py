@@ -161,9 +161,11 @@ def _resnet_start_description(path: str, theirs: dict, model_config: ModelConfig
     classes = theirs.get("num_classes")
     why = (f" for the data set's {model_config.num_classes} classes (the file has {classes}; rows of classes of the "
            "same name are copied under --class-map)" if classes != model_config.num_classes else "")
+    unused = "aux_classifier" if theirs.get("aux") and not model_config.aux else ""
     return (f"{model_config.backbone} FCN initialised from {path}: trunk ({trunk} tensors) and "
             f"{', '.join(head) or 'no head layer'} copied; "
-            f"{('re-initialised' + why + ': ' + ', '.join(fresh)) if fresh else 'nothing re-initialised'}")
+            f"{('re-initialised' + why + ': ' + ', '.join(fresh)) if fresh else 'nothing re-initialised'}"
+            + (f"; its {unused} not used (model.aux is false)" if unused else ""))
 
 
 def class_indexed_keys(model: nn.Module) -> dict[str, tuple[int, ...]]:
