@@ -385,8 +385,10 @@ class TrainConfig:
     # torch.compile of the training step: auto (only where a measurement on this kind of CPU found it faster,
     # and the run is long enough to earn its compile back: fcnseg.training.compile) | on | off
     compile: str = "auto"
-    init_from: str = ""  # checkpoint of a coarser FCN to start from (16s from 32s, 8s from 16s)
-    classifier_weights: str = ""  # ImageNet VGG16 classifier to start from (net surgery, paper section 4)
+    # checkpoint of a coarser FCN to start from (16s from 32s, 8s from 16s), or of a ResNet FCN to fine-tune (ours,
+    # or any file load_model reads: torchvision's fcn_resnet50/101_coco)
+    init_from: str = ""
+    classifier_weights: str = ""  # ImageNet VGG16 (net surgery, paper section 4) or ResNet-50/101 classifier to start from
     # How the classes of the init_from checkpoint are read in the data set's (docs/data.md, "Class names"):
     # a class map file ("data name -> model name" per line) that reorders or renames them, or
     # ignore_class_names to copy the score layers by index whatever the names say.

@@ -169,7 +169,9 @@ def register(subparsers) -> None:
     g.add_argument("--resume", type=Path, metavar="CKPT_OR_DIR",
                    help="continue from a last.pt, or a run folder (uses its checkpoints/last.pt and its settings); "
                    "the run goes on in that folder")
-    g.add_argument("--init-from", metavar="CKPT", help="start from a coarser FCN checkpoint (16s from 32s, 8s from 16s)")
+    g.add_argument("--init-from", metavar="CKPT", help="start from a coarser FCN checkpoint (16s from 32s, 8s from 16s), or a ResNet FCN to fine-tune "
+                   "(an fcnseg checkpoint or torchvision's fcn_resnet50/101_coco file; the class scores start fresh "
+                   "where its classes differ)")
     g.add_argument("--class-map", metavar="FILE",
                    help="with --init-from: how the checkpoint's classes read in the data set's, one "
                    "'data name -> model name' per line (reorders or renames; 'name ->' starts that class fresh)")
@@ -177,7 +179,8 @@ def register(subparsers) -> None:
                    help="with --init-from: copy the score layers by class index even where the checkpoint's class "
                    "names differ from the data set's (at your own risk; logged as a warning)")
     g.add_argument("--classifier-weights", metavar="FILE",
-                   help="start from an ImageNet VGG16 classifier (torchvision-style .pth or Caffe .caffemodel)")
+                   help="start from an ImageNet VGG16 classifier (torchvision-style .pth or Caffe .caffemodel), or a "
+                   "torchvision ResNet-50/101 classifier with --backbone resnet50/resnet101")
     g.add_argument("--freeze-batch-norm", choices=FREEZE_BATCH_NORM,
                    help="BatchNorm statistics of a net started from trained weights: auto (default) keeps them "
                    "where fewer than 8 images per batch would re-estimate them; on; off")

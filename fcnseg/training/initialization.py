@@ -1,5 +1,6 @@
-"""Where a run's weights start: from scratch, an ImageNet VGG16 classifier, a coarser FCN, single-stream FCNs
-(one per stream of a late-fusion net), or the checkpoint it resumes.
+"""Where a run's weights start: from scratch, an ImageNet VGG16 or ResNet classifier, a coarser FCN or a ResNet FCN to
+fine-tune, single-stream FCNs (one per stream of a late-fusion net), or the checkpoint it resumes; and whether the
+BatchNorm statistics of trained weights are kept.
 
 Each start says which input normalisation its weights imply; :func:`resolve_normalization` turns
 that and ``data.normalization`` into the one the run feeds.
@@ -52,15 +53,17 @@ def initialize_model(
 
     Args:
         config: the run settings; ``train.classifier_weights`` (net surgery, paper section 4; every trunk
-            of the net gets the classifier's, conv1_1 widened for more channels), ``train.init_from``
-            (staged training, section 4.2) or ``train.init_streams_from`` (late fusion from single-stream
+            of the net gets the classifier's, conv1_1 widened for more channels; a ResNet classifier for a
+            ResNet FCN), ``train.init_from`` (staged training, section 4.2; a ResNet FCN to fine-tune: our
+            checkpoint or torchvision's file) or ``train.init_streams_from`` (late fusion from single-stream
             nets, nyud-fcn32s-color-hha) choose the start, else scratch.
         resume_checkpoint: a ``last.pt`` already read (:func:`fcnseg.training.state.read_resume`);
             its weights win over every other start, and its model must be the one ``config`` asks for.
         resume_source: the file it came from, for messages.
     Raises:
-        ConfigError: the resumed model differs from the config's, or a classifier for a non-VGG16 trunk.
-        CheckpointError: an ``init_from`` checkpoint shares no layer, or its trunk does not fit.
+        ConfigError: the resumed model differs from the config's, or a classifier for a non-VGG16/ResNet trunk.
+        CheckpointError: an ``init_from`` checkpoint shares no layer, its trunk does not fit, or it is a ResNet
+            where the run builds a VGG-family net (or the other way round).
     """
     model_config = config.model
     if resume_checkpoint is not None:
