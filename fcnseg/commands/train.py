@@ -94,7 +94,7 @@ examples:
 
   # fine-tune torchvision's fcn_resnet50_coco on your classes (trunk and head kept, class scores new)
   fcnseg train --backbone resnet50 --init-from fcn_resnet50_coco.pth --dataset auto --data-root data/my-set \
-      --crop-size 256 --batch-size 4 --iter-size 1 --lr 0.001 --max-iter 500 --out runs/r50
+      --crop-size 256 --batch-size 4 --iter-size 1 --lr 0.0025 --lr-policy poly --max-iter 1000 --out runs/r50
 
   # fine-tune a model whose classes are the data set's in another order (or under other names)
   fcnseg train --config my.yaml --init-from runs/a/checkpoints/best.pt --class-map classes.map
