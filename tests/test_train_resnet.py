@@ -75,6 +75,7 @@ def test_init_from_a_torchvision_file_keeps_trunk_and_head_conv_and_starts_the_s
     assert initialized.normalization == IMAGENET_RGB
     assert "re-initialised for the data set's 6 classes (the file has 21" in initialized.description
     assert "classifier.4" in initialized.description and "classifier.0, classifier.1" in initialized.description
+    assert "its aux_classifier not used (model.aux is false)" in initialized.description
 
     # classes of the same name, under a class map, start from the file's rows; the others stay fresh
     fresh = ours["classifier.4.weight"].clone()
@@ -122,17 +123,20 @@ def test_batch_norm_statistics_are_frozen_for_trained_weights_under_small_batche
 def test_two_updates_from_the_torchvision_file_give_a_6_class_checkpoint_that_predicts_and_resumes(
         tmp_path, torchvision_file, capsys):
     state, path = torchvision_file
-    config = resolve_run_config(overrides=settings(tmp_path, path))
+    config = resolve_run_config(overrides={**settings(tmp_path, path), "model": {"backbone": "resnet50", "aux": True}})
     result = train(config, progress=False)
     log = (tmp_path / "run" / "train.log").read_text()
-    assert "re-initialised for the data set's 6 classes" in log
+    assert "re-initialised for the data set's 6 classes" in log and "aux_classifier.4" in log
+    assert "aux_classifier kept as it starts" in log
     assert "BatchNorm statistics frozen" in log and "a batch of 2 images (under 8)" in log
 
     loaded = load_model(result.last_checkpoint)
     assert loaded.config.backbone == "resnet50" and loaded.config.arch == "fcn" and loaded.config.num_classes == 6
     assert loaded.class_names == SHAPES and loaded.normalization == IMAGENET_RGB
     weights = loaded.model.state_dict()
-    assert weights["classifier.4.weight"].shape == (6, 512, 1, 1)
+    assert weights["classifier.4.weight"].shape == (6, 512, 1, 1) and weights["aux_classifier.4.bias"].shape == (6,)
+    # the auxiliary head is not trained (the loss is the main head's): its 3x3 conv is still the file's
+    assert torch.equal(weights["aux_classifier.0.weight"], state["aux_classifier.0.weight"])
     # frozen statistics: every running mean and variance is still the file's; the convolutions moved
     stats = [k for k in state if k.endswith(("running_mean", "running_var")) and not k.startswith("aux_")]
     assert stats and all(torch.equal(weights[k], state[k]) for k in stats)

@@ -374,6 +374,12 @@ def train(config: RunConfig, resume: str | Path | Resume | None = None, progress
             log.info("%s", batch_norm.message)
         if batch_norm.freeze:  # before DDP's synchronised BatchNorm, which then leaves the frozen ones alone
             freeze_batch_norm_statistics(initialized.model)
+        if config.model.is_resnet and config.model.aux:
+            # Deviation: torchvision's reference adds 0.5 x the auxiliary head's loss; the loss here is the main
+            # head's, so the auxiliary head is stored as it starts, not left as parameters without gradients (DDP)
+            initialized.model.aux_classifier.requires_grad_(False)
+            log.info("aux_classifier kept as it starts: the loss is the main head's (model.aux stores it, unused by "
+                     "inference)")
         if resume is None and dist.is_main:
             crop = config.data.crop_size
             slow = slow_start_warning(config, dist.device.type, (crop, crop) if crop else TYPICAL_IMAGE)
