@@ -93,7 +93,7 @@ def test_a_resnet_checkpoint_for_a_vgg_run_names_the_backbone_to_train_with(tmp_
     _, path = torchvision_file
     config = resolve_run_config(overrides={**settings(tmp_path, path), "model": {"backbone": "small",
                                                                                   "arch": "fcn32s"}})
-    with pytest.raises(CheckpointError, match="a fcn on resnet50.*train with --backbone resnet50"):
+    with pytest.raises(CheckpointError, match=r"holds a resnet50 FCN \(arch fcn\), but this run builds a small one \(arch fcn32s\); train with --backbone resnet50$"):
         initialize_model(config)
 
 

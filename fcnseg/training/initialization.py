@@ -125,8 +125,8 @@ def _from_coarser(model_config: ModelConfig, path: str) -> InitializedModel:
     theirs = checkpoint["model_config"]
     if (theirs.get("backbone") in RESNET_BACKBONES) != model_config.is_resnet or (
             model_config.is_resnet and theirs.get("backbone") != model_config.backbone):
-        raise CheckpointError(f"{path}: a {theirs.get('arch')} on {theirs.get('backbone')}, but this run builds a "
-                              f"{model_config.arch} on {model_config.backbone}; train with --backbone "
+        raise CheckpointError(f"{path}: holds a {theirs.get('backbone')} FCN (arch {theirs.get('arch')}), but this run "
+                              f"builds a {model_config.backbone} one (arch {model_config.arch}); train with --backbone "
                               f"{theirs.get('backbone')}" + ("" if theirs.get("backbone") in RESNET_BACKBONES
                                                               else f" --arch {theirs.get('arch')}"))
     keys = class_indexed_keys(model)
