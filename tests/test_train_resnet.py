@@ -171,3 +171,20 @@ def test_classifier_weights_of_an_imagenet_resnet_start_the_trunk(tmp_path):
                                         "train": {"classifier_weights": str(path)}})
     with pytest.raises(CheckpointError, match="a ResNet classifier.*--backbone resnet50 or resnet101"):
         initialize_model(vgg)
+
+
+def test_init_from_a_converted_imagenet_classifier_keeps_its_trunk(tmp_path):
+    from resnet_reference import random_classifier_state_dict
+
+    state = random_classifier_state_dict("resnet50", seed=7)
+    torch.save(state, tmp_path / "resnet50.pth")
+    assert main(["convert", "--from-classifier", "--num-classes", "6", str(tmp_path / "resnet50.pth"),
+                 str(tmp_path / "r50-fcn.pt")]) == 0
+    converted = load_model(tmp_path / "r50-fcn.pt").model.state_dict()
+    config = resolve_run_config(overrides={**settings(tmp_path, tmp_path / "r50-fcn.pt"),
+                                           "model": {"backbone": "resnet50", "num_classes": 6}})
+    initialized = initialize_model(config)
+    ours = initialized.model.state_dict()
+    assert all(torch.equal(ours[f"backbone.{k}"], v) for k, v in state.items() if not k.startswith("fc."))
+    assert [k for k in converted if not torch.equal(ours[k], converted[k])] == []  # 6 classes both: the head too
+    assert "nothing re-initialised" in initialized.description
