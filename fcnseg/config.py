@@ -544,11 +544,15 @@ class RunConfig:
     # the run takes the count from its data set's classes (fcnseg.training.datasets.take_class_count).
     # Not a setting: never written out, set by resolve_run_config.
     num_classes_from_data: bool = dataclasses.field(default=False, compare=False)
+    # True when no layer of the settings gave model.backbone or model.arch: a run whose train.init_from holds a ResNet
+    # FCN builds that ResNet (fcnseg.training.initialization.take_backbone_from_weights). Not a setting either.
+    backbone_from_weights: bool = dataclasses.field(default=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON friendly); ``RunConfig.from_dict(cfg.to_dict())`` rebuilds it."""
         values = dataclasses.asdict(self)
         values.pop("num_classes_from_data")
+        values.pop("backbone_from_weights")
         return values
 
     @classmethod
@@ -682,4 +686,5 @@ def resolve_run_config(
     config = RunConfig.from_dict(merged, source)
     given = [PRESETS.get(preset, {}), *(values for values, _ in layers)]
     config.num_classes_from_data = not any({"num_classes", "heads"} & set(values.get("model") or {}) for values in given)
+    config.backbone_from_weights = not any({"backbone", "arch"} & set(values.get("model") or {}) for values in given)
     return config

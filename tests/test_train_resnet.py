@@ -188,3 +188,20 @@ def test_init_from_a_converted_imagenet_classifier_keeps_its_trunk(tmp_path):
     assert all(torch.equal(ours[f"backbone.{k}"], v) for k, v in state.items() if not k.startswith("fc."))
     assert [k for k in converted if not torch.equal(ours[k], converted[k])] == []  # 6 classes both: the head too
     assert "nothing re-initialised" in initialized.description
+
+
+def test_init_from_a_resnet_file_without_a_backbone_builds_that_resnet(tmp_path, torchvision_file, caplog):
+    from fcnseg.training.initialization import take_backbone_from_weights
+
+    _, path = torchvision_file
+    plain = {key: value for key, value in settings(tmp_path, path).items() if key != "model"}
+    config = resolve_run_config(overrides=plain)
+    assert config.model.backbone == "vgg16" and config.backbone_from_weights
+    with caplog.at_level("INFO"):
+        taken = take_backbone_from_weights(config)
+    assert (taken.model.backbone, taken.model.arch) == ("resnet50", "fcn") and "backbone_from_weights" not in taken.to_dict()
+    assert f"model.backbone resnet50 (arch fcn), from the --init-from file {path}" in caplog.text
+    named = resolve_run_config(overrides={**plain, "model": {"backbone": "vgg16"}})
+    assert not named.backbone_from_weights and take_backbone_from_weights(named) is named
+    scratch = resolve_run_config(overrides={**plain, "train": {"init_from": ""}})
+    assert take_backbone_from_weights(scratch) is scratch

@@ -8,6 +8,7 @@ that and ``data.normalization`` into the one the run feeds.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from fcnseg.weights.checkpoint import load_checkpoint, load_start_weights, load_state_dict_strict, read_classifier_trunk
-from fcnseg.config import FREEZE_BATCH_NORM_BELOW, RESNET_BACKBONES, DataConfig, ModelConfig, RunConfig, from_dict
+from fcnseg.config import FREEZE_BATCH_NORM_BELOW, RESNET_ARCH, RESNET_BACKBONES, DataConfig, ModelConfig, RunConfig, from_dict
 from fcnseg.data import detect_kind, get_normalization
 from fcnseg.data.class_match import ClassMapping, match_classes, read_class_map
 from fcnseg.data.normalization import IMAGENET_RGB, PAPER_BGR, Normalization, normalization_from_dict
@@ -76,6 +77,26 @@ def initialize_model(
     if t.init_streams_from:
         return _from_streams(model_config, t.init_streams_from)
     return InitializedModel(build_model(model_config), None, "weights initialised from scratch")
+
+
+def take_backbone_from_weights(config: RunConfig) -> RunConfig:
+    """``config`` building the ResNet FCN its ``train.init_from`` file holds, where no setting named a backbone or an
+    arch (``backbone_from_weights``): ``fcnseg train --init-from fcn_resnet50_coco.pth`` fine-tunes a ResNet-50
+    rather than refusing it for the default VGG16. Logged in one line; any other start returns ``config`` as it is.
+
+    Raises:
+        CheckpointError: the file cannot be read (naming it).
+    """
+    if not config.backbone_from_weights or not config.train.init_from or config.model.is_resnet:
+        return config
+    theirs = load_start_weights(config.train.init_from)["model_config"]
+    if theirs.get("backbone") not in RESNET_BACKBONES:
+        return config
+    model = dataclasses.replace(config.model, backbone=theirs["backbone"], arch=RESNET_ARCH).validate(
+        f"{config.train.init_from}: model")
+    log.info("model.backbone %s (arch %s), from the --init-from file %s (no config file or flag set them)",
+             model.backbone, model.arch, config.train.init_from)
+    return dataclasses.replace(config, model=model)
 
 
 def _resumed(model_config: ModelConfig, checkpoint: dict[str, Any], source: str | Path) -> InitializedModel:

@@ -38,6 +38,7 @@ from fcnseg.training.initialization import (
     fit_classes,
     initialize_model,
     resolve_normalization,
+    take_backbone_from_weights,
 )
 from fcnseg.losses import Loss, build_loss
 from fcnseg.training.loop import TrainingDiverged, train_step
@@ -355,6 +356,8 @@ def train(config: RunConfig, resume: str | Path | Resume | None = None, progress
         if resume is not None and not isinstance(resume, Resume):
             resume = read_resume(resume)
         resumed = (resume.checkpoint if resume else None, resume.path if resume else "")
+        if resume is None:
+            config = take_backbone_from_weights(config)
         initialized = initialize_model(config, *resumed)
         normalization = resolve_normalization(config, initialized.normalization)
         data = build_training_data(config, normalization, check_model=False)
