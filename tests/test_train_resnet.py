@@ -148,7 +148,8 @@ def test_two_updates_from_the_torchvision_file_give_a_6_class_checkpoint_that_pr
     assert main(["predict", str(result.last_checkpoint), str(image), "--out", str(tmp_path / "pred")]) == 0
     masks = [p for p in (tmp_path / "pred").rglob("*.png")]
     assert masks
-    assert main(["eval", str(result.last_checkpoint), "--kind", "synthetic", "--limit", "1"]) == 0
+    assert main(["eval", str(result.last_checkpoint), "--kind", "synthetic", "--limit", "1",
+                 "--out", str(tmp_path / "eval.json")]) == 0
     assert "mean IU" in capsys.readouterr().out
 
     assert main(["train", "--resume", str(tmp_path / "run"), "--max-iter", "3", "--no-progress"]) == 0
