@@ -34,6 +34,8 @@ def check_compile_setting(value, source: str = "train.compile") -> str:
 # (fcnseg.models.resnet). Its one architecture is "fcn"; the skip architectures above are VGG-family only.
 RESNET_BACKBONES = ("resnet50", "resnet101")
 RESNET_ARCH = "fcn"
+FREEZE_BATCH_NORM = ("auto", "on", "off")  # train.freeze_batch_norm
+FREEZE_BATCH_NORM_BELOW = 8  # images per BatchNorm batch under which auto freezes the statistics of trained weights
 PADDINGS = ("paper", "same")  # fcnseg.models.backbones.PADDINGS says what each builds
 
 
@@ -383,13 +385,21 @@ class TrainConfig:
     # torch.compile of the training step: auto (only where a measurement on this kind of CPU found it faster,
     # and the run is long enough to earn its compile back: fcnseg.training.compile) | on | off
     compile: str = "auto"
-    init_from: str = ""  # checkpoint of a coarser FCN to start from (16s from 32s, 8s from 16s)
-    classifier_weights: str = ""  # ImageNet VGG16 classifier to start from (net surgery, paper section 4)
+    # checkpoint of a coarser FCN to start from (16s from 32s, 8s from 16s), or of a ResNet FCN to fine-tune (ours,
+    # or any file load_model reads: torchvision's fcn_resnet50/101_coco)
+    init_from: str = ""
+    classifier_weights: str = ""  # ImageNet VGG16 (net surgery, paper section 4) or ResNet-50/101 classifier to start from
     # How the classes of the init_from checkpoint are read in the data set's (docs/data.md, "Class names"):
     # a class map file ("data name -> model name" per line) that reorders or renames them, or
     # ignore_class_names to copy the score layers by index whatever the names say.
     class_map: str = ""
     ignore_class_names: bool = False
+    # A BatchNorm net (ResNet FCNs, the small net with batch_norm) started from trained weights: whether its BatchNorm
+    # layers keep the statistics they came with (eval mode while training; their scale and shift still learn).
+    # auto: frozen where the run starts from trained weights (init_from, classifier_weights) and the batch a BatchNorm
+    # sees (batch_size x processes) is under FREEZE_BATCH_NORM_BELOW images, whose statistics are too noisy to
+    # replace ImageNet's or COCO's (torchvision's reference recipe trains them at 32 images); on | off.
+    freeze_batch_norm: str = "auto"
     # A late-fusion net's streams from single-stream checkpoints, {stream: checkpoint}: each trunk and
     # score_fr from its own net (nyud-fcn32s-color-hha/solve.py starts from the color and the HHA FCN-32s).
     init_streams_from: dict = dataclasses.field(default_factory=dict)
@@ -398,7 +408,8 @@ class TrainConfig:
     head_weights: list = dataclasses.field(default_factory=list)
 
     def validate(self, source: str = "train config") -> "TrainConfig":
-        choices = {"optimizer": OPTIMIZERS, "lr_policy": LR_POLICIES, "precision": PRECISIONS, "layout": LAYOUTS}
+        choices = {"optimizer": OPTIMIZERS, "lr_policy": LR_POLICIES, "precision": PRECISIONS, "layout": LAYOUTS,
+                   "freeze_batch_norm": FREEZE_BATCH_NORM}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{source}: {name} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
@@ -533,11 +544,15 @@ class RunConfig:
     # the run takes the count from its data set's classes (fcnseg.training.datasets.take_class_count).
     # Not a setting: never written out, set by resolve_run_config.
     num_classes_from_data: bool = dataclasses.field(default=False, compare=False)
+    # True when no layer of the settings gave model.backbone or model.arch: a run whose train.init_from holds a ResNet
+    # FCN builds that ResNet (fcnseg.training.initialization.take_backbone_from_weights). Not a setting either.
+    backbone_from_weights: bool = dataclasses.field(default=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON friendly); ``RunConfig.from_dict(cfg.to_dict())`` rebuilds it."""
         values = dataclasses.asdict(self)
         values.pop("num_classes_from_data")
+        values.pop("backbone_from_weights")
         return values
 
     @classmethod
@@ -663,8 +678,13 @@ def resolve_run_config(
         preset = values.get("preset") or preset
     merged = merge_settings(PRESETS.get(preset, {}), *(values for values, _ in layers))
     merged["preset"] = preset
+    model = merged.get("model") or {}
+    if model.get("backbone") in RESNET_BACKBONES and "arch" not in model:
+        # a ResNet FCN has one architecture; the default fcn8s is the VGG family's
+        merged["model"] = {**model, "arch": RESNET_ARCH}
     source = " + ".join(s for _, s in layers) or "defaults"
     config = RunConfig.from_dict(merged, source)
     given = [PRESETS.get(preset, {}), *(values for values, _ in layers)]
     config.num_classes_from_data = not any({"num_classes", "heads"} & set(values.get("model") or {}) for values in given)
+    config.backbone_from_weights = not any({"backbone", "arch"} & set(values.get("model") or {}) for values in given)
     return config

@@ -120,13 +120,19 @@ def test_staged_init_carries_batch_norm_statistics_and_refuses_a_trunk_that_does
     train(coarse, progress=False)
     source = tmp_path / "32s" / "checkpoints" / "last.pt"
     trained = load_checkpoint(source)["state_dict"]
-    fine = tiny(tmp_path, "16s", max_iter=1, val_every=0, lr=0.0, init_from=str(source))
+    fine = tiny(tmp_path, "16s", max_iter=1, val_every=0, lr=0.0, init_from=str(source), freeze_batch_norm="off")
     fine.model.arch, fine.model.batch_norm = "fcn16s", True
     model = train(fine, progress=False)
     state = load_checkpoint(model.last_checkpoint)["state_dict"]
     # lr 0 leaves the weights; the one update's batch moves the running statistics by momentum 0.1 only
     torch.testing.assert_close(state["backbone.conv2_1.weight"], trained["backbone.conv2_1.weight"])
     assert state["backbone.bn2_1.num_batches_tracked"] == trained["backbone.bn2_1.num_batches_tracked"] + 1
+    # by default a batch of 2 keeps the trained statistics (train.freeze_batch_norm auto)
+    kept = tiny(tmp_path, "16s-kept", max_iter=1, val_every=0, lr=0.0, init_from=str(source))
+    kept.model.arch, kept.model.batch_norm = "fcn16s", True
+    state = load_checkpoint(train(kept, progress=False).last_checkpoint)["state_dict"]
+    for key in ("backbone.bn2_1.running_mean", "backbone.bn2_1.running_var", "backbone.bn2_1.num_batches_tracked"):
+        assert torch.equal(state[key], trained[key]), key
     plain = tiny(tmp_path, "16s-plain", max_iter=1, val_every=0, init_from=str(source))
     plain.model.arch = "fcn16s"
     with pytest.raises(CheckpointError, match=r"batch_norm True\) does not fit this small trunk \(batch_norm False"):

@@ -52,8 +52,8 @@ def test_init_from_a_checkpoint_with_no_fitting_layer_is_refused(tmp_path):
         initialize_model(config(init_from=str(tmp_path / "junk.pt")))
 
 
-def test_classifier_weights_need_a_vgg16_trunk(tmp_path):
-    with pytest.raises(ConfigError, match=r"only a VGG16 trunk can start from it, but model.backbone is 'small'"):
+def test_classifier_weights_need_a_vgg16_or_resnet_trunk(tmp_path):
+    with pytest.raises(ConfigError, match=r"only a VGG16 or ResNet-50/101 trunk can start from it, but model.backbone is 'small'"):
         initialize_model(config(classifier_weights=str(tmp_path / "vgg16.pth")))
 
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import yaml
 
-from fcnseg.config import NORMALIZATIONS, PRESETS, resolve_run_config
+from fcnseg.config import (ARCHES, BACKBONES, FREEZE_BATCH_NORM, NORMALIZATIONS, PRESETS, RESNET_ARCH,
+                           RESNET_BACKBONES, resolve_run_config)
 from fcnseg.data.kinds import AUTO, DATASET_KINDS, NYUD_MODALITIES, SYNTHETIC_STYLES
 from fcnseg.errors import ConfigError
 from fcnseg.precision import LAYOUTS, PRECISIONS
@@ -91,6 +92,10 @@ examples:
   # --num-classes left out: the count comes from the data set's classes.txt (logged)
   fcnseg train --preset small-cpu --dataset auto --data-root data/my-set --out runs/mine
 
+  # fine-tune torchvision's fcn_resnet50_coco on your classes (trunk and head kept, class scores new)
+  fcnseg train --backbone resnet50 --init-from fcn_resnet50_coco.pth --dataset auto --data-root data/my-set \
+      --crop-size 256 --batch-size 4 --iter-size 1 --lr 0.0025 --lr-policy poly --max-iter 1000 --out runs/r50
+
   # fine-tune a model whose classes are the data set's in another order (or under other names)
   fcnseg train --config my.yaml --init-from runs/a/checkpoints/best.pt --class-map classes.map
 
@@ -144,6 +149,7 @@ FLAG_KEYS = {
     "classifier_weights": ("train", "classifier_weights"),
     "class_map": ("train", "class_map"),
     "ignore_class_names": ("train", "ignore_class_names"),
+    "freeze_batch_norm": ("train", "freeze_batch_norm"),
 }
 
 
@@ -163,7 +169,9 @@ def register(subparsers) -> None:
     g.add_argument("--resume", type=Path, metavar="CKPT_OR_DIR",
                    help="continue from a last.pt, or a run folder (uses its checkpoints/last.pt and its settings); "
                    "the run goes on in that folder")
-    g.add_argument("--init-from", metavar="CKPT", help="start from a coarser FCN checkpoint (16s from 32s, 8s from 16s)")
+    g.add_argument("--init-from", metavar="CKPT", help="start from a coarser FCN checkpoint (16s from 32s, 8s from 16s), or a ResNet FCN to fine-tune "
+                   "(an fcnseg checkpoint or torchvision's fcn_resnet50/101_coco file; the class scores start fresh "
+                   "where its classes differ)")
     g.add_argument("--class-map", metavar="FILE",
                    help="with --init-from: how the checkpoint's classes read in the data set's, one "
                    "'data name -> model name' per line (reorders or renames; 'name ->' starts that class fresh)")
@@ -171,14 +179,20 @@ def register(subparsers) -> None:
                    help="with --init-from: copy the score layers by class index even where the checkpoint's class "
                    "names differ from the data set's (at your own risk; logged as a warning)")
     g.add_argument("--classifier-weights", metavar="FILE",
-                   help="start from an ImageNet VGG16 classifier (torchvision-style .pth or Caffe .caffemodel)")
+                   help="start from an ImageNet VGG16 classifier (torchvision-style .pth or Caffe .caffemodel), or a "
+                   "torchvision ResNet-50/101 classifier with --backbone resnet50/resnet101")
+    g.add_argument("--freeze-batch-norm", choices=FREEZE_BATCH_NORM,
+                   help="BatchNorm statistics of a net started from trained weights: auto (default) keeps them "
+                   "where fewer than 8 images per batch would re-estimate them; on; off")
     g.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="any setting, e.g. train.bias_lr_mult=1 (value read as YAML); repeatable")
     g.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
 
     g = p.add_argument_group("model")
-    g.add_argument("--arch", choices=["fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce"])
-    g.add_argument("--backbone", choices=["vgg16", "alexnet", "small"])
+    g.add_argument("--arch", choices=[*ARCHES, RESNET_ARCH],
+                   help="fcn32s/16s/8s/8s-atonce for vgg16, alexnet and small (default fcn8s); fcn, torchvision's "
+                   "FCN, for resnet50 and resnet101 (the default there)")
+    g.add_argument("--backbone", choices=[*BACKBONES, *RESNET_BACKBONES])
     g.add_argument("--num-classes", type=int, help="classes including background (VOC: 21; synthetic: 6)")
     g.add_argument("--pad", type=int, help="padding of conv1_1, pixels (reference nets: 100; --padding paper only)")
     g.add_argument("--padding", choices=["paper", "same"],

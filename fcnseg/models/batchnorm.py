@@ -99,3 +99,27 @@ def synchronise_batch_norm(model: nn.Module) -> nn.Module:
         if type(module) is nn.BatchNorm2d:
             module.__class__ = GroupBatchNorm2d
     return model
+
+
+class FrozenStatisticsBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d that always normalises with its running statistics and never updates them (eval mode, even
+    inside a net put in training mode); its scale and shift stay parameters that learn.
+
+    Same parameters, buffers and state-dict keys as ``nn.BatchNorm2d``, so a checkpoint of a net trained with it
+    loads into a plain one.
+    """
+
+    def train(self, mode: bool = True) -> "FrozenStatisticsBatchNorm2d":
+        return super().train(False)
+
+
+def freeze_batch_norm_statistics(model: nn.Module) -> int:
+    """Turn every ``nn.BatchNorm2d`` of ``model`` into a :class:`FrozenStatisticsBatchNorm2d`, in place (weights
+    kept); returns how many. Call before :func:`synchronise_batch_norm`, which then leaves them alone."""
+    count = 0
+    for module in model.modules():
+        if type(module) is nn.BatchNorm2d:
+            module.__class__ = FrozenStatisticsBatchNorm2d
+            module.train(False)
+            count += 1
+    return count

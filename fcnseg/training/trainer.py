@@ -22,7 +22,7 @@ from fcnseg.weights.handle import LoadedModel
 from fcnseg.config import RunConfig
 from fcnseg.data.normalization import Normalization
 from fcnseg.distributed import DistInfo
-from fcnseg.models.batchnorm import synchronise_batch_norm
+from fcnseg.models.batchnorm import freeze_batch_norm_statistics, synchronise_batch_norm
 from fcnseg.precision import ExecutionPlan, resolve_execution
 from fcnseg.training.compile import compile_available, decide_compile
 from fcnseg.training.datasets import (
@@ -33,7 +33,13 @@ from fcnseg.training.datasets import (
     data_class_source,
     take_class_count,
 )
-from fcnseg.training.initialization import fit_classes, initialize_model, resolve_normalization
+from fcnseg.training.initialization import (
+    batch_norm_statistics,
+    fit_classes,
+    initialize_model,
+    resolve_normalization,
+    take_backbone_from_weights,
+)
 from fcnseg.losses import Loss, build_loss
 from fcnseg.training.loop import TrainingDiverged, train_step
 from fcnseg.training.optim import build_optimizer
@@ -350,6 +356,8 @@ def train(config: RunConfig, resume: str | Path | Resume | None = None, progress
         if resume is not None and not isinstance(resume, Resume):
             resume = read_resume(resume)
         resumed = (resume.checkpoint if resume else None, resume.path if resume else "")
+        if resume is None:
+            config = take_backbone_from_weights(config)
         initialized = initialize_model(config, *resumed)
         normalization = resolve_normalization(config, initialized.normalization)
         data = build_training_data(config, normalization, check_model=False)
@@ -364,6 +372,17 @@ def train(config: RunConfig, resume: str | Path | Resume | None = None, progress
                         class_map=t.class_map or None, ignore_names=t.ignore_class_names)
         normalization = data.train_set.normalization  # None above: the data set's own mean pixel
         log.info("%s", initialized.description)  # after the data: a run that fails on them says only why
+        batch_norm = batch_norm_statistics(config, initialized.model, dist.world_size)
+        if batch_norm.message:
+            log.info("%s", batch_norm.message)
+        if batch_norm.freeze:  # before DDP's synchronised BatchNorm, which then leaves the frozen ones alone
+            freeze_batch_norm_statistics(initialized.model)
+        if config.model.is_resnet and config.model.aux:
+            # Deviation: torchvision's reference adds 0.5 x the auxiliary head's loss; the loss here is the main
+            # head's, so the auxiliary head is stored as it starts, not left as parameters without gradients (DDP)
+            initialized.model.aux_classifier.requires_grad_(False)
+            log.info("aux_classifier kept as it starts: the loss is the main head's (model.aux stores it, unused by "
+                     "inference)")
         if resume is None and dist.is_main:
             crop = config.data.crop_size
             slow = slow_start_warning(config, dist.device.type, (crop, crop) if crop else TYPICAL_IMAGE)

@@ -75,6 +75,30 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict[str, Any]:
     return _checked_checkpoint(_torch_load(path, map_location), path)
 
 
+def load_start_weights(path: str | Path) -> dict[str, Any]:
+    """The weights a run starts from (``train.init_from``), as a checkpoint dict (``state_dict``, ``model_config``,
+    ``class_names``, ``normalization``): one of our checkpoints as it is, or any other file :func:`load_model` reads
+    (torchvision's ``fcn_resnet50/101_coco-*.pth``, pytorch-fcn, Caffe) converted on the way.
+
+    Raises:
+        CheckpointError: naming the file, as :func:`load_model` does (not found, not a layout fcnseg reads).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    if path.suffix != ".caffemodel" and not is_onnx_file(path):
+        obj = _torch_load(path)
+        if isinstance(obj, dict) and obj.get("format") == FORMAT:
+            return _checked_checkpoint(obj, path)
+        del obj
+    loaded = load_model(path)
+    if loaded.model is None:
+        raise CheckpointError(f"{path}: an ONNX file holds no trainable weights; start from the checkpoint it was "
+                              "exported from")
+    return checkpoint_dict(loaded.model, loaded.config, loaded.class_names, loaded.normalization,
+                           head_class_names=loaded.head_class_names, inputs=loaded.inputs)
+
+
 def _is_state_dict(obj: Any) -> bool:
     return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
