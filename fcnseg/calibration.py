@@ -172,7 +172,7 @@ def sample_logits(handle, dataset, *, max_pixels: int = DEFAULT_MAX_PIXELS, seed
                   limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Run ``handle`` over ``dataset`` and keep up to ``max_pixels`` labelled pixels, drawn evenly over the images.
 
-    The data set is fed as the model expects (:func:`fcnseg.evaluation.fed_as`) and its labels read in the
+    The data set is fed as the model expects (:func:`fcnseg.evaluation_data.fed_as`) and its labels read in the
     model's classes (:meth:`~fcnseg.weights.handle.LoadedModel.check_data`).
 
     Returns:
@@ -180,7 +180,7 @@ def sample_logits(handle, dataset, *, max_pixels: int = DEFAULT_MAX_PIXELS, seed
     Raises:
         DataError: the data set has no image.
     """
-    from fcnseg.evaluation import fed_as
+    from fcnseg.evaluation_data import fed_as
 
     mapping = handle.check_data(dataset)[handle.config.output_heads()[0][0]]
     dataset = fed_as(dataset, handle)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 import time
@@ -17,10 +16,10 @@ from fcnseg.data.base import require_folder
 from fcnseg.data.class_match import PREDICTION_CLASS_FILE, match_classes, read_class_map
 from fcnseg.data.classes import IGNORE_INDEX, VOC_CLASSES, ClassInfo, read_class_file
 from fcnseg.data.items import Head, single_head, split_targets
-from fcnseg.data.normalization import InputSpec
 from fcnseg.data.palette import read_mask_png, write_mask_png
 from fcnseg.errors import DataError
 from fcnseg.images import images_by_stem
+from fcnseg.evaluation_data import fed_as
 from fcnseg.distributed import all_gather_objects, all_reduce_sum, get_rank, get_world_size
 from fcnseg.metrics import ConfusionMatrix, image_scores
 from fcnseg.precision import autocast, autocast_dtype, describe
@@ -136,30 +135,6 @@ class _Subject:
             yield
         finally:
             module.train(was_training)
-
-
-def fed_as(dataset, handle):
-    """``dataset`` as ``handle`` must be fed: a shallow copy normalising each input modality as the model
-    expects (the data set's own default may differ; :meth:`~fcnseg.data.base.SegmentationDataset.use_inputs`),
-    logged where it changes anything; the caller's object is left as it was.
-
-    Raises:
-        DataError: the model reads other modalities than the data set serves.
-    """
-    inputs = handle.inputs if handle.onnx_info is None else None
-    wanted = handle.feed_normalization if inputs is None else None
-    if inputs is not None and getattr(dataset, "input_spec", None) == inputs:
-        return dataset
-    if wanted is not None and getattr(dataset, "normalization", None) in (None, wanted):
-        return dataset
-    fed = copy.copy(dataset)
-    if hasattr(fed, "input_normalizations"):
-        fed.input_normalizations = dict(fed.input_normalizations)  # not the caller's dict
-    fed.use_inputs(normalization=wanted, inputs=inputs)
-    spec = inputs or InputSpec("color", {"color": wanted})
-    logger.info("inputs normalised as %s expects: %s (the data set's own: %s)", handle.path or "the model",
-                ", ".join(f"{m} {n.name}" for m, n in spec.normalizations.items()), dataset.normalization.name)
-    return fed
 
 
 @torch.inference_mode()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+import logging
 from pathlib import Path
 
 from fcnseg.data import build_dataset, detect_kind
+from fcnseg.data.normalization import InputSpec
 from fcnseg.errors import ConfigError
 from fcnseg.weights.handle import LoadedModel
+
+logger = logging.getLogger("fcnseg.evaluation")
 
 
 def dataset_for_model(
@@ -73,3 +78,27 @@ def first_image(dataset):
     if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[0] != 3:
         return None
     return normalization.tensor_to_image(image)
+
+
+def fed_as(dataset, handle):
+    """``dataset`` as ``handle`` must be fed: a shallow copy normalising each input modality as the model
+    expects (the data set's own default may differ; :meth:`~fcnseg.data.base.SegmentationDataset.use_inputs`),
+    logged where it changes anything; the caller's object is left as it was.
+
+    Raises:
+        DataError: the model reads other modalities than the data set serves.
+    """
+    inputs = handle.inputs if handle.onnx_info is None else None
+    wanted = handle.feed_normalization if inputs is None else None
+    if inputs is not None and getattr(dataset, "input_spec", None) == inputs:
+        return dataset
+    if wanted is not None and getattr(dataset, "normalization", None) in (None, wanted):
+        return dataset
+    fed = copy.copy(dataset)
+    if hasattr(fed, "input_normalizations"):
+        fed.input_normalizations = dict(fed.input_normalizations)  # not the caller's dict
+    fed.use_inputs(normalization=wanted, inputs=inputs)
+    spec = inputs or InputSpec("color", {"color": wanted})
+    logger.info("inputs normalised as %s expects: %s (the data set's own: %s)", handle.path or "the model",
+                ", ".join(f"{m} {n.name}" for m, n in spec.normalizations.items()), dataset.normalization.name)
+    return fed
