@@ -258,11 +258,8 @@ def _choose_precision(precision: str, device: "torch.device", kind: CpuKind | No
     if precision == "auto":
         if device.type == "cuda":
             return _Choice("fp16", "fp16 autocast on CUDA (tensor cores)")
-        if device.type == "cpu" and kind is not None and kind.name == "amx" and purpose == "training":
-            # benchmarks/train_paths.py on a Sapphire Rapids Xeon (AMX): the small net's update in fp32 channels_last
-            # 1.14x / 1.21x fp32 contiguous, bf16 + channels_last 0.82x / 0.83x (two runs); VGG16 FCN-8s bf16 +
-            # channels_last 0.82x, bf16 0.65x (docs/training.md)
-            return _Choice("fp32", "fp32: on AMX the training step ran faster in fp32 than in bf16 autocast (docs/training.md)")
+        # AMX training too: benchmarks/train_paths.py on a quiet Sapphire Rapids Xeon, small net bf16 + channels_last
+        # 1.43x / 1.50x fp32 contiguous (fp32 channels_last 1.26x / 1.19x), VGG16 FCN-8s bf16 1.46x (docs/training.md)
         if device.type == "cpu" and kind is not None and kind.native_bf16:
             return _Choice("bf16", "bf16 autocast: the CPU runs bf16 natively")
         if device.type == "cpu" and kind is not None and kind.avx512:
@@ -292,8 +289,8 @@ def _choose_layout(layout: str, device: "torch.device", precision: str, kind: Cp
     name = kind.name if kind is not None else "other"
     if name in ("avx512", "avx512_bf16", "amx"):
         if purpose == "training":
-            # small net fp32: 1.43x (AVX-512 BF16 machine), 109 vs 100 img/s (AVX-512 VNNI, no BF16),
-            # 1.14x / 1.21x (AMX Xeon, benchmarks/train_paths.py)
+            # small net fp32: 1.43x (AVX-512 BF16 machine), 109 vs 100 img/s (AVX-512 VNNI, no BF16); AMX Xeon:
+            # small net bf16 + channels_last 1.50x against bf16 contiguous 1.24x (benchmarks/train_paths.py)
             return _Choice("channels_last", "channels_last: AVX-512 trains the nets faster in NHWC (docs/training.md)")
         # inference fp32 on AVX-512: the transposed convolutions lose in NHWC (docs/inference.md)
         return _Choice("contiguous", "contiguous: fp32 inference on AVX-512 is no faster in NHWC (docs/inference.md)")
@@ -390,8 +387,7 @@ def resolve_execution(device: "str | torch.device" = "auto", precision: str = "a
         local_rank: the GPU of this process under torchrun (with "auto"/"cuda").
     Returns:
         :class:`ExecutionPlan`. Rules (measurements in docs/inference.md and docs/training.md): CUDA -> fp16,
-        channels_last; AMX / AVX-512 BF16 -> bf16 autocast, channels_last (but AMX training: fp32,
-        channels_last); AVX-512 without BF16 -> fp32,
+        channels_last; AMX / AVX-512 BF16 -> bf16 autocast, channels_last; AVX-512 without BF16 -> fp32,
         contiguous for inference, channels_last for training; AVX2 -> fp32, channels_last for inference,
         contiguous for training; other CPUs -> fp32, contiguous.
     Raises:

@@ -41,7 +41,7 @@ RULES = [
     ("avx512_bf16", "inference", "bf16", "channels_last"),
     ("avx512_bf16", "training", "bf16", "channels_last"),
     ("amx", "inference", "bf16", "channels_last"),
-    ("amx", "training", "fp32", "channels_last"),
+    ("amx", "training", "bf16", "channels_last"),
     ("other", "inference", "fp32", "contiguous"),
     ("other", "training", "fp32", "contiguous"),
 ]
@@ -63,15 +63,14 @@ def test_auto_plan_per_kind_of_cpu_and_purpose(fake_cpu, monkeypatch, name, purp
     assert precision.select_layout(CPU, expected_precision, purpose=purpose) == expected_layout
 
 
-def test_amx_trains_in_fp32_channels_last_but_infers_in_bf16_and_bf16_training_can_be_asked_for(fake_cpu, caplog):
+def test_amx_trains_and_infers_in_bf16_and_fp32_training_can_be_asked_for(fake_cpu, caplog):
     fake_cpu("amx")
     training = precision.resolve_execution("cpu", purpose="training")
-    assert (training.precision, training.layout) == ("fp32", "channels_last")
-    assert "on AMX the training step ran faster in fp32" in training.why
+    assert (training.precision, training.layout) == ("bf16", "channels_last")
+    assert "natively" in training.why
     assert precision.resolve_execution("cpu", purpose="inference").precision == "bf16"
-    with caplog.at_level("WARNING", logger="fcnseg.precision"):
-        forced = precision.resolve_execution("cpu", "bf16", purpose="training")
-    assert (forced.precision, forced.layout) == ("bf16", "channels_last") and not caplog.records  # native: no warning
+    forced = precision.resolve_execution("cpu", "fp32", purpose="training")
+    assert (forced.precision, forced.layout) == ("fp32", "channels_last")
 
 
 def test_avx512_without_bf16_is_fp32_even_though_mkldnn_says_bf16_is_supported(fake_cpu, monkeypatch):
