@@ -2,7 +2,7 @@
 
 NNCF quantizes the ONNX graph itself and writes QDQ ONNX, so the file keeps fcnseg's contract (its ``fcnseg.*``
 metadata) and runs with either runtime; its quantizer places the QDQ pairs where OpenVINO's int8 kernels take
-them. The layer groups :data:`~fcnseg.inference.quantization.DEFAULT_KEEP_FP32` names stay in float, as in
+them. The layer groups :data:`~fcnseg.inference.float_layers.DEFAULT_KEEP_FP32` names stay in float, as in
 ONNX Runtime's quantization. ``benchmarks/runtimes.py`` measures it beside ONNX Runtime's QDQ file.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 
 from fcnseg.errors import FcnsegError
 from fcnseg.files import atomic_write
-from fcnseg.inference.quantization import float_nodes, to_input
+from fcnseg.inference.float_layers import float_nodes, to_input
 from fcnseg.weights.onnx_format import INPUT_NAME
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def quantize_nncf(fp32_path: str | Path, out_path: str | Path, images: list[np.n
 
     Args:
         images: calibration images, RGB uint8 ``[H, W, 3]``.
-        keep_fp32: layer groups left in float (:func:`~fcnseg.inference.quantization.float_nodes`).
+        keep_fp32: layer groups left in float (:func:`~fcnseg.inference.float_layers.float_nodes`).
         metadata: ``fcnseg.*`` keys written into the output (its precision int8).
     Returns:
         group -> node names kept in float.
