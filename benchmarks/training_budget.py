@@ -27,6 +27,10 @@ fall with the load.
     python benchmarks/training_budget.py --minutes 2 --rows nuclei:plain nuclei:today nuclei:plain nuclei:today
     # on a shared machine: budgets of CPU time (one thread each), one process per row, side by side
     python benchmarks/training_budget.py --clock cpu --minutes 1 --rows brain:plain --out runs/tb/brain-plain &
+    # mean IU against the budget: every row at several budgets, then the curves and ratios of those runs
+    python benchmarks/training_budget.py --clock cpu --minutes 0.25 0.5 1 2 4 --rows nuclei:plain --out runs/tb/np &
+    python benchmarks/training_budget.py --clock cpu --minutes 0.25 0.5 1 2 4 --rows nuclei:today --out runs/tb/nt &
+    wait; python benchmarks/training_budget.py --curve runs/tb/np runs/tb/nt --curve-out docs/images/budget_curve.png
     # an AVX2-only CPU's kernels on a newer one (no native bf16, so fp32):
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/training_budget.py
 """
@@ -198,25 +202,32 @@ def train_preset(data_dir: Path, out_dir: Path, seconds: float, seed: int, preci
     return {"metrics": metrics, "updates": result.iteration, "images_per_second": images / max(result.train_seconds, 1e-9)}
 
 
-def real_row(style: str, variant: str, args, threads: int) -> dict:
-    """One row on a real set: the plain baseline or the preset with ``variant``'s settings."""
+def object_mean_iu(per_class_iu: list) -> float:
+    """Mean IU over the classes other than background (class 0), those that occur; NaN when none does."""
+    values = [v for v in per_class_iu[1:] if v is not None and v == v]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def real_row(style: str, variant: str, args, threads: int, minutes: float) -> dict:
+    """One row on a real set: the plain baseline or the preset with ``variant``'s settings, ``minutes`` of training."""
     data_dir = write_set(style, args.data / "real")
-    seconds = args.minutes * 60
+    seconds = minutes * 60
     # --clock cpu: the budget counts this process's CPU time, one thread, the data read in the same process
     # (num_workers 0), so that other people's load on a shared machine takes nothing from a row's budget.
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     if variant == "plain":
         run = train_plain(data_dir, seconds, args.seed, clock=clock)
     else:
-        out = args.out / f"{style}-{variant.replace(' ', '_')}{f'-seed{args.seed}' if args.seed else ''}"
+        out = args.out / f"{style}-{variant.replace(' ', '_')}-{minutes:g}min{f'-seed{args.seed}' if args.seed else ''}"
         extra = {section: dict(values) for section, values in VARIANTS[variant].items()}
         if args.clock == "cpu":
             extra.setdefault("data", {})["num_workers"] = 0
         run = train_preset(data_dir, out, seconds, args.seed, args.precision, extra, clock=clock)
     m = run["metrics"]
     per_class = " / ".join("-" if v is None or v != v else f"{100 * v:.1f}" for v in m["per_class_iu"])
-    return {"data": style, "settings": variant, "updates": run["updates"], "images/s": run["images_per_second"],
-            "images/s/core": run["images_per_second"] / threads, "mean IU": 100 * m["mean_iu"],
+    return {"data": style, "settings": variant, "minutes": minutes, "seed": args.seed, "updates": run["updates"],
+            "images/s": run["images_per_second"], "images/s/core": run["images_per_second"] / threads,
+            "mean IU": 100 * m["mean_iu"], "object mean IU": 100 * object_mean_iu(m["per_class_iu"]),
             "pixel acc.": 100 * m["pixel_accuracy"], "per-class IU": per_class}
 
 
@@ -224,9 +235,78 @@ def load() -> str:
     return "/".join(f"{v:.1f}" for v in os.getloadavg())
 
 
+def write_results(rows: list[dict], out: Path) -> None:
+    """``rows`` as ``out/results.json``, replaced whole (a run stopped part-way keeps the rows it finished)."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(rows, indent=2) + "\n")
+    os.replace(tmp, out / "results.json")
+
+
+def budget_curves(folders: list[Path], picture: Path | None) -> None:
+    """Merge the real-data rows of ``folders`` (each a run's ``results.json``), print per data set and budget the
+    mean IU of every setting (averaged over seeds, with the spread) and each setting's ratio to "plain" (paper's
+    mean IU, and the mean IU of the object classes, background left out); draw mean IU against the budget."""
+    rows = [row for folder in folders for row in json.loads((folder / "results.json").read_text())
+            if "minutes" in row and "object mean IU" in row]
+    if not rows:
+        raise SystemExit(f"no real-data rows with a budget in {', '.join(str(f / 'results.json') for f in folders)}")
+    groups: dict[tuple[str, str, float], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["data"], row["settings"], row["minutes"]), []).append(row)
+
+    def mean(key, data, settings, minutes) -> tuple[float, float, int]:
+        values = [r[key] for r in groups.get((data, settings, minutes), [])]
+        return (float(np.mean(values)), float(np.std(values)), len(values)) if values else (float("nan"), 0.0, 0)
+
+    def ratio(value: float, baseline: float) -> str:
+        if baseline != baseline:
+            return "no plain row"
+        return f"{value / baseline:.2f}x" if baseline > 0 else "plain at 0"
+
+    table = []
+    for data, settings, minutes in sorted(groups):
+        m, spread, seeds = mean("mean IU", data, settings, minutes)
+        objects = mean("object mean IU", data, settings, minutes)[0]
+        plain, plain_objects = (mean(k, data, "plain", minutes)[0] for k in ("mean IU", "object mean IU"))
+        updates = mean("updates", data, settings, minutes)[0]
+        table.append({"data": data, "budget (min)": f"{minutes:g}", "settings": settings, "seeds": seeds,
+                      "updates": f"{updates:.0f}", "mean IU": f"{m:.1f} +/- {spread:.1f}",
+                      "x plain": "-" if settings == "plain" else ratio(m, plain), "object mean IU": f"{objects:.1f}",
+                      "x plain (objects)": "-" if settings == "plain" else ratio(objects, plain_objects)})
+    print(markdown_table(table))
+    if picture is None:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = sorted({data for data, _, _ in groups})
+    figure, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 3.8), squeeze=False)
+    for axis, data in zip(axes[0], sets):
+        for settings in sorted({s for d, s, _ in groups if d == data}):
+            budgets = sorted(mn for d, s, mn in groups if d == data and s == settings)
+            stats = [mean("mean IU", data, settings, mn) for mn in budgets]
+            axis.errorbar([60 * b for b in budgets], [v for v, _, _ in stats], yerr=[e for _, e, _ in stats],
+                          marker="o", capsize=3, label="small-cpu preset" if settings == "today" else settings)
+        axis.set_xscale("log")
+        axis.set_xlabel("training budget (CPU-seconds, one thread)")
+        axis.set_ylabel("mean IU on held-out images (%)")
+        axis.set_title(data)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.suptitle(cpu_flags(), fontsize=9)
+    figure.tight_layout()
+    picture.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(picture, dpi=100)
+    print(f"wrote {picture}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--minutes", type=float, default=5.0, help="training time of every row (default 5)")
+    p.add_argument("--minutes", type=float, nargs="+", default=[5.0],
+                   help="training time of every row (default 5); several values train every row at each")
     p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, metavar="STYLE:SETTINGS",
                    help=f"rows to train, style ({', '.join((*STYLES, *REAL_SETS))}) and settings ({', '.join(VARIANTS)}; "
                         f"plain: real sets only)")
@@ -238,8 +318,15 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("runs/training-budget"))
     p.add_argument("--data", type=Path, default=Path("data"),
                    help="synthetic sets are written to DATA/synthetic-STYLE, real ones to DATA/real/NAME")
+    p.add_argument("--curve", type=Path, nargs="+", metavar="DIR",
+                   help="train nothing: merge the results.json of these runs' --out folders, print mean IU and the "
+                   "ratio to plain per budget")
+    p.add_argument("--curve-out", type=Path, help="with --curve: draw mean IU against the budget into this PNG")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.curve:
+        budget_curves(args.curve, args.curve_out)
+        return
 
     precision = describe(autocast_dtype(args.precision, select_device("cpu")))
     plan = []
@@ -248,29 +335,31 @@ def main() -> None:
         if style not in (*STYLES, *REAL_SETS) or variant not in VARIANTS or (variant == "plain" and style in STYLES):
             p.error(f"row {row!r}: expected STYLE:SETTINGS with a style of {', '.join((*STYLES, *REAL_SETS))} and "
                     f"settings of {', '.join(VARIANTS)} (plain: on {', '.join(REAL_SETS)} only)")
-        plan.append((style, variant))
+        plan += [(style, variant, minutes) for minutes in args.minutes]
     if args.clock == "cpu":
         torch.set_num_threads(1)
     threads = torch.get_num_threads()
-    print(f"{cpu_flags()}; {kernels()}; precision {precision}; {threads} threads; train.seed {args.seed}; {args.minutes:g} min of training "
-          f"per row; load average (1/5/15 min) at the start {load()}", flush=True)
+    print(f"{cpu_flags()}; {kernels()}; precision {precision}; {threads} threads; train.seed {args.seed}; "
+          f"{'/'.join(f'{m:g}' for m in args.minutes)} min of training per row; load average (1/5/15 min) at the "
+          f"start {load()}", flush=True)
     rows = []
-    for style, variant in plan:
+    for style, variant, minutes in plan:
         before = load()
         started = time.perf_counter()
         if style in REAL_SETS:
-            rows.append({**real_row(style, variant, args, threads), "minutes (all)": (time.perf_counter() - started) / 60,
-                         "load before/after": f"{before} / {load()}"})
+            rows.append({**real_row(style, variant, args, threads, minutes),
+                         "minutes (all)": (time.perf_counter() - started) / 60, "load before/after": f"{before} / {load()}"})
             print(markdown_table(rows[-1:], header=True), flush=True)
+            write_results(rows, args.out)
             continue
         data_dir = args.data / f"synthetic-{style}"
         extra = {section: dict(values) for section, values in VARIANTS[variant].items()}
         if args.seed:
             extra.setdefault("train", {})["seed"] = args.seed
         result = run_demo(
-            out_dir=args.out / f"{style}-{variant.split()[0]}{f'-seed{args.seed}' if args.seed else ''}", data_dir=data_dir,
-            style=style, num_train=DEMO_TRAIN_IMAGES, num_val=DEMO_VAL_IMAGES, precision=args.precision,
-            progress=False, extra=extra, time_budget=f"{args.minutes * 60:g}s",
+            out_dir=args.out / f"{style}-{variant.split()[0]}-{minutes:g}min{f'-seed{args.seed}' if args.seed else ''}",
+            data_dir=data_dir, style=style, num_train=DEMO_TRAIN_IMAGES, num_val=DEMO_VAL_IMAGES,
+            precision=args.precision, progress=False, extra=extra, time_budget=f"{minutes * 60:g}s",
             time_cap="",  # the same time for every row: no training on past the budget
         )
         m, t = result.metrics, result.train
@@ -287,13 +376,11 @@ def main() -> None:
             "minutes (all)": (time.perf_counter() - started) / 60, "load before/after": f"{before} / {load()}",
         })
         print(markdown_table(rows[-1:], header=len(rows) == 1), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+        write_results(rows, args.out)
     print()
     for kind in ({tuple(r) for r in rows}):  # real and synthetic rows have different columns
         print(markdown_table([r for r in rows if tuple(r) == kind]))
         print()
-
 
 
 if __name__ == "__main__":
