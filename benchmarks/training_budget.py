@@ -17,7 +17,9 @@ Real data (``brain``, ``nuclei``: grey images that installed packages ship, writ
 row scoring its *last* weights on the validation split (no checkpoint is picked by it), and "plain" is
 the baseline written here in a hundred lines: the small trunk's widths without BatchNorm (two 3x3
 conv + ReLU and a max-pool per stage, output stride 32), a 1x1 score and a bilinear resize, Adam at 1e-3,
-fp32, batches of 8 random 128-pixel crops with flips, every update timed against the same budget. The
+fp32, batches of 8 random 128-pixel crops with flips, every update timed against the same budget; "plain 8s" is
+the same net with the paper's FCN-8s skips (1x1 scores of the stride-16 and stride-8 features added to the
+upsampled coarser scores), to tell the skips' share of the gap from the rest of the recipe. The
 preset was tuned on ``brain`` (axial slices to train on, coronal ones to validate); ``nuclei`` (16 tiles of
 one microscopy image, the 4 diagonal ones held out) was not looked at while choosing. Prints the CPU's flags, the instruction set PyTorch and oneDNN use, and the load average around every row: on a shared machine the images/s (and so the updates a budget buys)
 fall with the load.
@@ -74,9 +76,15 @@ VARIANTS = {
     "batch 16": {"train": {"batch_size": 16}}, "no rescale": {"data": {"scale_min": 1.0, "scale_max": 1.0}},
     "fcn32s": {"model": {"arch": "fcn32s"}}, "workers 0": {"data": {"num_workers": 0}},
     "plain": None,  # the baseline below, not fcnseg
+    "plain 8s": None,  # the same with FCN-8s skips
 }
 DEFAULT_ROWS = ["blobs:today", "blobs:old (pad 100)", "shapes:today", "shapes:old (pad 100)", "thin:today",
                 "thin:class_weights auto", "rare:today", "rare:class_weights auto"]
+
+
+# What each real set was to the preset's choice (benchmarks/real_data.py)
+ROLES = {"brain": "tuned on", "nuclei": "held out"}
+LEGEND = {"today": "small-cpu preset", "plain": "plain FCN-32s", "plain 8s": "plain FCN-8s"}
 
 
 def cpu_flags() -> str:
@@ -105,20 +113,32 @@ def class_shares(data_dir: Path) -> np.ndarray:
 
 
 class PlainFCN(torch.nn.Module):
-    """The baseline: a plain FCN-32s as one writes it in an afternoon (the small trunk's widths, no BatchNorm)."""
+    """The baseline: a plain FCN as one writes it in an afternoon (the small trunk's widths, no BatchNorm): FCN-32s,
+    or with ``skips`` FCN-8s (scores of the stride-8 and stride-16 features added to the upsampled coarse ones)."""
 
-    def __init__(self, num_classes: int, widths=(16, 32, 64, 128, 128)) -> None:
+    def __init__(self, num_classes: int, widths=(16, 32, 64, 128, 128), skips: bool = False) -> None:
         super().__init__()
-        layers, channels = [], 3
+        self.stages = torch.nn.ModuleList()
+        channels = 3
         for width in widths:
-            layers += [torch.nn.Conv2d(channels, width, 3, padding=1), torch.nn.ReLU(inplace=True),
-                       torch.nn.Conv2d(width, width, 3, padding=1), torch.nn.ReLU(inplace=True), torch.nn.MaxPool2d(2)]
+            self.stages.append(torch.nn.Sequential(
+                torch.nn.Conv2d(channels, width, 3, padding=1), torch.nn.ReLU(inplace=True),
+                torch.nn.Conv2d(width, width, 3, padding=1), torch.nn.ReLU(inplace=True), torch.nn.MaxPool2d(2)))
             channels = width
-        self.features = torch.nn.Sequential(*layers)
         self.score = torch.nn.Conv2d(channels, num_classes, 1)
+        self.skip_scores = torch.nn.ModuleList(
+            [torch.nn.Conv2d(widths[2], num_classes, 1), torch.nn.Conv2d(widths[3], num_classes, 1)] if skips else [])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, 3, H, W] -> [N, C, H, W]
-        scores = self.score(self.features(x))  # [N, C, H/32, W/32]
+        features = []
+        h = x
+        for stage in self.stages:
+            h = stage(h)
+            features.append(h)  # strides 2, 4, 8, 16, 32
+        scores = self.score(h)  # [N, C, H/32, W/32]
+        for skip, feature in zip(reversed(self.skip_scores), (features[3], features[2])):  # stride 16, then 8
+            scores = torch.nn.functional.interpolate(scores, size=feature.shape[-2:], mode="bilinear",
+                                                     align_corners=False) + skip(feature)
         return torch.nn.functional.interpolate(scores, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
@@ -146,14 +166,14 @@ def mean_iu_of(predict, pairs, num_classes: int) -> dict:
 
 
 def train_plain(data_dir: Path, seconds: float, seed: int, crop: int = 128, batch: int = 8,
-                clock=time.perf_counter) -> dict:
+                clock=time.perf_counter, skips: bool = False) -> dict:
     """Train :class:`PlainFCN` for ``seconds`` of updates on ``clock``; its metrics on the validation split, updates,
     images/s."""
     torch.manual_seed(seed)
     generator = np.random.default_rng(seed)
     train_pairs, val_pairs = read_split(data_dir, "train"), read_split(data_dir, "val")
     num_classes = len(CLASSES[data_dir.name])
-    model = PlainFCN(num_classes)
+    model = PlainFCN(num_classes, skips=skips)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     updates, spent = 0, 0.0
     while spent < seconds:
@@ -215,8 +235,8 @@ def real_row(style: str, variant: str, args, threads: int, minutes: float) -> di
     # --clock cpu: the budget counts this process's CPU time, one thread, the data read in the same process
     # (num_workers 0), so that other people's load on a shared machine takes nothing from a row's budget.
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    if variant == "plain":
-        run = train_plain(data_dir, seconds, args.seed, clock=clock)
+    if variant.startswith("plain"):
+        run = train_plain(data_dir, seconds, args.seed, clock=clock, skips=variant == "plain 8s")
     else:
         out = args.out / f"{style}-{variant.replace(' ', '_')}-{minutes:g}min{f'-seed{args.seed}' if args.seed else ''}"
         extra = {section: dict(values) for section, values in VARIANTS[variant].items()}
@@ -245,8 +265,8 @@ def write_results(rows: list[dict], out: Path) -> None:
 
 def budget_curves(folders: list[Path], picture: Path | None) -> None:
     """Merge the real-data rows of ``folders`` (each a run's ``results.json``), print per data set and budget the
-    mean IU of every setting (averaged over seeds, with the spread) and each setting's ratio to "plain" (paper's
-    mean IU, and the mean IU of the object classes, background left out); draw mean IU against the budget."""
+    mean IU of every setting (averaged over seeds, with the spread) and each setting's ratio to each plain baseline
+    (paper's mean IU, and the mean IU of the object classes, background left out); draw mean IU against the budget."""
     rows = [row for folder in folders for row in json.loads((folder / "results.json").read_text())
             if "minutes" in row and "object mean IU" in row]
     if not rows:
@@ -264,16 +284,20 @@ def budget_curves(folders: list[Path], picture: Path | None) -> None:
             return "no plain row"
         return f"{value / baseline:.2f}x" if baseline > 0 else "plain at 0"
 
+    baselines = sorted({settings for _, settings, _ in groups if settings.startswith("plain")})
     table = []
     for data, settings, minutes in sorted(groups):
         m, spread, seeds = mean("mean IU", data, settings, minutes)
         objects = mean("object mean IU", data, settings, minutes)[0]
-        plain, plain_objects = (mean(k, data, "plain", minutes)[0] for k in ("mean IU", "object mean IU"))
         updates = mean("updates", data, settings, minutes)[0]
-        table.append({"data": data, "budget (min)": f"{minutes:g}", "settings": settings, "seeds": seeds,
-                      "updates": f"{updates:.0f}", "mean IU": f"{m:.1f} +/- {spread:.1f}",
-                      "x plain": "-" if settings == "plain" else ratio(m, plain), "object mean IU": f"{objects:.1f}",
-                      "x plain (objects)": "-" if settings == "plain" else ratio(objects, plain_objects)})
+        row = {"data": data, "budget (min)": f"{minutes:g}", "settings": settings, "seeds": seeds,
+               "updates": f"{updates:.0f}", "mean IU": f"{m:.1f} +/- {spread:.1f}", "object mean IU": f"{objects:.1f}"}
+        for baseline in baselines:
+            base, base_objects = (mean(k, data, baseline, minutes)[0] for k in ("mean IU", "object mean IU"))
+            plain_row = settings.startswith("plain")
+            row[f"x {baseline}"] = "-" if plain_row else ratio(m, base)
+            row[f"x {baseline} (objects)"] = "-" if plain_row else ratio(objects, base_objects)
+        table.append(row)
     print(markdown_table(table))
     if picture is None:
         return
@@ -289,11 +313,14 @@ def budget_curves(folders: list[Path], picture: Path | None) -> None:
             budgets = sorted(mn for d, s, mn in groups if d == data and s == settings)
             stats = [mean("mean IU", data, settings, mn) for mn in budgets]
             axis.errorbar([60 * b for b in budgets], [v for v, _, _ in stats], yerr=[e for _, e, _ in stats],
-                          marker="o", capsize=3, label="small-cpu preset" if settings == "today" else settings)
+                          marker="o", capsize=3, label=LEGEND.get(settings, settings))
         axis.set_xscale("log")
+        ticks = sorted({60 * mn for d, _, mn in groups if d == data})
+        axis.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        axis.minorticks_off()
         axis.set_xlabel("training budget (CPU-seconds, one thread)")
         axis.set_ylabel("mean IU on held-out images (%)")
-        axis.set_title(data)
+        axis.set_title(f"{data} ({ROLES[data]})" if data in ROLES else data)
         axis.grid(alpha=0.3)
         axis.legend()
     figure.suptitle(cpu_flags(), fontsize=9)
@@ -332,7 +359,7 @@ def main() -> None:
     plan = []
     for row in args.rows:
         style, _, variant = row.partition(":")
-        if style not in (*STYLES, *REAL_SETS) or variant not in VARIANTS or (variant == "plain" and style in STYLES):
+        if style not in (*STYLES, *REAL_SETS) or variant not in VARIANTS or (variant.startswith("plain") and style in STYLES):
             p.error(f"row {row!r}: expected STYLE:SETTINGS with a style of {', '.join((*STYLES, *REAL_SETS))} and "
                     f"settings of {', '.join(VARIANTS)} (plain: on {', '.join(REAL_SETS)} only)")
         plan += [(style, variant, minutes) for minutes in args.minutes]
