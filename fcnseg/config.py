@@ -347,6 +347,9 @@ class TrainConfig:
     # weights the per-pixel terms (cross-entropy, focal)
     class_weights: Any = dataclasses.field(default="none", metadata={"types": (str, list)})
     focal_gamma: float = 2.0  # focal loss: (1 - p)^gamma; 0 is cross-entropy
+    # A ResNet FCN with model.aux: loss = main + aux_weight x the auxiliary head's (torchvision's reference: 0.5);
+    # 0 keeps the auxiliary head as it starts, untrained
+    aux_weight: float = 0.5
     batch_size: int = 1  # images per forward pass per process
     iter_size: int = 20  # forward/backward passes accumulated per update (global batch = batch_size * iter_size * processes)
     max_iter: int = 100000  # parameter updates (unused with a time_budget)
@@ -437,6 +440,8 @@ class TrainConfig:
             raise ConfigError(f"{source}: class_weights must be non-negative numbers, one per class; found {weights!r}")
         if self.focal_gamma < 0:
             raise ConfigError(f"{source}: focal_gamma must be >= 0, got {self.focal_gamma}")
+        if self.aux_weight < 0:
+            raise ConfigError(f"{source}: aux_weight must be >= 0, got {self.aux_weight}")
         if self.init_from and self.classifier_weights:
             raise ConfigError(f"{source}: give init_from (an FCN checkpoint) or classifier_weights, not both")
         if self.init_streams_from and (self.init_from or self.classifier_weights):

@@ -127,7 +127,7 @@ def test_two_updates_from_the_torchvision_file_give_a_6_class_checkpoint_that_pr
     result = train(config, progress=False)
     log = (tmp_path / "run" / "train.log").read_text()
     assert "re-initialised for the data set's 6 classes" in log and "aux_classifier.4" in log
-    assert "aux_classifier kept as it starts" in log
+    assert "aux_classifier trained: loss = main head's + 0.5 x the auxiliary head's" in log
     assert "BatchNorm statistics frozen" in log and "a batch of 2 images (under 8)" in log
 
     loaded = load_model(result.last_checkpoint)
@@ -135,8 +135,8 @@ def test_two_updates_from_the_torchvision_file_give_a_6_class_checkpoint_that_pr
     assert loaded.class_names == SHAPES and loaded.normalization == IMAGENET_RGB
     weights = loaded.model.state_dict()
     assert weights["classifier.4.weight"].shape == (6, 512, 1, 1) and weights["aux_classifier.4.bias"].shape == (6,)
-    # the auxiliary head is not trained (the loss is the main head's): its 3x3 conv is still the file's
-    assert torch.equal(weights["aux_classifier.0.weight"], state["aux_classifier.0.weight"])
+    # the auxiliary head is trained (torchvision's loss: main + 0.5 x aux): its 3x3 conv moved from the file's
+    assert not torch.equal(weights["aux_classifier.0.weight"], state["aux_classifier.0.weight"])
     # frozen statistics: every running mean and variance is still the file's; the convolutions moved
     stats = [k for k in state if k.endswith(("running_mean", "running_var")) and not k.startswith("aux_")]
     assert stats and all(torch.equal(weights[k], state[k]) for k in stats)
@@ -206,3 +206,71 @@ def test_init_from_a_resnet_file_without_a_backbone_builds_that_resnet(tmp_path,
     assert not named.backbone_from_weights and take_backbone_from_weights(named) is named
     scratch = resolve_run_config(overrides={**plain, "train": {"init_from": ""}})
     assert take_backbone_from_weights(scratch) is scratch
+
+
+def test_aux_weight_0_keeps_the_auxiliary_head_as_the_file_has_it(tmp_path, torchvision_file):
+    state, path = torchvision_file
+    config = resolve_run_config(overrides={**settings(tmp_path, path, aux_weight=0.0),
+                                           "model": {"backbone": "resnet50", "aux": True}})
+    result = train(config, progress=False)
+    assert "aux_classifier kept as it starts: train.aux_weight is 0" in (tmp_path / "run" / "train.log").read_text()
+    weights = load_model(result.last_checkpoint).model.state_dict()
+    assert torch.equal(weights["aux_classifier.0.weight"], state["aux_classifier.0.weight"])
+    assert not torch.equal(weights["classifier.0.weight"], state["classifier.0.weight"])
+
+
+def test_a_negative_aux_weight_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="aux_weight must be >= 0, got -1"):
+        resolve_run_config(overrides=settings(tmp_path, aux_weight=-1.0))
+
+
+def test_training_forward_returns_the_main_and_auxiliary_logits_of_one_pass():
+    from fcnseg.config import ModelConfig
+    from fcnseg.models.resnet import ResNetFCN
+
+    torch.manual_seed(0)
+    net = ResNetFCN(ModelConfig(arch="fcn", backbone="resnet50", num_classes=4, aux=True))
+    x = torch.randn(1, 3, 37, 45)
+    net.eval()
+    main_eval, aux_eval = net(x), net.aux_logits(x)
+    net.train_aux = True
+    assert torch.is_tensor(net(x))  # eval mode: the main head only, whatever train_aux says
+    net.train()
+    for m in net.modules():  # deterministic training mode: BatchNorm on its statistics, no dropout
+        if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.Dropout)):
+            m.eval()
+    main, aux = net(x)
+    assert main.shape == aux.shape == (1, 4, 37, 45)
+    torch.testing.assert_close(main, main_eval)
+    torch.testing.assert_close(aux, aux_eval)
+
+
+def test_a_step_on_main_and_auxiliary_logits_takes_main_plus_aux_weight_times_aux():
+    from fcnseg.config import TrainConfig
+    from fcnseg.precision import resolve_execution
+    from fcnseg.training.loop import train_step
+
+    class TwoOutputs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.main = torch.nn.Parameter(torch.randn(2, 3, 5, 6))
+            self.aux = torch.nn.Parameter(torch.randn(2, 3, 5, 6))
+
+        def forward(self, x):
+            return self.main + 0 * x.sum(), self.aux + 0 * x.sum()
+
+    net = TwoOutputs()
+    masks = torch.randint(0, 3, (2, 5, 6))
+    masks[0, 0, :] = 255  # the ignore label, left out of both terms
+    config = TrainConfig(optimizer="sgd", lr=0.0, batch_size=2, iter_size=1, aux_weight=0.4, grad_clip=0.0)
+    plan = resolve_execution(torch.device("cpu"), "fp32", "contiguous", purpose="training")
+    step = train_step(net, torch.optim.SGD(net.parameters(), lr=0.0), torch.amp.GradScaler("cpu", enabled=False),
+                      iter([(torch.zeros(2, 3, 5, 6), masks)]), config, 0, plan)
+    # independent: the mean of -log softmax at the true class over labelled pixels, by hand
+    def cross_entropy(logits):
+        log_p = logits.detach().log_softmax(1).permute(0, 2, 3, 1).reshape(-1, 3)
+        labels = masks.reshape(-1)
+        kept = labels != 255
+        return -log_p[kept].gather(1, labels[kept][:, None]).mean().item()
+    assert step.loss == pytest.approx(cross_entropy(net.main) + 0.4 * cross_entropy(net.aux), rel=1e-6)
+    assert net.aux.grad is not None and net.aux.grad.abs().sum() > 0

@@ -130,9 +130,11 @@ def fcn_head(in_channels: int, num_classes: int) -> nn.Sequential:
 class ResNetFCN(nn.Module):
     """torchvision's ``fcn_resnet50`` / ``fcn_resnet101``: ``forward(x float [N, 3, H, W]) -> logits [N, C, H, W]``.
 
-    ``classifier`` scores layer4 at 1/8; ``aux_classifier`` (``config.aux``) scores layer3 and is run only by
-    :meth:`aux_logits` (torchvision's training loss), never by ``forward``. A freshly built net is initialised as
-    torchvision does: convolutions He-normal (fan_out), BatchNorm weight 1 and bias 0, the heads PyTorch's default.
+    ``classifier`` scores layer4 at 1/8; ``aux_classifier`` (``config.aux``) scores layer3 and is run by
+    :meth:`aux_logits`, and by ``forward`` in training mode once ``train_aux`` is set (training with torchvision's
+    auxiliary loss: ``forward`` then returns ``(logits, aux_logits)`` from one pass through the trunk); never in
+    eval mode. A freshly built net is initialised as torchvision does: convolutions He-normal (fan_out), BatchNorm
+    weight 1 and bias 0, the heads PyTorch's default.
     """
 
     def __init__(self, config: ModelConfig):
@@ -144,6 +146,7 @@ class ResNetFCN(nn.Module):
         if config.aux:
             self.aux_classifier = fcn_head(1024, config.num_classes)
         self.offsets: dict[str, int] = {}  # no crops: the scores are resized to the input
+        self.train_aux = False  # set by the trainer for the auxiliary loss; see the class docstring
         for m in self.backbone.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -156,12 +159,17 @@ class ResNetFCN(nn.Module):
         head = [(f"classifier.{i}", m) for i, m in enumerate(self.classifier)]
         return [(f"backbone.{name}", m) for name, m in self.backbone.main_path()] + head
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scores = self.classifier(self.backbone(x)["layer4"])  # [N, C, ceil(H/8), ceil(W/8)]
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        features = self.backbone(x)
+        scores = self.classifier(features["layer4"])  # [N, C, ceil(H/8), ceil(W/8)]
         # Deviation: the paper upsamples with a (learnable) bilinear-initialised deconvolution and crops;
         # torchvision's FCN resizes bilinearly (align_corners=False) to the input size, and its weights were
         # trained so. Any input size (odd too) gives logits of its own size.
-        return F.interpolate(scores, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        logits = F.interpolate(scores, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        if self.training and self.train_aux:
+            aux = self.aux_classifier(features["layer3"])
+            return logits, F.interpolate(aux, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return logits
 
     def aux_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The auxiliary head's logits ``[N, C, H, W]`` (layer3's scores resized to the input), as torchvision's

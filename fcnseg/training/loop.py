@@ -55,7 +55,9 @@ def train_step(
     (GradScaler for fp16), clips their norm to ``config.grad_clip`` (0: no clipping) and steps the optimiser.
     A net of several heads (a dict of logits, masks ``[N, K, H, W]``) trains
     on the sum of ``loss_fn`` over its heads, weighted by ``config.head_weights``
-    (:func:`fcnseg.losses.per_head_loss`).
+    (:func:`fcnseg.losses.per_head_loss`); a net that returns ``(logits, aux_logits)`` (a ResNet FCN with its
+    auxiliary head in training, :class:`fcnseg.models.resnet.ResNetFCN`) on ``loss_fn(logits) + config.aux_weight
+    * loss_fn(aux_logits)``, as torchvision's reference.
 
     The passes are averaged, as Caffe's ``iter_size`` does. Within a pass the gradient equals that of
     one process seeing the whole global batch: ``loss_fn`` returns this process's share of the global
@@ -82,7 +84,10 @@ def train_step(
         with nullcontext() if last or world == 1 else net.no_sync():
             with autocast(device, plan.autocast_dtype):
                 logits = net(images)
-            loss = loss_fn(logits, masks) / config.iter_size
+            if isinstance(logits, tuple):  # (main, auxiliary) logits: a ResNet FCN trained with its auxiliary head
+                loss = (loss_fn(logits[0], masks) + config.aux_weight * loss_fn(logits[1], masks)) / config.iter_size
+            else:
+                loss = loss_fn(logits, masks) / config.iter_size
             scaler.scale(loss * world).backward()
         logged += loss.detach().double()
     loss_value = D.all_reduce_sum(logged).item()

@@ -378,11 +378,13 @@ def train(config: RunConfig, resume: str | Path | Resume | None = None, progress
         if batch_norm.freeze:  # before DDP's synchronised BatchNorm, which then leaves the frozen ones alone
             freeze_batch_norm_statistics(initialized.model)
         if config.model.is_resnet and config.model.aux:
-            # Deviation: torchvision's reference adds 0.5 x the auxiliary head's loss; the loss here is the main
-            # head's, so the auxiliary head is stored as it starts, not left as parameters without gradients (DDP)
-            initialized.model.aux_classifier.requires_grad_(False)
-            log.info("aux_classifier kept as it starts: the loss is the main head's (model.aux stores it, unused by "
-                     "inference)")
+            if t.aux_weight > 0:  # torchvision's reference: loss = main + 0.5 x aux
+                initialized.model.train_aux = True
+                log.info("aux_classifier trained: loss = main head's + %g x the auxiliary head's (train.aux_weight; "
+                         "inference runs the main head only)", t.aux_weight)
+            else:  # stored as it starts, not left as parameters without gradients (DDP)
+                initialized.model.aux_classifier.requires_grad_(False)
+                log.info("aux_classifier kept as it starts: train.aux_weight is 0, the loss is the main head's")
         if resume is None and dist.is_main:
             crop = config.data.crop_size
             slow = slow_start_warning(config, dist.device.type, (crop, crop) if crop else TYPICAL_IMAGE)
