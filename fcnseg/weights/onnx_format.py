@@ -282,6 +282,19 @@ def output_classes(proto) -> int | None:
     return None
 
 
+def graph_input(x) -> np.ndarray:
+    """A batch of pixels (tensor or array) as the exported graph's input: contiguous float32 ``[N, 3, H, W]``.
+
+    Raises:
+        ValueError: not four dimensions with three channels."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected float32 [N, 3, H, W] RGB pixels, got {list(x.shape)}")
+    return x
+
+
 class OnnxNet:
     """An ONNX Runtime session with the call of a torch model.
 
@@ -318,11 +331,7 @@ class OnnxNet:
             raise CheckpointError(f"{self.path}: expected a graph input '{INPUT_NAME}', found {inputs}")
 
     def __call__(self, x) -> torch.Tensor:
-        if isinstance(x, torch.Tensor):
-            x = x.detach().cpu().numpy()
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected float32 [N, 3, H, W] RGB pixels, got {list(x.shape)}")
+        x = graph_input(x)
         (logits,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: x})
         return torch.from_numpy(logits)
 

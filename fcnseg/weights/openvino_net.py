@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from fcnseg.errors import CheckpointError, FcnsegError
-from fcnseg.weights.onnx_format import INPUT_NAME, available_cores
+from fcnseg.weights.onnx_format import INPUT_NAME, available_cores, graph_input
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +96,7 @@ class OpenVinoNet:
             return compiled
 
     def __call__(self, x) -> torch.Tensor:
-        if isinstance(x, torch.Tensor):
-            x = x.detach().cpu().numpy()
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected float32 [N, 3, H, W] RGB pixels, got {list(x.shape)}")
+        x = graph_input(x)
         # One infer request per call: a compiled model's own request is not safe to share between serve's workers.
         request = self.compiled(tuple(x.shape)).create_infer_request()
         request.infer({0: x})
